@@ -1,0 +1,150 @@
+//! The cell: the process that runs one wasm container.
+//!
+//! Each wasm container runs in a cell process of its own, so a crashing or hostile guest (or a
+//! wasmtime bug it triggers) takes down that process only, never the shim or its neighbours, and
+//! signals, exit statuses and (in the next layer) namespaces, cgroups and seccomp apply to it as
+//! they apply to a runc container's process.
+//!
+//! The shim starts a cell by executing its own binary with the `cell` argument and these fds:
+//!
+//! | fd | what |
+//! |----|------|
+//! | 0, 1, 2 | `/dev/null`, and the guest's stdout and stderr (FIFO, log file or logger pipe) |
+//! | 3 ([`CONTROL_FD`]) | read: one line of JSON [`RunSpec`], later one start byte |
+//! | 4 ([`STATUS_FD`]) | write: `ok <how it was loaded>` or `err <message>`, then closed |
+//! | 5 ([`PROGRAM_FD`]) | the wasm file, opened inside the rootfs by the shim |
+//!
+//! Preparing (reading, compiling or loading from the cache, linking) happens before the start
+//! byte, so Create reports a bad module and Start only has to instantiate. End of file on the
+//! control fd before the start byte means the task was deleted before it started.
+//!
+//! The cell never logs: its stderr belongs to the guest. The only thing it writes there itself is
+//! the message of a trap, as a native program's crash shows on its stderr.
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+mod protocol;
+mod sys;
+
+pub use protocol::{
+    parse_status, write_status, Ready, CONTROL_FD, PROGRAM_FD, START_BYTE, STATUS_FD,
+};
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::time::Instant;
+
+use wasmcell_engine::{CompileCache, Engine, GuestIo, Outcome, Prepared, WasiSetup};
+use wasmcell_task::RunSpec;
+
+/// Entry point of the cell process; never returns.
+pub fn main() -> ! {
+    let code = match run_cell() {
+        Ok(code) => code,
+        Err(code) => code,
+    };
+    std::process::exit(code)
+}
+
+/// Exit status of a cell whose task was deleted before it started.
+const NOT_STARTED: i32 = 0;
+/// Exit status of a cell that could not prepare or run its guest.
+const CELL_FAILURE: i32 = 125;
+
+fn run_cell() -> Result<i32, i32> {
+    let control = sys::take_inherited(CONTROL_FD).map_err(|_| CELL_FAILURE)?;
+    let mut status = sys::take_inherited(STATUS_FD).map_err(|_| CELL_FAILURE)?;
+    let mut control = BufReader::new(control);
+
+    let prepared = match prepare(&mut control) {
+        Ok(p) => p,
+        Err(message) => {
+            let _ = protocol::write_status(&mut status, Err(&message));
+            return Err(CELL_FAILURE);
+        }
+    };
+    let (spec, prepared, ready) = prepared;
+    if protocol::write_status(&mut status, Ok(&ready)).is_err() {
+        return Err(CELL_FAILURE);
+    }
+    drop(status);
+
+    let mut byte = [0u8; 1];
+    match control.read(&mut byte) {
+        Ok(1) if byte[0] == START_BYTE => {}
+        _ => return Ok(NOT_STARTED),
+    }
+    drop(control);
+
+    let io = guest_io(&spec).map_err(|message| {
+        eprintln!("wasmcell: {message}");
+        CELL_FAILURE
+    })?;
+    let setup = WasiSetup {
+        args: spec.args.clone(),
+        env: spec.env.clone(),
+        cwd: spec.cwd.clone(),
+        preopens: spec
+            .preopens
+            .iter()
+            .map(|p| (p.host.clone(), p.guest.clone(), p.read_only))
+            .collect(),
+    };
+    match wasmcell_engine::run(&prepared, &setup, io) {
+        Ok(Outcome::Exited(code)) => Ok(code),
+        Ok(outcome @ Outcome::Trapped(_)) => {
+            if let Outcome::Trapped(message) = &outcome {
+                let _ = writeln!(std::io::stderr(), "wasm trap: {message}");
+            }
+            Ok(outcome.exit_code())
+        }
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "wasmcell: {e}");
+            Err(CELL_FAILURE)
+        }
+    }
+}
+
+/// Reads the run spec and loads and links the program.
+fn prepare(control: &mut BufReader<File>) -> Result<(RunSpec, Prepared, Ready), String> {
+    let mut line = String::new();
+    control
+        .read_line(&mut line)
+        .map_err(|e| format!("read run spec: {e}"))?;
+    let spec: RunSpec =
+        serde_json::from_str(&line).map_err(|e| format!("malformed run spec: {e}"))?;
+    let program = spec.args.first().cloned().unwrap_or_default();
+
+    let started = Instant::now();
+    let engine = Engine::new().map_err(|e| e.to_string())?;
+    let cache = CompileCache::open(&spec.cache_dir, &engine).map_err(|e| e.to_string())?;
+    let mut file = sys::take_inherited(PROGRAM_FD).map_err(|e| format!("program fd: {e}"))?;
+    let wasm = wasmcell_engine::read_wasm(&mut file, &program).map_err(|e| e.to_string())?;
+    drop(file);
+    let (compiled, outcome) = cache
+        .load(&engine, &program, &wasm)
+        .map_err(|e| e.to_string())?;
+    let prepared = Prepared::new(&engine, &program, compiled).map_err(|e| e.to_string())?;
+    let ready = Ready {
+        outcome,
+        millis: started.elapsed().as_secs_f64() * 1000.0,
+        wasm_bytes: wasm.len(),
+    };
+    Ok((spec, prepared, ready))
+}
+
+/// Opens the guest's stdio: stdout and stderr are the cell's own fds 1 and 2; stdin is opened
+/// here (blocking until the client's writer is there, so the guest never sees a false EOF).
+fn guest_io(spec: &RunSpec) -> Result<GuestIo, String> {
+    let stdin = match &spec.stdin {
+        Some(path) => {
+            Some(File::open(path).map_err(|e| format!("open stdin {}: {e}", path.display()))?)
+        }
+        None => None,
+    };
+    Ok(GuestIo {
+        stdin,
+        stdout: Some(sys::dup_file(&std::io::stdout()).map_err(|e| format!("stdout: {e}"))?),
+        stderr: Some(sys::dup_file(&std::io::stderr()).map_err(|e| format!("stderr: {e}"))?),
+    })
+}

@@ -1,0 +1,86 @@
+//! The few bytes the shim and a cell exchange.
+
+use std::io::Write;
+use std::os::fd::RawFd;
+
+use wasmcell_engine::CacheOutcome;
+
+/// Read end of the control pipe: run spec, then the start byte.
+pub const CONTROL_FD: RawFd = 3;
+/// Write end of the status pipe: ready or the error.
+pub const STATUS_FD: RawFd = 4;
+/// The wasm program file.
+pub const PROGRAM_FD: RawFd = 5;
+/// The byte that tells a prepared cell to run its guest.
+pub const START_BYTE: u8 = b'S';
+
+/// What a cell reports once its program is loaded and linked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ready {
+    /// Whether the program came from the compile cache.
+    pub outcome: CacheOutcome,
+    /// Milliseconds spent preparing (engine, cache, compile, link).
+    pub millis: f64,
+    /// Size of the wasm.
+    pub wasm_bytes: usize,
+}
+
+/// Writes the status line: `ok <outcome> <millis> <bytes>` or `err <message>`.
+pub fn write_status(out: &mut impl Write, status: Result<&Ready, &str>) -> std::io::Result<()> {
+    let line = match status {
+        Ok(r) => format!("ok {} {:.3} {}\n", r.outcome, r.millis, r.wasm_bytes),
+        Err(message) => format!("err {}\n", message.replace('\n', " ")),
+    };
+    out.write_all(line.as_bytes())
+}
+
+/// Parses a status line; `Err` carries the cell's error message.
+pub fn parse_status(line: &str) -> Result<Ready, String> {
+    let line = line.trim_end();
+    if let Some(message) = line.strip_prefix("err ") {
+        return Err(message.to_owned());
+    }
+    let mut parts = line.strip_prefix("ok ").unwrap_or_default().split(' ');
+    let outcome = match parts.next() {
+        Some("cache-hit") => CacheOutcome::Hit,
+        Some("compiled") => CacheOutcome::Compiled,
+        _ if line.is_empty() => {
+            return Err("the cell exited before reporting (see the shim log)".to_owned())
+        }
+        _ => return Err(format!("unreadable cell status {line:?}")),
+    };
+    let millis = parts.next().and_then(|m| m.parse().ok()).unwrap_or(0.0);
+    let wasm_bytes = parts.next().and_then(|b| b.parse().ok()).unwrap_or(0);
+    Ok(Ready {
+        outcome,
+        millis,
+        wasm_bytes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_round_trips() {
+        let ready = Ready {
+            outcome: CacheOutcome::Hit,
+            millis: 1.5,
+            wasm_bytes: 42,
+        };
+        let mut buf = Vec::new();
+        write_status(&mut buf, Ok(&ready)).expect("write");
+        assert_eq!(parse_status(&String::from_utf8_lossy(&buf)), Ok(ready));
+        let mut buf = Vec::new();
+        write_status(&mut buf, Err("bad\nthing")).expect("write");
+        assert_eq!(
+            parse_status(&String::from_utf8_lossy(&buf)),
+            Err("bad thing".into())
+        );
+        assert!(parse_status("")
+            .unwrap_err()
+            .contains("exited before reporting"));
+        assert!(parse_status("what").unwrap_err().contains("unreadable"));
+    }
+}

@@ -1,0 +1,81 @@
+//! wasmtime, and only wasmtime, lives here.
+//!
+//! - [`Engine`]: one engine configuration for every cell, with the key that makes compiled code
+//!   reusable across processes ([`Engine::compat_key`]).
+//! - [`CompileCache`]: the host compile cache. A module is compiled at most once per node per
+//!   engine configuration; later starts `mmap` the compiled code. Only files this cache wrote are
+//!   ever deserialized: compiled code from an image is never loaded.
+//! - [`Prepared`] / [`run`]: link a core module against WASI preview 1 or a component against
+//!   WASI 0.2 (`wasi:cli/run`) once, then run it with the guest's capabilities and map how it
+//!   ended to an exit status.
+#![deny(missing_docs)]
+
+mod cache;
+mod error;
+mod run;
+
+pub use cache::{read_wasm, CacheOutcome, CompileCache, Program};
+pub use error::{Error, Result};
+pub use run::{run, GuestIo, Outcome, Prepared, WasiSetup, TRAP_EXIT_CODE};
+
+use sha2::{Digest, Sha256};
+
+/// Whether wasm bytes are a component (layer 1) rather than a core module.
+pub fn is_component(wasm: &[u8]) -> bool {
+    wasm.len() >= 8 && &wasm[..4] == b"\0asm" && wasm[4..8] == [0x0d, 0, 1, 0]
+}
+
+/// The wasmtime engine every cell uses, built once per process.
+#[derive(Clone)]
+pub struct Engine {
+    inner: wasmtime::Engine,
+    compat_key: String,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("compat_key", &self.compat_key)
+            .finish()
+    }
+}
+
+/// Feeds `Hash` output into SHA-256, so a `Hash` value gets a digest that is stable across
+/// processes (unlike `DefaultHasher`, whose output is not promised to be).
+struct Sha256Hasher(Sha256);
+
+impl std::hash::Hasher for Sha256Hasher {
+    fn finish(&self) -> u64 {
+        0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+impl Engine {
+    /// Builds the engine with wasmcell's fixed configuration.
+    pub fn new() -> Result<Engine> {
+        let mut config = wasmtime::Config::new();
+        config
+            .wasm_component_model(true)
+            .cranelift_opt_level(wasmtime::OptLevel::Speed)
+            .parallel_compilation(true);
+        let inner = wasmtime::Engine::new(&config).map_err(|e| Error::Engine(format!("{e:#}")))?;
+        let mut hasher = Sha256Hasher(Sha256::new());
+        std::hash::Hash::hash(&inner.precompile_compatibility_hash(), &mut hasher);
+        let compat_key = hex::encode(&hasher.0.finalize()[..16]);
+        Ok(Engine { inner, compat_key })
+    }
+
+    /// Hex digest of wasmtime's `precompile_compatibility_hash` for this configuration: compiled
+    /// code is reusable exactly between engines with the same key.
+    pub fn compat_key(&self) -> &str {
+        &self.compat_key
+    }
+
+    /// The wasmtime engine.
+    pub fn wasmtime(&self) -> &wasmtime::Engine {
+        &self.inner
+    }
+}

@@ -1,0 +1,230 @@
+//! Linking and running a guest.
+//!
+//! [`Prepared::new`] links once (so a missing import is an error at container create, not at
+//! start); [`run`] builds the guest's WASI context from exactly what it was granted and runs it
+//! on the calling thread.
+//!
+//! How a guest ends becomes an [`Outcome`]: `proc_exit(n)` and `wasi:cli/exit` are results, not
+//! errors (`I32Exit`), a component's `run` returning `Err` is exit 1, and a trap is kept apart so
+//! the caller can print it and exit with [`TRAP_EXIT_CODE`].
+
+use std::fs::File;
+use std::path::PathBuf;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{InstancePre, Store};
+use wasmtime_wasi::cli::{InputFile, OutputFile};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::bindings::sync::CommandPre;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::{Engine, Error, Program, Result};
+
+/// Exit status of a guest that trapped: 128 + SIGABRT, what a native program that aborts gets
+/// and what `wasmtime run` uses.
+pub const TRAP_EXIT_CODE: i32 = 134;
+
+/// A linked program, ready to instantiate.
+pub struct Prepared {
+    name: String,
+    engine: Engine,
+    kind: PreparedKind,
+}
+
+enum PreparedKind {
+    Core(InstancePre<WasiP1Ctx>),
+    Component(CommandPre<ComponentState>),
+}
+
+/// Store data of a component guest.
+struct ComponentState {
+    ctx: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for ComponentState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.ctx,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl Prepared {
+    /// Links `program` against WASI; fails if it imports anything WASI does not provide or is
+    /// not a command (`_start` for a core module, `wasi:cli/run` for a component).
+    pub fn new(engine: &Engine, name: &str, program: Program) -> Result<Prepared> {
+        let link_err = |reason: String| Error::Link {
+            program: name.to_owned(),
+            reason,
+        };
+        let kind = match program {
+            Program::Module(module) => {
+                let mut linker = wasmtime::Linker::<WasiP1Ctx>::new(engine.wasmtime());
+                wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |t| t)
+                    .map_err(|e| Error::Engine(format!("{e:#}")))?;
+                match module.get_export("_start") {
+                    Some(wasmtime::ExternType::Func(_)) => {}
+                    _ => {
+                        return Err(link_err(
+                            "it exports no `_start` function (not a WASI command module)".into(),
+                        ))
+                    }
+                }
+                let pre = linker
+                    .instantiate_pre(&module)
+                    .map_err(|e| link_err(format!("{e:#}")))?;
+                PreparedKind::Core(pre)
+            }
+            Program::Component(component) => {
+                let mut linker =
+                    wasmtime::component::Linker::<ComponentState>::new(engine.wasmtime());
+                wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+                    .map_err(|e| Error::Engine(format!("{e:#}")))?;
+                let pre = linker
+                    .instantiate_pre(&component)
+                    .map_err(|e| link_err(format!("{e:#}")))?;
+                let pre = CommandPre::new(pre).map_err(|e| {
+                    link_err(format!(
+                        "it does not export wasi:cli/run (not a command): {e:#}"
+                    ))
+                })?;
+                PreparedKind::Component(pre)
+            }
+        };
+        Ok(Prepared {
+            name: name.to_owned(),
+            engine: engine.clone(),
+            kind,
+        })
+    }
+
+    /// Whether this is a component.
+    pub fn is_component(&self) -> bool {
+        matches!(self.kind, PreparedKind::Component(_))
+    }
+}
+
+/// What the guest is granted, and nothing else.
+#[derive(Debug, Clone, Default)]
+pub struct WasiSetup {
+    /// Arguments, program name first.
+    pub args: Vec<String>,
+    /// Environment.
+    pub env: Vec<(String, String)>,
+    /// Initial working directory (reported through `wasi:cli/environment.initial-cwd`).
+    pub cwd: String,
+    /// Directories: host path, guest path, read-only.
+    pub preopens: Vec<(PathBuf, String, bool)>,
+}
+
+/// The guest's stdio; `None` is an empty stdin or discarded output.
+#[derive(Debug, Default)]
+pub struct GuestIo {
+    /// Standard input.
+    pub stdin: Option<File>,
+    /// Standard output.
+    pub stdout: Option<File>,
+    /// Standard error.
+    pub stderr: Option<File>,
+}
+
+/// How a guest ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// It exited with this status (returned from its entry point or called exit).
+    Exited(i32),
+    /// It trapped; the message says why and where.
+    Trapped(String),
+}
+
+impl Outcome {
+    /// The process exit status for this outcome.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Outcome::Exited(code) => *code,
+            Outcome::Trapped(_) => TRAP_EXIT_CODE,
+        }
+    }
+}
+
+fn build_ctx(setup: &WasiSetup, io: GuestIo) -> Result<WasiCtxBuilder> {
+    let mut b = WasiCtxBuilder::new();
+    b.args(&setup.args)
+        .envs(&setup.env)
+        .initial_cwd(&setup.cwd)
+        .allow_blocking_current_thread(true);
+    if let Some(f) = io.stdin {
+        b.stdin(InputFile::new(f));
+    }
+    if let Some(f) = io.stdout {
+        b.stdout(OutputFile::new(f));
+    }
+    if let Some(f) = io.stderr {
+        b.stderr(OutputFile::new(f));
+    }
+    for (host, guest, read_only) in &setup.preopens {
+        let perms = if *read_only {
+            FsPerms::ReadOnly
+        } else {
+            FsPerms::ReadWrite
+        };
+        b.preopened_dir(host, guest, perms).map_err(|e| {
+            Error::Wasi(format!(
+                "cannot preopen {} as {guest}: {e:#}",
+                host.display()
+            ))
+        })?;
+    }
+    Ok(b)
+}
+
+/// Sorts a guest failure into an exit or a trap.
+fn outcome_of(err: wasmtime::Error) -> Outcome {
+    if let Some(exit) = err.downcast_ref::<I32Exit>() {
+        return Outcome::Exited(exit.0);
+    }
+    Outcome::Trapped(format!("{err:?}"))
+}
+
+/// Instantiates and runs the guest to completion on this thread.
+pub fn run(prepared: &Prepared, setup: &WasiSetup, io: GuestIo) -> Result<Outcome> {
+    let builder = build_ctx(setup, io);
+    let mut builder = builder?;
+    match &prepared.kind {
+        PreparedKind::Core(pre) => {
+            let mut store = Store::new(prepared.engine.wasmtime(), builder.build_p1());
+            let instance = match pre.instantiate(&mut store) {
+                Ok(i) => i,
+                Err(e) => return Ok(outcome_of(e)),
+            };
+            let start = instance
+                .get_typed_func::<(), ()>(&mut store, "_start")
+                .map_err(|e| Error::Link {
+                    program: prepared.name.clone(),
+                    reason: format!("`_start` has the wrong type: {e:#}"),
+                })?;
+            Ok(match start.call(&mut store, ()) {
+                Ok(()) => Outcome::Exited(0),
+                Err(e) => outcome_of(e),
+            })
+        }
+        PreparedKind::Component(pre) => {
+            let state = ComponentState {
+                ctx: builder.build(),
+                table: ResourceTable::new(),
+            };
+            let mut store = Store::new(prepared.engine.wasmtime(), state);
+            let command = match pre.instantiate(&mut store) {
+                Ok(c) => c,
+                Err(e) => return Ok(outcome_of(e)),
+            };
+            Ok(match command.wasi_cli_run().call_run(&mut store) {
+                Ok(Ok(())) => Outcome::Exited(0),
+                Ok(Err(())) => Outcome::Exited(1),
+                Err(e) => outcome_of(e),
+            })
+        }
+    }
+}

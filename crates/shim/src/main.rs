@@ -1,0 +1,66 @@
+//! `containerd-shim-wasmcell-v1`: the containerd shim (runtime v2) of wasmcell.
+//!
+//! - `start` / `delete` / the daemon: containerd's shim protocol, through `containerd-shim`.
+//! - `-v`, `-info`: version and RuntimeInfo.
+//! - `cell <id>`: internal; the shim runs each wasm container as this binary in cell mode.
+#![deny(unsafe_code)]
+
+mod cell;
+mod error;
+mod events;
+mod info;
+mod process;
+mod runc;
+mod service;
+mod shim;
+mod stdio;
+mod tasks;
+
+use std::io::{Read, Write};
+
+fn main() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).map(|a| a == cell::CELL_ARG).unwrap_or(false) {
+        wasmcell_cell::main();
+    }
+    let flags = match containerd_shim::parse(&args[1..]) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("{}: {e}", info::RUNTIME_ID);
+            eprintln!("usage: containerd-shim-wasmcell-v1 [-v] [-info] [-debug] -namespace NS -id ID -address ADDR (start|delete)");
+            std::process::exit(2);
+        }
+    };
+    if flags.version {
+        print!("{}", info::version_text());
+        return;
+    }
+    if flags.info {
+        let mut stdin = Vec::new();
+        if let Err(e) = std::io::stdin().read_to_end(&mut stdin) {
+            eprintln!("{}: read stdin: {e}", info::RUNTIME_ID);
+            std::process::exit(1);
+        }
+        match info::runtime_info(&stdin) {
+            Ok(bytes) => {
+                if std::io::stdout().write_all(&bytes).is_err() {
+                    std::process::exit(1);
+                }
+                return;
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", info::RUNTIME_ID);
+                std::process::exit(1);
+            }
+        }
+    }
+    if !matches!(flags.action.as_str(), "start" | "delete" | "") {
+        eprintln!(
+            "{}: unknown action {:?} (expected start or delete)",
+            info::RUNTIME_ID,
+            flags.action
+        );
+        std::process::exit(2);
+    }
+    containerd_shim::run::<shim::WasmcellShim>(info::RUNTIME_ID, None);
+}

@@ -1,0 +1,160 @@
+//! Starting child processes under the shim's reaper.
+//!
+//! The shim is a subreaper and the framework's signal thread reaps every child (`waitpid(-1)`)
+//! and broadcasts the exit through `containerd_shim::monitor`. So `std::process::Child::wait`
+//! must never be used here: a child's exit is only ever learned from a monitor subscription
+//! taken *before* the child is spawned (so the exit cannot be missed).
+//!
+//! This module also places extra fds at fixed numbers in a child (the cell's protocol fds, a
+//! binary logger's fds 3/4/5), the shim's only `unsafe` code besides the framework's.
+#![allow(unsafe_code)]
+
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant};
+
+use containerd_shim::monitor::ExitEvent;
+use containerd_shim::monitor::{monitor_subscribe, Subject, Topic};
+
+use crate::error::{Error, Result};
+
+/// Lowest fd number used for staging extra fds, above every target number we use.
+const STAGING_FD_MIN: RawFd = 64;
+
+/// Arranges for `fds[i].0` to appear as fd `fds[i].1` in the child spawned from `cmd`.
+///
+/// The sources are first duplicated to numbers ≥ 64 (close-on-exec) so that no source can be
+/// overwritten by an earlier `dup2` in the child; the returned guards must live until the
+/// child has been spawned.
+pub fn map_fds(cmd: &mut Command, fds: &[(&dyn AsFd, RawFd)]) -> Result<Vec<OwnedFd>> {
+    let mut staged = Vec::with_capacity(fds.len());
+    let mut plan = Vec::with_capacity(fds.len());
+    for (src, target) in fds {
+        let copy = nix::fcntl::fcntl(
+            src.as_fd(),
+            nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(STAGING_FD_MIN),
+        )
+        .map_err(|e| Error::io("duplicate fd for a child", e))?;
+        // SAFETY: F_DUPFD_CLOEXEC returned a new fd that nothing else owns.
+        let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(copy) };
+        plan.push((owned.as_raw_fd(), *target));
+        staged.push(owned);
+    }
+    // SAFETY: the closure runs in the child between fork and exec and only calls dup2, which is
+    // async-signal-safe; it allocates nothing and touches no lock. The staged fds it reads are
+    // kept open by the caller until spawn returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            for (src, target) in &plan {
+                if libc::dup2(*src, *target) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    Ok(staged)
+}
+
+/// A subscription to child exits, taken before spawning.
+pub struct ExitWatch {
+    sub: containerd_shim::monitor::Subscription,
+}
+
+impl ExitWatch {
+    /// Subscribes to exits of all children.
+    pub fn new() -> Result<ExitWatch> {
+        Ok(ExitWatch {
+            sub: monitor_subscribe(Topic::Pid).map_err(|e| Error::io("subscribe to exits", e))?,
+        })
+    }
+
+    /// The next exit of any child: `(pid, status)`; `None` once the monitor is gone.
+    pub fn next(&self) -> Option<(i32, i32)> {
+        loop {
+            match self.sub.rx.recv() {
+                Ok(ExitEvent {
+                    subject: Subject::Pid(pid),
+                    exit_code,
+                }) => return Some((pid, exit_code)),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Waits for the exit status of `pid`, up to `timeout`.
+    pub fn wait(&self, pid: i32, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.sub.rx.recv_timeout(left) {
+                Ok(ExitEvent {
+                    subject: Subject::Pid(p),
+                    exit_code,
+                }) if p == pid => return Some(exit_code),
+                Ok(_) => continue,
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
+                    return None
+                }
+            }
+        }
+    }
+}
+
+/// What a finished helper command printed and how it ended.
+#[derive(Debug)]
+pub struct Output {
+    /// Exit status (`128 + signal` when killed).
+    pub status: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Spawns `cmd` under an [`ExitWatch`].
+pub fn spawn_watched(cmd: &mut Command) -> Result<(Child, ExitWatch)> {
+    let watch = ExitWatch::new()?;
+    let child = cmd
+        .spawn()
+        .map_err(|e| Error::io(format!("run {:?}", cmd.get_program()), e))?;
+    Ok((child, watch))
+}
+
+/// Runs a helper command to completion, capturing its output (at most `timeout`).
+pub fn run_command(cmd: &mut Command, timeout: Duration) -> Result<Output> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let (mut child, watch) = spawn_watched(cmd)?;
+    let pid = child.id() as i32;
+    let mut stderr_pipe = child.stderr.take();
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(p) = stderr_pipe.as_mut() {
+            let _ = p.read_to_string(&mut s);
+        }
+        s
+    });
+    let mut stdout = String::new();
+    if let Some(mut p) = child.stdout.take() {
+        let _ = p.read_to_string(&mut stdout);
+    }
+    let stderr = err_reader.join().unwrap_or_default();
+    let Some(status) = watch.wait(pid, timeout) else {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+        return Err(Error::Internal(format!(
+            "{:?} did not finish within {timeout:?}",
+            cmd.get_program()
+        )));
+    };
+    Ok(Output {
+        status,
+        stdout,
+        stderr,
+    })
+}

@@ -1,0 +1,146 @@
+//! Native containers (the pod's pause container, sidecars, busybox…) go to runc, with the same
+//! task semantics as a cell: `runc create` makes the process and hands it our stdio fds,
+//! `runc start` lets it run, and its exit reaches us as its subreaper.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::process::{run_command, spawn_watched};
+
+/// How long a runc command may take.
+const RUNC_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The runc binary and its state directory.
+#[derive(Debug, Clone)]
+pub struct Runc {
+    /// The runc binary (looked up in `PATH` when relative).
+    pub binary: PathBuf,
+    /// runc's `--root`.
+    pub root: PathBuf,
+}
+
+/// The stdio a native container gets.
+pub struct NativeStdio {
+    /// Standard input.
+    pub stdin: File,
+    /// Standard output.
+    pub stdout: File,
+    /// Standard error.
+    pub stderr: File,
+}
+
+impl Runc {
+    fn command(&self, log: Option<&Path>) -> Command {
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("--root").arg(&self.root);
+        if let Some(log) = log {
+            cmd.arg("--log").arg(log).arg("--log-format").arg("json");
+        }
+        cmd.env_remove("NOTIFY_SOCKET");
+        cmd
+    }
+
+    /// The last error runc wrote to its JSON log.
+    fn last_error(log: &Path) -> String {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        text.lines()
+            .rev()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["level"] == "error" || v["level"] == "fatal")
+            .and_then(|v| v["msg"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| "no message in runc's log".to_owned())
+    }
+
+    fn check(&self, what: &str, out: crate::process::Output) -> Result<String> {
+        if out.status == 0 {
+            return Ok(out.stdout);
+        }
+        Err(Error::Runc(format!(
+            "{what} failed (exit {}): {}",
+            out.status,
+            out.stderr.trim()
+        )))
+    }
+
+    /// `runc create`: returns the pid of the container's init process.
+    pub fn create(&self, id: &str, bundle: &Path, stdio: NativeStdio) -> Result<i32> {
+        let pid_file = bundle.join("init.pid");
+        let log = bundle.join("runc-log.json");
+        let mut cmd = self.command(Some(&log));
+        cmd.arg("create")
+            .arg("--bundle")
+            .arg(bundle)
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg(id)
+            .current_dir(bundle)
+            .stdin(Stdio::from(stdio.stdin))
+            .stdout(Stdio::from(stdio.stdout))
+            .stderr(Stdio::from(stdio.stderr));
+        // runc's stdio becomes the container's, so its own errors go to --log, not stderr.
+        let (child, watch) = spawn_watched(&mut cmd)?;
+        drop(cmd);
+        let pid = child.id() as i32;
+        let status = watch.wait(pid, RUNC_TIMEOUT).ok_or_else(|| {
+            Error::Runc(format!(
+                "create {id} did not finish within {RUNC_TIMEOUT:?}"
+            ))
+        })?;
+        if status != 0 {
+            return Err(Error::Runc(format!(
+                "create {id} failed: {}",
+                Self::last_error(&log)
+            )));
+        }
+        let text = std::fs::read_to_string(&pid_file)
+            .map_err(|e| Error::io(format!("read {}", pid_file.display()), e))?;
+        text.trim()
+            .parse()
+            .map_err(|e| Error::Runc(format!("bad pid file {}: {e}", pid_file.display())))
+    }
+
+    /// `runc start`.
+    pub fn start(&self, id: &str) -> Result<()> {
+        let mut cmd = self.command(None);
+        cmd.arg("start").arg(id);
+        let out = run_command(&mut cmd, RUNC_TIMEOUT)?;
+        self.check("start", out).map(drop)
+    }
+
+    /// `runc kill [--all] id signal`.
+    pub fn kill(&self, id: &str, signal: u32, all: bool) -> Result<()> {
+        let mut cmd = self.command(None);
+        cmd.arg("kill");
+        if all {
+            cmd.arg("--all");
+        }
+        cmd.arg(id).arg(signal.to_string());
+        let out = run_command(&mut cmd, RUNC_TIMEOUT)?;
+        self.check("kill", out).map(drop)
+    }
+
+    /// `runc delete --force`; a container runc does not know is already gone.
+    pub fn delete(&self, id: &str) -> Result<()> {
+        let mut cmd = self.command(None);
+        cmd.arg("delete").arg("--force").arg(id);
+        let out = run_command(&mut cmd, RUNC_TIMEOUT)?;
+        if out.status != 0 && out.stderr.contains("does not exist") {
+            return Ok(());
+        }
+        self.check("delete", out).map(drop)
+    }
+
+    /// `runc ps --format json`: the container's pids.
+    pub fn ps(&self, id: &str) -> Result<Vec<u32>> {
+        let mut cmd = self.command(None);
+        cmd.arg("ps").arg("--format").arg("json").arg(id);
+        let out = run_command(&mut cmd, RUNC_TIMEOUT)?;
+        let stdout = self.check("ps", out)?;
+        let pids: Option<Vec<u32>> = serde_json::from_str(stdout.trim())
+            .map_err(|e| Error::Runc(format!("unreadable `runc ps` output {stdout:?}: {e}")))?;
+        Ok(pids.unwrap_or_default())
+    }
+}

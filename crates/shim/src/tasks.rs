@@ -1,0 +1,660 @@
+//! The task service's logic, free of ttrpc plumbing: `service.rs` only forwards to it.
+//!
+//! Ordering of events is kept by taking a task's state lock around every transition and sending
+//! the event while holding it: Start sends TaskStart before the exit path (which needs the same
+//! lock) can send TaskExit, and [`TaskState::exited`] refuses a second exit.
+//!
+//! Exits come from the framework's reaper through one subscription. An exit can arrive before its
+//! pid is registered (a process that dies at once); it is kept as *unclaimed* and matched when
+//! the pid is registered, so no exit is lost.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use containerd_shim::api::{
+    ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse, DeleteRequest,
+    DeleteResponse, KillRequest, PidsRequest, PidsResponse, ShutdownRequest, StartRequest,
+    StartResponse, StateRequest, StateResponse, Status as ApiStatus, WaitRequest, WaitResponse,
+};
+use containerd_shim::protos::api::ProcessInfo;
+use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskIO, TaskStart};
+use containerd_shim::protos::topics::{
+    TASK_CREATE_EVENT_TOPIC, TASK_DELETE_EVENT_TOPIC, TASK_EXIT_EVENT_TOPIC, TASK_START_EVENT_TOPIC,
+};
+use containerd_shim::protos::types::mount::Mount;
+use nix::sys::signal::Signal;
+use wasmcell_task::{entrypoint, runspec, RunSpec, Status, TaskState};
+
+use crate::cell::Cell;
+use crate::error::{Error, Result};
+use crate::events::{timestamp, EventSender};
+use crate::process::ExitWatch;
+use crate::runc::{NativeStdio, Runc};
+use crate::stdio;
+
+/// How long Delete waits for a killed, never-started task to exit.
+const DELETE_KILL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an exit waits for the task's binary logger to drain and exit.
+const LOGGER_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many exits of unknown pids are remembered.
+const UNCLAIMED_EXITS: usize = 1024;
+/// File in the bundle that records a cell's pid, for `shim delete` after a shim crash.
+pub const CELL_PID_FILE: &str = "cell.pid";
+
+/// Locks a mutex, recovering the data if a thread panicked while holding it.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Settings of one shim instance.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// containerd namespace.
+    pub namespace: String,
+    /// Root of the host compile cache.
+    pub cache_dir: PathBuf,
+    /// runc, for native containers.
+    pub runc: Runc,
+    /// Deadline for preparing (compiling) a wasm program.
+    pub prepare_timeout: Duration,
+}
+
+impl Config {
+    /// The default configuration for `namespace`, adjusted by the shim's own environment (which
+    /// containerd gives it; a container's env never reaches here).
+    pub fn from_env(namespace: &str) -> Config {
+        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+        Config {
+            namespace: namespace.to_owned(),
+            cache_dir: env("WASMCELL_CACHE_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/var/lib/wasmcell/cache")),
+            runc: Runc {
+                binary: env("WASMCELL_RUNC")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from("runc")),
+                root: env("WASMCELL_RUNC_ROOT")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from("/run/wasmcell/runc"))
+                    .join(namespace),
+            },
+            prepare_timeout: env("WASMCELL_PREPARE_TIMEOUT_SECS")
+                .and_then(|v| v.to_str().and_then(|s| s.parse().ok()))
+                .map(Duration::from_secs)
+                .unwrap_or(Duration::from_secs(300)),
+        }
+    }
+}
+
+/// What runs a task's process.
+enum Backend {
+    /// A wasm cell.
+    Cell(Cell),
+    /// A native container under runc.
+    Runc,
+}
+
+/// One task (container) of this shim.
+pub struct Task {
+    id: String,
+    bundle: PathBuf,
+    pid: u32,
+    backend: Backend,
+    io: TaskIO,
+    rootfs: Option<PathBuf>,
+    logger_pid: Option<i32>,
+    state: Mutex<TaskState>,
+    changed: Condvar,
+    logger_gone: Mutex<bool>,
+    logger_changed: Condvar,
+}
+
+impl Task {
+    fn logger_exited(&self) {
+        *lock(&self.logger_gone) = true;
+        self.logger_changed.notify_all();
+    }
+
+    /// Waits (bounded) until the binary logger has read everything and exited.
+    fn wait_logger(&self) {
+        if self.logger_pid.is_none() {
+            return;
+        }
+        let gone = lock(&self.logger_gone);
+        let _ = self
+            .logger_changed
+            .wait_timeout_while(gone, LOGGER_DRAIN_TIMEOUT, |g| !*g);
+    }
+}
+
+enum Owner {
+    Task(String),
+    Logger(String),
+}
+
+#[derive(Default)]
+struct Pids {
+    owners: HashMap<i32, Owner>,
+    unclaimed: VecDeque<(i32, i32)>,
+}
+
+/// The tasks of one shim.
+pub struct Tasks {
+    config: Config,
+    events: Arc<dyn EventSender>,
+    tasks: Mutex<HashMap<String, Arc<Task>>>,
+    pids: Mutex<Pids>,
+    on_idle: Box<dyn Fn() + Send + Sync>,
+}
+
+/// Unmounts the rootfs we mounted unless disarmed (on Create failure).
+struct RootfsGuard(Option<PathBuf>);
+
+impl RootfsGuard {
+    fn mount(bundle: &Path, mounts: &[Mount]) -> Result<RootfsGuard> {
+        if mounts.is_empty() {
+            return Ok(RootfsGuard(None));
+        }
+        let target = bundle.join("rootfs");
+        std::fs::create_dir_all(&target)
+            .map_err(|e| Error::io(format!("create {}", target.display()), e))?;
+        let guard = RootfsGuard(Some(target.clone()));
+        for m in mounts {
+            containerd_shim::mount::mount_rootfs(
+                Some(m.type_.as_str()),
+                Some(m.source.as_str()),
+                &m.options,
+                &target,
+            )
+            .map_err(|e| {
+                Error::Internal(format!(
+                    "mount {} ({}) on {}: {e}",
+                    m.source,
+                    m.type_,
+                    target.display()
+                ))
+            })?;
+        }
+        Ok(guard)
+    }
+
+    fn disarm(mut self) -> Option<PathBuf> {
+        self.0.take()
+    }
+}
+
+impl Drop for RootfsGuard {
+    fn drop(&mut self) {
+        if let Some(target) = self.0.take() {
+            unmount_rootfs(&target);
+        }
+    }
+}
+
+/// Unmounts everything at and below `target`, logging what cannot be unmounted.
+pub fn unmount_rootfs(target: &Path) {
+    let t = target.to_string_lossy();
+    if let Err(e) = containerd_shim::mount::umount_recursive(Some(&t), 0) {
+        log::warn!("unmount {t}: {e}; retrying lazily");
+        if let Err(e) = containerd_shim::mount::umount_recursive(Some(&t), libc::MNT_DETACH) {
+            log::error!("cannot unmount {t}: {e}");
+        }
+    }
+}
+
+/// Kills a binary logger if Create fails after starting it.
+struct LoggerGuard(Option<i32>);
+
+impl Drop for LoggerGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+impl Tasks {
+    /// Creates the registry and starts the thread that routes child exits to tasks.
+    pub fn new(
+        config: Config,
+        events: Arc<dyn EventSender>,
+        on_idle: Box<dyn Fn() + Send + Sync>,
+    ) -> Result<Arc<Tasks>> {
+        let tasks = Arc::new(Tasks {
+            config,
+            events,
+            tasks: Mutex::new(HashMap::new()),
+            pids: Mutex::new(Pids::default()),
+            on_idle,
+        });
+        let watch = ExitWatch::new()?;
+        let weak = Arc::downgrade(&tasks);
+        std::thread::Builder::new()
+            .name("exits".into())
+            .spawn(move || {
+                while let Some((pid, code)) = watch.next() {
+                    match weak.upgrade() {
+                        Some(t) => t.on_exit(pid, code),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(|e| Error::io("start the exit thread", e))?;
+        Ok(tasks)
+    }
+
+    fn get(&self, id: &str) -> Result<Arc<Task>> {
+        lock(&self.tasks)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("task {id} not found")))
+    }
+
+    /// Registers `pid`; returns its exit status if it has already exited.
+    fn register(&self, pid: i32, owner: Owner) -> Option<i32> {
+        let mut pids = lock(&self.pids);
+        if let Some(i) = pids.unclaimed.iter().position(|(p, _)| *p == pid) {
+            return pids.unclaimed.remove(i).map(|(_, code)| code);
+        }
+        pids.owners.insert(pid, owner);
+        None
+    }
+
+    fn on_exit(&self, pid: i32, code: i32) {
+        let owner = {
+            let mut pids = lock(&self.pids);
+            match pids.owners.remove(&pid) {
+                Some(o) => o,
+                None => {
+                    pids.unclaimed.push_back((pid, code));
+                    if pids.unclaimed.len() > UNCLAIMED_EXITS {
+                        pids.unclaimed.pop_front();
+                    }
+                    return;
+                }
+            }
+        };
+        match owner {
+            Owner::Task(id) => {
+                if let Ok(task) = self.get(&id) {
+                    self.task_exited(task, code);
+                }
+            }
+            Owner::Logger(id) => {
+                if let Ok(task) = self.get(&id) {
+                    task.logger_exited();
+                }
+            }
+        }
+    }
+
+    /// Records a task's exit once its output has been drained, then sends TaskExit.
+    fn task_exited(&self, task: Arc<Task>, code: i32) {
+        let events = Arc::clone(&self.events);
+        let drain = task_has_running_logger(&task);
+        let finish = move || {
+            task.wait_logger();
+            let mut st = lock(&task.state);
+            let now = SystemTime::now();
+            if st.exited(code as u32, now) {
+                log::info!("task {} exited with status {code}", task.id);
+                let mut ev = TaskExit::new();
+                ev.container_id = task.id.clone();
+                ev.id = task.id.clone();
+                ev.pid = task.pid;
+                ev.exit_status = code as u32;
+                ev.exited_at = Some(timestamp(now)).into();
+                events.send(TASK_EXIT_EVENT_TOPIC, Box::new(ev));
+            }
+            task.changed.notify_all();
+        };
+        if drain {
+            // Do not hold up other exits while this logger drains.
+            let _ = std::thread::Builder::new()
+                .name("drain".into())
+                .spawn(finish);
+        } else {
+            finish();
+        }
+    }
+
+    /// Create: mount the rootfs, find the program, prepare a cell or `runc create`.
+    pub fn create(&self, req: CreateTaskRequest) -> Result<CreateTaskResponse> {
+        let id = req.id.clone();
+        if id.is_empty() {
+            return Err(Error::InvalidArgument("task id is empty".into()));
+        }
+        if lock(&self.tasks).contains_key(&id) {
+            return Err(Error::AlreadyExists(format!("task {id} already exists")));
+        }
+        if req.terminal {
+            return Err(Error::NotImplemented(
+                "terminal (tty) tasks are not implemented by wasmcell yet".into(),
+            ));
+        }
+        if !req.checkpoint.is_empty() {
+            return Err(Error::NotImplemented(
+                "checkpoint/restore is not implemented".into(),
+            ));
+        }
+        let bundle = PathBuf::from(&req.bundle);
+        let spec = runspec::load_spec(&bundle)?;
+        let rootfs_guard = RootfsGuard::mount(&bundle, &req.rootfs)?;
+        let rootfs = runspec::rootfs_of(&bundle, &spec);
+        let process = spec
+            .process()
+            .as_ref()
+            .ok_or(wasmcell_task::Error::NoProcess)?;
+        let args = process.args().clone().unwrap_or_default();
+        let arg0 = args.first().ok_or(wasmcell_task::Error::NoProcess)?;
+        let env = runspec::split_env(process.env().as_deref().unwrap_or_default());
+        let cwd = process.cwd().to_string_lossy().into_owned();
+        let entry = entrypoint::resolve(&rootfs, arg0, &cwd, &env)?;
+
+        let outputs = stdio::open_outputs(&id, &self.config.namespace, &req.stdout, &req.stderr)?;
+        let logger_guard = LoggerGuard(outputs.logger_pid);
+        let (backend, pid) = if entry.kind.is_wasm() {
+            let run = RunSpec::from_spec(
+                &id,
+                &spec,
+                &rootfs,
+                stdio::cell_stdin(&req.stdin),
+                &self.config.cache_dir,
+            )?;
+            let (cell, ready) = Cell::spawn(
+                &run,
+                entry.file,
+                outputs.stdout,
+                outputs.stderr,
+                self.config.prepare_timeout,
+            )?;
+            log::info!(
+                "task {id}: prepared {} ({:?}, {} bytes): {} in {:.1} ms",
+                entry.path,
+                entry.kind,
+                ready.wasm_bytes,
+                ready.outcome,
+                ready.millis
+            );
+            let pid_file = bundle.join(CELL_PID_FILE);
+            if let Err(e) = std::fs::write(&pid_file, format!("{}", cell.pid)) {
+                cell.kill(Signal::SIGKILL);
+                return Err(Error::io(format!("write {}", pid_file.display()), e));
+            }
+            let pid = cell.pid;
+            (Backend::Cell(cell), pid)
+        } else {
+            drop(entry.file);
+            let stdin = stdio::open_native_stdin(&req.stdin)?;
+            let pid = self.config.runc.create(
+                &id,
+                &bundle,
+                NativeStdio {
+                    stdin,
+                    stdout: outputs.stdout.into(),
+                    stderr: outputs.stderr.into(),
+                },
+            )?;
+            log::info!(
+                "task {id}: native entrypoint {}, created with runc",
+                entry.path
+            );
+            (Backend::Runc, pid)
+        };
+
+        let mut io = TaskIO::new();
+        io.stdin = req.stdin.clone();
+        io.stdout = req.stdout.clone();
+        io.stderr = req.stderr.clone();
+        io.terminal = req.terminal;
+        let logger_pid = outputs.logger_pid;
+        std::mem::forget(logger_guard);
+        let task = Arc::new(Task {
+            id: id.clone(),
+            bundle: bundle.clone(),
+            pid: pid as u32,
+            backend,
+            io: io.clone(),
+            rootfs: rootfs_guard.disarm(),
+            logger_pid,
+            state: Mutex::new(TaskState::new(&id)),
+            changed: Condvar::new(),
+            logger_gone: Mutex::new(false),
+            logger_changed: Condvar::new(),
+        });
+        lock(&self.tasks).insert(id.clone(), Arc::clone(&task));
+
+        if let Some(lpid) = logger_pid {
+            if self.register(lpid, Owner::Logger(id.clone())).is_some() {
+                task.logger_exited();
+            }
+        }
+        {
+            let _st = lock(&task.state);
+            let mut ev = TaskCreate::new();
+            ev.container_id = id.clone();
+            ev.bundle = req.bundle.clone();
+            ev.rootfs = req.rootfs.clone();
+            ev.io = Some(io).into();
+            ev.pid = pid as u32;
+            self.events.send(TASK_CREATE_EVENT_TOPIC, Box::new(ev));
+        }
+        if let Some(code) = self.register(pid, Owner::Task(id)) {
+            self.task_exited(Arc::clone(&task), code);
+        }
+        let mut resp = CreateTaskResponse::new();
+        resp.pid = pid as u32;
+        Ok(resp)
+    }
+
+    /// Start: let the prepared cell run, or `runc start`.
+    pub fn start(&self, req: StartRequest) -> Result<StartResponse> {
+        no_exec(&req.exec_id)?;
+        let task = self.get(&req.id)?;
+        let mut st = lock(&task.state);
+        st.check_start()?;
+        match &task.backend {
+            Backend::Cell(cell) => cell.start()?,
+            Backend::Runc => self.config.runc.start(&task.id)?,
+        }
+        st.started()?;
+        let mut ev = TaskStart::new();
+        ev.container_id = task.id.clone();
+        ev.pid = task.pid;
+        self.events.send(TASK_START_EVENT_TOPIC, Box::new(ev));
+        let mut resp = StartResponse::new();
+        resp.pid = task.pid;
+        Ok(resp)
+    }
+
+    /// Kill: deliver a signal to the task's process.
+    pub fn kill(&self, req: KillRequest) -> Result<()> {
+        no_exec(&req.exec_id)?;
+        let task = self.get(&req.id)?;
+        let st = lock(&task.state);
+        if matches!(st.status(), Status::Stopped | Status::Deleted) {
+            return Err(Error::NotFound("process already finished".into()));
+        }
+        match &task.backend {
+            Backend::Cell(cell) => cell.signal(req.signal),
+            Backend::Runc => self.config.runc.kill(&task.id, req.signal, req.all),
+        }
+    }
+
+    /// Wait: block until the task has exited.
+    pub fn wait(&self, req: WaitRequest) -> Result<WaitResponse> {
+        no_exec(&req.exec_id)?;
+        let task = self.get(&req.id)?;
+        let st = lock(&task.state);
+        let st = task
+            .changed
+            .wait_while(st, |s| {
+                matches!(s.status(), Status::Created | Status::Running)
+            })
+            .unwrap_or_else(|p| p.into_inner());
+        let mut resp = WaitResponse::new();
+        if let Some(exit) = st.exit() {
+            resp.exit_status = exit.code;
+            resp.exited_at = Some(timestamp(exit.at)).into();
+        }
+        Ok(resp)
+    }
+
+    /// Delete: remove a stopped (or never started) task and everything it left.
+    pub fn delete(&self, req: DeleteRequest) -> Result<DeleteResponse> {
+        no_exec(&req.exec_id)?;
+        let task = self.get(&req.id)?;
+        let status = lock(&task.state).status();
+        match status {
+            Status::Created => {
+                match &task.backend {
+                    Backend::Cell(cell) => cell.kill(Signal::SIGKILL),
+                    Backend::Runc => {
+                        if let Err(e) = self.config.runc.kill(&task.id, libc::SIGKILL as u32, true)
+                        {
+                            log::warn!("task {}: {e}", task.id);
+                        }
+                    }
+                }
+                let st = lock(&task.state);
+                let (_st, timeout) = task
+                    .changed
+                    .wait_timeout_while(st, DELETE_KILL_TIMEOUT, |s| s.status() == Status::Created)
+                    .unwrap_or_else(|p| p.into_inner());
+                if timeout.timed_out() {
+                    return Err(Error::Internal(format!(
+                        "task {} did not exit within {DELETE_KILL_TIMEOUT:?} of SIGKILL",
+                        task.id
+                    )));
+                }
+            }
+            Status::Running => {
+                return Err(Error::FailedPrecondition(format!(
+                    "task {} is running: kill it before deleting it",
+                    task.id
+                )))
+            }
+            Status::Stopped | Status::Deleted => {}
+        }
+        let exit = lock(&task.state).deleted()?;
+        if matches!(task.backend, Backend::Runc) {
+            if let Err(e) = self.config.runc.delete(&task.id) {
+                log::error!("task {}: {e}", task.id);
+            }
+        }
+        if let Some(rootfs) = &task.rootfs {
+            unmount_rootfs(rootfs);
+        }
+        let _ = std::fs::remove_file(task.bundle.join(CELL_PID_FILE));
+        lock(&self.tasks).remove(&task.id);
+
+        let mut ev = TaskDelete::new();
+        ev.container_id = task.id.clone();
+        ev.id = task.id.clone();
+        ev.pid = task.pid;
+        ev.exit_status = exit.code;
+        ev.exited_at = Some(timestamp(exit.at)).into();
+        self.events.send(TASK_DELETE_EVENT_TOPIC, Box::new(ev));
+
+        let mut resp = DeleteResponse::new();
+        resp.pid = task.pid;
+        resp.exit_status = exit.code;
+        resp.exited_at = Some(timestamp(exit.at)).into();
+        Ok(resp)
+    }
+
+    /// State: what containerd shows in `ctr task ls`.
+    pub fn state(&self, req: StateRequest) -> Result<StateResponse> {
+        no_exec(&req.exec_id)?;
+        let task = self.get(&req.id)?;
+        let st = lock(&task.state);
+        let mut resp = StateResponse::new();
+        resp.id = task.id.clone();
+        resp.bundle = task.bundle.to_string_lossy().into_owned();
+        resp.pid = task.pid;
+        resp.set_status(match st.status() {
+            Status::Created => ApiStatus::CREATED,
+            Status::Running => ApiStatus::RUNNING,
+            Status::Stopped | Status::Deleted => ApiStatus::STOPPED,
+        });
+        resp.stdin = task.io.stdin.clone();
+        resp.stdout = task.io.stdout.clone();
+        resp.stderr = task.io.stderr.clone();
+        resp.terminal = task.io.terminal;
+        if let Some(exit) = st.exit() {
+            resp.exit_status = exit.code;
+            resp.exited_at = Some(timestamp(exit.at)).into();
+        }
+        Ok(resp)
+    }
+
+    /// Pids: the cell, or the container's processes as runc lists them.
+    pub fn pids(&self, req: PidsRequest) -> Result<PidsResponse> {
+        let task = self.get(&req.id)?;
+        let pids = match &task.backend {
+            Backend::Cell(_) => {
+                let running = matches!(
+                    lock(&task.state).status(),
+                    Status::Created | Status::Running
+                );
+                if running {
+                    vec![task.pid]
+                } else {
+                    vec![]
+                }
+            }
+            Backend::Runc => self.config.runc.ps(&task.id)?,
+        };
+        let mut resp = PidsResponse::new();
+        resp.processes = pids
+            .into_iter()
+            .map(|pid| {
+                let mut p = ProcessInfo::new();
+                p.pid = pid;
+                p
+            })
+            .collect();
+        Ok(resp)
+    }
+
+    /// Connect: the shim's and the task's pids.
+    pub fn connect(&self, req: ConnectRequest) -> Result<ConnectResponse> {
+        let mut resp = ConnectResponse::new();
+        resp.shim_pid = std::process::id();
+        resp.version = env!("CARGO_PKG_VERSION").to_owned();
+        if let Ok(task) = self.get(&req.id) {
+            resp.task_pid = task.pid;
+        }
+        Ok(resp)
+    }
+
+    /// Shutdown: the shim exits once it serves no task.
+    pub fn shutdown(&self, _req: ShutdownRequest) -> Result<()> {
+        if lock(&self.tasks).is_empty() {
+            (self.on_idle)();
+        }
+        Ok(())
+    }
+
+    /// CloseIO: the cell reads stdin straight from the FIFO, so the client closing its end is
+    /// the guest's end of file; nothing is held open here.
+    pub fn close_io(&self, id: &str) -> Result<()> {
+        self.get(id).map(drop)
+    }
+}
+
+fn task_has_running_logger(task: &Task) -> bool {
+    task.logger_pid.is_some() && !*lock(&task.logger_gone)
+}
+
+fn no_exec(exec_id: &str) -> Result<()> {
+    if exec_id.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::NotFound(format!(
+            "exec {exec_id} not found (exec is not implemented by wasmcell)"
+        )))
+    }
+}

@@ -1,0 +1,93 @@
+//! Errors of the task layer.
+//!
+//! Each variant carries what a user needs to act on; the shim maps them to ttrpc status codes in
+//! one place (`crates/shim/src/error.rs`).
+
+use std::path::PathBuf;
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong while preparing or driving a task.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The bundle's `config.json` is missing or malformed.
+    #[error("invalid OCI spec {path}: {reason}")]
+    InvalidSpec {
+        /// Path of the spec file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The spec has no `process` or `process.args` is empty.
+    #[error("the OCI spec has no process to run (process.args is empty)")]
+    NoProcess,
+    /// The entrypoint named by `process.args[0]` does not exist in the rootfs.
+    #[error("entrypoint {entrypoint:?} not found in the container rootfs{searched}")]
+    EntrypointNotFound {
+        /// `process.args[0]`.
+        entrypoint: String,
+        /// Where it was looked for (PATH search), pre-formatted.
+        searched: String,
+    },
+    /// The entrypoint is neither wasm nor a native executable.
+    #[error(
+        "entrypoint {entrypoint:?} is neither a WebAssembly module or component (no \\0asm magic) \
+         nor a native executable (ELF or #!): first bytes {head}"
+    )]
+    UnknownEntrypointFormat {
+        /// `process.args[0]`.
+        entrypoint: String,
+        /// Hex dump of the first bytes.
+        head: String,
+    },
+    /// The wasm binary has a version this shim does not know.
+    #[error("entrypoint {entrypoint:?} has the wasm magic but an unknown version/layer {version}")]
+    UnknownWasmVersion {
+        /// `process.args[0]`.
+        entrypoint: String,
+        /// The 4 version bytes, hex.
+        version: String,
+    },
+    /// A task operation is not valid in the task's current state.
+    #[error("task {id} is {status}: cannot {operation}")]
+    InvalidState {
+        /// Task id.
+        id: String,
+        /// Current status.
+        status: state::Status,
+        /// What was attempted.
+        operation: &'static str,
+    },
+    /// A stdio URI containerd handed us is not understood.
+    #[error("unsupported stdio {what} {uri:?}: {reason}")]
+    Stdio {
+        /// stdin/stdout/stderr.
+        what: &'static str,
+        /// The URI or path.
+        uri: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// An I/O error with context.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+use crate::state;
+
+impl Error {
+    /// Wraps an I/O error with what was being done.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! [`RunSpec`]: the part of an OCI spec that a cell needs to run a wasm guest.
+//!
+//! The shim builds a `RunSpec` from the bundle's `config.json` and hands it to the cell process
+//! as JSON. It is the guest's whole world: args, env, cwd and the directories it may open. The
+//! shim's own environment is never part of it, and nothing in it configures the shim or the
+//! engine (container env goes to the guest only).
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::Spec;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// A directory the guest may open, as WASI sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preopen {
+    /// Directory on the host (as seen by the cell process).
+    pub host: PathBuf,
+    /// Name the guest sees, for example `/` or `/data`.
+    pub guest: String,
+    /// Whether the guest may only read.
+    pub read_only: bool,
+}
+
+/// Everything a cell needs to run one wasm guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSpec {
+    /// Container id, for log messages.
+    pub id: String,
+    /// `process.args`, `args[0]` included (the guest's program name).
+    pub args: Vec<String>,
+    /// `process.env`, split at the first `=`.
+    pub env: Vec<(String, String)>,
+    /// `process.cwd`.
+    pub cwd: String,
+    /// The rootfs as `/` plus each directory bind mount at its destination.
+    pub preopens: Vec<Preopen>,
+    /// Path of the stdin FIFO, which the cell opens itself, or `None` for no stdin.
+    pub stdin: Option<PathBuf>,
+    /// Directory of the host compile cache.
+    pub cache_dir: PathBuf,
+}
+
+/// Reads and parses `config.json` of a bundle.
+pub fn load_spec(bundle: &Path) -> Result<Spec> {
+    let path = bundle.join("config.json");
+    Spec::load(&path).map_err(|e| Error::InvalidSpec {
+        path,
+        reason: e.to_string(),
+    })
+}
+
+/// The rootfs directory of a bundle: `root.path`, relative to the bundle unless absolute.
+pub fn rootfs_of(bundle: &Path, spec: &Spec) -> PathBuf {
+    match spec.root() {
+        Some(root) if root.path().is_absolute() => root.path().clone(),
+        Some(root) => bundle.join(root.path()),
+        None => bundle.join("rootfs"),
+    }
+}
+
+/// Splits `process.env` entries at the first `=`; an entry without `=` is an empty variable.
+pub fn split_env(env: &[String]) -> Vec<(String, String)> {
+    env.iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => (k.to_owned(), v.to_owned()),
+            None => (kv.clone(), String::new()),
+        })
+        .collect()
+}
+
+/// Whether an OCI mount is a bind mount (by type or by option).
+fn is_bind(mount: &oci_spec::runtime::Mount) -> bool {
+    let by_type = matches!(mount.typ().as_deref(), Some("bind") | Some("rbind"));
+    let by_option = mount
+        .options()
+        .as_ref()
+        .is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"));
+    by_type || by_option
+}
+
+/// The preopens a spec grants: the rootfs as `/` (read-only when `root.readonly`), then each
+/// bind mount whose source is a directory, at its destination (read-only when it says `ro`).
+///
+/// Kernel filesystems (`proc`, `sysfs`, `tmpfs`, …) have no meaning to a WASI guest and file bind
+/// mounts cannot be WASI preopens, so they are left out; the list is what the guest sees.
+pub fn preopens(rootfs: &Path, spec: &Spec) -> Vec<Preopen> {
+    let root_ro = spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false);
+    let mut out = vec![Preopen {
+        host: rootfs.to_owned(),
+        guest: "/".to_owned(),
+        read_only: root_ro,
+    }];
+    for m in spec.mounts().iter().flatten() {
+        if !is_bind(m) {
+            continue;
+        }
+        let Some(source) = m.source() else { continue };
+        if !source.is_dir() {
+            log::debug!(
+                "bind mount {} -> {} is not a directory: not a WASI preopen",
+                source.display(),
+                m.destination().display()
+            );
+            continue;
+        }
+        let read_only = m
+            .options()
+            .as_ref()
+            .is_some_and(|o| o.iter().any(|x| x == "ro"));
+        out.push(Preopen {
+            host: source.clone(),
+            guest: m.destination().to_string_lossy().into_owned(),
+            read_only,
+        });
+    }
+    out
+}
+
+impl RunSpec {
+    /// Builds the run spec of a container from its OCI spec and mounted rootfs.
+    pub fn from_spec(
+        id: &str,
+        spec: &Spec,
+        rootfs: &Path,
+        stdin: Option<PathBuf>,
+        cache_dir: &Path,
+    ) -> Result<RunSpec> {
+        let process = spec.process().as_ref().ok_or(Error::NoProcess)?;
+        let args = process.args().clone().unwrap_or_default();
+        if args.is_empty() {
+            return Err(Error::NoProcess);
+        }
+        Ok(RunSpec {
+            id: id.to_owned(),
+            args,
+            env: split_env(process.env().as_deref().unwrap_or_default()),
+            cwd: process.cwd().to_string_lossy().into_owned(),
+            preopens: preopens(rootfs, spec),
+            stdin,
+            cache_dir: cache_dir.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: serde_json::Value) -> Spec {
+        serde_json::from_value(json).expect("valid spec")
+    }
+
+    #[test]
+    fn env_splits_at_first_equals() {
+        let env = split_env(&["A=1".into(), "B=x=y".into(), "C".into(), "D=".into()]);
+        assert_eq!(
+            env,
+            vec![
+                ("A".into(), "1".into()),
+                ("B".into(), "x=y".into()),
+                ("C".into(), "".into()),
+                ("D".into(), "".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn preopens_take_directory_bind_mounts_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).expect("mkdir");
+        let file = dir.path().join("hosts");
+        std::fs::write(&file, "x").expect("write");
+        let s = spec(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs", "readonly": true},
+            "process": {"args": ["/app.wasm"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/data", "type": "bind", "source": data, "options": ["rbind", "ro"]},
+                {"destination": "/rw", "source": data, "options": ["bind", "rw"]},
+                {"destination": "/etc/hosts", "type": "bind", "source": file, "options": ["bind"]}
+            ]
+        }));
+        let p = preopens(Path::new("/r"), &s);
+        assert_eq!(
+            p,
+            vec![
+                Preopen {
+                    host: "/r".into(),
+                    guest: "/".into(),
+                    read_only: true
+                },
+                Preopen {
+                    host: data.clone(),
+                    guest: "/data".into(),
+                    read_only: true
+                },
+                Preopen {
+                    host: data,
+                    guest: "/rw".into(),
+                    read_only: false
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn run_spec_needs_args() {
+        let s = spec(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {"args": [], "cwd": "/", "user": {"uid": 0, "gid": 0}}
+        }));
+        let err = RunSpec::from_spec("c", &s, Path::new("/r"), None, Path::new("/c"))
+            .expect_err("no args");
+        assert!(matches!(err, Error::NoProcess), "{err}");
+    }
+}

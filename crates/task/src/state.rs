@@ -1,0 +1,161 @@
+//! The task lifecycle as an explicit state machine.
+//!
+//! `Created → Running → Stopped → Deleted`, with `Created → Stopped` when a task is killed or
+//! deleted before it starts. An invalid transition is an [`Error::InvalidState`] (containerd's
+//! FailedPrecondition), never a panic; a second exit is reported as such so that the shim never
+//! publishes a duplicate TaskExit.
+
+use std::fmt;
+use std::time::SystemTime;
+
+use crate::{Error, Result};
+
+/// Where a task is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Created, not started.
+    Created,
+    /// Started and not yet exited.
+    Running,
+    /// Exited; the exit status is known.
+    Stopped,
+    /// Deleted; nothing is left.
+    Deleted,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Stopped => "stopped",
+            Status::Deleted => "deleted",
+        })
+    }
+}
+
+/// How a task's process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitStatus {
+    /// The exit code, `128 + signal` for a process ended by a signal.
+    pub code: u32,
+    /// When the shim saw the exit.
+    pub at: SystemTime,
+}
+
+/// State of one task.
+#[derive(Debug, Clone)]
+pub struct TaskState {
+    id: String,
+    status: Status,
+    exit: Option<ExitStatus>,
+}
+
+impl TaskState {
+    /// A freshly created task.
+    pub fn new(id: &str) -> Self {
+        TaskState {
+            id: id.to_owned(),
+            status: Status::Created,
+            exit: None,
+        }
+    }
+
+    /// Current status.
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    /// The exit status, once stopped.
+    pub fn exit(&self) -> Option<ExitStatus> {
+        self.exit
+    }
+
+    fn invalid(&self, operation: &'static str) -> Error {
+        Error::InvalidState {
+            id: self.id.clone(),
+            status: self.status,
+            operation,
+        }
+    }
+
+    /// Checks that the task can start.
+    pub fn check_start(&self) -> Result<()> {
+        match self.status {
+            Status::Created => Ok(()),
+            _ => Err(self.invalid("start")),
+        }
+    }
+
+    /// `Created → Running`.
+    pub fn started(&mut self) -> Result<()> {
+        self.check_start()?;
+        self.status = Status::Running;
+        Ok(())
+    }
+
+    /// Records the exit; returns `false` (and changes nothing) if an exit was already recorded.
+    pub fn exited(&mut self, code: u32, at: SystemTime) -> bool {
+        match self.status {
+            Status::Created | Status::Running => {
+                self.status = Status::Stopped;
+                self.exit = Some(ExitStatus { code, at });
+                true
+            }
+            Status::Stopped | Status::Deleted => false,
+        }
+    }
+
+    /// Checks that a signal can be delivered.
+    pub fn check_kill(&self) -> Result<()> {
+        match self.status {
+            Status::Created | Status::Running => Ok(()),
+            _ => Err(self.invalid("kill")),
+        }
+    }
+
+    /// `Stopped → Deleted`; a running task must be killed first.
+    pub fn deleted(&mut self) -> Result<ExitStatus> {
+        match (self.status, self.exit) {
+            (Status::Stopped, Some(exit)) => {
+                self.status = Status::Deleted;
+                Ok(exit)
+            }
+            _ => Err(self.invalid("delete")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifecycle() {
+        let mut t = TaskState::new("a");
+        assert_eq!(t.status(), Status::Created);
+        assert!(
+            t.deleted().is_err(),
+            "cannot delete a created task that has not exited"
+        );
+        t.started().expect("start");
+        assert!(t.started().is_err(), "no second start");
+        assert!(t.deleted().is_err(), "cannot delete a running task");
+        let now = SystemTime::now();
+        assert!(t.exited(137, now));
+        assert!(!t.exited(0, now), "a second exit is refused");
+        assert_eq!(t.exit().map(|e| e.code), Some(137));
+        assert!(t.check_kill().is_err());
+        assert_eq!(t.deleted().map(|e| e.code).ok(), Some(137));
+        assert!(t.deleted().is_err());
+    }
+
+    #[test]
+    fn exit_before_start() {
+        let mut t = TaskState::new("b");
+        assert!(t.exited(143, SystemTime::now()));
+        assert!(t.started().is_err());
+        let err = t.check_start().expect_err("stopped");
+        assert_eq!(err.to_string(), "task b is stopped: cannot start");
+    }
+}

@@ -1,0 +1,195 @@
+//! The task's stdio as containerd hands it to the shim.
+//!
+//! containerd passes each of stdin/stdout/stderr as a path (usually a FIFO that the client, for
+//! example `ctr`, reads), as `file:///path` (`ctr run --log-uri file://…`) or as
+//! `binary:///path?k=v` (a logging binary: `ctr run --log-uri binary://…`, `nerdctl run -d`).
+//!
+//! The cell writes straight into what is opened here, so every byte is in the FIFO (or file, or
+//! logger pipe) before the cell's exit is even seen: nothing sits in a shim-side copy loop.
+//! Output FIFOs are opened read-write, which never blocks on a missing reader and never fails
+//! with `EPIPE` when a detached client goes away, as containerd's own shims do.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::{Error, Result};
+
+/// Where an output stream goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputTarget {
+    /// Discarded (`/dev/null`).
+    Null,
+    /// A FIFO or plain path.
+    Path(PathBuf),
+    /// `file:///path`: appended to a file.
+    File(PathBuf),
+    /// `binary:///path?k=v`: a logging binary that reads fds 3 and 4.
+    Binary(BinaryLogger),
+}
+
+/// A `binary://` logger: the program and its arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BinaryLogger {
+    /// Absolute path of the logging program.
+    pub path: PathBuf,
+    /// Arguments from the URI's query: `k=v` becomes `k v`, in order.
+    pub args: Vec<String>,
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parses one output URI as containerd passes it.
+pub fn parse_output(what: &'static str, uri: &str) -> Result<OutputTarget> {
+    let err = |reason: &str| Error::Stdio {
+        what,
+        uri: uri.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if uri.is_empty() {
+        return Ok(OutputTarget::Null);
+    }
+    if let Some(rest) = uri.strip_prefix("file://") {
+        let path = percent_decode(rest.split('?').next().unwrap_or_default());
+        if !path.starts_with('/') {
+            return Err(err("a file:// log URI needs an absolute path"));
+        }
+        return Ok(OutputTarget::File(PathBuf::from(path)));
+    }
+    if let Some(rest) = uri.strip_prefix("binary://") {
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let path = percent_decode(path);
+        if !path.starts_with('/') {
+            return Err(err("a binary:// log URI needs an absolute path"));
+        }
+        let mut args = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            args.push(percent_decode(k));
+            if !v.is_empty() {
+                args.push(percent_decode(v));
+            }
+        }
+        return Ok(OutputTarget::Binary(BinaryLogger {
+            path: PathBuf::from(path),
+            args,
+        }));
+    }
+    if let Some((scheme, _)) = uri.split_once("://") {
+        return Err(err(&format!(
+            "unknown scheme {scheme:?} (supported: a FIFO path, file://, binary://)"
+        )));
+    }
+    Ok(OutputTarget::Path(PathBuf::from(uri)))
+}
+
+/// Opens a plain output path: a FIFO read-write (never blocks, never `EPIPE`), anything else
+/// for appending.
+pub fn open_output_path(what: &'static str, path: &Path) -> Result<File> {
+    let is_fifo = std::fs::metadata(path)
+        .map(|m| m.file_type().is_fifo())
+        .unwrap_or(false);
+    let mut opts = OpenOptions::new();
+    if is_fifo {
+        opts.read(true).write(true);
+    } else {
+        opts.append(true).create(true).mode(0o640);
+    }
+    opts.open(path).map_err(|e| Error::Stdio {
+        what,
+        uri: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Opens a `file://` log target for appending, creating it (and its directory) if needed.
+pub fn open_log_file(what: &'static str, path: &Path) -> Result<File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Stdio {
+            what,
+            uri: path.display().to_string(),
+            reason: format!("create directory: {e}"),
+        })?;
+    }
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .open(path)
+        .map_err(|e| Error::Stdio {
+            what,
+            uri: path.display().to_string(),
+            reason: e.to_string(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_uris() {
+        assert_eq!(parse_output("stdout", "").ok(), Some(OutputTarget::Null));
+        assert_eq!(
+            parse_output("stdout", "/run/x/stdout").ok(),
+            Some(OutputTarget::Path("/run/x/stdout".into()))
+        );
+        assert_eq!(
+            parse_output("stdout", "file:///var/log/a%20b.log").ok(),
+            Some(OutputTarget::File("/var/log/a b.log".into()))
+        );
+        assert_eq!(
+            parse_output("stdout", "binary:///usr/bin/logger?id=x&dir=%2Ftmp&flag").ok(),
+            Some(OutputTarget::Binary(BinaryLogger {
+                path: "/usr/bin/logger".into(),
+                args: vec![
+                    "id".into(),
+                    "x".into(),
+                    "dir".into(),
+                    "/tmp".into(),
+                    "flag".into()
+                ],
+            }))
+        );
+        assert!(parse_output("stdout", "file://relative").is_err());
+        let e = parse_output("stderr", "ftp://x").expect_err("scheme");
+        assert!(e.to_string().contains("unknown scheme \"ftp\""), "{e}");
+    }
+
+    #[test]
+    fn decodes_percent_edge_cases() {
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("%41"), "A");
+    }
+}
