@@ -133,13 +133,11 @@ fn prepare(control: &mut BufReader<File>) -> Result<(RunSpec, Prepared, Ready), 
     Ok((spec, prepared, ready))
 }
 
-/// Opens the guest's stdio: stdout and stderr are the cell's own fds 1 and 2; stdin is opened
-/// here (blocking until the client's writer is there, so the guest never sees a false EOF).
+/// Opens the guest's stdio: stdout and stderr are the cell's own fds 1 and 2; stdin is relayed
+/// from the client's FIFO (see `wasmcell_task::stdio::stdin_relay`).
 fn guest_io(spec: &RunSpec) -> Result<GuestIo, String> {
     let stdin = match &spec.stdin {
-        Some(path) => {
-            Some(File::open(path).map_err(|e| format!("open stdin {}: {e}", path.display()))?)
-        }
+        Some(path) => Some(wasmcell_task::stdio::stdin_relay(path).map_err(|e| e.to_string())?),
         None => None,
     };
     Ok(GuestIo {

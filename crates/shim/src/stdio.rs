@@ -3,7 +3,6 @@
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -70,23 +69,12 @@ pub fn open_outputs(id: &str, namespace: &str, stdout: &str, stderr: &str) -> Re
     }
 }
 
-/// Opens stdin for a native (runc) container: non-blocking open so that Create never hangs,
-/// then back to blocking for the container.
+/// Opens stdin for a native (runc) container: relayed from the client's FIFO like a cell's.
 pub fn open_native_stdin(stdin: &str) -> Result<File> {
     if stdin.is_empty() {
         return dev_null();
     }
-    let f = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(stdin)
-        .map_err(|e| Error::io(format!("open stdin {stdin}"), e))?;
-    let flags = nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GETFL)
-        .map_err(|e| Error::io("stdin flags", e))?;
-    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) & !nix::fcntl::OFlag::O_NONBLOCK;
-    nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_SETFL(flags))
-        .map_err(|e| Error::io("stdin flags", e))?;
-    Ok(f)
+    Ok(stdio::stdin_relay(Path::new(stdin))?)
 }
 
 /// The stdin path a cell should open itself, or `None` for no stdin.

@@ -1,0 +1,79 @@
+//! Builds the wasm fixtures of the end-to-end tests from the sources in `test/fixtures`:
+//! WAT with the `wat` crate, C with clang for wasm32-wasi (wasi-libc), a large generated module,
+//! and a component made from the C program with the WASI preview 1 command adapter.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() {
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+    println!("cargo:rerun-if-changed={}", src.display());
+
+    for name in ["hello", "exit7", "trap", "missing_import", "busy"] {
+        let path = src.join(format!("{name}.wat"));
+        let wasm = wat::parse_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        std::fs::write(out.join(format!("{name}.wasm")), wasm).expect("write fixture");
+    }
+
+    std::fs::write(
+        out.join("large.wasm"),
+        wat::parse_str(large_wat(4000)).expect("large"),
+    )
+    .expect("write large");
+
+    let probe = out.join("probe.wasm");
+    let status = Command::new(std::env::var("WASI_CC").unwrap_or_else(|_| "clang".into()))
+        .args(["--target=wasm32-wasi", "-O2", "-o"])
+        .arg(&probe)
+        .arg(src.join("probe.c"))
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        other => panic!(
+            "building probe.wasm with clang failed ({other:?}): install the WASI C toolchain \
+             with `make deps` (clang lld wasi-libc libclang-rt-14-dev-wasm32)"
+        ),
+    }
+
+    let core = std::fs::read(&probe).expect("read probe.wasm");
+    let component = wit_component::ComponentEncoder::default()
+        .module(&core)
+        .expect("probe module")
+        .adapter(
+            "wasi_snapshot_preview1",
+            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
+        )
+        .expect("adapter")
+        .validate(true)
+        .encode()
+        .expect("encode component");
+    std::fs::write(out.join("probe_component.wasm"), component).expect("write component");
+}
+
+/// A module with `n` functions of straight-line arithmetic: large enough that compiling it
+/// takes far longer than loading it from the cache.
+fn large_wat(n: usize) -> String {
+    let mut s = String::from(
+        "(module\n (import \"wasi_snapshot_preview1\" \"fd_write\" (func $w (param i32 i32 i32 i32) (result i32)))\n (memory (export \"memory\") 1)\n (data (i32.const 16) \"large module ok\\n\")\n",
+    );
+    for i in 0..n {
+        s.push_str(&format!(
+            " (func $f{i} (param i32) (result i32) (local i32)\n"
+        ));
+        for k in 0..24 {
+            s.push_str(&format!(
+                "  (local.set 1 (i32.add (i32.mul (local.get 0) (i32.const {})) (i32.xor (local.get 1) (i32.const {}))))\n",
+                i * 31 + k,
+                k * 7 + 1
+            ));
+        }
+        s.push_str("  (local.get 1))\n");
+    }
+    s.push_str(" (func (export \"_start\")\n  (drop (call $f0 (i32.const 1)))\n");
+    s.push_str(
+        "  (i32.store (i32.const 0) (i32.const 16)) (i32.store (i32.const 4) (i32.const 16))\n",
+    );
+    s.push_str("  (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))\n");
+    s
+}
