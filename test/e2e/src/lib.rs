@@ -1,2 +1,271 @@
-//! End-to-end test harness of wasmcell.
+//! End-to-end test harness of wasmcell: a private containerd per test (own root, state dir,
+//! socket and config in a temp dir) with the wasmcell shim on its `PATH`, driven with `ctr`.
+//!
+//! [`Containerd`] is torn down in `Drop` even when a test fails: containerd and every shim it
+//! started are killed and mounts under the temp dir are undone. When the test panicked,
+//! containerd's log (which carries the shim's log) is printed first.
+#![allow(clippy::unwrap_used)]
+
 pub mod fixtures;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The runtime type of the shim under test.
+pub const RUNTIME: &str = "io.containerd.wasmcell.v1";
+
+/// Directory of the binaries under test: the profile directory of this test executable
+/// (`target/<profile>`), where `make build` put the shim and the CLI.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("WASMCELL_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    deps.parent().unwrap().to_owned()
+}
+
+/// A private containerd.
+pub struct Containerd {
+    /// Temp dir holding everything of this instance.
+    pub dir: tempfile::TempDir,
+    /// The gRPC socket.
+    pub socket: PathBuf,
+    /// The compile cache the shim uses.
+    pub cache: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+/// What a `ctr` command did.
+#[derive(Debug)]
+pub struct Ran {
+    /// Exit status of ctr.
+    pub code: i32,
+    /// Its stdout.
+    pub stdout: String,
+    /// Its stderr.
+    pub stderr: String,
+}
+
+impl From<Output> for Ran {
+    fn from(o: Output) -> Ran {
+        Ran {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Containerd {
+    /// Starts containerd and waits until it answers.
+    pub fn start() -> Containerd {
+        let dir = tempfile::Builder::new()
+            .prefix("wasmcell-e2e-")
+            .tempdir()
+            .unwrap();
+        let d = dir.path();
+        let socket = d.join("containerd.sock");
+        let cache = d.join("cache");
+        let log = d.join("containerd.log");
+        let config = format!(
+            r#"version = 2
+root = "{root}"
+state = "{state}"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "{sock}"
+[debug]
+  level = "info"
+"#,
+            root = d.join("root").display(),
+            state = d.join("state").display(),
+            sock = socket.display(),
+        );
+        std::fs::write(d.join("config.toml"), config).unwrap();
+        let path = format!(
+            "{}:{}",
+            bin_dir().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(d.join("config.toml"))
+            .env("PATH", path)
+            .env("WASMCELL_CACHE_DIR", &cache)
+            .env("WASMCELL_RUNC_ROOT", d.join("runc"))
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::OpenOptions::new().append(true).open(&log).unwrap())
+            .spawn()
+            .expect("start containerd (is it installed? run `make deps`)");
+        let c = Containerd {
+            dir,
+            socket,
+            cache,
+            log,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while c.ctr(&["version"]).code != 0 {
+            assert!(Instant::now() < deadline, "containerd did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        c
+    }
+
+    /// Runs `ctr` against this containerd with stdin from /dev/null.
+    pub fn ctr(&self, args: &[&str]) -> Ran {
+        self.ctr_with_stdin(args, None)
+    }
+
+    /// Runs `ctr`, feeding `stdin` if given.
+    pub fn ctr_with_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Ran {
+        let mut cmd = Command::new("ctr");
+        cmd.arg("--address").arg(&self.socket).args(args);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        match stdin {
+            None => {
+                cmd.stdin(Stdio::null());
+                cmd.output().unwrap().into()
+            }
+            Some(bytes) => {
+                cmd.stdin(Stdio::piped());
+                let mut child = cmd.spawn().unwrap();
+                let mut w = child.stdin.take().unwrap();
+                let bytes = bytes.to_vec();
+                let t = std::thread::spawn(move || {
+                    use std::io::Write;
+                    let _ = w.write_all(&bytes);
+                });
+                let out = child.wait_with_output().unwrap();
+                t.join().unwrap();
+                out.into()
+            }
+        }
+    }
+
+    /// Builds a rootfs image of `wasm` (stored as `/<file>`) and imports it as `name`.
+    pub fn import_wasm(&self, name: &str, file: &str, wasm: &[u8]) {
+        let src = self.dir.path().join(file);
+        std::fs::write(&src, wasm).unwrap();
+        self.build_and_import(&["--name", name, "--wasm", src.to_str().unwrap()]);
+    }
+
+    /// Runs `wasmcell image build` with `args` and imports the tarball.
+    pub fn build_and_import(&self, args: &[&str]) {
+        let tar = self
+            .dir
+            .path()
+            .join(format!("image-{}.tar", std::process::id()));
+        let out = Command::new(bin_dir().join("wasmcell"))
+            .args(["image", "build"])
+            .args(args)
+            .arg("-o")
+            .arg(&tar)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "image build: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r = self.ctr(&["image", "import", "--all-platforms", tar.to_str().unwrap()]);
+        assert_eq!(r.code, 0, "import: {r:?}");
+    }
+
+    /// `ctr run --rm` of a wasm image under wasmcell.
+    pub fn run_wasm(&self, image: &str, id: &str, args: &[&str]) -> Ran {
+        let mut a = vec![
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            "--platform",
+            "wasi/wasm",
+            image,
+            id,
+        ];
+        a.extend_from_slice(args);
+        self.ctr(&a)
+    }
+
+    /// containerd's log so far (it includes the shims' logs).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Pids of the shims this containerd started (their `-address` is our socket).
+    pub fn shim_pids(&self) -> Vec<i32> {
+        let sock = self.socket.to_string_lossy().into_owned();
+        let mut pids = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            if cmd.starts_with("containerd-shim-wasmcell-v1")
+                || cmd.contains("/containerd-shim-wasmcell-v1\0")
+            {
+                if cmd.contains(&sock) {
+                    pids.push(pid);
+                }
+            }
+        }
+        pids
+    }
+
+    /// Mount points below this instance's temp dir.
+    pub fn mounts(&self) -> Vec<String> {
+        let prefix = self.dir.path().to_string_lossy().into_owned();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+            .filter(|m| m.starts_with(&prefix))
+            .collect()
+    }
+
+    /// Waits until `cond` holds (polling), at most `timeout`.
+    pub fn wait_until(&self, timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        cond()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "===== containerd and shim log ({}) =====\n{}",
+                self.log.display(),
+                self.log()
+            );
+        }
+        for pid in self.shim_pids() {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::SIGTERM,
+            );
+            let _ = child.wait();
+        }
+        let mut mounts = self.mounts();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = nix::mount::umount2(Path::new(&m), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}

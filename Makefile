@@ -1,0 +1,42 @@
+SHELL := bash -o pipefail
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+PREFIX ?= /usr/local
+BIN := target/release
+
+# List the targets.
+help:
+	@grep -B1 -E '^[a-z-]+:' Makefile | grep -E '^#' | sed 's/^# //'; \
+	 echo "targets: deps build test demo lint install clean"
+
+# Install the Debian packages the build, the wasm fixtures and the tests need (as root).
+deps:
+	bash test/scripts/deps.sh
+
+# Build every binary once, in release mode (the tests share this build).
+build:
+	$(CARGO) build --release --workspace --bins
+
+# Lint: formatting and clippy with warnings as errors.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+# The whole test suite: unit tests and the end-to-end suites against a private containerd.
+test: deps build lint
+	$(CARGO) test --release --workspace
+
+# Install the shim and the wasmcell CLI into $(PREFIX)/bin.
+install: build
+	install -m 0755 $(BIN)/containerd-shim-wasmcell-v1 $(BIN)/wasmcell $(PREFIX)/bin/
+
+# Demo: install what is missing, build, install the shim, import a wasm image, run it with ctr.
+demo: deps install
+	bash test/scripts/demo.sh
+
+# Remove build output.
+clean:
+	$(CARGO) clean
+
+.PHONY: help deps build lint test install demo clean

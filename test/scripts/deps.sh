@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Debian packages wasmcell's build and tests need, only those that are missing.
+set -euo pipefail
+
+packages=(containerd runc protobuf-compiler clang lld wasi-libc libclang-rt-14-dev-wasm32 busybox-static)
+need=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+done
+if [ ${#need[@]} -eq 0 ]; then
+  echo "deps: everything is installed"
+  exit 0
+fi
+echo "deps: installing ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q "${need[@]}"
