@@ -153,47 +153,6 @@ pub fn open_log_file(what: &'static str, path: &Path) -> Result<File> {
         })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_uris() {
-        assert_eq!(parse_output("stdout", "").ok(), Some(OutputTarget::Null));
-        assert_eq!(
-            parse_output("stdout", "/run/x/stdout").ok(),
-            Some(OutputTarget::Path("/run/x/stdout".into()))
-        );
-        assert_eq!(
-            parse_output("stdout", "file:///var/log/a%20b.log").ok(),
-            Some(OutputTarget::File("/var/log/a b.log".into()))
-        );
-        assert_eq!(
-            parse_output("stdout", "binary:///usr/bin/logger?id=x&dir=%2Ftmp&flag").ok(),
-            Some(OutputTarget::Binary(BinaryLogger {
-                path: "/usr/bin/logger".into(),
-                args: vec![
-                    "id".into(),
-                    "x".into(),
-                    "dir".into(),
-                    "/tmp".into(),
-                    "flag".into()
-                ],
-            }))
-        );
-        assert!(parse_output("stdout", "file://relative").is_err());
-        let e = parse_output("stderr", "ftp://x").expect_err("scheme");
-        assert!(e.to_string().contains("unknown scheme \"ftp\""), "{e}");
-    }
-
-    #[test]
-    fn decodes_percent_edge_cases() {
-        assert_eq!(percent_decode("a%2"), "a%2");
-        assert_eq!(percent_decode("%zz"), "%zz");
-        assert_eq!(percent_decode("%41"), "A");
-    }
-}
-
 /// Opens a stdin FIFO without blocking and returns the read end of a pipe that carries what the
 /// client writes, with end of file exactly when the client closes its end.
 ///
@@ -255,4 +214,45 @@ pub fn stdin_relay(fifo: &Path) -> Result<File> {
         })
         .map_err(err)?;
     Ok(File::from(read_end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_uris() {
+        assert_eq!(parse_output("stdout", "").ok(), Some(OutputTarget::Null));
+        assert_eq!(
+            parse_output("stdout", "/run/x/stdout").ok(),
+            Some(OutputTarget::Path("/run/x/stdout".into()))
+        );
+        assert_eq!(
+            parse_output("stdout", "file:///var/log/a%20b.log").ok(),
+            Some(OutputTarget::File("/var/log/a b.log".into()))
+        );
+        assert_eq!(
+            parse_output("stdout", "binary:///usr/bin/logger?id=x&dir=%2Ftmp&flag").ok(),
+            Some(OutputTarget::Binary(BinaryLogger {
+                path: "/usr/bin/logger".into(),
+                args: vec![
+                    "id".into(),
+                    "x".into(),
+                    "dir".into(),
+                    "/tmp".into(),
+                    "flag".into()
+                ],
+            }))
+        );
+        assert!(parse_output("stdout", "file://relative").is_err());
+        let e = parse_output("stderr", "ftp://x").expect_err("scheme");
+        assert!(e.to_string().contains("unknown scheme \"ftp\""), "{e}");
+    }
+
+    #[test]
+    fn decodes_percent_edge_cases() {
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("%41"), "A");
+    }
 }

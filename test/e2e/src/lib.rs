@@ -207,12 +207,10 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             };
             let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
             let cmd = String::from_utf8_lossy(&cmd);
-            if cmd.starts_with("containerd-shim-wasmcell-v1")
-                || cmd.contains("/containerd-shim-wasmcell-v1\0")
-            {
-                if cmd.contains(&sock) {
-                    pids.push(pid);
-                }
+            let is_shim = cmd.starts_with("containerd-shim-wasmcell-v1")
+                || cmd.contains("/containerd-shim-wasmcell-v1\0");
+            if is_shim && cmd.contains(&sock) {
+                pids.push(pid);
             }
         }
         pids
