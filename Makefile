@@ -25,7 +25,7 @@ lint:
 
 # The whole test suite: unit tests and the end-to-end suites against a private containerd.
 test: deps build lint
-	$(CARGO) test --release --workspace
+	bash test/scripts/cargo-test.sh
 
 # Install the shim and the wasmcell CLI into $(PREFIX)/bin.
 install: build

@@ -186,11 +186,14 @@ fn kill_ends_sleeping_and_busy_guests() {
             elapsed < Duration::from_secs(2),
             "{id} took {elapsed:?} to stop"
         );
-        let r = c.ctr(&["task", "delete", id]);
+        // The exit status the shim reported in TaskExit.
+        let exit_line = format!("task {id} exited with status {want}");
         assert!(
-            r.stdout.contains(&format!("status {want}")) || r.code == 0,
-            "{id}: {r:?}"
+            c.log().contains(&exit_line),
+            "{id}: no {exit_line:?} in the shim log"
         );
+        let r = c.ctr(&["task", "delete", id]);
+        assert_eq!(r.code, 0, "{id}: {r:?}");
         let r = c.ctr(&["container", "delete", id]);
         assert_eq!(r.code, 0, "{id}: {r:?}");
     }
