@@ -204,7 +204,7 @@ impl CompileCache {
     }
 }
 
-/// Opens a file for reading the wasm of a program (helper for callers that hold a path).
+/// Reads the whole wasm of `program` from an already open file.
 pub fn read_wasm(file: &mut File, program: &str) -> Result<Vec<u8>> {
     use std::io::Read;
     let mut bytes = Vec::new();

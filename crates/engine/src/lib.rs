@@ -60,7 +60,10 @@ impl Engine {
         config
             .wasm_component_model(true)
             .cranelift_opt_level(wasmtime::OptLevel::Speed)
-            .parallel_compilation(true);
+            .parallel_compilation(true)
+            // Fixed here so that no environment variable (WASMTIME_BACKTRACE_DETAILS) changes the
+            // compiled code, the cache key, or the trap text a user sees.
+            .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Disable);
         let inner = wasmtime::Engine::new(&config).map_err(|e| Error::Engine(format!("{e:#}")))?;
         let mut hasher = Sha256Hasher(Sha256::new());
         std::hash::Hash::hash(&inner.precompile_compatibility_hash(), &mut hasher);

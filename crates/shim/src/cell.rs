@@ -14,7 +14,7 @@ use wasmcell_cell::{Ready, CONTROL_FD, PROGRAM_FD, START_BYTE, STATUS_FD};
 use wasmcell_task::RunSpec;
 
 use crate::error::{Error, Result};
-use crate::process::{map_fds, spawn_watched};
+use crate::process::{map_fds, pipe, spawn_watched};
 
 /// The argument that makes the shim binary act as a cell.
 pub const CELL_ARG: &str = "cell";
@@ -24,12 +24,6 @@ pub struct Cell {
     /// The cell's pid.
     pub pid: i32,
     control: Mutex<Option<File>>,
-}
-
-fn pipe() -> Result<(File, File)> {
-    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| Error::io("create pipe", e))?;
-    Ok((File::from(r), File::from(w)))
 }
 
 impl Cell {

@@ -105,6 +105,13 @@ impl ExitWatch {
     }
 }
 
+/// A close-on-exec pipe: `(read end, write end)`.
+pub fn pipe() -> Result<(std::fs::File, std::fs::File)> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::io("create pipe", e))?;
+    Ok((r.into(), w.into()))
+}
+
 /// What a finished helper command printed and how it ended.
 #[derive(Debug)]
 pub struct Output {

@@ -11,7 +11,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use wasmcell_task::stdio::{self, BinaryLogger, OutputTarget};
 
 use crate::error::{Error, Result};
-use crate::process::{map_fds, spawn_watched};
+use crate::process::{map_fds, pipe, spawn_watched};
 
 /// How long a binary logger may take to say it is ready.
 const LOGGER_READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,12 +80,6 @@ pub fn open_native_stdin(stdin: &str) -> Result<File> {
 /// The stdin path a cell should open itself, or `None` for no stdin.
 pub fn cell_stdin(stdin: &str) -> Option<PathBuf> {
     (!stdin.is_empty()).then(|| Path::new(stdin).to_owned())
-}
-
-fn pipe() -> Result<(File, File)> {
-    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| Error::io("create pipe", e))?;
-    Ok((File::from(r), File::from(w)))
 }
 
 /// Starts a `binary://` logger the way containerd's shims do: the program reads the container's

@@ -178,6 +178,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
     /// `ctr run --rm` of a wasm image under wasmcell.
     pub fn run_wasm(&self, image: &str, id: &str, args: &[&str]) -> Ran {
+        self.run_wasm_with(&[], image, id, args)
+    }
+
+    /// `ctr run --rm` of a wasm image under wasmcell with extra `ctr run` flags.
+    pub fn run_wasm_with(&self, flags: &[&str], image: &str, id: &str, args: &[&str]) -> Ran {
         let mut a = vec![
             "run",
             "--rm",
@@ -185,9 +190,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             RUNTIME,
             "--platform",
             "wasi/wasm",
-            image,
-            id,
         ];
+        a.extend_from_slice(flags);
+        a.extend([image, id]);
         a.extend_from_slice(args);
         self.ctr(&a)
     }

@@ -1,22 +1,13 @@
 //! What the guest sees of the filesystem, and where its output goes.
 
-use wasmcell_e2e::{fixtures, Containerd, RUNTIME};
+use wasmcell_e2e::{fixtures, Containerd};
 
 const IMG: &str = "wasmcell.test/probe:latest";
 
-fn run(c: &Containerd, extra: &[&str], id: &str, args: &[&str]) -> wasmcell_e2e::Ran {
-    let mut a = vec![
-        "run",
-        "--rm",
-        "--runtime",
-        RUNTIME,
-        "--platform",
-        "wasi/wasm",
-    ];
-    a.extend_from_slice(extra);
-    a.extend([IMG, id, "/probe.wasm"]);
+fn run(c: &Containerd, flags: &[&str], id: &str, args: &[&str]) -> wasmcell_e2e::Ran {
+    let mut a = vec!["/probe.wasm"];
     a.extend_from_slice(args);
-    c.ctr(&a)
+    c.run_wasm_with(flags, IMG, id, &a)
 }
 
 #[test]

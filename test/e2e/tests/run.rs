@@ -68,6 +68,10 @@ fn proc_exit_and_trap_statuses() {
         "trap message on stderr: {r:?}"
     );
     assert!(r.stderr.contains("unreachable"), "{r:?}");
+    assert!(
+        !r.stderr.contains("WASMTIME_BACKTRACE_DETAILS"),
+        "no hint at an environment variable that configures nothing: {r:?}"
+    );
 }
 
 #[test]
