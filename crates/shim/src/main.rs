@@ -62,5 +62,33 @@ fn main() {
         );
         std::process::exit(2);
     }
+    if let Err(missing) = invoked_by_containerd(&flags) {
+        eprintln!(
+            "{}: {missing}: containerd runs this binary itself (runtime type {}); to use it, \
+             configure containerd and run e.g. `ctr run --runtime {} IMAGE ID`",
+            info::RUNTIME_ID,
+            info::RUNTIME_ID,
+            info::RUNTIME_ID
+        );
+        std::process::exit(2);
+    }
     containerd_shim::run::<shim::WasmcellShim>(info::RUNTIME_ID, None);
+}
+
+/// Checks what containerd always passes to `start`, `delete` and the daemon, so a run by hand
+/// gets a plain message instead of the framework's terse `Env(NotPresent)`.
+fn invoked_by_containerd(flags: &containerd_shim::Flags) -> Result<(), String> {
+    if flags.namespace.is_empty() {
+        return Err("missing -namespace".into());
+    }
+    if flags.id.is_empty() {
+        return Err("missing -id".into());
+    }
+    if flags.address.is_empty() {
+        return Err("missing -address (containerd's socket)".into());
+    }
+    if std::env::var_os("TTRPC_ADDRESS").is_none() {
+        return Err("TTRPC_ADDRESS is not set".into());
+    }
+    Ok(())
 }

@@ -124,12 +124,49 @@ pub struct Output {
 }
 
 /// Spawns `cmd` under an [`ExitWatch`].
+///
+/// When `exec` fails in the child, std reaps it with `waitpid` and *asserts* that succeeds; but
+/// the framework's reaper may reap it first, and then std panics. So the program is checked
+/// before forking (which also gives the clearer error), and a panic that still happens (the
+/// file changed in between, or exec failed for another reason) is turned into an error.
 pub fn spawn_watched(cmd: &mut Command) -> Result<(Child, ExitWatch)> {
+    let program = std::path::PathBuf::from(cmd.get_program());
+    check_executable(&program)?;
     let watch = ExitWatch::new()?;
-    let child = cmd
-        .spawn()
-        .map_err(|e| Error::io(format!("run {:?}", cmd.get_program()), e))?;
+    let spawned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cmd.spawn()))
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::other(
+                "exec failed (the child was reaped before std could collect it)",
+            ))
+        });
+    let child = spawned.map_err(|e| Error::io(format!("run {}", program.display()), e))?;
     Ok((child, watch))
+}
+
+/// Checks that `program` (a path, or a name looked up in `PATH`) names an executable file.
+fn check_executable(program: &std::path::Path) -> Result<()> {
+    let candidates: Vec<std::path::PathBuf> = if program.components().count() > 1 {
+        vec![program.to_owned()]
+    } else {
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).map(|d| d.join(program)).collect())
+            .unwrap_or_default()
+    };
+    let executable = candidates.iter().any(|c| {
+        c.metadata().map(|m| m.is_file()).unwrap_or(false)
+            && nix::unistd::access(c, nix::unistd::AccessFlags::X_OK).is_ok()
+    });
+    if executable {
+        Ok(())
+    } else {
+        Err(Error::io(
+            format!("run {}", program.display()),
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no executable file of that name (checked the path, or each directory of PATH)",
+            ),
+        ))
+    }
 }
 
 /// Runs a helper command to completion, capturing its output (at most `timeout`).
@@ -164,4 +201,30 @@ pub fn run_command(cmd: &mut Command, timeout: Duration) -> Result<Output> {
         stdout,
         stderr,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_are_checked_before_forking() {
+        assert!(check_executable(std::path::Path::new("/bin/sh")).is_ok());
+        assert!(
+            check_executable(std::path::Path::new("sh")).is_ok(),
+            "found in PATH"
+        );
+        let missing = check_executable(std::path::Path::new("/no/such/logger"))
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("/no/such/logger"), "{missing}");
+        assert!(
+            check_executable(std::path::Path::new("/etc/passwd")).is_err(),
+            "a file without the execute bit"
+        );
+        assert!(
+            check_executable(std::path::Path::new("/tmp")).is_err(),
+            "a directory"
+        );
+    }
 }

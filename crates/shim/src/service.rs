@@ -32,7 +32,18 @@ fn not_implemented<T>(what: &str) -> TtrpcResult<T> {
     Err(Error::NotImplemented(format!("{what} is not implemented by wasmcell")).into())
 }
 
-fn logged<T>(rpc: &str, id: &str, r: crate::error::Result<T>) -> TtrpcResult<T> {
+/// Runs one RPC: its error is logged, and a panic (a bug, or a std assertion such as the one
+/// `Command::spawn` makes about reaping) becomes an Internal error instead of silently killing
+/// the ttrpc handler thread and leaving containerd waiting forever for the answer.
+fn serve<T>(rpc: &str, id: &str, f: impl FnOnce() -> crate::error::Result<T>) -> TtrpcResult<T> {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(Error::Internal(format!("{rpc} panicked: {what}")))
+    });
     if let Err(e) = &r {
         log::warn!("{rpc} {id}: {e}");
     }
@@ -42,46 +53,54 @@ fn logged<T>(rpc: &str, id: &str, r: crate::error::Result<T>) -> TtrpcResult<T> 
 impl Task for Service {
     fn create(&self, _: &TtrpcContext, req: CreateTaskRequest) -> TtrpcResult<CreateTaskResponse> {
         let id = req.id.clone();
-        logged("create", &id, self.tasks.create(req))
+        serve("create", &id, || self.tasks.create(req))
     }
 
     fn start(&self, _: &TtrpcContext, req: StartRequest) -> TtrpcResult<StartResponse> {
         let id = req.id.clone();
-        logged("start", &id, self.tasks.start(req))
+        serve("start", &id, || self.tasks.start(req))
     }
 
     fn kill(&self, _: &TtrpcContext, req: KillRequest) -> TtrpcResult<Empty> {
         let id = req.id.clone();
-        logged("kill", &id, self.tasks.kill(req).map(|()| Empty::new()))
+        serve("kill", &id, || self.tasks.kill(req).map(|()| Empty::new()))
     }
 
     fn wait(&self, _: &TtrpcContext, req: WaitRequest) -> TtrpcResult<WaitResponse> {
-        Ok(self.tasks.wait(req)?)
+        let id = req.id.clone();
+        serve("wait", &id, || self.tasks.wait(req))
     }
 
     fn delete(&self, _: &TtrpcContext, req: DeleteRequest) -> TtrpcResult<DeleteResponse> {
         let id = req.id.clone();
-        logged("delete", &id, self.tasks.delete(req))
+        serve("delete", &id, || self.tasks.delete(req))
     }
 
     fn state(&self, _: &TtrpcContext, req: StateRequest) -> TtrpcResult<StateResponse> {
-        Ok(self.tasks.state(req)?)
+        let id = req.id.clone();
+        serve("state", &id, || self.tasks.state(req))
     }
 
     fn pids(&self, _: &TtrpcContext, req: PidsRequest) -> TtrpcResult<PidsResponse> {
-        Ok(self.tasks.pids(req)?)
+        let id = req.id.clone();
+        serve("pids", &id, || self.tasks.pids(req))
     }
 
     fn connect(&self, _: &TtrpcContext, req: ConnectRequest) -> TtrpcResult<ConnectResponse> {
-        Ok(self.tasks.connect(req)?)
+        let id = req.id.clone();
+        serve("connect", &id, || self.tasks.connect(req))
     }
 
     fn shutdown(&self, _: &TtrpcContext, req: ShutdownRequest) -> TtrpcResult<Empty> {
-        Ok(self.tasks.shutdown(req).map(|()| Empty::new())?)
+        serve("shutdown", "", || {
+            self.tasks.shutdown(req).map(|()| Empty::new())
+        })
     }
 
     fn close_io(&self, _: &TtrpcContext, req: CloseIORequest) -> TtrpcResult<Empty> {
-        Ok(self.tasks.close_io(&req.id).map(|()| Empty::new())?)
+        serve("close io", &req.id, || {
+            self.tasks.close_io(&req.id).map(|()| Empty::new())
+        })
     }
 
     fn exec(&self, _: &TtrpcContext, _: ExecProcessRequest) -> TtrpcResult<Empty> {

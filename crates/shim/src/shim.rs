@@ -45,6 +45,21 @@ fn socket_path(address: &str) -> &str {
     address.strip_prefix("unix://").unwrap_or(address)
 }
 
+/// Removes the socket of a shim that died without cleaning up (its `address` file is in the
+/// bundle). A socket that still answers belongs to a live shim of the same pod and stays.
+fn remove_stale_socket(bundle: &Path) {
+    let Ok(address) = std::fs::read_to_string(bundle.join("address")) else {
+        return;
+    };
+    let path = socket_path(address.trim());
+    let is_socket = std::fs::symlink_metadata(path)
+        .map(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+        .unwrap_or(false);
+    if is_socket && std::os::unix::net::UnixStream::connect(path).is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 impl containerd_shim::Shim for WasmcellShim {
     type T = Service;
 
@@ -95,6 +110,7 @@ impl containerd_shim::Shim for WasmcellShim {
         }
         let rootfs = bundle.join("rootfs");
         unmount_rootfs(&rootfs);
+        remove_stale_socket(&bundle);
         let mut resp = DeleteResponse::new();
         resp.pid = pid;
         resp.exit_status = 128 + libc::SIGKILL as u32;

@@ -38,6 +38,8 @@ use crate::stdio;
 const DELETE_KILL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an exit waits for the task's binary logger to drain and exit.
 const LOGGER_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a shim that is about to exit waits for its last events to reach containerd.
+const EVENT_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many exits of unknown pids are remembered.
 const UNCLAIMED_EXITS: usize = 1024;
 /// File in the bundle that records a cell's pid, for `shim delete` after a shim crash.
@@ -633,6 +635,8 @@ impl Tasks {
     /// Shutdown: the shim exits once it serves no task.
     pub fn shutdown(&self, _req: ShutdownRequest) -> Result<()> {
         if lock(&self.tasks).is_empty() {
+            // TaskDelete may still be queued; the process ends soon after `on_idle`.
+            self.events.flush(EVENT_FLUSH_TIMEOUT);
             (self.on_idle)();
         }
         Ok(())

@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// How long one `ctr` command may take before the test fails as hung.
+pub const CTR_TIMEOUT_SECS: u64 = 120;
+
 /// The runtime type of the shim under test.
 pub const RUNTIME: &str = "io.containerd.wasmcell.v1";
 
@@ -121,11 +124,24 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         self.ctr_with_stdin(args, None)
     }
 
-    /// Runs `ctr`, feeding `stdin` if given.
+    /// Runs `ctr`, feeding `stdin` if given. A `ctr` that hangs is killed after
+    /// [`CTR_TIMEOUT_SECS`] and fails the test (with the logs, from `Drop`).
     pub fn ctr_with_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Ran {
-        let mut cmd = Command::new("ctr");
+        let mut cmd = Command::new("timeout");
+        cmd.args(["--kill-after=5", &CTR_TIMEOUT_SECS.to_string(), "ctr"]);
         cmd.arg("--address").arg(&self.socket).args(args);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let started = Instant::now();
+        let ran = self.run_ctr(cmd, stdin);
+        let timed_out = started.elapsed() >= Duration::from_secs(CTR_TIMEOUT_SECS);
+        assert!(
+            !(timed_out && (ran.code == 124 || ran.code == 137)),
+            "ctr {args:?} hung: killed after {CTR_TIMEOUT_SECS} s ({ran:?})"
+        );
+        ran
+    }
+
+    fn run_ctr(&self, mut cmd: Command, stdin: Option<&[u8]>) -> Ran {
         match stdin {
             None => {
                 cmd.stdin(Stdio::null());
@@ -176,6 +192,71 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         assert_eq!(r.code, 0, "import: {r:?}");
     }
 
+    /// Builds a native image holding the host's static busybox (`busybox-static`) as
+    /// `/bin/busybox`, entrypoint `busybox echo hello from busybox`, and imports it as `name`.
+    pub fn import_busybox(&self, name: &str) {
+        self.build_and_import(&[
+            "--name",
+            name,
+            "--platform",
+            "linux/amd64",
+            "--file",
+            "/bin/busybox:/bin/busybox",
+            "--entrypoint",
+            "/bin/busybox",
+            "--arg",
+            "echo",
+            "--arg",
+            "hello from busybox",
+        ]);
+    }
+
+    /// Subscribes to containerd's events (`ctr events`); returns once the subscription is live.
+    pub fn events(&self) -> Events {
+        let mut child = Command::new("ctr")
+            .arg("--address")
+            .arg(&self.socket)
+            .arg("events")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(event) = Event::parse(&line) {
+                    sink.lock().unwrap().push(event);
+                }
+            }
+        });
+        let events = Events {
+            child,
+            seen,
+            reader: Some(reader),
+        };
+        // An event of our own proves the subscription is live before the test acts.
+        let marker = format!("events-ready-{}", std::process::id());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            self.ctr(&["namespaces", "create", &marker]);
+            let live = self.wait_until(Duration::from_millis(500), || {
+                events.all().iter().any(|e| e.topic == "/namespaces/create")
+            });
+            if live {
+                break;
+            }
+            self.ctr(&["namespaces", "remove", &marker]);
+            assert!(Instant::now() < deadline, "ctr events saw nothing");
+        }
+        self.ctr(&["namespaces", "remove", &marker]);
+        events
+    }
+
     /// `ctr run --rm` of a wasm image under wasmcell.
     pub fn run_wasm(&self, image: &str, id: &str, args: &[&str]) -> Ran {
         self.run_wasm_with(&[], image, id, args)
@@ -221,6 +302,65 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         pids
     }
 
+    /// Bundle directories containerd keeps for tasks of namespace `default`.
+    pub fn bundles(&self) -> Vec<String> {
+        let dir = self
+            .dir
+            .path()
+            .join("state/io.containerd.runtime.v2.task/default");
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The unix socket path of the shim serving container `id` (from its bundle's `address`).
+    pub fn shim_socket(&self, id: &str) -> Option<PathBuf> {
+        let file = self
+            .dir
+            .path()
+            .join("state/io.containerd.runtime.v2.task/default")
+            .join(id)
+            .join("address");
+        let address = std::fs::read_to_string(file).ok()?;
+        Some(PathBuf::from(address.trim().trim_start_matches("unix://")))
+    }
+
+    /// Pids of cell processes (`containerd-shim-wasmcell-v1 cell <id>`) still alive for `ids`.
+    pub fn cell_pids(&self, ids: &[String]) -> Vec<i32> {
+        let mut pids = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let mut parts = cmd.split(|b| *b == 0);
+            let exe = parts.next().unwrap_or_default();
+            if !exe.ends_with(b"containerd-shim-wasmcell-v1") || parts.next() != Some(b"cell") {
+                continue;
+            }
+            let id = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+            if ids.contains(&id) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// Containers runc still knows in wasmcell's runc root for namespace `default`.
+    pub fn runc_containers(&self) -> Vec<String> {
+        std::fs::read_dir(self.dir.path().join("runc/default"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Mount points below this instance's temp dir.
     pub fn mounts(&self) -> Vec<String> {
         let prefix = self.dir.path().to_string_lossy().into_owned();
@@ -242,6 +382,90 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             std::thread::sleep(Duration::from_millis(20));
         }
         cond()
+    }
+}
+
+/// One event as `ctr events` prints it: `<time> <namespace> <topic> <json>`.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// `/tasks/exit`, `/containers/create`, ...
+    pub topic: String,
+    /// The event's fields.
+    pub body: serde_json::Value,
+}
+
+impl Event {
+    fn parse(line: &str) -> Option<Event> {
+        let at = line.find(" /")?;
+        let rest = &line[at + 1..];
+        let (topic, json) = rest.split_once(' ')?;
+        Some(Event {
+            topic: topic.to_owned(),
+            body: serde_json::from_str(json).ok()?,
+        })
+    }
+
+    /// The container the event is about, if any.
+    pub fn container_id(&self) -> Option<&str> {
+        self.body
+            .get("container_id")
+            .or_else(|| self.body.get("id"))
+            .and_then(|v| v.as_str())
+    }
+
+    /// `exit_status` of a `/tasks/exit` (Go's JSON leaves out a zero).
+    pub fn exit_status(&self) -> i64 {
+        self.body
+            .get("exit_status")
+            .and_then(|v| v.as_i64())
+            .unwrap_or(0)
+    }
+}
+
+/// A live `ctr events` subscription; ended in `Drop`.
+pub struct Events {
+    child: Child,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Event>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Events {
+    /// Every event seen so far.
+    pub fn all(&self) -> Vec<Event> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// The task events (`/tasks/...`) of container `id`, in order.
+    pub fn of_task(&self, id: &str) -> Vec<Event> {
+        self.all()
+            .into_iter()
+            .filter(|e| e.topic.starts_with("/tasks/") && e.container_id() == Some(id))
+            .collect()
+    }
+
+    /// Waits until an event with `topic` about container `id` arrives.
+    pub fn wait_for(&self, topic: &str, id: &str, timeout: Duration) -> Option<Event> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found = self
+                .all()
+                .into_iter()
+                .find(|e| e.topic == topic && e.container_id() == Some(id));
+            if found.is_some() || Instant::now() >= deadline {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
     }
 }
 

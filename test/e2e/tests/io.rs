@@ -89,3 +89,71 @@ fn log_uri_file_receives_the_output() {
     );
     assert!(text.ends_with("line 001999 of 2000\n"));
 }
+
+/// A `binary://` logger in the style of containerd's shims: stdout on fd 3, stderr on fd 4,
+/// ready once fd 5 is closed, the container in `CONTAINER_ID` / `CONTAINER_NAMESPACE`. Query
+/// parameters arrive as arguments (`dir PATH`).
+const LOGGER: &str = r#"#!/bin/sh
+exec 5>&-
+mkdir -p "$2"
+echo "$CONTAINER_NAMESPACE/$CONTAINER_ID $1" > "$2/who"
+cat <&3 > "$2/stdout" &
+cat <&4 > "$2/stderr" &
+wait
+"#;
+
+#[test]
+fn binary_logger_receives_stdout_and_stderr() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = Containerd::start();
+    c.import_wasm(IMG, "probe.wasm", fixtures::PROBE);
+    let logger = c.dir.path().join("logger.sh");
+    std::fs::write(&logger, LOGGER).unwrap();
+    std::fs::set_permissions(&logger, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let logs = c.dir.path().join("logs");
+    let uri = |run: &str| format!("binary://{}?dir={}/{run}", logger.display(), logs.display());
+
+    let r = run(
+        &c,
+        &["--log-uri", &uri("bulk")],
+        "bin-bulk",
+        &["bulk", "2000"],
+    );
+    assert_eq!((r.code, r.stdout.as_str()), (0, ""), "{r:?}");
+    // TaskExit waits for the logger to drain, so everything is there once ctr returns.
+    let out = std::fs::read_to_string(logs.join("bulk/stdout")).unwrap();
+    assert_eq!(out.lines().count(), 2000, "every line reached the logger");
+    assert!(out.ends_with("line 001999 of 2000\n"));
+    assert_eq!(
+        std::fs::read_to_string(logs.join("bulk/who")).unwrap(),
+        "default/bin-bulk dir\n"
+    );
+
+    let r = run(
+        &c,
+        &["--log-uri", &uri("err")],
+        "bin-err",
+        &["stderr", "to the logger's fd 4"],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        std::fs::read_to_string(logs.join("err/stderr")).unwrap(),
+        "to the logger's fd 4\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(logs.join("err/stdout")).unwrap(),
+        ""
+    );
+
+    let r = run(
+        &c,
+        &["--log-uri", "binary:///no/such/logger"],
+        "bin-missing",
+        &["hello"],
+    );
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("/no/such/logger"),
+        "names the logger: {r:?}"
+    );
+}

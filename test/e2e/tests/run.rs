@@ -128,6 +128,7 @@ fn kill_ends_sleeping_and_busy_guests() {
     let c = Containerd::start();
     c.import_wasm("wasmcell.test/probe:latest", "probe.wasm", fixtures::PROBE);
     c.import_wasm("wasmcell.test/busy:latest", "busy.wasm", fixtures::BUSY);
+    let events = c.events();
     for (id, image, args, signal, want) in [
         (
             "sleep-term",
@@ -142,6 +143,13 @@ fn kill_ends_sleeping_and_busy_guests() {
             vec!["/probe.wasm", "sleep", "600"],
             "SIGKILL",
             137,
+        ),
+        (
+            "stdin-term",
+            "wasmcell.test/probe:latest",
+            vec!["/probe.wasm", "stdin"],
+            "SIGTERM",
+            143,
         ),
         (
             "busy-term",
@@ -174,28 +182,15 @@ fn kill_ends_sleeping_and_busy_guests() {
         let started = std::time::Instant::now();
         let r = c.ctr(&["task", "kill", "--signal", signal, id]);
         assert_eq!(r.code, 0, "{id}: kill: {r:?}");
-        let mut status = String::new();
-        let exited = c.wait_until(Duration::from_secs(5), || {
-            let ls = c.ctr(&["task", "ls"]).stdout;
-            status = ls
-                .lines()
-                .find(|l| l.starts_with(id))
-                .unwrap_or("")
-                .to_owned();
-            status.contains("STOPPED")
-        });
-        assert!(exited, "{id} did not stop: {status}");
+        let exit = events
+            .wait_for("/tasks/exit", id, Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("{id}: no TaskExit within 5 s"));
         let elapsed = started.elapsed();
         assert!(
-            elapsed < Duration::from_secs(2),
-            "{id} took {elapsed:?} to stop"
+            elapsed < Duration::from_secs(1),
+            "{id} took {elapsed:?} to exit"
         );
-        // The exit status the shim reported in TaskExit.
-        let exit_line = format!("task {id} exited with status {want}");
-        assert!(
-            c.log().contains(&exit_line),
-            "{id}: no {exit_line:?} in the shim log"
-        );
+        assert_eq!(exit.exit_status(), want, "{id}: TaskExit status");
         let r = c.ctr(&["task", "delete", id]);
         assert_eq!(r.code, 0, "{id}: {r:?}");
         let r = c.ctr(&["container", "delete", id]);
