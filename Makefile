@@ -8,7 +8,7 @@ BIN := target/release
 # List the targets.
 help:
 	@grep -B1 -E '^[a-z-]+:' Makefile | grep -E '^#' | sed 's/^# //'; \
-	 echo "targets: deps build test demo lint install clean"
+	 echo "targets: deps build test bench demo lint install clean"
 
 # Install the Debian packages the build, the wasm fixtures and the tests need (as root).
 deps:
@@ -27,6 +27,10 @@ lint:
 test: deps build lint
 	bash test/scripts/cargo-test.sh
 
+# Benchmarks: wasmcell against runc on a private containerd; table on stdout, JSON in target/bench.
+bench: deps build
+	$(BIN)/wasmcell-bench --json target/bench/results.json
+
 # Install the shim and the wasmcell CLI into $(PREFIX)/bin.
 install: build
 	install -m 0755 $(BIN)/containerd-shim-wasmcell-v1 $(BIN)/wasmcell $(PREFIX)/bin/
@@ -39,4 +43,4 @@ demo: deps install
 clean:
 	$(CARGO) clean
 
-.PHONY: help deps build lint test install demo clean
+.PHONY: help deps build lint test bench install demo clean

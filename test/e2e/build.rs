@@ -18,7 +18,7 @@ fn main() {
 
     std::fs::write(
         out.join("large.wasm"),
-        wat::parse_str(large_wat(4000)).expect("large"),
+        wat::parse_str(large_wat(12000)).expect("large"),
     )
     .expect("write large");
 

@@ -1,0 +1,279 @@
+//! `make bench`: start-up of wasm containers under wasmcell, side by side with native containers
+//! under runc, on a private containerd started for the run.
+//!
+//! Scenarios (each one run interleaved, so drift of the machine hits both sides alike):
+//! - cold start: `ctr run --rm` of a hello program to completion, one at a time: a WAT hello
+//!   module under wasmcell (compile cache warm, as on a node that ran it before) against a
+//!   busybox `echo` under `io.containerd.runc.v2`;
+//! - large module: the first start of a large generated module (empty compile cache: it is
+//!   compiled) against its second start (cache hit: deserialized).
+//!
+//! The driver is `ctr` for now, so every figure includes one `ctr` process start on both sides;
+//! issue 5 replaces it with containerd's API and adds the reference shim built on
+//! `containerd-shim-wasm`, throughput and footprint.
+//!
+//! Prints a table and writes the figures as JSON (`--json PATH`, default
+//! `target/bench/results.json`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark tool: failing loudly is right
+
+mod stats;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use wasmcell_e2e::{fixtures, Containerd, RUNTIME};
+
+use crate::stats::Summary;
+
+const HELLO: &str = "bench.wasmcell/hello:latest";
+const BUSYBOX: &str = "bench.wasmcell/busybox:latest";
+const LARGE: &str = "bench.wasmcell/large:latest";
+
+struct Options {
+    rounds: usize,
+    large_rounds: usize,
+    json: PathBuf,
+}
+
+fn parse_args() -> Options {
+    let mut o = Options {
+        rounds: 30,
+        large_rounds: 5,
+        json: PathBuf::from("target/bench/results.json"),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = || {
+            args.next()
+                .unwrap_or_else(|| usage(&format!("{a} needs a value")))
+        };
+        match a.as_str() {
+            "--rounds" => o.rounds = value().parse().unwrap_or_else(|_| usage("--rounds N")),
+            "--large-rounds" => {
+                o.large_rounds = value()
+                    .parse()
+                    .unwrap_or_else(|_| usage("--large-rounds N"))
+            }
+            "--json" => o.json = PathBuf::from(value()),
+            "-h" | "--help" => usage(""),
+            other => usage(&format!("unknown argument {other}")),
+        }
+    }
+    if o.rounds == 0 || o.large_rounds == 0 {
+        usage("rounds must be at least 1");
+    }
+    o
+}
+
+fn usage(problem: &str) -> ! {
+    if !problem.is_empty() {
+        eprintln!("wasmcell-bench: {problem}");
+    }
+    eprintln!("usage: wasmcell-bench [--rounds N (30)] [--large-rounds N (5)] [--json PATH]");
+    std::process::exit(if problem.is_empty() { 0 } else { 2 })
+}
+
+fn main() {
+    let o = parse_args();
+    if std::env::var_os("WASMCELL_BIN_DIR").is_none() {
+        // The shim and the CLI sit next to this binary in target/release.
+        let exe = std::env::current_exe().unwrap();
+        std::env::set_var("WASMCELL_BIN_DIR", exe.parent().unwrap());
+    }
+    let c = Containerd::start();
+    c.import_wasm(HELLO, "hello.wasm", fixtures::HELLO);
+    c.import_wasm(LARGE, "large.wasm", fixtures::LARGE);
+    c.import_busybox(BUSYBOX);
+
+    let mut seq = 0usize;
+    let mut run = |runtime: &str, image: &str, want: &str| -> Duration {
+        seq += 1;
+        let id = format!("bench-{seq}");
+        let mut args = vec!["run", "--rm", "--runtime", runtime];
+        if runtime == RUNTIME && image != BUSYBOX {
+            args.extend(["--platform", "wasi/wasm"]);
+        }
+        args.extend([image, id.as_str()]);
+        let started = Instant::now();
+        let r = c.ctr(&args);
+        let took = started.elapsed();
+        assert!(
+            r.code == 0 && r.stdout.contains(want),
+            "{runtime} {image}: {r:?}"
+        );
+        took
+    };
+
+    // Warm-up: the hello module's first start fills the compile cache; page cache for both.
+    for _ in 0..3 {
+        run(RUNTIME, HELLO, "hello from wasm");
+        run("io.containerd.runc.v2", BUSYBOX, "hello from busybox");
+    }
+
+    let (mut wasm, mut native) = (Vec::new(), Vec::new());
+    progress("cold start", o.rounds);
+    for _ in 0..o.rounds {
+        wasm.push(run(RUNTIME, HELLO, "hello from wasm"));
+        native.push(run("io.containerd.runc.v2", BUSYBOX, "hello from busybox"));
+        tick();
+    }
+    eprintln!();
+
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    progress("large module", o.large_rounds);
+    for _ in 0..o.large_rounds {
+        std::fs::remove_dir_all(&c.cache).unwrap();
+        first.push(run(RUNTIME, LARGE, "large module ok"));
+        second.push(run(RUNTIME, LARGE, "large module ok"));
+        tick();
+    }
+    eprintln!();
+    let (compiled_ms, loaded_ms) = prepare_times(&c.log());
+
+    let cold = (Summary::of(&wasm), Summary::of(&native));
+    let large = (Summary::of(&first), Summary::of(&second));
+    let env = environment();
+    print_table(&env, &cold, &large, &compiled_ms, &loaded_ms);
+
+    let report = json!({
+        "environment": env,
+        "driver": "ctr run --rm (one ctr process per container, on both sides)",
+        "cold_start_hello": {
+            "wasmcell": cold.0.to_json(),
+            "runc": cold.1.to_json(),
+            "reference": null,
+            "ratio_median_wasmcell_over_runc": cold.0.median / cold.1.median,
+        },
+        "large_module": {
+            "wasm_bytes": fixtures::LARGE.len(),
+            "first_start": large.0.to_json(),
+            "second_start": large.1.to_json(),
+            "ratio_median_first_over_second": large.0.median / large.1.median,
+            "shim_prepare_ms": { "compiled": compiled_ms, "cache_hit": loaded_ms },
+        },
+    });
+    if let Some(dir) = o.json.parent() {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    std::fs::write(&o.json, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+    println!("\nwritten: {}", o.json.display());
+}
+
+fn progress(what: &str, n: usize) {
+    eprint!("{what}: {n} rounds ");
+}
+
+fn tick() {
+    eprint!(".");
+    let _ = std::io::stderr().flush();
+}
+
+/// The shim's own prepare times of the large module, from its log lines
+/// `task ID: prepared /large.wasm (...): compiled in X ms` / `cache-hit in X ms`.
+fn prepare_times(log: &str) -> (Vec<f64>, Vec<f64>) {
+    let (mut compiled, mut hit) = (Vec::new(), Vec::new());
+    for line in log.lines().filter(|l| l.contains("prepared /large.wasm")) {
+        let ms = |marker: &str| -> Option<f64> {
+            let rest = &line[line.find(marker)? + marker.len()..];
+            rest.split(" ms").next()?.trim().parse().ok()
+        };
+        if let Some(v) = ms("compiled in ") {
+            compiled.push(v);
+        } else if let Some(v) = ms("cache-hit in ") {
+            hit.push(v);
+        }
+    }
+    (compiled, hit)
+}
+
+fn first_line(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .unwrap_or_default()
+}
+
+fn environment() -> serde_json::Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    json!({
+        "date": first_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        "cpu": cpu,
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "kernel": first_line("uname", &["-r"]),
+        "containerd": first_line("containerd", &["--version"]),
+        "runc": first_line("runc", &["--version"]),
+        "wasmcell": env!("CARGO_PKG_VERSION"),
+        "wasmtime": "48.0.8",
+    })
+}
+
+fn print_table(
+    env: &serde_json::Value,
+    cold: &(Summary, Summary),
+    large: &(Summary, Summary),
+    compiled_ms: &[f64],
+    loaded_ms: &[f64],
+) {
+    println!(
+        "wasmcell bench, {} | {} x {} | kernel {} | {} | {}",
+        env["date"].as_str().unwrap_or(""),
+        env["cpus"],
+        env["cpu"].as_str().unwrap_or(""),
+        env["kernel"].as_str().unwrap_or(""),
+        env["containerd"].as_str().unwrap_or(""),
+        env["runc"].as_str().unwrap_or("")
+    );
+    println!(
+        "driver: ctr run --rm, one container at a time (ctr's own start is in every figure)\n"
+    );
+    println!(
+        "{:<34} {:>10} {:>10} {:>10} {:>10}",
+        "cold start, hello (ms)", "wasmcell", "runc", "reference", "wc/runc"
+    );
+    for (label, a, b) in [
+        ("  median", cold.0.median, cold.1.median),
+        ("  p99", cold.0.p99, cold.1.p99),
+        ("  min", cold.0.min, cold.1.min),
+    ] {
+        println!(
+            "{label:<34} {a:>10.1} {b:>10.1} {:>10} {:>10.2}",
+            "n/a",
+            a / b
+        );
+    }
+    println!(
+        "\n{:<34} {:>10} {:>10} {:>10}",
+        format!("large module, {} KiB (ms)", fixtures::LARGE.len() / 1024),
+        "1st start",
+        "2nd start",
+        "1st/2nd"
+    );
+    for (label, a, b) in [
+        ("  ctr run --rm, median", large.0.median, large.1.median),
+        ("  ctr run --rm, min", large.0.min, large.1.min),
+        (
+            "  shim prepare, median",
+            stats::median(compiled_ms),
+            stats::median(loaded_ms),
+        ),
+    ] {
+        println!("{label:<34} {a:>10.1} {b:>10.1} {:>10.1}", a / b);
+    }
+}
