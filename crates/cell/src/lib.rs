@@ -23,6 +23,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+mod boundary;
 mod protocol;
 mod sys;
 
@@ -34,7 +35,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::time::Instant;
 
-use wasmcell_engine::{CompileCache, Engine, GuestIo, Outcome, Prepared, WasiSetup};
+use wasmcell_engine::{CacheOutcome, CompileCache, Engine, GuestIo, Outcome, Prepared, WasiSetup};
 use wasmcell_task::RunSpec;
 
 /// Entry point of the cell process; never returns.
@@ -52,6 +53,9 @@ const NOT_STARTED: i32 = 0;
 const CELL_FAILURE: i32 = 125;
 
 fn run_cell() -> Result<i32, i32> {
+    // Only the fds of the protocol stay open; anything else the shim leaked would reach the guest's
+    // process.
+    sys::close_fds_from(PROGRAM_FD + 1);
     let control = sys::take_inherited(CONTROL_FD).map_err(|_| CELL_FAILURE)?;
     let mut status = sys::take_inherited(STATUS_FD).map_err(|_| CELL_FAILURE)?;
     let mut control = BufReader::new(control);
@@ -114,6 +118,7 @@ fn prepare(control: &mut BufReader<File>) -> Result<(RunSpec, Prepared, Ready), 
     let spec: RunSpec =
         serde_json::from_str(&line).map_err(|e| format!("malformed run spec: {e}"))?;
     let program = spec.args.first().cloned().unwrap_or_default();
+    boundary::enter_namespaces(&spec.isolation)?;
 
     let started = Instant::now();
     let engine = Engine::new().map_err(|e| e.to_string())?;
@@ -121,16 +126,56 @@ fn prepare(control: &mut BufReader<File>) -> Result<(RunSpec, Prepared, Ready), 
     let mut file = sys::take_inherited(PROGRAM_FD).map_err(|e| format!("program fd: {e}"))?;
     let wasm = wasmcell_engine::read_wasm(&mut file, &program).map_err(|e| e.to_string())?;
     drop(file);
-    let (compiled, outcome) = cache
-        .load(&engine, &program, &wasm)
-        .map_err(|e| e.to_string())?;
+    let (compiled, outcome) = match cache.lookup(&engine, &wasm) {
+        Some(hit) => (hit, CacheOutcome::Hit),
+        None => {
+            compile_in_child(&cache, &engine, &program, &wasm)?;
+            let compiled = cache.lookup(&engine, &wasm).ok_or_else(|| {
+                format!("{program}: compiled, but the compile cache does not return it")
+            })?;
+            (compiled, CacheOutcome::Compiled)
+        }
+    };
     let prepared = Prepared::new(&engine, &program, compiled).map_err(|e| e.to_string())?;
+    boundary::lock_down(&spec.isolation)?;
     let ready = Ready {
         outcome,
         millis: started.elapsed().as_secs_f64() * 1000.0,
         wasm_bytes: wasm.len(),
     };
     Ok((spec, prepared, ready))
+}
+
+/// Compiles `wasm` into the cache in a forked child: the compiler's worker threads live and die
+/// there, so the cell stays single-threaded until it has locked itself down (capability sets
+/// and namespaces joined with `setns` are per thread).
+fn compile_in_child(
+    cache: &CompileCache,
+    engine: &Engine,
+    program: &str,
+    wasm: &[u8],
+) -> Result<(), String> {
+    let (mut report_r, mut report_w) =
+        std::io::pipe().map_err(|e| format!("compile report pipe: {e}"))?;
+    let child = sys::fork_run(|| match cache.load(engine, program, wasm) {
+        Ok(_) => 0,
+        Err(e) => {
+            let _ = report_w.write_all(e.to_string().as_bytes());
+            1
+        }
+    })
+    .map_err(|e| format!("fork the compiler: {e}"))?;
+    drop(report_w);
+    let mut message = String::new();
+    let _ = report_r.read_to_string(&mut message);
+    match nix::sys::wait::waitpid(child, None) {
+        Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
+        Ok(nix::sys::wait::WaitStatus::Exited(_, _)) => Err(message),
+        Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) => Err(format!(
+            "compiling {program} was killed by {sig:?} (a memory limit too low for compiling it?)"
+        )),
+        other => Err(format!("compiling {program}: {other:?}")),
+    }
 }
 
 /// Opens the guest's stdio: stdout and stderr are the cell's own fds 1 and 2; stdin is relayed

@@ -22,3 +22,130 @@ pub fn take_inherited(fd: RawFd) -> std::io::Result<File> {
 pub fn dup_file(fd: &impl AsFd) -> std::io::Result<File> {
     Ok(File::from(fd.as_fd().try_clone_to_owned()?))
 }
+
+/// Closes every fd from `first` up (nothing the shim did not place on purpose stays open).
+pub fn close_fds_from(first: RawFd) {
+    // SAFETY: close_range only closes descriptors; the ones from `first` up are not owned by
+    // any object of this process at this point (called before anything else opens files).
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            0,
+        );
+    }
+}
+
+/// Drops capability `cap` from the bounding set.
+pub fn drop_bounding(cap: u32) -> std::io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sets `PR_SET_KEEPCAPS` (keep permitted capabilities across a uid change).
+pub fn set_keepcaps(keep: bool) -> std::io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, keep as libc::c_ulong, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Clears the ambient set, then raises each of `caps` in it.
+pub fn set_ambient(caps: &[u32]) -> std::io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    let clear = unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    if clear != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    for cap in caps {
+        // SAFETY: as above.
+        let raised = unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                *cap as libc::c_ulong,
+                0,
+                0,
+            )
+        };
+        if raised != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Sets the effective, permitted and inheritable sets (bit masks) of this thread, which is the
+/// cell's only thread at this point.
+pub fn capset(effective: u64, permitted: u64, inheritable: u64) -> std::io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let split = |v: u64| (v as u32, (v >> 32) as u32);
+    let (e0, e1) = split(effective);
+    let (p0, p1) = split(permitted);
+    let (i0, i1) = split(inheritable);
+    let data = [
+        Data {
+            effective: e0,
+            permitted: p0,
+            inheritable: i0,
+        },
+        Data {
+            effective: e1,
+            permitted: p1,
+            inheritable: i1,
+        },
+    ];
+    // SAFETY: capset reads a version-3 header and two data structs, both valid for the call.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Forks; the child runs `child` and exits with its result (0 ok, 1 error, the message written
+/// to `report`). Returns the child's pid to the parent.
+///
+/// Only called while the cell is single-threaded, so the child may do anything.
+pub fn fork_run(child: impl FnOnce() -> i32) -> std::io::Result<nix::unistd::Pid> {
+    // SAFETY: the cell is single-threaded when it forks (before the guest runs and before
+    // anything spawns a thread), so the child's copy of the address space is consistent.
+    match unsafe { nix::unistd::fork() }.map_err(std::io::Error::from)? {
+        nix::unistd::ForkResult::Parent { child } => Ok(child),
+        nix::unistd::ForkResult::Child => {
+            let code = child();
+            // SAFETY: leave the child without running the parent's atexit handlers or
+            // destructors twice.
+            unsafe { libc::_exit(code) }
+        }
+    }
+}

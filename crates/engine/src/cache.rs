@@ -113,6 +113,13 @@ impl CompileCache {
         self.dir.join(format!("{sha256_hex}.cwasm"))
     }
 
+    /// The compiled program for `wasm` if the cache holds it; never compiles (so never starts
+    /// compiler threads).
+    pub fn lookup(&self, engine: &Engine, wasm: &[u8]) -> Option<Program> {
+        let key = hex::encode(Sha256::digest(wasm));
+        self.try_deserialize(engine, is_component(wasm), &self.entry_path(&key))
+    }
+
     /// Returns the compiled program for `wasm`, from the cache or by compiling it (once).
     pub fn load(
         &self,

@@ -19,6 +19,9 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The spec asks for isolation the cell does not implement.
+    #[error("{0} (the runc fallback for such containers is not implemented yet)")]
+    Unsupported(#[from] crate::isolation::Unsupported),
     /// The spec has no `process` or `process.args` is empty.
     #[error("the OCI spec has no process to run (process.args is empty)")]
     NoProcess,

@@ -11,11 +11,13 @@
 
 pub mod entrypoint;
 pub mod error;
+pub mod isolation;
 pub mod runspec;
 pub mod state;
 pub mod stdio;
 
 pub use entrypoint::{Entrypoint, ProgramKind};
 pub use error::{Error, Result};
+pub use isolation::Isolation;
 pub use runspec::{Preopen, RunSpec};
 pub use state::{ExitStatus, Status, TaskState};

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use crate::{Error, Isolation, Result};
 
 /// A directory the guest may open, as WASI sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +40,8 @@ pub struct RunSpec {
     pub stdin: Option<PathBuf>,
     /// Directory of the host compile cache.
     pub cache_dir: PathBuf,
+    /// The kernel boundary the cell puts itself in before it loads the guest.
+    pub isolation: Isolation,
 }
 
 /// Reads and parses `config.json` of a bundle.
@@ -144,6 +146,7 @@ impl RunSpec {
             preopens: preopens(rootfs, spec),
             stdin,
             cache_dir: cache_dir.to_owned(),
+            isolation: Isolation::from_spec(spec)?,
         })
     }
 }

@@ -1,0 +1,231 @@
+//! The kernel boundary the cell puts itself in, from the spec's [`Isolation`].
+//!
+//! Two steps, both while the cell is single-threaded (namespaces joined with `setns` apply to
+//! the calling thread only, and capability sets are per thread):
+//!
+//! 1. [`enter_namespaces`], before the program is loaded, so that compiling runs inside the
+//!    container's namespaces (and, through the shim, its cgroup);
+//! 2. [`lock_down`], after the program is loaded from the root-only compile cache and before the
+//!    start byte: rlimits, `oom_score_adj`, user and groups, capabilities, `no_new_privs`.
+//!
+//! Not applied yet (issue 3 is open): a PID namespace, pivoting into the rootfs, seccomp.
+
+use std::fs::File;
+
+use nix::sched::CloneFlags;
+use wasmcell_task::isolation::{Isolation, NamespaceKind};
+
+use crate::sys;
+
+fn flag(kind: NamespaceKind) -> CloneFlags {
+    match kind {
+        NamespaceKind::Network => CloneFlags::CLONE_NEWNET,
+        NamespaceKind::Ipc => CloneFlags::CLONE_NEWIPC,
+        NamespaceKind::Uts => CloneFlags::CLONE_NEWUTS,
+        NamespaceKind::Mount => CloneFlags::CLONE_NEWNS,
+        NamespaceKind::Pid => CloneFlags::CLONE_NEWPID,
+        NamespaceKind::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+    }
+}
+
+/// Joins the namespaces the spec names by path and creates the others.
+pub fn enter_namespaces(iso: &Isolation) -> Result<(), String> {
+    for ns in &iso.namespaces {
+        if ns.kind == NamespaceKind::Pid {
+            // Needs a fork to take effect for the process itself: not done yet.
+            continue;
+        }
+        match &ns.path {
+            Some(path) => {
+                let file = File::open(path)
+                    .map_err(|e| format!("open {:?} namespace {}: {e}", ns.kind, path.display()))?;
+                nix::sched::setns(file, flag(ns.kind))
+                    .map_err(|e| format!("join {:?} namespace {}: {e}", ns.kind, path.display()))?;
+            }
+            None => {
+                nix::sched::unshare(flag(ns.kind))
+                    .map_err(|e| format!("create a {:?} namespace: {e}", ns.kind))?;
+                if ns.kind == NamespaceKind::Mount {
+                    // Mounts made in the cell never propagate back to the host.
+                    nix::mount::mount(
+                        None::<&str>,
+                        "/",
+                        None::<&str>,
+                        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_SLAVE,
+                        None::<&str>,
+                    )
+                    .map_err(|e| format!("make / a slave mount in the cell: {e}"))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Capability numbers by name (`linux/capability.h`).
+const CAPABILITIES: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// The numbers of capability names; an unknown name is an error (never silently dropped, which
+/// could make a container fail in odd ways; never silently granted).
+fn cap_numbers(names: &[String]) -> Result<Vec<u32>, String> {
+    names
+        .iter()
+        .map(|n| {
+            CAPABILITIES
+                .iter()
+                .position(|c| c == n)
+                .map(|i| i as u32)
+                .ok_or_else(|| format!("unknown capability {n:?} in process.capabilities"))
+        })
+        .collect()
+}
+
+fn mask(caps: &[u32]) -> u64 {
+    caps.iter().fold(0u64, |m, c| m | (1u64 << c))
+}
+
+/// The highest capability number this kernel knows.
+fn last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(CAPABILITIES.len() as u32 - 1)
+}
+
+fn rlimit_resource(name: &str) -> Option<nix::sys::resource::Resource> {
+    use nix::sys::resource::Resource as R;
+    Some(match name {
+        "RLIMIT_AS" => R::RLIMIT_AS,
+        "RLIMIT_CORE" => R::RLIMIT_CORE,
+        "RLIMIT_CPU" => R::RLIMIT_CPU,
+        "RLIMIT_DATA" => R::RLIMIT_DATA,
+        "RLIMIT_FSIZE" => R::RLIMIT_FSIZE,
+        "RLIMIT_LOCKS" => R::RLIMIT_LOCKS,
+        "RLIMIT_MEMLOCK" => R::RLIMIT_MEMLOCK,
+        "RLIMIT_MSGQUEUE" => R::RLIMIT_MSGQUEUE,
+        "RLIMIT_NICE" => R::RLIMIT_NICE,
+        "RLIMIT_NOFILE" => R::RLIMIT_NOFILE,
+        "RLIMIT_NPROC" => R::RLIMIT_NPROC,
+        "RLIMIT_RSS" => R::RLIMIT_RSS,
+        "RLIMIT_RTPRIO" => R::RLIMIT_RTPRIO,
+        "RLIMIT_RTTIME" => R::RLIMIT_RTTIME,
+        "RLIMIT_SIGPENDING" => R::RLIMIT_SIGPENDING,
+        "RLIMIT_STACK" => R::RLIMIT_STACK,
+        _ => return None,
+    })
+}
+
+/// Applies rlimits, `oom_score_adj`, user and groups, capabilities and `no_new_privs`, in the
+/// order runc uses (limits need privileges, so they come before dropping them).
+pub fn lock_down(iso: &Isolation) -> Result<(), String> {
+    for r in &iso.rlimits {
+        let resource = rlimit_resource(&r.kind)
+            .ok_or_else(|| format!("unknown rlimit {:?} in process.rlimits", r.kind))?;
+        nix::sys::resource::setrlimit(resource, r.soft, r.hard)
+            .map_err(|e| format!("setrlimit {} {}/{}: {e}", r.kind, r.soft, r.hard))?;
+    }
+    if let Some(adj) = iso.oom_score_adj {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .map_err(|e| format!("set oom_score_adj {adj}: {e}"))?;
+    }
+
+    let caps = &iso.capabilities;
+    let bounding = cap_numbers(&caps.bounding)?;
+    let effective = cap_numbers(&caps.effective)?;
+    let permitted = cap_numbers(&caps.permitted)?;
+    let inheritable = cap_numbers(&caps.inheritable)?;
+    let ambient = cap_numbers(&caps.ambient)?;
+    for cap in 0..=last_cap() {
+        if !bounding.contains(&cap) {
+            sys::drop_bounding(cap)
+                .map_err(|e| format!("drop capability {cap} from the bounding set: {e}"))?;
+        }
+    }
+
+    let change_user = iso.uid != 0 || iso.gid != 0;
+    if change_user {
+        sys::set_keepcaps(true).map_err(|e| format!("keep capabilities: {e}"))?;
+    }
+    let groups: Vec<nix::unistd::Gid> = iso
+        .additional_gids
+        .iter()
+        .map(|g| nix::unistd::Gid::from_raw(*g))
+        .collect();
+    nix::unistd::setgroups(&groups)
+        .map_err(|e| format!("setgroups {:?}: {e}", iso.additional_gids))?;
+    if change_user {
+        nix::unistd::setgid(nix::unistd::Gid::from_raw(iso.gid))
+            .map_err(|e| format!("setgid {}: {e}", iso.gid))?;
+        nix::unistd::setuid(nix::unistd::Uid::from_raw(iso.uid))
+            .map_err(|e| format!("setuid {}: {e}", iso.uid))?;
+        sys::set_keepcaps(false).map_err(|e| format!("reset keepcaps: {e}"))?;
+    }
+    sys::capset(mask(&effective), mask(&permitted), mask(&inheritable))
+        .map_err(|e| format!("set capabilities: {e}"))?;
+    sys::set_ambient(&ambient).map_err(|e| format!("set ambient capabilities: {e}"))?;
+    // Always: the guest has no use for privilege gains through exec, whatever the spec says.
+    nix::sys::prctl::set_no_new_privs().map_err(|e| format!("set no_new_privs: {e}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capability_names_map_to_kernel_numbers() {
+        let n = cap_numbers(&[
+            "CAP_KILL".into(),
+            "CAP_NET_BIND_SERVICE".into(),
+            "CAP_BPF".into(),
+        ])
+        .expect("known");
+        assert_eq!(n, [5, 10, 39]);
+        assert_eq!(mask(&n), (1 << 5) | (1 << 10) | (1 << 39));
+        assert!(cap_numbers(&["CAP_MAKE_COFFEE".into()]).is_err());
+        assert!(rlimit_resource("RLIMIT_NOFILE").is_some());
+        assert!(rlimit_resource("RLIMIT_BOGUS").is_none());
+    }
+}

@@ -1,0 +1,283 @@
+//! [`Isolation`]: the kernel boundary an OCI spec asks for, in the form the cell applies it.
+//!
+//! The shim builds it from `config.json` next to the [`RunSpec`](crate::RunSpec); the cell
+//! applies it to itself before it loads the guest (see `wasmcell_cell`). Anything the cell cannot
+//! honour is reported by [`Isolation::from_spec`] as [`Unsupported`], so a container never runs
+//! with weaker isolation than its spec asks for.
+
+use std::path::PathBuf;
+
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use serde::{Deserialize, Serialize};
+
+/// A namespace to enter: join the one at `path`, or create a new one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Namespace {
+    /// `network`, `ipc`, `uts`, `mount`, `pid`, `cgroup`.
+    pub kind: NamespaceKind,
+    /// Join this namespace (for example the pod's network namespace); `None`: a new one.
+    pub path: Option<PathBuf>,
+}
+
+/// The namespace types the cell knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NamespaceKind {
+    /// Network.
+    Network,
+    /// System V IPC and POSIX message queues.
+    Ipc,
+    /// Host and domain name.
+    Uts,
+    /// Mounts.
+    Mount,
+    /// Process ids.
+    Pid,
+    /// cgroup root.
+    Cgroup,
+}
+
+/// A resource limit (`setrlimit`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    /// `RLIMIT_NOFILE`, ...
+    pub kind: String,
+    /// Soft limit.
+    pub soft: u64,
+    /// Hard limit.
+    pub hard: u64,
+}
+
+/// The process's capability sets (names such as `CAP_NET_BIND_SERVICE`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// Bounding set.
+    pub bounding: Vec<String>,
+    /// Effective set.
+    pub effective: Vec<String>,
+    /// Permitted set.
+    pub permitted: Vec<String>,
+    /// Inheritable set.
+    pub inheritable: Vec<String>,
+    /// Ambient set.
+    pub ambient: Vec<String>,
+}
+
+/// The kernel boundary of one cell.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Isolation {
+    /// Namespaces to join or create, in spec order.
+    pub namespaces: Vec<Namespace>,
+    /// `process.noNewPrivileges`.
+    pub no_new_privileges: bool,
+    /// `process.capabilities`; `None` means the spec names none, so none are kept.
+    pub capabilities: Capabilities,
+    /// `process.rlimits`.
+    pub rlimits: Vec<Rlimit>,
+    /// `process.oomScoreAdj`.
+    pub oom_score_adj: Option<i32>,
+    /// `process.user.uid`.
+    pub uid: u32,
+    /// `process.user.gid`.
+    pub gid: u32,
+    /// `process.user.additionalGids`.
+    pub additional_gids: Vec<u32>,
+}
+
+/// Something in a spec that the cell does not implement; the container must not run in a cell.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the cell cannot honour {0}")]
+pub struct Unsupported(pub String);
+
+impl Isolation {
+    /// The boundary `spec` asks for, or what of it the cell cannot honour.
+    pub fn from_spec(spec: &Spec) -> Result<Isolation, Unsupported> {
+        let mut iso = Isolation::default();
+        if let Some(linux) = spec.linux() {
+            for ns in linux.namespaces().iter().flatten() {
+                let kind = match ns.typ() {
+                    LinuxNamespaceType::Network => NamespaceKind::Network,
+                    LinuxNamespaceType::Ipc => NamespaceKind::Ipc,
+                    LinuxNamespaceType::Uts => NamespaceKind::Uts,
+                    LinuxNamespaceType::Mount => NamespaceKind::Mount,
+                    LinuxNamespaceType::Pid => NamespaceKind::Pid,
+                    LinuxNamespaceType::Cgroup => NamespaceKind::Cgroup,
+                    other => {
+                        return Err(Unsupported(format!(
+                            "a {other:?} namespace (linux.namespaces)"
+                        )))
+                    }
+                };
+                iso.namespaces.push(Namespace {
+                    kind,
+                    path: ns.path().clone(),
+                });
+            }
+            if linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
+                || linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty())
+            {
+                return Err(Unsupported("user namespace id mappings".into()));
+            }
+            if linux.seccomp().is_some() {
+                return Err(Unsupported(
+                    "a seccomp profile of the spec (linux.seccomp); the cell applies its own allow-list"
+                        .into(),
+                ));
+            }
+            if linux.mount_label().is_some() {
+                return Err(Unsupported("an SELinux mount label".into()));
+            }
+            if linux.intel_rdt().is_some() {
+                return Err(Unsupported("Intel RDT (linux.intelRdt)".into()));
+            }
+        }
+        if let Some(process) = spec.process() {
+            if process
+                .apparmor_profile()
+                .as_ref()
+                .is_some_and(|p| !p.is_empty())
+            {
+                return Err(Unsupported("an AppArmor profile".into()));
+            }
+            if process
+                .selinux_label()
+                .as_ref()
+                .is_some_and(|l| !l.is_empty())
+            {
+                return Err(Unsupported("an SELinux process label".into()));
+            }
+            iso.no_new_privileges = process.no_new_privileges().unwrap_or(false);
+            if let Some(caps) = process.capabilities() {
+                let names = |set: &Option<oci_spec::runtime::Capabilities>| -> Vec<String> {
+                    let mut v: Vec<String> =
+                        set.iter().flatten().map(|c| format!("CAP_{c}")).collect();
+                    v.sort();
+                    v
+                };
+                iso.capabilities = Capabilities {
+                    bounding: names(caps.bounding()),
+                    effective: names(caps.effective()),
+                    permitted: names(caps.permitted()),
+                    inheritable: names(caps.inheritable()),
+                    ambient: names(caps.ambient()),
+                };
+            }
+            for r in process.rlimits().iter().flatten() {
+                iso.rlimits.push(Rlimit {
+                    // The spec's own spelling, `RLIMIT_NOFILE`.
+                    kind: serde_json::to_value(r.typ())
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                    soft: r.soft(),
+                    hard: r.hard(),
+                });
+            }
+            iso.oom_score_adj = process.oom_score_adj();
+            let user = process.user();
+            iso.uid = user.uid();
+            iso.gid = user.gid();
+            iso.additional_gids = user.additional_gids().clone().unwrap_or_default();
+        }
+        Ok(iso)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: serde_json::Value) -> Spec {
+        serde_json::from_value(json).expect("spec")
+    }
+
+    #[test]
+    fn reads_namespaces_caps_limits_and_user() {
+        let s = spec(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {
+                "args": ["/app.wasm"], "cwd": "/",
+                "user": {"uid": 1000, "gid": 100, "additionalGids": [5, 6]},
+                "noNewPrivileges": true,
+                "oomScoreAdj": 500,
+                "capabilities": {"bounding": ["CAP_KILL", "CAP_CHOWN"], "effective": ["CAP_KILL"]},
+                "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 512}]
+            },
+            "linux": {"namespaces": [
+                {"type": "network", "path": "/var/run/netns/pod"},
+                {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "pid"}
+            ]}
+        }));
+        let iso = Isolation::from_spec(&s).expect("supported");
+        assert_eq!(
+            iso.namespaces[0],
+            Namespace {
+                kind: NamespaceKind::Network,
+                path: Some("/var/run/netns/pod".into())
+            }
+        );
+        assert_eq!(iso.namespaces.len(), 5);
+        assert!(iso.no_new_privileges);
+        assert_eq!(iso.oom_score_adj, Some(500));
+        assert_eq!(iso.capabilities.bounding, ["CAP_CHOWN", "CAP_KILL"]);
+        assert_eq!(iso.capabilities.effective, ["CAP_KILL"]);
+        assert!(iso.capabilities.ambient.is_empty());
+        assert_eq!(
+            iso.rlimits,
+            [Rlimit {
+                kind: "RLIMIT_NOFILE".into(),
+                soft: 512,
+                hard: 1024
+            }]
+        );
+        assert_eq!(
+            (iso.uid, iso.gid, iso.additional_gids),
+            (1000, 100, vec![5, 6])
+        );
+    }
+
+    #[test]
+    fn refuses_what_the_cell_cannot_honour() {
+        let base = |linux: serde_json::Value, process_extra: serde_json::Value| {
+            let mut process =
+                serde_json::json!({"args": ["/a.wasm"], "cwd": "/", "user": {"uid": 0, "gid": 0}});
+            for (k, v) in process_extra.as_object().expect("object") {
+                process[k] = v.clone();
+            }
+            spec(serde_json::json!({"ociVersion": "1.0.2", "process": process, "linux": linux}))
+        };
+        for (s, says) in [
+            (
+                base(
+                    serde_json::json!({"namespaces": [{"type": "user"}]}),
+                    serde_json::json!({}),
+                ),
+                "User",
+            ),
+            (
+                base(
+                    serde_json::json!({"uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]}),
+                    serde_json::json!({}),
+                ),
+                "user namespace id mappings",
+            ),
+            (
+                base(
+                    serde_json::json!({}),
+                    serde_json::json!({"apparmorProfile": "p"}),
+                ),
+                "AppArmor",
+            ),
+            (
+                base(
+                    serde_json::json!({"seccomp": {"defaultAction": "SCMP_ACT_ALLOW"}}),
+                    serde_json::json!({}),
+                ),
+                "seccomp profile",
+            ),
+        ] {
+            let e = Isolation::from_spec(&s).expect_err(says).to_string();
+            assert!(e.contains(says), "{e}");
+        }
+    }
+}

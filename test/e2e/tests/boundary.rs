@@ -1,0 +1,137 @@
+//! The kernel boundary of the cell (issue 3, in progress): capabilities, `no_new_privs`,
+//! namespaces created or joined by path.
+
+use wasmcell_e2e::{fixtures, Containerd, RUNTIME};
+
+const IMG: &str = "wasmcell.test/probe:latest";
+
+/// ctr's default capability set (containerd's `oci.WithDefaultSpec`).
+const CTR_DEFAULT_CAPS: [u32; 14] = [0, 1, 4, 3, 27, 13, 6, 7, 31, 8, 10, 18, 5, 29];
+
+fn start_sleeper(c: &Containerd, id: &str, flags: &[&str]) -> i32 {
+    let mut a = vec!["run", "-d", "--runtime", RUNTIME, "--platform", "wasi/wasm"];
+    a.extend_from_slice(flags);
+    a.extend([IMG, id, "/probe.wasm", "sleep", "600"]);
+    let r = c.ctr(&a);
+    assert_eq!(r.code, 0, "{id}: {r:?}");
+    let pids = c.cell_pids(&[id.to_owned()]);
+    assert_eq!(pids.len(), 1, "{id}: one cell");
+    pids[0]
+}
+
+fn status_field(pid: i32, field: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("cell status")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{field}:"))
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+fn ns(pid: &str, kind: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/{kind}"))
+        .expect("ns link")
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn mask(caps: &[u32]) -> String {
+    format!("{:016x}", caps.iter().fold(0u64, |m, c| m | (1 << c)))
+}
+
+#[test]
+fn capabilities_and_no_new_privs_follow_the_spec() {
+    let c = Containerd::start();
+    c.import_wasm(IMG, "probe.wasm", fixtures::PROBE);
+
+    let pid = start_sleeper(&c, "caps-default", &[]);
+    let want = mask(&CTR_DEFAULT_CAPS);
+    assert_eq!(
+        status_field(pid, "CapEff"),
+        want,
+        "effective = the spec's set"
+    );
+    assert_eq!(status_field(pid, "CapPrm"), want);
+    assert_eq!(
+        status_field(pid, "CapBnd"),
+        want,
+        "nothing beyond the spec, even later"
+    );
+    assert_eq!(status_field(pid, "CapInh"), mask(&[]));
+    assert_eq!(status_field(pid, "CapAmb"), mask(&[]));
+    assert_eq!(status_field(pid, "NoNewPrivs"), "1");
+
+    let mut fewer: Vec<u32> = CTR_DEFAULT_CAPS.to_vec();
+    fewer.retain(|c| *c != 13 && *c != 0); // CAP_NET_RAW, CAP_CHOWN
+    fewer.push(21); // CAP_SYS_ADMIN
+    let pid = start_sleeper(
+        &c,
+        "caps-changed",
+        &[
+            "--cap-drop",
+            "CAP_NET_RAW",
+            "--cap-drop",
+            "CAP_CHOWN",
+            "--cap-add",
+            "CAP_SYS_ADMIN",
+        ],
+    );
+    assert_eq!(status_field(pid, "CapEff"), mask(&fewer));
+    assert_eq!(status_field(pid, "CapBnd"), mask(&fewer));
+
+    for id in ["caps-default", "caps-changed"] {
+        assert_eq!(c.ctr(&["task", "kill", "-s", "KILL", id]).code, 0);
+    }
+}
+
+#[test]
+fn namespaces_are_created_or_joined_by_path() {
+    let c = Containerd::start();
+    c.import_wasm(IMG, "probe.wasm", fixtures::PROBE);
+
+    let own = start_sleeper(&c, "ns-own", &[]).to_string();
+    for kind in ["net", "ipc", "uts", "mnt"] {
+        assert_ne!(ns(&own, kind), ns("self", kind), "{kind}: a new namespace");
+    }
+
+    let host = start_sleeper(&c, "ns-host", &["--net-host"]).to_string();
+    assert_eq!(
+        ns(&host, "net"),
+        ns("self", "net"),
+        "--net-host keeps the host's"
+    );
+
+    let path = format!("network:/proc/{own}/ns/net");
+    let joined = start_sleeper(&c, "ns-joined", &["--with-ns", &path]).to_string();
+    assert_eq!(
+        ns(&joined, "net"),
+        ns(&own, "net"),
+        "joined by path, as a pod's containers"
+    );
+    assert_ne!(ns(&joined, "uts"), ns(&own, "uts"));
+
+    let bad = c.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--platform",
+        "wasi/wasm",
+        "--with-ns",
+        "network:/no/such/netns",
+        IMG,
+        "ns-bad",
+        "/probe.wasm",
+    ]);
+    assert_ne!(bad.code, 0, "{bad:?}");
+    assert!(
+        bad.stderr.contains("/no/such/netns"),
+        "names the namespace path: {bad:?}"
+    );
+
+    for id in ["ns-own", "ns-host", "ns-joined"] {
+        assert_eq!(c.ctr(&["task", "kill", "-s", "KILL", id]).code, 0);
+    }
+}
