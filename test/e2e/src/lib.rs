@@ -264,14 +264,24 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
     /// `ctr run --rm` of a wasm image under wasmcell with extra `ctr run` flags.
     pub fn run_wasm_with(&self, flags: &[&str], image: &str, id: &str, args: &[&str]) -> Ran {
-        let mut a = vec![
-            "run",
-            "--rm",
-            "--runtime",
-            RUNTIME,
-            "--platform",
-            "wasi/wasm",
-        ];
+        self.run_wasm_mode("--rm", flags, image, id, args)
+    }
+
+    /// `ctr run -d` of a wasm image under wasmcell with extra `ctr run` flags: returns once the
+    /// task has started.
+    pub fn run_detached(&self, flags: &[&str], image: &str, id: &str, args: &[&str]) -> Ran {
+        self.run_wasm_mode("-d", flags, image, id, args)
+    }
+
+    fn run_wasm_mode(
+        &self,
+        mode: &str,
+        flags: &[&str],
+        image: &str,
+        id: &str,
+        args: &[&str],
+    ) -> Ran {
+        let mut a = vec!["run", mode, "--runtime", RUNTIME, "--platform", "wasi/wasm"];
         a.extend_from_slice(flags);
         a.extend([image, id]);
         a.extend_from_slice(args);

@@ -1,7 +1,7 @@
 //! The kernel boundary of the cell (issue 3, in progress): capabilities, `no_new_privs`,
 //! namespaces created or joined by path.
 
-use wasmcell_e2e::{fixtures, Containerd, RUNTIME};
+use wasmcell_e2e::{fixtures, Containerd};
 
 const IMG: &str = "wasmcell.test/probe:latest";
 
@@ -9,10 +9,7 @@ const IMG: &str = "wasmcell.test/probe:latest";
 const CTR_DEFAULT_CAPS: [u32; 14] = [0, 1, 4, 3, 27, 13, 6, 7, 31, 8, 10, 18, 5, 29];
 
 fn start_sleeper(c: &Containerd, id: &str, flags: &[&str]) -> i32 {
-    let mut a = vec!["run", "-d", "--runtime", RUNTIME, "--platform", "wasi/wasm"];
-    a.extend_from_slice(flags);
-    a.extend([IMG, id, "/probe.wasm", "sleep", "600"]);
-    let r = c.ctr(&a);
+    let r = c.run_detached(flags, IMG, id, &["/probe.wasm", "sleep", "600"]);
     assert_eq!(r.code, 0, "{id}: {r:?}");
     let pids = c.cell_pids(&[id.to_owned()]);
     assert_eq!(pids.len(), 1, "{id}: one cell");
@@ -112,19 +109,12 @@ fn namespaces_are_created_or_joined_by_path() {
     );
     assert_ne!(ns(&joined, "uts"), ns(&own, "uts"));
 
-    let bad = c.ctr(&[
-        "run",
-        "--rm",
-        "--runtime",
-        RUNTIME,
-        "--platform",
-        "wasi/wasm",
-        "--with-ns",
-        "network:/no/such/netns",
+    let bad = c.run_wasm_with(
+        &["--with-ns", "network:/no/such/netns"],
         IMG,
         "ns-bad",
-        "/probe.wasm",
-    ]);
+        &["/probe.wasm"],
+    );
     assert_ne!(bad.code, 0, "{bad:?}");
     assert!(
         bad.stderr.contains("/no/such/netns"),

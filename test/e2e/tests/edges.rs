@@ -141,20 +141,7 @@ fn bad_programs_fail_clearly_and_the_shim_serves_the_next_task() {
 #[test]
 fn busybox_runs_through_runc_under_the_same_runtime() {
     let c = Containerd::start();
-    c.build_and_import(&[
-        "--name",
-        "wasmcell.test/busybox:latest",
-        "--platform",
-        "linux/amd64",
-        "--file",
-        "/bin/busybox:/bin/busybox",
-        "--entrypoint",
-        "/bin/busybox",
-        "--arg",
-        "echo",
-        "--arg",
-        "hello from busybox",
-    ]);
+    c.import_busybox("wasmcell.test/busybox:latest");
     let r = c.ctr(&[
         "run",
         "--rm",

@@ -80,19 +80,12 @@ fn delete_of_a_detached_task_leaves_no_socket_process_or_bundle() {
     let c = Containerd::start();
     c.import_wasm("wasmcell.test/probe:latest", "probe.wasm", fixtures::PROBE);
     let events = c.events();
-    let r = c.ctr(&[
-        "run",
-        "-d",
-        "--runtime",
-        RUNTIME,
-        "--platform",
-        "wasi/wasm",
+    let r = c.run_detached(
+        &[],
         "wasmcell.test/probe:latest",
         "sleeper",
-        "/probe.wasm",
-        "sleep",
-        "600",
-    ]);
+        &["/probe.wasm", "sleep", "600"],
+    );
     assert_eq!(r.code, 0, "{r:?}");
     let socket = c.shim_socket("sleeper").expect("the shim's address file");
     assert!(socket.exists(), "{} exists while serving", socket.display());
@@ -125,19 +118,12 @@ fn a_killed_shim_is_cleaned_up_by_shim_delete() {
     let c = Containerd::start();
     c.import_wasm("wasmcell.test/probe:latest", "probe.wasm", fixtures::PROBE);
     let events = c.events();
-    let r = c.ctr(&[
-        "run",
-        "-d",
-        "--runtime",
-        RUNTIME,
-        "--platform",
-        "wasi/wasm",
+    let r = c.run_detached(
+        &[],
         "wasmcell.test/probe:latest",
         "orphan",
-        "/probe.wasm",
-        "sleep",
-        "600",
-    ]);
+        &["/probe.wasm", "sleep", "600"],
+    );
     assert_eq!(r.code, 0, "{r:?}");
     let ids = vec!["orphan".to_owned()];
     assert_eq!(c.cell_pids(&ids).len(), 1);
