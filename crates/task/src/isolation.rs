@@ -70,7 +70,7 @@ pub struct Isolation {
     pub namespaces: Vec<Namespace>,
     /// `process.noNewPrivileges`.
     pub no_new_privileges: bool,
-    /// `process.capabilities`; `None` means the spec names none, so none are kept.
+    /// `process.capabilities`; a set the spec leaves out is empty (nothing is kept).
     pub capabilities: Capabilities,
     /// `process.rlimits`.
     pub rlimits: Vec<Rlimit>,

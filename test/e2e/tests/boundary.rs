@@ -117,7 +117,7 @@ fn namespaces_are_created_or_joined_by_path() {
     );
     assert_ne!(bad.code, 0, "{bad:?}");
     assert!(
-        bad.stderr.contains("/no/such/netns"),
+        bad.stderr.contains("open Network namespace /no/such/netns"),
         "names the namespace path: {bad:?}"
     );
 
