@@ -10,7 +10,14 @@ fn main() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
     println!("cargo:rerun-if-changed={}", src.display());
 
-    for name in ["hello", "exit7", "trap", "missing_import", "busy"] {
+    for name in [
+        "hello",
+        "exit7",
+        "trap",
+        "missing_import",
+        "busy",
+        "two_memories",
+    ] {
         let path = src.join(format!("{name}.wat"));
         let wasm = wat::parse_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         std::fs::write(out.join(format!("{name}.wasm")), wasm).expect("write fixture");

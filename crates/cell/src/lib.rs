@@ -24,6 +24,7 @@
 #![deny(unsafe_code)]
 
 mod boundary;
+pub mod cgroup;
 mod protocol;
 mod sys;
 
@@ -93,6 +94,10 @@ fn run_cell() -> Result<i32, i32> {
             .iter()
             .map(|p| (p.host.clone(), p.guest.clone(), p.read_only))
             .collect(),
+        memory_limit: spec
+            .resources
+            .memory_limit
+            .and_then(|l| u64::try_from(l).ok()),
     };
     match wasmcell_engine::run(&prepared, &setup, io) {
         Ok(Outcome::Exited(code)) => Ok(code),

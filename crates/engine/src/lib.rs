@@ -16,7 +16,7 @@ mod run;
 
 pub use cache::{read_wasm, CacheOutcome, CompileCache, Program};
 pub use error::{Error, Result};
-pub use run::{run, GuestIo, Outcome, Prepared, WasiSetup, TRAP_EXIT_CODE};
+pub use run::{linear_memory_cap, run, GuestIo, Outcome, Prepared, WasiSetup, TRAP_EXIT_CODE};
 
 use sha2::{Digest, Sha256};
 

@@ -12,7 +12,7 @@ use std::fs::File;
 use std::path::PathBuf;
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{InstancePre, Store};
+use wasmtime::{InstancePre, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::cli::{InputFile, OutputFile};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
@@ -32,14 +32,21 @@ pub struct Prepared {
 }
 
 enum PreparedKind {
-    Core(InstancePre<WasiP1Ctx>),
+    Core(InstancePre<CoreState>),
     Component(CommandPre<ComponentState>),
+}
+
+/// Store data of a core module guest.
+struct CoreState {
+    wasi: WasiP1Ctx,
+    limits: StoreLimits,
 }
 
 /// Store data of a component guest.
 struct ComponentState {
     ctx: WasiCtx,
     table: ResourceTable,
+    limits: StoreLimits,
 }
 
 impl WasiView for ComponentState {
@@ -61,8 +68,8 @@ impl Prepared {
         };
         let kind = match program {
             Program::Module(module) => {
-                let mut linker = wasmtime::Linker::<WasiP1Ctx>::new(engine.wasmtime());
-                wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |t| t)
+                let mut linker = wasmtime::Linker::<CoreState>::new(engine.wasmtime());
+                wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |t| &mut t.wasi)
                     .map_err(|e| Error::Engine(format!("{e:#}")))?;
                 match module.get_export("_start") {
                     Some(wasmtime::ExternType::Func(_)) => {}
@@ -117,6 +124,40 @@ pub struct WasiSetup {
     pub cwd: String,
     /// Directories: host path, guest path, read-only.
     pub preopens: Vec<(PathBuf, String, bool)>,
+    /// The container's memory limit: no linear memory may grow beyond [`linear_memory_cap`] of
+    /// it (`memory.grow` returns -1, which the guest can handle) before the kernel's OOM killer
+    /// would end the whole cell.
+    pub memory_limit: Option<u64>,
+}
+
+/// How large one linear memory may grow under a container memory limit: the limit less a
+/// headroom for what the runtime itself keeps in the same cgroup (engine, compiled code, WASI
+/// buffers), a quarter of the limit and at most 8 MiB. Without the headroom a guest growing its
+/// memory up to the limit would be OOM-killed instead of seeing `memory.grow` fail.
+pub fn linear_memory_cap(limit: u64) -> u64 {
+    const MAX_HEADROOM: u64 = 8 << 20;
+    limit - (limit / 4).min(MAX_HEADROOM)
+}
+
+fn limits(setup: &WasiSetup) -> StoreLimits {
+    let mut b = StoreLimitsBuilder::new();
+    if let Some(limit) = setup.memory_limit {
+        let cap = linear_memory_cap(limit);
+        b = b.memory_size(usize::try_from(cap).unwrap_or(usize::MAX));
+    }
+    b.build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::linear_memory_cap;
+
+    #[test]
+    fn linear_memory_cap_leaves_headroom() {
+        assert_eq!(linear_memory_cap(32 << 20), 24 << 20);
+        assert_eq!(linear_memory_cap(8 << 20), 6 << 20);
+        assert_eq!(linear_memory_cap(1 << 30), (1 << 30) - (8 << 20));
+    }
 }
 
 /// The guest's stdio; `None` is an empty stdin or discarded output.
@@ -194,7 +235,12 @@ pub fn run(prepared: &Prepared, setup: &WasiSetup, io: GuestIo) -> Result<Outcom
     let mut builder = builder?;
     match &prepared.kind {
         PreparedKind::Core(pre) => {
-            let mut store = Store::new(prepared.engine.wasmtime(), builder.build_p1());
+            let state = CoreState {
+                wasi: builder.build_p1(),
+                limits: limits(setup),
+            };
+            let mut store = Store::new(prepared.engine.wasmtime(), state);
+            store.limiter(|s| &mut s.limits);
             let instance = match pre.instantiate(&mut store) {
                 Ok(i) => i,
                 Err(e) => return Ok(outcome_of(e)),
@@ -214,8 +260,10 @@ pub fn run(prepared: &Prepared, setup: &WasiSetup, io: GuestIo) -> Result<Outcom
             let state = ComponentState {
                 ctx: builder.build(),
                 table: ResourceTable::new(),
+                limits: limits(setup),
             };
             let mut store = Store::new(prepared.engine.wasmtime(), state);
+            store.limiter(|s| &mut s.limits);
             let command = match pre.instantiate(&mut store) {
                 Ok(c) => c,
                 Err(e) => return Ok(outcome_of(e)),

@@ -10,6 +10,7 @@ use std::time::Duration;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use wasmcell_cell::cgroup::Cgroup;
 use wasmcell_cell::{Ready, CONTROL_FD, PROGRAM_FD, START_BYTE, STATUS_FD};
 use wasmcell_task::RunSpec;
 
@@ -27,7 +28,7 @@ pub struct Cell {
 }
 
 impl Cell {
-    /// Starts a cell for `spec` and waits until it has loaded and linked `program`, at most
+    /// Starts a cell for `spec` in `cgroup` and waits until it has loaded and linked `program`, at most
     /// `prepare_timeout` (the compile deadline).
     pub fn spawn(
         spec: &RunSpec,
@@ -35,6 +36,7 @@ impl Cell {
         stdout: OwnedFd,
         stderr: OwnedFd,
         prepare_timeout: Duration,
+        cgroup: &Cgroup,
     ) -> Result<(Cell, Ready)> {
         let (control_r, mut control_w) = pipe()?;
         let (mut status_r, status_w) = pipe()?;
@@ -63,6 +65,12 @@ impl Cell {
             control: Mutex::new(None),
         };
 
+        // The cell waits for its run spec before doing anything, so it loads and compiles the
+        // guest inside the container's cgroup and limits.
+        if let Err(e) = cgroup.add_process(pid) {
+            cell.kill(Signal::SIGKILL);
+            return Err(Error::Internal(e.to_string()));
+        }
         let mut json = serde_json::to_vec(spec).map_err(|e| Error::io("encode run spec", e))?;
         json.push(b'\n');
         if let Err(e) = control_w.write_all(&json) {

@@ -9,6 +9,7 @@ mod cell;
 mod error;
 mod events;
 mod info;
+mod metrics;
 mod process;
 mod runc;
 mod service;

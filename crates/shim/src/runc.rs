@@ -133,6 +133,26 @@ impl Runc {
         self.check("delete", out).map(drop)
     }
 
+    /// `runc pause` or `runc resume`.
+    pub fn freeze(&self, id: &str, frozen: bool) -> Result<()> {
+        let verb = if frozen { "pause" } else { "resume" };
+        let mut cmd = self.command(None);
+        cmd.arg(verb).arg(id);
+        let out = run_command(&mut cmd, RUNC_TIMEOUT)?;
+        self.check(verb, out).map(drop)
+    }
+
+    /// `runc update --resources FILE`, with the OCI `LinuxResources` JSON written to `file`.
+    pub fn update(&self, id: &str, file: &Path, resources_json: &[u8]) -> Result<()> {
+        std::fs::write(file, resources_json)
+            .map_err(|e| Error::io(format!("write {}", file.display()), e))?;
+        let mut cmd = self.command(None);
+        cmd.arg("update").arg("--resources").arg(file).arg(id);
+        let out = run_command(&mut cmd, RUNC_TIMEOUT);
+        let _ = std::fs::remove_file(file);
+        self.check("update", out?).map(drop)
+    }
+
     /// `runc ps --format json`: the container's pids.
     pub fn ps(&self, id: &str) -> Result<Vec<u32>> {
         let mut cmd = self.command(None);

@@ -111,23 +111,33 @@ impl Task for Service {
         not_implemented("resize pty")
     }
 
-    fn pause(&self, _: &TtrpcContext, _: PauseRequest) -> TtrpcResult<Empty> {
-        not_implemented("pause")
+    fn pause(&self, _: &TtrpcContext, req: PauseRequest) -> TtrpcResult<Empty> {
+        let id = req.id.clone();
+        serve("pause", &id, || {
+            self.tasks.pause(req).map(|()| Empty::new())
+        })
     }
 
-    fn resume(&self, _: &TtrpcContext, _: ResumeRequest) -> TtrpcResult<Empty> {
-        not_implemented("resume")
+    fn resume(&self, _: &TtrpcContext, req: ResumeRequest) -> TtrpcResult<Empty> {
+        let id = req.id.clone();
+        serve("resume", &id, || {
+            self.tasks.resume(req).map(|()| Empty::new())
+        })
     }
 
     fn checkpoint(&self, _: &TtrpcContext, _: CheckpointTaskRequest) -> TtrpcResult<Empty> {
         not_implemented("checkpoint")
     }
 
-    fn update(&self, _: &TtrpcContext, _: UpdateTaskRequest) -> TtrpcResult<Empty> {
-        not_implemented("update")
+    fn update(&self, _: &TtrpcContext, req: UpdateTaskRequest) -> TtrpcResult<Empty> {
+        let id = req.id.clone();
+        serve("update", &id, || {
+            self.tasks.update(req).map(|()| Empty::new())
+        })
     }
 
-    fn stats(&self, _: &TtrpcContext, _: StatsRequest) -> TtrpcResult<StatsResponse> {
-        not_implemented("stats")
+    fn stats(&self, _: &TtrpcContext, req: StatsRequest) -> TtrpcResult<StatsResponse> {
+        let id = req.id.clone();
+        serve("stats", &id, || self.tasks.stats(req))
     }
 }

@@ -102,6 +102,7 @@ impl containerd_shim::Shim for WasmcellShim {
                 pid = p as u32;
             }
             let _ = std::fs::remove_file(bundle.join(CELL_PID_FILE));
+            crate::tasks::remove_cell_cgroup(&bundle, &self.id);
         }
         // A native container left behind.
         let config = Config::from_env(&self.namespace);

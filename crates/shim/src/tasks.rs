@@ -10,22 +10,28 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use containerd_shim::api::{
     ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse, DeleteRequest,
-    DeleteResponse, KillRequest, PidsRequest, PidsResponse, ShutdownRequest, StartRequest,
-    StartResponse, StateRequest, StateResponse, Status as ApiStatus, WaitRequest, WaitResponse,
+    DeleteResponse, KillRequest, PauseRequest, PidsRequest, PidsResponse, ResumeRequest,
+    ShutdownRequest, StartRequest, StartResponse, StateRequest, StateResponse, StatsRequest,
+    StatsResponse, Status as ApiStatus, UpdateTaskRequest, WaitRequest, WaitResponse,
 };
 use containerd_shim::protos::api::ProcessInfo;
-use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskIO, TaskStart};
+use containerd_shim::protos::events::task::{
+    TaskCreate, TaskDelete, TaskExit, TaskIO, TaskOOM, TaskPaused, TaskResumed, TaskStart,
+};
 use containerd_shim::protos::topics::{
-    TASK_CREATE_EVENT_TOPIC, TASK_DELETE_EVENT_TOPIC, TASK_EXIT_EVENT_TOPIC, TASK_START_EVENT_TOPIC,
+    TASK_CREATE_EVENT_TOPIC, TASK_DELETE_EVENT_TOPIC, TASK_EXIT_EVENT_TOPIC, TASK_OOM_EVENT_TOPIC,
+    TASK_PAUSED_EVENT_TOPIC, TASK_RESUMED_EVENT_TOPIC, TASK_START_EVENT_TOPIC,
 };
 use containerd_shim::protos::types::mount::Mount;
 use nix::sys::signal::Signal;
-use wasmcell_task::{entrypoint, runspec, RunSpec, Status, TaskState};
+use wasmcell_cell::cgroup::{Cgroup, Hierarchy};
+use wasmcell_task::{entrypoint, runspec, CgroupPath, Resources, RunSpec, Status, TaskState};
 
 use crate::cell::Cell;
 use crate::error::{Error, Result};
@@ -107,6 +113,11 @@ pub struct Task {
     io: TaskIO,
     rootfs: Option<PathBuf>,
     logger_pid: Option<i32>,
+    /// The task's cgroup: created and removed by the shim for a cell; runc's own for a native
+    /// container (read for Stats only), when its path is a cgroupfs one.
+    cgroup: Option<Cgroup>,
+    /// Frozen by Pause.
+    paused: std::sync::atomic::AtomicBool,
     state: Mutex<TaskState>,
     changed: Condvar,
     logger_gone: Mutex<bool>,
@@ -114,6 +125,22 @@ pub struct Task {
 }
 
 impl Task {
+    /// Whether the kernel's OOM killer ended a process of this cell's cgroup (CRI turns the
+    /// TaskOOM event sent before TaskExit into the `OOMKilled` reason).
+    fn oom_killed(&self) -> bool {
+        match (&self.backend, &self.cgroup) {
+            (Backend::Cell(_), Some(cg)) => cg.oom_kills() > 0,
+            _ => false,
+        }
+    }
+
+    fn cell_cgroup(&self) -> Option<&Cgroup> {
+        match self.backend {
+            Backend::Cell(_) => self.cgroup.as_ref(),
+            Backend::Runc => None,
+        }
+    }
+
     fn logger_exited(&self) {
         *lock(&self.logger_gone) = true;
         self.logger_changed.notify_all();
@@ -301,6 +328,12 @@ impl Tasks {
             let mut st = lock(&task.state);
             let now = SystemTime::now();
             if st.exited(code as u32, now) {
+                if task.oom_killed() {
+                    log::info!("task {}: killed by the OOM killer", task.id);
+                    let mut ev = TaskOOM::new();
+                    ev.container_id = task.id.clone();
+                    events.send(TASK_OOM_EVENT_TOPIC, Box::new(ev));
+                }
                 log::info!("task {} exited with status {code}", task.id);
                 let mut ev = TaskExit::new();
                 ev.container_id = task.id.clone();
@@ -357,7 +390,7 @@ impl Tasks {
 
         let outputs = stdio::open_outputs(&id, &self.config.namespace, &req.stdout, &req.stderr)?;
         let logger_guard = LoggerGuard(outputs.logger_pid);
-        let (backend, pid) = if entry.kind.is_wasm() {
+        let (backend, pid, cgroup) = if entry.kind.is_wasm() {
             let run = RunSpec::from_spec(
                 &id,
                 &spec,
@@ -365,12 +398,14 @@ impl Tasks {
                 stdio::cell_stdin(&req.stdin),
                 &self.config.cache_dir,
             )?;
+            let cgroup = CgroupGuard(Some(create_cgroup(&run.cgroup, &run.resources)?));
             let (cell, ready) = Cell::spawn(
                 &run,
                 entry.file,
                 outputs.stdout,
                 outputs.stderr,
                 self.config.prepare_timeout,
+                cgroup.get(),
             )?;
             log::info!(
                 "task {id}: prepared {} ({:?}, {} bytes): {} in {:.1} ms",
@@ -386,7 +421,7 @@ impl Tasks {
                 return Err(Error::io(format!("write {}", pid_file.display()), e));
             }
             let pid = cell.pid;
-            (Backend::Cell(cell), pid)
+            (Backend::Cell(cell), pid, cgroup.disarm())
         } else {
             drop(entry.file);
             let stdin = stdio::open_native_stdin(&req.stdin)?;
@@ -403,7 +438,7 @@ impl Tasks {
                 "task {id}: native entrypoint {}, created with runc",
                 entry.path
             );
-            (Backend::Runc, pid)
+            (Backend::Runc, pid, runc_cgroup(&spec, &id))
         };
 
         let mut io = TaskIO::new();
@@ -421,6 +456,8 @@ impl Tasks {
             io: io.clone(),
             rootfs: rootfs_guard.disarm(),
             logger_pid,
+            cgroup,
+            paused: std::sync::atomic::AtomicBool::new(false),
             state: Mutex::new(TaskState::new(&id)),
             changed: Condvar::new(),
             logger_gone: Mutex::new(false),
@@ -479,10 +516,20 @@ impl Tasks {
         if matches!(st.status(), Status::Stopped | Status::Deleted) {
             return Err(Error::NotFound("process already finished".into()));
         }
-        match &task.backend {
+        let sent = match &task.backend {
             Backend::Cell(cell) => cell.signal(req.signal),
             Backend::Runc => self.config.runc.kill(&task.id, req.signal, req.all),
+        };
+        // A frozen process only dies once thawed; SIGKILL must end a paused task, as with runc.
+        if req.signal == libc::SIGKILL as u32 && task.paused.load(Ordering::SeqCst) {
+            if let Some(cg) = task.cell_cgroup() {
+                if let Err(e) = cg.freeze(false) {
+                    log::warn!("task {}: thaw after SIGKILL: {e}", task.id);
+                }
+                task.paused.store(false, Ordering::SeqCst);
+            }
         }
+        sent
     }
 
     /// Wait: block until the task has exited.
@@ -546,6 +593,11 @@ impl Tasks {
                 log::error!("task {}: {e}", task.id);
             }
         }
+        if let Some(cg) = task.cell_cgroup() {
+            if let Err(e) = cg.remove() {
+                log::error!("task {}: {e}", task.id);
+            }
+        }
         if let Some(rootfs) = &task.rootfs {
             unmount_rootfs(rootfs);
         }
@@ -578,6 +630,7 @@ impl Tasks {
         resp.pid = task.pid;
         resp.set_status(match st.status() {
             Status::Created => ApiStatus::CREATED,
+            Status::Running if task.paused.load(Ordering::SeqCst) => ApiStatus::PAUSED,
             Status::Running => ApiStatus::RUNNING,
             Status::Stopped | Status::Deleted => ApiStatus::STOPPED,
         });
@@ -621,6 +674,91 @@ impl Tasks {
         Ok(resp)
     }
 
+    /// Pause (`freeze`) or Resume (`frozen == false`) a running task.
+    pub fn freeze(&self, id: &str, frozen: bool) -> Result<()> {
+        let task = self.get(id)?;
+        let st = lock(&task.state);
+        if st.status() != Status::Running {
+            return Err(Error::FailedPrecondition(format!(
+                "task {id} is {:?}: only a running task can be paused or resumed",
+                st.status()
+            )));
+        }
+        match (&task.backend, &task.cgroup) {
+            (Backend::Cell(_), Some(cg)) => cg
+                .freeze(frozen)
+                .map_err(|e| Error::Internal(e.to_string()))?,
+            (Backend::Cell(_), None) => {
+                return Err(Error::Internal(format!("task {id} has no cgroup")))
+            }
+            (Backend::Runc, _) => self.config.runc.freeze(id, frozen)?,
+        }
+        task.paused.store(frozen, Ordering::SeqCst);
+        if frozen {
+            let mut ev = TaskPaused::new();
+            ev.container_id = id.to_owned();
+            self.events.send(TASK_PAUSED_EVENT_TOPIC, Box::new(ev));
+        } else {
+            let mut ev = TaskResumed::new();
+            ev.container_id = id.to_owned();
+            self.events.send(TASK_RESUMED_EVENT_TOPIC, Box::new(ev));
+        }
+        Ok(())
+    }
+
+    /// Pause: freeze the task's cgroup.
+    pub fn pause(&self, req: PauseRequest) -> Result<()> {
+        self.freeze(&req.id, true)
+    }
+
+    /// Resume: thaw it.
+    pub fn resume(&self, req: ResumeRequest) -> Result<()> {
+        self.freeze(&req.id, false)
+    }
+
+    /// Update: apply new resources (OCI `LinuxResources` as JSON, as containerd sends them).
+    pub fn update(&self, req: UpdateTaskRequest) -> Result<()> {
+        let task = self.get(&req.id)?;
+        let json = req
+            .resources
+            .as_ref()
+            .map(|any| any.value.clone())
+            .ok_or_else(|| Error::InvalidArgument("update without resources".into()))?;
+        let oci: oci_spec::runtime::LinuxResources = serde_json::from_slice(&json)
+            .map_err(|e| Error::InvalidArgument(format!("malformed LinuxResources: {e}")))?;
+        match &task.backend {
+            Backend::Cell(_) => {
+                let resources = Resources::from_oci(&oci).map_err(wasmcell_task::Error::from)?;
+                let cg = task
+                    .cgroup
+                    .as_ref()
+                    .ok_or_else(|| Error::Internal(format!("task {} has no cgroup", task.id)))?;
+                cg.apply(&resources)
+                    .map_err(|e| Error::Internal(format!("update task {}: {e}", task.id)))?;
+                log::info!("task {}: resources updated", task.id);
+                Ok(())
+            }
+            Backend::Runc => {
+                let file = task.bundle.join("update-resources.json");
+                self.config.runc.update(&task.id, &file, &json)
+            }
+        }
+    }
+
+    /// Stats: the task's cgroup metrics.
+    pub fn stats(&self, req: StatsRequest) -> Result<StatsResponse> {
+        let task = self.get(&req.id)?;
+        let cg = task.cgroup.as_ref().ok_or_else(|| {
+            Error::NotImplemented(format!(
+                "stats of task {}: its cgroup is managed by systemd through runc",
+                task.id
+            ))
+        })?;
+        let mut resp = StatsResponse::new();
+        resp.stats = Some(crate::metrics::collect(cg)?).into();
+        Ok(resp)
+    }
+
     /// Connect: the shim's and the task's pids.
     pub fn connect(&self, req: ConnectRequest) -> Result<ConnectResponse> {
         let mut resp = ConnectResponse::new();
@@ -646,6 +784,66 @@ impl Tasks {
     /// the guest's end of file; nothing is held open here.
     pub fn close_io(&self, id: &str) -> Result<()> {
         self.get(id).map(drop)
+    }
+}
+
+/// Creates a cell's cgroup with its limits.
+fn create_cgroup(path: &CgroupPath, resources: &Resources) -> Result<Cgroup> {
+    let hierarchy = Hierarchy::detect().map_err(|e| Error::Internal(e.to_string()))?;
+    Cgroup::create(hierarchy, &path.relative(), resources)
+        .map_err(|e| Error::Internal(format!("cgroup {}: {e}", path.relative().display())))
+}
+
+/// The cgroup runc puts a native container in, for Stats; `None` for systemd paths (runc asks
+/// systemd, which may place it differently) or when it cannot be read.
+fn runc_cgroup(spec: &oci_spec::runtime::Spec, id: &str) -> Option<Cgroup> {
+    let path = spec.linux().as_ref()?.cgroups_path().as_ref()?.to_str()?;
+    match CgroupPath::parse(Some(path), id).ok()? {
+        p @ CgroupPath::Fs(_) => Some(Cgroup::at(Hierarchy::detect().ok()?, &p.relative())),
+        CgroupPath::Systemd { .. } => None,
+    }
+}
+
+/// Removes the cgroup of a cell whose shim died (for `shim delete`), found from the bundle's spec.
+pub fn remove_cell_cgroup(bundle: &Path, id: &str) {
+    let Ok(spec) = runspec::load_spec(bundle) else {
+        return;
+    };
+    let path = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+        .and_then(|p| p.to_str());
+    let (Ok(path), Ok(hierarchy)) = (CgroupPath::parse(path, id), Hierarchy::detect()) else {
+        return;
+    };
+    if let Err(e) = Cgroup::at(hierarchy, &path.relative()).remove() {
+        log::warn!("shim delete {id}: {e}");
+    }
+}
+
+/// Removes a cell's cgroup unless disarmed (on Create failure).
+struct CgroupGuard(Option<Cgroup>);
+
+impl CgroupGuard {
+    fn get(&self) -> &Cgroup {
+        self.0
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("armed guard"))
+    }
+
+    fn disarm(mut self) -> Option<Cgroup> {
+        self.0.take()
+    }
+}
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        if let Some(cg) = self.0.take() {
+            if let Err(e) = cg.remove() {
+                log::error!("{e}");
+            }
+        }
     }
 }
 

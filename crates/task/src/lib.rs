@@ -12,6 +12,7 @@
 pub mod entrypoint;
 pub mod error;
 pub mod isolation;
+pub mod resources;
 pub mod runspec;
 pub mod state;
 pub mod stdio;
@@ -19,5 +20,6 @@ pub mod stdio;
 pub use entrypoint::{Entrypoint, ProgramKind};
 pub use error::{Error, Result};
 pub use isolation::Isolation;
+pub use resources::{CgroupPath, Resources};
 pub use runspec::{Preopen, RunSpec};
 pub use state::{ExitStatus, Status, TaskState};

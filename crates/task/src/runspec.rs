@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Isolation, Result};
+use crate::{CgroupPath, Error, Isolation, Resources, Result};
 
 /// A directory the guest may open, as WASI sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +42,10 @@ pub struct RunSpec {
     pub cache_dir: PathBuf,
     /// The kernel boundary the cell puts itself in before it loads the guest.
     pub isolation: Isolation,
+    /// The container's cgroup, which the shim creates and puts the cell in.
+    pub cgroup: CgroupPath,
+    /// The limits of that cgroup; the memory limit also bounds the guest's linear memories.
+    pub resources: Resources,
 }
 
 /// Reads and parses `config.json` of a bundle.
@@ -147,6 +151,14 @@ impl RunSpec {
             stdin,
             cache_dir: cache_dir.to_owned(),
             isolation: Isolation::from_spec(spec)?,
+            cgroup: CgroupPath::parse(
+                spec.linux()
+                    .as_ref()
+                    .and_then(|l| l.cgroups_path().as_ref())
+                    .and_then(|p| p.to_str()),
+                id,
+            )?,
+            resources: Resources::from_spec(spec)?,
         })
     }
 }

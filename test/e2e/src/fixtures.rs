@@ -10,6 +10,8 @@ pub const TRAP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/trap.wasm"));
 pub const MISSING_IMPORT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/missing_import.wasm"));
 /// Loops forever without host calls (WAT).
 pub const BUSY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/busy.wasm"));
+/// Grows two linear memories to 20 MiB each (WAT): past a 32 MiB limit only together.
+pub const TWO_MEMORIES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/two_memories.wasm"));
 /// A large generated module (slow to compile, fast to load).
 pub const LARGE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/large.wasm"));
 /// The multi-purpose C program (`probe.c`, wasi-libc).
@@ -25,6 +27,7 @@ pub const ALL: &[(&str, &[u8])] = &[
     ("trap.wasm", TRAP),
     ("missing_import.wasm", MISSING_IMPORT),
     ("busy.wasm", BUSY),
+    ("two_memories.wasm", TWO_MEMORIES),
     ("large.wasm", LARGE),
     ("probe.wasm", PROBE),
     ("probe_component.wasm", PROBE_COMPONENT),

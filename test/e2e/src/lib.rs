@@ -8,6 +8,7 @@
 
 pub mod fixtures;
 
+pub use containerd_shim_protos::TaskClient;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -339,6 +340,18 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         Some(PathBuf::from(address.trim().trim_start_matches("unix://")))
     }
 
+    /// A ttrpc client of the shim serving container `id`, for the Task RPCs that `ctr` 1.6 has no
+    /// command for (Update). It talks to the real shim over its real socket, as containerd does.
+    pub fn shim_client(&self, id: &str) -> TaskClient {
+        let socket = self
+            .shim_socket(id)
+            .unwrap_or_else(|| panic!("no shim socket for {id}"));
+        let client =
+            containerd_shim_protos::ttrpc::Client::connect(&format!("unix://{}", socket.display()))
+                .unwrap_or_else(|e| panic!("connect to the shim of {id}: {e}"));
+        TaskClient::new(client)
+    }
+
     /// Pids of cell processes (`containerd-shim-wasmcell-v1 cell <id>`) still alive for `ids`.
     pub fn cell_pids(&self, ids: &[String]) -> Vec<i32> {
         let mut pids = Vec::new();
@@ -479,6 +492,25 @@ impl Drop for Events {
     }
 }
 
+/// Processes whose parent is one of `parents`.
+fn children_of(parents: &[i32]) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let ppid = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 2..].split(' ').nth(1))
+            .and_then(|p| p.parse::<i32>().ok());
+        if ppid.is_some_and(|p| parents.contains(&p)) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
 impl Drop for Containerd {
     fn drop(&mut self) {
         if std::thread::panicking() {
@@ -488,7 +520,14 @@ impl Drop for Containerd {
                 self.log()
             );
         }
-        for pid in self.shim_pids() {
+        // Tasks a failed test left running: deleted through containerd, so their shims remove
+        // cgroups and mounts; then anything left under the shims (cells, runc inits) is killed.
+        let tasks = self.ctr(&["task", "ls", "-q"]).stdout;
+        for id in tasks.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            self.ctr(&["task", "delete", "--force", id]);
+        }
+        let shims = self.shim_pids();
+        for pid in children_of(&shims).into_iter().chain(shims) {
             let _ =
                 nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
         }
