@@ -6,9 +6,11 @@
 //! 1. [`enter_namespaces`], before the program is loaded, so that compiling runs inside the
 //!    container's namespaces (and, through the shim, its cgroup);
 //! 2. [`lock_down`], after the program is loaded from the root-only compile cache and before the
-//!    start byte: rlimits, `oom_score_adj`, user and groups, capabilities, `no_new_privs`.
+//!    start byte: rlimits, `oom_score_adj`, user and groups, capabilities, `no_new_privs`, and
+//!    last the seccomp allow-list (`crate::seccomp`).
 //!
-//! Not applied yet (issue 3 is open): a PID namespace, pivoting into the rootfs, seccomp.
+//! The cgroup is the shim's part (`crate::cgroup`). Not applied yet (issue 3 is open): a PID
+//! namespace, pivoting into the rootfs.
 
 use std::fs::File;
 
@@ -157,8 +159,9 @@ fn rlimit_resource(name: &str) -> Option<nix::sys::resource::Resource> {
     })
 }
 
-/// Applies rlimits, `oom_score_adj`, user and groups, capabilities and `no_new_privs`, in the
-/// order runc uses (limits need privileges, so they come before dropping them).
+/// Applies rlimits, `oom_score_adj`, user and groups, capabilities, `no_new_privs` and the
+/// seccomp allow-list, in the order runc uses (limits need privileges, so they come before
+/// dropping them; the filter comes last so that setting up needs no allowed call).
 pub fn lock_down(iso: &Isolation) -> Result<(), String> {
     for r in &iso.rlimits {
         let resource = rlimit_resource(&r.kind)
@@ -207,7 +210,7 @@ pub fn lock_down(iso: &Isolation) -> Result<(), String> {
     sys::set_ambient(&ambient).map_err(|e| format!("set ambient capabilities: {e}"))?;
     // Always: the guest has no use for privilege gains through exec, whatever the spec says.
     nix::sys::prctl::set_no_new_privs().map_err(|e| format!("set no_new_privs: {e}"))?;
-    Ok(())
+    crate::seccomp::install()
 }
 
 #[cfg(test)]

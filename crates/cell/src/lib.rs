@@ -26,6 +26,7 @@
 mod boundary;
 pub mod cgroup;
 mod protocol;
+pub mod seccomp;
 mod sys;
 
 pub use protocol::{
@@ -45,6 +46,9 @@ pub fn main() -> ! {
         Ok(code) => code,
         Err(code) => code,
     };
+    // `exit` skips the flush a return from `main` would do; the guest's last line may sit in
+    // the stdout buffer.
+    let _ = std::io::stdout().flush();
     std::process::exit(code)
 }
 
@@ -183,7 +187,8 @@ fn compile_in_child(
     }
 }
 
-/// Opens the guest's stdio: stdout and stderr are the cell's own fds 1 and 2; stdin is relayed
+/// Opens the guest's stdio: stdout and stderr are the cell's own fds 1 and 2 (written directly,
+/// so the cell holds no second fd for them); stdin is relayed
 /// from the client's FIFO (see `wasmcell_task::stdio::stdin_relay`).
 fn guest_io(spec: &RunSpec) -> Result<GuestIo, String> {
     let stdin = match &spec.stdin {
@@ -192,7 +197,6 @@ fn guest_io(spec: &RunSpec) -> Result<GuestIo, String> {
     };
     Ok(GuestIo {
         stdin,
-        stdout: Some(sys::dup_file(&std::io::stdout()).map_err(|e| format!("stdout: {e}"))?),
-        stderr: Some(sys::dup_file(&std::io::stderr()).map_err(|e| format!("stderr: {e}"))?),
+        inherit_output: true,
     })
 }

@@ -2,7 +2,7 @@
 #![allow(unsafe_code)]
 
 use std::fs::File;
-use std::os::fd::{AsFd, FromRawFd, RawFd};
+use std::os::fd::{FromRawFd, RawFd};
 
 /// Takes ownership of an fd the shim placed at a fixed number, and marks it close-on-exec.
 pub fn take_inherited(fd: RawFd) -> std::io::Result<File> {
@@ -16,11 +16,6 @@ pub fn take_inherited(fd: RawFd) -> std::io::Result<File> {
     // SAFETY: the shim's spawn put this fd here for us; nothing else in this freshly executed
     // process has taken ownership of it, and `take_inherited` is called once per fd.
     Ok(unsafe { File::from_raw_fd(fd) })
-}
-
-/// A new owned handle (dup) of one of our own stdio fds.
-pub fn dup_file(fd: &impl AsFd) -> std::io::Result<File> {
-    Ok(File::from(fd.as_fd().try_clone_to_owned()?))
 }
 
 /// Closes every fd from `first` up (nothing the shim did not place on purpose stays open).

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{InstancePre, Store, StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::cli::{InputFile, OutputFile};
+use wasmtime_wasi::cli::InputFile;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -160,15 +160,15 @@ mod tests {
     }
 }
 
-/// The guest's stdio; `None` is an empty stdin or discarded output.
+/// The guest's stdio: `stdin` `None` is an empty stdin; stdout and stderr are either this
+/// process's own fds 1 and 2 (no extra fd is held for them) or discarded.
 #[derive(Debug, Default)]
 pub struct GuestIo {
     /// Standard input.
     pub stdin: Option<File>,
-    /// Standard output.
-    pub stdout: Option<File>,
-    /// Standard error.
-    pub stderr: Option<File>,
+    /// Whether the guest writes to this process's stdout and stderr (else its output is
+    /// discarded).
+    pub inherit_output: bool,
 }
 
 /// How a guest ended.
@@ -199,11 +199,8 @@ fn build_ctx(setup: &WasiSetup, io: GuestIo) -> Result<WasiCtxBuilder> {
     if let Some(f) = io.stdin {
         b.stdin(InputFile::new(f));
     }
-    if let Some(f) = io.stdout {
-        b.stdout(OutputFile::new(f));
-    }
-    if let Some(f) = io.stderr {
-        b.stderr(OutputFile::new(f));
+    if io.inherit_output {
+        b.inherit_stdout().inherit_stderr();
     }
     for (host, guest, read_only) in &setup.preopens {
         let perms = if *read_only {

@@ -328,6 +328,14 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             .unwrap_or_default()
     }
 
+    /// The bundle directory of task `id` (namespace `default`).
+    pub fn bundle_dir(&self, id: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("state/io.containerd.runtime.v2.task/default")
+            .join(id)
+    }
+
     /// The unix socket path of the shim serving container `id` (from its bundle's `address`).
     pub fn shim_socket(&self, id: &str) -> Option<PathBuf> {
         let file = self

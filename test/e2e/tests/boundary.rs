@@ -59,6 +59,7 @@ fn capabilities_and_no_new_privs_follow_the_spec() {
     assert_eq!(status_field(pid, "CapInh"), mask(&[]));
     assert_eq!(status_field(pid, "CapAmb"), mask(&[]));
     assert_eq!(status_field(pid, "NoNewPrivs"), "1");
+    assert_eq!(status_field(pid, "Seccomp"), "2", "the allow-list applies");
 
     let mut fewer: Vec<u32> = CTR_DEFAULT_CAPS.to_vec();
     fewer.retain(|c| *c != 13 && *c != 0); // CAP_NET_RAW, CAP_CHOWN
@@ -124,4 +125,83 @@ fn namespaces_are_created_or_joined_by_path() {
     for id in ["ns-own", "ns-host", "ns-joined"] {
         assert_eq!(c.ctr(&["task", "kill", "-s", "KILL", id]).code, 0);
     }
+}
+
+/// What an fd of a running cell may be: stdio (0-2, and for stdin the client's FIFO, read-only,
+/// with the two ends of the relay pipe in front of it), a preopen, the compiled module mapped
+/// from the host cache (read-only), or the WASI runtime's anonymous event-loop handles.
+#[test]
+fn a_running_cell_holds_only_stdio_preopens_and_its_module() {
+    let c = Containerd::start();
+    c.import_wasm(IMG, "probe.wasm", fixtures::PROBE);
+    let pid = start_sleeper(&c, "fds", &[]);
+    let bundle_rootfs = c
+        .bundle_dir("fds")
+        .join("rootfs")
+        .to_string_lossy()
+        .into_owned();
+    let cache = c.cache.to_string_lossy().into_owned();
+    // Start returns before the guest has opened its preopens; look once it has.
+    let holds_rootfs = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| {
+                d.flatten().any(|e| {
+                    std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy() == bundle_rootfs)
+                })
+            })
+            .unwrap_or(false)
+    };
+    assert!(
+        c.wait_until(std::time::Duration::from_secs(5), holds_rootfs),
+        "the guest opened its rootfs preopen"
+    );
+    let mut seen = Vec::new();
+    let mut pipes = 0;
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fd dir")
+        .flatten()
+    {
+        let fd: i32 = e.file_name().to_string_lossy().parse().expect("fd number");
+        let target = std::fs::read_link(e.path())
+            .expect("fd link")
+            .to_string_lossy()
+            .into_owned();
+        let flags = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+            .expect("fdinfo")
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:").map(|f| f.trim().to_owned()))
+            .expect("flags");
+        let read_only = u32::from_str_radix(&flags, 8).expect("octal flags") & 0o3 == 0;
+        let ok = fd <= 2
+            || target == bundle_rootfs
+            || (target.starts_with(&cache) && read_only)
+            || target == "anon_inode:[eventpoll]"
+            || target == "anon_inode:[eventfd]"
+            || (target.ends_with("/fds-stdin") && read_only);
+        if target.starts_with("pipe:") {
+            pipes += 1;
+            assert!(
+                pipes <= 2,
+                "only the stdin relay's pipe: fd {fd} -> {target}"
+            );
+            seen.push(target);
+            continue;
+        }
+        assert!(
+            ok,
+            "fd {fd} -> {target} (flags {flags}) is none of the allowed"
+        );
+        seen.push(target);
+    }
+    assert!(
+        seen.contains(&bundle_rootfs),
+        "the rootfs preopen is held: {seen:?}"
+    );
+    if pipes > 0 {
+        assert!(
+            seen.iter().any(|t| t.ends_with("/fds-stdin")),
+            "pipes only with a stdin FIFO: {seen:?}"
+        );
+    }
+    assert_eq!(c.ctr(&["task", "kill", "-s", "KILL", "fds"]).code, 0);
 }
