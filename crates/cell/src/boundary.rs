@@ -9,8 +9,8 @@
 //!    start byte: rlimits, `oom_score_adj`, user and groups, capabilities, `no_new_privs`, and
 //!    last the seccomp allow-list (`crate::seccomp`).
 //!
-//! The cgroup is the shim's part (`crate::cgroup`). Not applied yet (issue 3 is open): a PID
-//! namespace, pivoting into the rootfs.
+//! The cgroup is the shim's part (`crate::cgroup`); a PID namespace needs a fork
+//! (`crate::supervisor`). Not applied yet (issue 3 is open): pivoting into the rootfs.
 
 use std::fs::File;
 
@@ -30,13 +30,19 @@ fn flag(kind: NamespaceKind) -> CloneFlags {
     }
 }
 
-/// Joins the namespaces the spec names by path and creates the others.
+/// Whether the cell must fork after [`enter_namespaces`] (a PID namespace applies to children
+/// only), and whether the child is the init of a new namespace.
+pub fn pid_namespace(iso: &Isolation) -> Option<bool> {
+    iso.namespaces
+        .iter()
+        .find(|ns| ns.kind == NamespaceKind::Pid)
+        .map(|ns| ns.path.is_none())
+}
+
+/// Joins the namespaces the spec names by path and creates the others. A PID namespace takes
+/// effect for the children of the cell: see `crate::supervisor`.
 pub fn enter_namespaces(iso: &Isolation) -> Result<(), String> {
     for ns in &iso.namespaces {
-        if ns.kind == NamespaceKind::Pid {
-            // Needs a fork to take effect for the process itself: not done yet.
-            continue;
-        }
         match &ns.path {
             Some(path) => {
                 let file = File::open(path)
@@ -129,7 +135,7 @@ fn mask(caps: &[u32]) -> u64 {
 }
 
 /// The highest capability number this kernel knows.
-fn last_cap() -> u32 {
+pub fn last_cap() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse().ok())

@@ -27,6 +27,7 @@ mod boundary;
 pub mod cgroup;
 mod protocol;
 pub mod seccomp;
+mod supervisor;
 mod sys;
 
 pub use protocol::{
@@ -128,6 +129,10 @@ fn prepare(control: &mut BufReader<File>) -> Result<(RunSpec, Prepared, Ready), 
         serde_json::from_str(&line).map_err(|e| format!("malformed run spec: {e}"))?;
     let program = spec.args.first().cloned().unwrap_or_default();
     boundary::enter_namespaces(&spec.isolation)?;
+    if let Some(init) = boundary::pid_namespace(&spec.isolation) {
+        // Only the child returns; the parent supervises it.
+        supervisor::fork_into_namespace(init)?;
+    }
 
     let started = Instant::now();
     let engine = Engine::new().map_err(|e| e.to_string())?;

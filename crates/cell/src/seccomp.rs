@@ -249,6 +249,37 @@ pub fn install() -> Result<(), String> {
     Ok(())
 }
 
+/// What the PID namespace's supervisor (`crate::supervisor`) does once it has locked itself
+/// down: wait for its child, pass signals on, end.
+const SUPERVISOR: &[libc::c_long] = &[
+    libc::SYS_wait4,
+    libc::SYS_waitid,
+    libc::SYS_kill,
+    libc::SYS_getpid,
+    libc::SYS_rt_sigaction,
+    libc::SYS_rt_sigprocmask,
+    libc::SYS_rt_sigreturn,
+    libc::SYS_restart_syscall,
+    libc::SYS_exit,
+    libc::SYS_exit_group,
+];
+
+/// Installs the supervisor's filter (anything but [`SUPERVISOR`] fails with `EPERM`).
+pub fn install_supervisor() -> Result<(), String> {
+    let rules: BTreeMap<i64, Vec<SeccompRule>> =
+        SUPERVISOR.iter().map(|nr| (*nr, vec![])).collect();
+    let program: BpfProgram = SeccompFilter::new(
+        rules,
+        SeccompAction::Errno(libc::EPERM as u32),
+        SeccompAction::Allow,
+        arch()?,
+    )
+    .map_err(|e| format!("seccomp filter: {e}"))?
+    .try_into()
+    .map_err(|e| format!("seccomp filter: {e}"))?;
+    seccompiler::apply_filter(&program).map_err(|e| format!("install seccomp filter: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -360,9 +360,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         TaskClient::new(client)
     }
 
-    /// Pids of cell processes (`containerd-shim-wasmcell-v1 cell <id>`) still alive for `ids`.
-    pub fn cell_pids(&self, ids: &[String]) -> Vec<i32> {
-        let mut pids = Vec::new();
+    /// Cell processes (`containerd-shim-wasmcell-v1 cell <id>`) alive: (pid, parent pid, id).
+    fn cell_processes() -> Vec<(i32, i32, String)> {
+        let mut cells = Vec::new();
         for e in std::fs::read_dir("/proc").unwrap().flatten() {
             let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
                 continue;
@@ -374,11 +374,38 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
                 continue;
             }
             let id = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-            if ids.contains(&id) {
-                pids.push(pid);
-            }
+            let ppid = std::fs::read_to_string(e.path().join("stat"))
+                .ok()
+                .and_then(|s| {
+                    let after = s.rsplit_once(')')?.1.split_whitespace().nth(1)?.to_owned();
+                    after.parse().ok()
+                })
+                .unwrap_or(0);
+            cells.push((pid, ppid, id));
         }
-        pids
+        cells
+    }
+
+    /// Pids of the cells still alive for `ids`: the processes the shim started (with a PID
+    /// namespace, the supervisor; its child runs the guest, see [`Containerd::guest_pids`]).
+    pub fn cell_pids(&self, ids: &[String]) -> Vec<i32> {
+        let cells = Self::cell_processes();
+        cells
+            .iter()
+            .filter(|(_, ppid, id)| ids.contains(id) && !cells.iter().any(|c| c.0 == *ppid))
+            .map(|c| c.0)
+            .collect()
+    }
+
+    /// Pids of the processes that run the guests of `ids`: the cell's child in a PID
+    /// namespace, else the cell itself.
+    pub fn guest_pids(&self, ids: &[String]) -> Vec<i32> {
+        let cells = Self::cell_processes();
+        cells
+            .iter()
+            .filter(|(pid, _, id)| ids.contains(id) && !cells.iter().any(|c| c.1 == *pid))
+            .map(|c| c.0)
+            .collect()
     }
 
     /// Containers runc still knows in wasmcell's runc root for namespace `default`.

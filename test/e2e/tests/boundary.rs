@@ -11,8 +11,8 @@ const CTR_DEFAULT_CAPS: [u32; 14] = [0, 1, 4, 3, 27, 13, 6, 7, 31, 8, 10, 18, 5,
 fn start_sleeper(c: &Containerd, id: &str, flags: &[&str]) -> i32 {
     let r = c.run_detached(flags, IMG, id, &["/probe.wasm", "sleep", "600"]);
     assert_eq!(r.code, 0, "{id}: {r:?}");
-    let pids = c.cell_pids(&[id.to_owned()]);
-    assert_eq!(pids.len(), 1, "{id}: one cell");
+    let pids = c.guest_pids(&[id.to_owned()]);
+    assert_eq!(pids.len(), 1, "{id}: one process runs the guest");
     pids[0]
 }
 
@@ -122,8 +122,47 @@ fn namespaces_are_created_or_joined_by_path() {
         "names the namespace path: {bad:?}"
     );
 
-    for id in ["ns-own", "ns-host", "ns-joined"] {
-        assert_eq!(c.ctr(&["task", "kill", "-s", "KILL", id]).code, 0);
+    // PID: the guest is the init of a namespace of its own; the process the shim started (the
+    // task's pid) supervises it from the host's namespace, with nothing but CAP_KILL, no fd and
+    // its own seccomp filter.
+    assert_ne!(ns(&own, "pid"), ns("self", "pid"), "a new PID namespace");
+    let nspid = status_field(own.parse().unwrap(), "NSpid");
+    assert_eq!(
+        nspid.split_whitespace().nth(1),
+        Some("1"),
+        "the guest is pid 1 in its namespace: {nspid}"
+    );
+    let supervisor = c.cell_pids(&["ns-own".to_owned()]);
+    assert_eq!(supervisor.len(), 1);
+    let supervisor = supervisor[0];
+    assert_ne!(
+        supervisor.to_string(),
+        own,
+        "the guest runs in the cell's child"
+    );
+    assert_eq!(ns(&supervisor.to_string(), "pid"), ns("self", "pid"));
+    assert_eq!(status_field(supervisor, "CapEff"), mask(&[5]));
+    assert_eq!(status_field(supervisor, "CapBnd"), mask(&[5]));
+    assert_eq!(status_field(supervisor, "NoNewPrivs"), "1");
+    assert_eq!(status_field(supervisor, "Seccomp"), "2");
+    assert_eq!(
+        std::fs::read_dir(format!("/proc/{supervisor}/fd"))
+            .unwrap()
+            .count(),
+        0,
+        "the supervisor holds no fd"
+    );
+    // A PID namespace joined by path: the guest is a member, not its init.
+    let path = format!("pid:/proc/{own}/ns/pid");
+    let member = start_sleeper(&c, "ns-pid-joined", &["--with-ns", &path]).to_string();
+    assert_eq!(ns(&member, "pid"), ns(&own, "pid"));
+    let nspid = status_field(member.parse().unwrap(), "NSpid");
+    assert_ne!(nspid.split_whitespace().nth(1), Some("1"), "{nspid}");
+
+    // The member first: killing the init of a PID namespace kills its members too.
+    for id in ["ns-pid-joined", "ns-own", "ns-host", "ns-joined"] {
+        let r = c.ctr(&["task", "kill", "-s", "KILL", id]);
+        assert_eq!(r.code, 0, "{id}: {r:?}");
     }
 }
 

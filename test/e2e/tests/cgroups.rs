@@ -22,8 +22,8 @@ fn start(c: &Containerd, id: &str, flags: &[&str], args: &[&str]) -> i32 {
     full.extend_from_slice(args);
     let r = c.run_detached(flags, IMG, id, &full);
     assert_eq!(r.code, 0, "{id}: {r:?}");
-    let pids = c.cell_pids(&[id.to_owned()]);
-    assert_eq!(pids.len(), 1, "{id}: one cell");
+    let pids = c.guest_pids(&[id.to_owned()]);
+    assert_eq!(pids.len(), 1, "{id}: one process runs the guest");
     pids[0]
 }
 

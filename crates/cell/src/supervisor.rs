@@ -1,0 +1,172 @@
+//! The PID namespace: a cell whose spec names a `pid` namespace forks once, and the guest runs
+//! in the child.
+//!
+//! A PID namespace, created (`unshare`) or joined by path (`setns`), applies to the children of
+//! the caller only, so the cell enters it and forks while it is still single-threaded, before it
+//! loads anything. The child carries on with the cell's work (protocol, compiling, lock-down,
+//! the guest); in a namespace of its own it is that namespace's init, as a runc container's
+//! process is. The parent stays the process the shim knows (its pid is the task's pid) and
+//! becomes a supervisor that does three things only:
+//!
+//! - it forwards the signals the shim sends (a namespace's init ignores signals it has no
+//!   handler for, even from outside, except SIGKILL and SIGSTOP);
+//! - it waits for the child and ends the same way: the same exit status, or killed by the same
+//!   signal, so the shim reports exactly what the guest did (and an OOM kill stays a 137);
+//! - if it is killed itself, the child dies with it (`PR_SET_PDEATHSIG`).
+//!
+//! Before waiting it closes every fd, drops every capability but `CAP_KILL` (to signal a child
+//! that may run under another uid), sets `no_new_privs` and installs a seccomp filter that
+//! allows waiting, signals and exiting only.
+//!
+//! The child, when it is its namespace's init, gets handlers that turn the terminating signals
+//! into an exit with status 128 + signal, the status the shim would report for a kill by that
+//! signal.
+#![allow(unsafe_code)]
+
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::sys;
+
+/// Signals the shim (or a user through `ctr task kill`) may send that the supervisor passes on.
+const FORWARDED: [Signal; 11] = [
+    Signal::SIGHUP,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGALRM,
+    Signal::SIGTERM,
+    Signal::SIGCONT,
+    Signal::SIGTSTP,
+    Signal::SIGWINCH,
+    Signal::SIGPWR,
+];
+
+/// Signals whose default action ends a process; the child exits on them when it is init.
+const TERMINATING: [Signal; 8] = [
+    Signal::SIGHUP,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGALRM,
+    Signal::SIGTERM,
+    Signal::SIGPWR,
+];
+
+/// The child's pid, for the forwarding handler.
+static CHILD: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward(signal: libc::c_int) {
+    let child = CHILD.load(Ordering::Relaxed);
+    if child > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(child, signal) };
+    }
+}
+
+extern "C" fn exit_on(signal: libc::c_int) {
+    // SAFETY: _exit is async-signal-safe; the guest is being killed, nothing is to be flushed.
+    unsafe { libc::_exit(128 + signal) }
+}
+
+fn handle(signals: &[Signal], handler: extern "C" fn(libc::c_int)) -> Result<(), String> {
+    let action = SigAction::new(
+        SigHandler::Handler(handler),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for s in signals {
+        // SAFETY: both handlers only make async-signal-safe calls.
+        unsafe { sigaction(*s, &action) }.map_err(|e| format!("handle {s}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Forks. Returns in the child, which runs the guest; the parent supervises it and never
+/// returns. `init`: the child is the init of a new namespace.
+pub fn fork_into_namespace(init: bool) -> Result<(), String> {
+    // SAFETY: the cell is single-threaded here (nothing has been loaded yet), so the child's
+    // copy of the address space is consistent.
+    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork into the PID namespace: {e}"))? {
+        nix::unistd::ForkResult::Parent { child } => supervise(child),
+        nix::unistd::ForkResult::Child => {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+                .map_err(|e| format!("set the parent-death signal: {e}"))?;
+            // Were the supervisor killed before the line above (no `getppid` check can tell: the
+            // parent is outside the namespace, its pid reads 0), this child would still end: the
+            // shim, seeing the cell's pid exit, closes the control pipe (EOF before the start
+            // byte ends the cell) and removes the cgroup, killing what is in it.
+            if init {
+                handle(&TERMINATING, exit_on)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The supervisor: see the module documentation.
+fn supervise(child: Pid) -> ! {
+    CHILD.store(child.as_raw(), Ordering::Relaxed);
+    // Failing to set up forwarding or the lock-down must not leave a guest unsupervised.
+    // (It has no fd left to report why: the child's failure to start says enough.)
+    if handle(&FORWARDED, forward)
+        .and_then(|()| lock_down())
+        .is_err()
+    {
+        let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+        // SAFETY: leave without unwinding through state shared with the child.
+        unsafe { libc::_exit(125) }
+    }
+    loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => {
+                // SAFETY: as above.
+                unsafe { libc::_exit(code) }
+            }
+            Ok(WaitStatus::Signaled(_, signal, _)) => die_by(signal),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => {
+                // SAFETY: as above.
+                unsafe { libc::_exit(125) }
+            }
+        }
+    }
+}
+
+/// Closes every fd, keeps `CAP_KILL` only, no core dumps, `no_new_privs`, seccomp.
+fn lock_down() -> Result<(), String> {
+    sys::close_fds_from(0);
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0)
+        .map_err(|e| format!("no core dumps: {e}"))?;
+    const CAP_KILL: u32 = 5;
+    let kill = CAP_KILL;
+    for cap in 0..=crate::boundary::last_cap() {
+        if cap != kill {
+            sys::drop_bounding(cap).map_err(|e| format!("drop capability {cap}: {e}"))?;
+        }
+    }
+    sys::capset(1 << kill, 1 << kill, 0).map_err(|e| format!("set capabilities: {e}"))?;
+    sys::set_ambient(&[]).map_err(|e| format!("clear ambient capabilities: {e}"))?;
+    nix::sys::prctl::set_no_new_privs().map_err(|e| format!("set no_new_privs: {e}"))?;
+    crate::seccomp::install_supervisor()
+}
+
+/// Ends this process by `signal`, as the child ended.
+fn die_by(signal: Signal) -> ! {
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: restoring the default action.
+    let _ = unsafe { sigaction(signal, &default) };
+    let mut set = SigSet::empty();
+    set.add(signal);
+    let _ = set.thread_unblock();
+    let _ = nix::sys::signal::kill(nix::unistd::getpid(), signal);
+    // A signal whose default action does not end a process (or that was stopped by the
+    // filter): report the shim's usual encoding of a kill.
+    // SAFETY: as in `supervise`.
+    unsafe { libc::_exit(128 + signal as i32) }
+}
