@@ -1,21 +1,30 @@
 //! The kernel boundary the cell puts itself in, from the spec's [`Isolation`].
 //!
-//! Two steps, both while the cell is single-threaded (namespaces joined with `setns` apply to
+//! Three steps, all while the cell is single-threaded (namespaces joined with `setns` apply to
 //! the calling thread only, and capability sets are per thread):
 //!
 //! 1. [`enter_namespaces`], before the program is loaded, so that compiling runs inside the
-//!    container's namespaces (and, through the shim, its cgroup);
-//! 2. [`lock_down`], after the program is loaded from the root-only compile cache and before the
-//!    start byte: rlimits, `oom_score_adj`, user and groups, capabilities, `no_new_privs`, and
-//!    last the seccomp allow-list (`crate::seccomp`).
+//!    container's namespaces (and, through the shim, its cgroup). The cell always ends up in a
+//!    mount namespace of its own, so what it mounts never reaches the host or a joined
+//!    namespace;
+//! 2. [`seal_preopens`], after the program is loaded from the root-only compile cache: each
+//!    directory the guest is granted becomes a mount of its own (read-only where the spec says
+//!    so), before the guest's handles to them are opened;
+//! 3. [`lock_down`], before the start byte: rlimits, `oom_score_adj`, pivoting into the rootfs
+//!    (the host's filesystem is detached; the guest's grants stay reachable through the handles
+//!    opened in step 2, and only below their mount roots), user and groups, capabilities,
+//!    `no_new_privs`, and last the seccomp allow-list (`crate::seccomp`).
 //!
 //! The cgroup is the shim's part (`crate::cgroup`); a PID namespace needs a fork
-//! (`crate::supervisor`). Not applied yet (issue 3 is open): pivoting into the rootfs.
+//! (`crate::supervisor`).
 
 use std::fs::File;
+use std::path::Path;
 
+use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 use wasmcell_task::isolation::{Isolation, NamespaceKind};
+use wasmcell_task::RunSpec;
 
 use crate::sys;
 
@@ -42,6 +51,7 @@ pub fn pid_namespace(iso: &Isolation) -> Option<bool> {
 /// Joins the namespaces the spec names by path and creates the others. A PID namespace takes
 /// effect for the children of the cell: see `crate::supervisor`.
 pub fn enter_namespaces(iso: &Isolation) -> Result<(), String> {
+    let mut private_mounts = false;
     for ns in &iso.namespaces {
         match &ns.path {
             Some(path) => {
@@ -54,20 +64,90 @@ pub fn enter_namespaces(iso: &Isolation) -> Result<(), String> {
                 nix::sched::unshare(flag(ns.kind))
                     .map_err(|e| format!("create a {:?} namespace: {e}", ns.kind))?;
                 if ns.kind == NamespaceKind::Mount {
-                    // Mounts made in the cell never propagate back to the host.
-                    nix::mount::mount(
-                        None::<&str>,
-                        "/",
-                        None::<&str>,
-                        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_SLAVE,
-                        None::<&str>,
-                    )
-                    .map_err(|e| format!("make / a slave mount in the cell: {e}"))?;
+                    slave_mounts()?;
+                    private_mounts = true;
                 }
             }
         }
     }
+    if !private_mounts {
+        // No mount namespace in the spec, or a joined one: pivoting there would move the
+        // root of every process in it. A copy of our own instead.
+        nix::sched::unshare(CloneFlags::CLONE_NEWNS)
+            .map_err(|e| format!("create the cell's mount namespace: {e}"))?;
+        slave_mounts()?;
+    }
     Ok(())
+}
+
+/// Mounts made in the cell never propagate back to the host.
+fn slave_mounts() -> Result<(), String> {
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("make / a slave mount in the cell: {e}"))
+}
+
+/// Flags of every mount the guest is granted: nothing on it is a device, set-uid or
+/// executable by the kernel (the cell never executes a file; its seccomp filter refuses it too).
+fn sealed(read_only: bool) -> MsFlags {
+    let mut flags = MsFlags::MS_REMOUNT
+        | MsFlags::MS_BIND
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV
+        | MsFlags::MS_NOEXEC;
+    if read_only {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    flags
+}
+
+/// Makes the rootfs and each preopened directory a mount of its own (bound onto itself, in the
+/// cell's mount namespace): the rootfs because `pivot_root` needs a mount point; every preopen
+/// so that, once the host's tree is detached, `..` at the top of the guest's handle leads
+/// nowhere, and so that `ro` is enforced by the kernel as well as by WASI.
+pub fn seal_preopens(spec: &RunSpec) -> Result<(), String> {
+    for p in &spec.preopens {
+        nix::mount::mount(
+            Some(&p.host),
+            &p.host,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| format!("bind {} onto itself: {e}", p.host.display()))?;
+        nix::mount::mount(
+            None::<&str>,
+            &p.host,
+            None::<&str>,
+            sealed(p.read_only),
+            None::<&str>,
+        )
+        .map_err(|e| format!("remount {} for the guest: {e}", p.host.display()))?;
+    }
+    if !spec.preopens.iter().any(|p| p.host == spec.rootfs) {
+        return Err(format!(
+            "the rootfs {} is not among the preopens",
+            spec.rootfs.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Makes the (sealed) rootfs the cell's `/` and detaches the host's tree.
+fn pivot_into(rootfs: &Path) -> Result<(), String> {
+    nix::unistd::chdir(rootfs).map_err(|e| format!("enter {}: {e}", rootfs.display()))?;
+    // With the same directory as both arguments the old root ends up stacked on the new one,
+    // where it is unmounted; no directory for it is needed inside the image.
+    nix::unistd::pivot_root(".", ".")
+        .map_err(|e| format!("pivot_root into {}: {e}", rootfs.display()))?;
+    nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)
+        .map_err(|e| format!("detach the host's filesystem: {e}"))?;
+    nix::unistd::chdir("/").map_err(|e| format!("chdir / in the rootfs: {e}"))
 }
 
 /// Capability numbers by name (`linux/capability.h`).
@@ -165,10 +245,11 @@ fn rlimit_resource(name: &str) -> Option<nix::sys::resource::Resource> {
     })
 }
 
-/// Applies rlimits, `oom_score_adj`, user and groups, capabilities, `no_new_privs` and the
+/// Applies rlimits, `oom_score_adj`, the pivot into the rootfs, user and groups, capabilities, `no_new_privs` and the
 /// seccomp allow-list, in the order runc uses (limits need privileges, so they come before
 /// dropping them; the filter comes last so that setting up needs no allowed call).
-pub fn lock_down(iso: &Isolation) -> Result<(), String> {
+pub fn lock_down(spec: &RunSpec) -> Result<(), String> {
+    let iso = &spec.isolation;
     for r in &iso.rlimits {
         let resource = rlimit_resource(&r.kind)
             .ok_or_else(|| format!("unknown rlimit {:?} in process.rlimits", r.kind))?;
@@ -179,6 +260,9 @@ pub fn lock_down(iso: &Isolation) -> Result<(), String> {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string())
             .map_err(|e| format!("set oom_score_adj {adj}: {e}"))?;
     }
+    // Read while /proc is still in view.
+    let last_cap = last_cap();
+    pivot_into(&spec.rootfs)?;
 
     let caps = &iso.capabilities;
     let bounding = cap_numbers(&caps.bounding)?;
@@ -186,7 +270,7 @@ pub fn lock_down(iso: &Isolation) -> Result<(), String> {
     let permitted = cap_numbers(&caps.permitted)?;
     let inheritable = cap_numbers(&caps.inheritable)?;
     let ambient = cap_numbers(&caps.ambient)?;
-    for cap in 0..=last_cap() {
+    for cap in 0..=last_cap {
         if !bounding.contains(&cap) {
             sys::drop_bounding(cap)
                 .map_err(|e| format!("drop capability {cap} from the bounding set: {e}"))?;

@@ -38,7 +38,9 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::time::Instant;
 
-use wasmcell_engine::{CacheOutcome, CompileCache, Engine, GuestIo, Outcome, Prepared, WasiSetup};
+use wasmcell_engine::{
+    CacheOutcome, CompileCache, Engine, Grants, GuestIo, Outcome, Prepared, WasiSetup,
+};
 use wasmcell_task::RunSpec;
 
 /// Entry point of the cell process; never returns.
@@ -73,7 +75,7 @@ fn run_cell() -> Result<i32, i32> {
             return Err(CELL_FAILURE);
         }
     };
-    let (spec, prepared, ready) = prepared;
+    let (prepared, grants, ready) = prepared;
     if protocol::write_status(&mut status, Ok(&ready)).is_err() {
         return Err(CELL_FAILURE);
     }
@@ -86,25 +88,7 @@ fn run_cell() -> Result<i32, i32> {
     }
     drop(control);
 
-    let io = guest_io(&spec).map_err(|message| {
-        eprintln!("wasmcell: {message}");
-        CELL_FAILURE
-    })?;
-    let setup = WasiSetup {
-        args: spec.args.clone(),
-        env: spec.env.clone(),
-        cwd: spec.cwd.clone(),
-        preopens: spec
-            .preopens
-            .iter()
-            .map(|p| (p.host.clone(), p.guest.clone(), p.read_only))
-            .collect(),
-        memory_limit: spec
-            .resources
-            .memory_limit
-            .and_then(|l| u64::try_from(l).ok()),
-    };
-    match wasmcell_engine::run(&prepared, &setup, io) {
+    match wasmcell_engine::run(&prepared, grants) {
         Ok(Outcome::Exited(code)) => Ok(code),
         Ok(outcome @ Outcome::Trapped(_)) => {
             if let Outcome::Trapped(message) = &outcome {
@@ -119,8 +103,9 @@ fn run_cell() -> Result<i32, i32> {
     }
 }
 
-/// Reads the run spec and loads and links the program.
-fn prepare(control: &mut BufReader<File>) -> Result<(RunSpec, Prepared, Ready), String> {
+/// Reads the run spec, enters the namespaces, loads and links the program, opens what the guest
+/// is granted, and locks the cell down.
+fn prepare(control: &mut BufReader<File>) -> Result<(Prepared, Grants, Ready), String> {
     let mut line = String::new();
     control
         .read_line(&mut line)
@@ -151,13 +136,16 @@ fn prepare(control: &mut BufReader<File>) -> Result<(RunSpec, Prepared, Ready), 
         }
     };
     let prepared = Prepared::new(&engine, &program, compiled).map_err(|e| e.to_string())?;
-    boundary::lock_down(&spec.isolation)?;
+    boundary::seal_preopens(&spec)?;
+    let grants =
+        wasmcell_engine::grant(&wasi_setup(&spec), guest_io(&spec)?).map_err(|e| e.to_string())?;
+    boundary::lock_down(&spec)?;
     let ready = Ready {
         outcome,
         millis: started.elapsed().as_secs_f64() * 1000.0,
         wasm_bytes: wasm.len(),
     };
-    Ok((spec, prepared, ready))
+    Ok((prepared, grants, ready))
 }
 
 /// Compiles `wasm` into the cache in a forked child: the compiler's worker threads live and die
@@ -189,6 +177,24 @@ fn compile_in_child(
             "compiling {program} was killed by {sig:?} (a memory limit too low for compiling it?)"
         )),
         other => Err(format!("compiling {program}: {other:?}")),
+    }
+}
+
+/// What the guest is granted: its command line, env and preopens.
+fn wasi_setup(spec: &RunSpec) -> WasiSetup {
+    WasiSetup {
+        args: spec.args.clone(),
+        env: spec.env.clone(),
+        cwd: spec.cwd.clone(),
+        preopens: spec
+            .preopens
+            .iter()
+            .map(|p| (p.host.clone(), p.guest.clone(), p.read_only))
+            .collect(),
+        memory_limit: spec
+            .resources
+            .memory_limit
+            .and_then(|l| u64::try_from(l).ok()),
     }
 }
 

@@ -16,7 +16,9 @@ mod run;
 
 pub use cache::{read_wasm, CacheOutcome, CompileCache, Program};
 pub use error::{Error, Result};
-pub use run::{linear_memory_cap, run, GuestIo, Outcome, Prepared, WasiSetup, TRAP_EXIT_CODE};
+pub use run::{
+    grant, linear_memory_cap, run, Grants, GuestIo, Outcome, Prepared, WasiSetup, TRAP_EXIT_CODE,
+};
 
 use sha2::{Digest, Sha256};
 

@@ -195,7 +195,10 @@ fn build_ctx(setup: &WasiSetup, io: GuestIo) -> Result<WasiCtxBuilder> {
     b.args(&setup.args)
         .envs(&setup.env)
         .initial_cwd(&setup.cwd)
-        .allow_blocking_current_thread(true);
+        .allow_blocking_current_thread(true)
+        // The cell is in the container's network namespace: the guest reaches what a native
+        // process of the container would (WASI sockets), nothing from the host's.
+        .inherit_network();
     if let Some(f) = io.stdin {
         b.stdin(InputFile::new(f));
     }
@@ -226,15 +229,33 @@ fn outcome_of(err: wasmtime::Error) -> Outcome {
     Outcome::Trapped(format!("{err:?}"))
 }
 
+/// What a guest is granted, opened: its preopened directories and stdio are held as open
+/// handles, so the cell can give up its view of the host's filesystem (pivot into the rootfs)
+/// between [`grant`] and [`run`].
+pub struct Grants {
+    builder: WasiCtxBuilder,
+    limits: StoreLimits,
+}
+
+/// Opens what `setup` and `io` grant the guest.
+pub fn grant(setup: &WasiSetup, io: GuestIo) -> Result<Grants> {
+    Ok(Grants {
+        builder: build_ctx(setup, io)?,
+        limits: limits(setup),
+    })
+}
+
 /// Instantiates and runs the guest to completion on this thread.
-pub fn run(prepared: &Prepared, setup: &WasiSetup, io: GuestIo) -> Result<Outcome> {
-    let builder = build_ctx(setup, io);
-    let mut builder = builder?;
+pub fn run(prepared: &Prepared, grants: Grants) -> Result<Outcome> {
+    let Grants {
+        mut builder,
+        limits,
+    } = grants;
     match &prepared.kind {
         PreparedKind::Core(pre) => {
             let state = CoreState {
                 wasi: builder.build_p1(),
-                limits: limits(setup),
+                limits,
             };
             let mut store = Store::new(prepared.engine.wasmtime(), state);
             store.limiter(|s| &mut s.limits);
@@ -257,7 +278,7 @@ pub fn run(prepared: &Prepared, setup: &WasiSetup, io: GuestIo) -> Result<Outcom
             let state = ComponentState {
                 ctx: builder.build(),
                 table: ResourceTable::new(),
-                limits: limits(setup),
+                limits,
             };
             let mut store = Store::new(prepared.engine.wasmtime(), state);
             store.limiter(|s| &mut s.limits);

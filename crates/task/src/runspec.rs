@@ -34,6 +34,8 @@ pub struct RunSpec {
     pub env: Vec<(String, String)>,
     /// `process.cwd`.
     pub cwd: String,
+    /// The container's root filesystem (mounted by the shim); the cell pivots into it.
+    pub rootfs: PathBuf,
     /// The rootfs as `/` plus each directory bind mount at its destination.
     pub preopens: Vec<Preopen>,
     /// Path of the stdin FIFO, which the cell opens itself, or `None` for no stdin.
@@ -147,6 +149,7 @@ impl RunSpec {
             args,
             env: split_env(process.env().as_deref().unwrap_or_default()),
             cwd: process.cwd().to_string_lossy().into_owned(),
+            rootfs: rootfs.to_owned(),
             preopens: preopens(rootfs, spec),
             stdin,
             cache_dir: cache_dir.to_owned(),

@@ -166,41 +166,43 @@ fn namespaces_are_created_or_joined_by_path() {
     }
 }
 
+/// (device, inode) of a file, following links.
+fn identity(path: &str) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
 /// What an fd of a running cell may be: stdio (0-2, and for stdin the client's FIFO, read-only,
 /// with the two ends of the relay pipe in front of it), a preopen, the compiled module mapped
-/// from the host cache (read-only), or the WASI runtime's anonymous event-loop handles.
+/// from the host cache (read-only), or the WASI runtime's anonymous event-loop handles. Files
+/// are recognised by device and inode: the cell opened them before it detached the host's
+/// tree, so their link text no longer names a host path.
 #[test]
 fn a_running_cell_holds_only_stdio_preopens_and_its_module() {
+    use std::os::unix::fs::FileTypeExt;
     let c = Containerd::start();
     c.import_wasm(IMG, "probe.wasm", fixtures::PROBE);
     let pid = start_sleeper(&c, "fds", &[]);
-    let bundle_rootfs = c
-        .bundle_dir("fds")
-        .join("rootfs")
-        .to_string_lossy()
-        .into_owned();
-    let cache = c.cache.to_string_lossy().into_owned();
-    // Start returns before the guest has opened its preopens; look once it has.
-    let holds_rootfs = || {
-        std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .map(|d| {
-                d.flatten().any(|e| {
-                    std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy() == bundle_rootfs)
-                })
-            })
-            .unwrap_or(false)
-    };
-    assert!(
-        c.wait_until(std::time::Duration::from_secs(5), holds_rootfs),
-        "the guest opened its rootfs preopen"
-    );
-    let mut seen = Vec::new();
+    let rootfs = identity(&c.bundle_dir("fds").join("rootfs").to_string_lossy()).expect("rootfs");
+    let mut cached = Vec::new();
+    for dir in std::fs::read_dir(&c.cache).expect("cache").flatten() {
+        for f in std::fs::read_dir(dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            cached.extend(identity(&f.path().to_string_lossy()));
+        }
+    }
+    let mut held_rootfs = false;
     let mut pipes = 0;
+    let mut fifo = false;
     for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("fd dir")
         .flatten()
     {
         let fd: i32 = e.file_name().to_string_lossy().parse().expect("fd number");
+        let path = e.path().to_string_lossy().into_owned();
         let target = std::fs::read_link(e.path())
             .expect("fd link")
             .to_string_lossy()
@@ -211,36 +213,90 @@ fn a_running_cell_holds_only_stdio_preopens_and_its_module() {
             .find_map(|l| l.strip_prefix("flags:").map(|f| f.trim().to_owned()))
             .expect("flags");
         let read_only = u32::from_str_radix(&flags, 8).expect("octal flags") & 0o3 == 0;
-        let ok = fd <= 2
-            || target == bundle_rootfs
-            || (target.starts_with(&cache) && read_only)
-            || target == "anon_inode:[eventpoll]"
-            || target == "anon_inode:[eventfd]"
-            || (target.ends_with("/fds-stdin") && read_only);
+        let id = identity(&path);
         if target.starts_with("pipe:") {
             pipes += 1;
             assert!(
                 pipes <= 2,
                 "only the stdin relay's pipe: fd {fd} -> {target}"
             );
-            seen.push(target);
             continue;
         }
+        let is_fifo = std::fs::metadata(&path).is_ok_and(|m| m.file_type().is_fifo());
+        fifo |= fd > 2 && is_fifo;
+        held_rootfs |= id == Some(rootfs);
+        let ok = fd <= 2
+            || id == Some(rootfs)
+            || (id.is_some_and(|i| cached.contains(&i)) && read_only)
+            || target == "anon_inode:[eventpoll]"
+            || target == "anon_inode:[eventfd]"
+            || (is_fifo && read_only);
         assert!(
             ok,
             "fd {fd} -> {target} (flags {flags}) is none of the allowed"
         );
-        seen.push(target);
     }
-    assert!(
-        seen.contains(&bundle_rootfs),
-        "the rootfs preopen is held: {seen:?}"
-    );
+    assert!(held_rootfs, "the rootfs preopen is held");
     if pipes > 0 {
-        assert!(
-            seen.iter().any(|t| t.ends_with("/fds-stdin")),
-            "pipes only with a stdin FIFO: {seen:?}"
-        );
+        assert!(fifo, "pipes only with a stdin FIFO");
     }
     assert_eq!(c.ctr(&["task", "kill", "-s", "KILL", "fds"]).code, 0);
+}
+
+/// The cell pivots into the rootfs: its `/` is the image, the host's tree is gone from its mount
+/// namespace, and every mount it keeps is without devices, set-uid or exec (and read-only where
+/// the spec says `ro`).
+#[test]
+fn the_cell_sees_only_its_rootfs_and_mounts() {
+    let c = Containerd::start();
+    c.import_wasm(IMG, "probe.wasm", fixtures::PROBE);
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("mounted.txt"), "m").unwrap();
+    let mount = format!(
+        "type=bind,src={},dst=/data,options=rbind:ro",
+        data.path().display()
+    );
+    let pid = start_sleeper(&c, "pivot", &["--mount", &mount]);
+
+    let root: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/root"))
+        .expect("the cell's root")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(root.contains(&"probe.wasm".to_owned()), "{root:?}");
+    for host_only in ["proc", "sys", "usr", "var"] {
+        assert!(
+            !root.contains(&host_only.to_owned()),
+            "{host_only} in {root:?}"
+        );
+    }
+
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    let mounts: Vec<(&str, &str)> = mountinfo
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[4], f[5])
+        })
+        .collect();
+    assert_eq!(
+        mounts.iter().map(|m| m.0).collect::<Vec<_>>(),
+        ["/"],
+        "only the rootfs is mounted in the cell's namespace: {mountinfo}"
+    );
+    let opts: Vec<&str> = mounts[0].1.split(',').collect();
+    for o in ["nosuid", "nodev", "noexec", "rw"] {
+        assert!(opts.contains(&o), "rootfs mount options {opts:?}");
+    }
+    assert_eq!(c.ctr(&["task", "kill", "-s", "KILL", "pivot"]).code, 0);
+
+    // The read-only bind mount is read-only for the kernel too: the guest cannot write there.
+    let r = c.run_wasm_with(
+        &["--mount", &mount],
+        IMG,
+        "pivot-ro",
+        &["/probe.wasm", "write", "/data/new.txt", "x"],
+    );
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(!data.path().join("new.txt").exists());
 }
