@@ -1,6 +1,7 @@
 //! Builds the wasm fixtures of the end-to-end tests from the sources in `test/fixtures`:
 //! WAT with the `wat` crate, C with clang for wasm32-wasi (wasi-libc), a large generated module,
-//! and a component made from the C program with the WASI preview 1 command adapter.
+//! a component made from the C program with the WASI preview 1 command adapter, and a WASI 0.2
+//! component written directly against `wasi:sockets` (`listener.wat` with the WIT world below).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -56,6 +57,72 @@ fn main() {
         .encode()
         .expect("encode component");
     std::fs::write(out.join("probe_component.wasm"), component).expect("write component");
+
+    std::fs::write(out.join("listener.wasm"), listener_component(&src)).expect("write listener");
+}
+
+/// What `listener.wat` imports and exports, against the WASI 0.2 interfaces of the wasmtime-wasi
+/// the shim is built with.
+const LISTENER_WORLD: &str = r#"
+package wasmcell:fixtures;
+
+world listener {
+  import wasi:sockets/instance-network@0.2.12;
+  import wasi:sockets/tcp-create-socket@0.2.12;
+  import wasi:sockets/tcp@0.2.12;
+  import wasi:io/poll@0.2.12;
+  import wasi:io/streams@0.2.12;
+  import wasi:cli/stderr@0.2.12;
+  export wasi:cli/run@0.2.12;
+}
+"#;
+
+/// The WASI 0.2 WIT files that come with the wasmtime-wasi crate in cargo's registry (the
+/// version the workspace pins).
+fn wasi_wit_dir() -> PathBuf {
+    const CRATE: &str = "wasmtime-wasi-48.0.8";
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+        .expect("CARGO_HOME or HOME");
+    let registry = home.join("registry/src");
+    std::fs::read_dir(&registry)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|index| index.path().join(CRATE).join("src/p2/wit"))
+        .find(|wit| wit.is_dir())
+        .unwrap_or_else(|| panic!("no {CRATE}/src/p2/wit below {}", registry.display()))
+}
+
+/// `listener.wat` as a component: the WIT world embedded, then encoded (no adapter: the module
+/// speaks WASI 0.2 itself).
+fn listener_component(src: &Path) -> Vec<u8> {
+    let path = src.join("listener.wat");
+    let mut core = wat::parse_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut resolve = wit_parser::Resolve::default();
+    resolve
+        .push_dir(wasi_wit_dir())
+        .expect("WASI WIT files of wasmtime-wasi");
+    let pkg = resolve
+        .push_str("listener.wit", LISTENER_WORLD)
+        .expect("listener world");
+    let world = resolve
+        .select_world(&[pkg], Some("listener"))
+        .expect("select the listener world");
+    wit_component::embed_component_metadata(
+        &mut core,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+    )
+    .expect("embed the world");
+    wit_component::ComponentEncoder::default()
+        .module(&core)
+        .expect("listener module")
+        .validate(true)
+        .encode()
+        .expect("encode the listener component")
 }
 
 /// A module with `n` functions of straight-line arithmetic: large enough that compiling it

@@ -197,8 +197,12 @@ fn build_ctx(setup: &WasiSetup, io: GuestIo) -> Result<WasiCtxBuilder> {
         .initial_cwd(&setup.cwd)
         .allow_blocking_current_thread(true)
         // The cell is in the container's network namespace: the guest reaches what a native
-        // process of the container would (WASI sockets), nothing from the host's.
-        .inherit_network();
+        // process of the container would (WASI sockets, TCP and UDP), nothing from the host's.
+        // Name lookup stays off: the C library's resolver would load NSS modules, executable
+        // mappings the cell's seccomp filter refuses.
+        .inherit_network()
+        .allow_tcp(true)
+        .allow_udp(true);
     if let Some(f) = io.stdin {
         b.stdin(InputFile::new(f));
     }

@@ -19,6 +19,13 @@ pub const PROBE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/probe.wasm"))
 /// The C program as a WASI 0.2 component (`wasi:cli/run`).
 pub const PROBE_COMPONENT: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/probe_component.wasm"));
+/// A WASI 0.2 component that listens on TCP port [`LISTENER_PORT`] with `wasi:sockets`, answers
+/// one connection with [`LISTENER_REPLY`] and exits 0 (`test/fixtures/listener.wat`).
+pub const LISTENER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/listener.wasm"));
+/// The port [`LISTENER`] listens on.
+pub const LISTENER_PORT: u16 = 47811;
+/// What [`LISTENER`] writes to its client.
+pub const LISTENER_REPLY: &str = "hello from the guest's network namespace\n";
 
 /// Every fixture by file name, for `wasmcell-fixtures`.
 pub const ALL: &[(&str, &[u8])] = &[
@@ -31,4 +38,5 @@ pub const ALL: &[(&str, &[u8])] = &[
     ("large.wasm", LARGE),
     ("probe.wasm", PROBE),
     ("probe_component.wasm", PROBE_COMPONENT),
+    ("listener.wasm", LISTENER),
 ];
