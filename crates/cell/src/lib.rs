@@ -29,6 +29,7 @@ mod protocol;
 pub mod seccomp;
 mod supervisor;
 mod sys;
+pub mod under_runc;
 
 pub use protocol::{
     parse_status, write_status, Ready, CONTROL_FD, PROGRAM_FD, START_BYTE, STATUS_FD,
@@ -88,7 +89,12 @@ fn run_cell() -> Result<i32, i32> {
     }
     drop(control);
 
-    match wasmcell_engine::run(&prepared, grants) {
+    run_guest(&prepared, grants)
+}
+
+/// Runs the guest; its exit status, or 134 with the trap's message on stderr.
+fn run_guest(prepared: &Prepared, grants: Grants) -> Result<i32, i32> {
+    match wasmcell_engine::run(prepared, grants) {
         Ok(Outcome::Exited(code)) => Ok(code),
         Ok(outcome @ Outcome::Trapped(_)) => {
             if let Outcome::Trapped(message) = &outcome {
@@ -103,15 +109,19 @@ fn run_cell() -> Result<i32, i32> {
     }
 }
 
-/// Reads the run spec, enters the namespaces, loads and links the program, opens what the guest
-/// is granted, and locks the cell down.
-fn prepare(control: &mut BufReader<File>) -> Result<(Prepared, Grants, Ready), String> {
+/// Reads the one line of JSON run spec from the control pipe.
+fn read_spec(control: &mut BufReader<File>) -> Result<RunSpec, String> {
     let mut line = String::new();
     control
         .read_line(&mut line)
         .map_err(|e| format!("read run spec: {e}"))?;
-    let spec: RunSpec =
-        serde_json::from_str(&line).map_err(|e| format!("malformed run spec: {e}"))?;
+    serde_json::from_str(&line).map_err(|e| format!("malformed run spec: {e}"))
+}
+
+/// Reads the run spec, enters the namespaces, loads and links the program, opens what the guest
+/// is granted, and locks the cell down.
+fn prepare(control: &mut BufReader<File>) -> Result<(Prepared, Grants, Ready), String> {
+    let spec = read_spec(control)?;
     let program = spec.args.first().cloned().unwrap_or_default();
     boundary::enter_namespaces(&spec.isolation)?;
     if let Some(init) = boundary::pid_namespace(&spec.isolation) {

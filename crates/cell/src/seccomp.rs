@@ -30,6 +30,9 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_mremap,
     libc::SYS_brk,
     libc::SYS_membarrier,
+    // wasmtime's copy-on-write images of linear memories, for a program deserialized from bytes
+    // (the cell under runc); mapping them executable is refused below
+    libc::SYS_memfd_create,
     // threads and synchronisation
     libc::SYS_futex,
     libc::SYS_set_robust_list,

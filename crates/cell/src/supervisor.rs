@@ -102,11 +102,17 @@ pub fn fork_into_namespace(init: bool) -> Result<(), String> {
             // shim, seeing the cell's pid exit, closes the control pipe (EOF before the start
             // byte ends the cell) and removes the cgroup, killing what is in it.
             if init {
-                handle(&TERMINATING, exit_on)?;
+                exit_on_terminating_signals()?;
             }
             Ok(())
         }
     }
+}
+
+/// Makes the terminating signals end this process with status 128 + signal (for a process that
+/// is its PID namespace's init, which would otherwise ignore them).
+pub fn exit_on_terminating_signals() -> Result<(), String> {
+    handle(&TERMINATING, exit_on)
 }
 
 /// The supervisor: see the module documentation.

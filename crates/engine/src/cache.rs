@@ -14,7 +14,7 @@
 //! module is compiled once per node even when many pods start it at the same moment.
 
 use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -113,6 +113,11 @@ impl CompileCache {
         self.dir.join(format!("{sha256_hex}.cwasm"))
     }
 
+    /// Path of the entry for `wasm` (whether or not it exists yet).
+    pub fn entry_for(&self, wasm: &[u8]) -> PathBuf {
+        self.entry_path(&hex::encode(Sha256::digest(wasm)))
+    }
+
     /// The compiled program for `wasm` if the cache holds it; never compiles (so never starts
     /// compiler threads).
     pub fn lookup(&self, engine: &Engine, wasm: &[u8]) -> Option<Program> {
@@ -207,6 +212,38 @@ impl CompileCache {
                 let _ = std::fs::remove_file(path);
                 None
             }
+        }
+    }
+}
+
+/// Loads a cache entry that was opened for us by the shim, which looked it up in (or compiled it
+/// into) the root-only cache with [`CompileCache::load`]: how a cell under runc, which cannot see
+/// the cache, gets its program. Never call it on a file that did not come from the cache.
+pub fn load_cache_entry(engine: &Engine, program: &str, mut file: File) -> Result<Program> {
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(|source| Error::Io {
+        context: format!("read the compiled {program}"),
+        source,
+    })?;
+    let not_ours = || {
+        Error::Engine(format!(
+            "the compiled {program} is not a usable cache entry"
+        ))
+    };
+    // SAFETY: the shim opened this file from the compile cache (see `try_deserialize` for why
+    // its entries are trusted) and passed it to this process; wasmtime checks the header and the
+    // engine compatibility before using the code.
+    unsafe {
+        match wasmtime::Engine::detect_precompiled(&bytes) {
+            Some(wasmtime::Precompiled::Module) => Module::deserialize(engine.wasmtime(), &bytes)
+                .map(Program::Module)
+                .map_err(|_| not_ours()),
+            Some(wasmtime::Precompiled::Component) => {
+                Component::deserialize(engine.wasmtime(), &bytes)
+                    .map(Program::Component)
+                    .map_err(|_| not_ours())
+            }
+            None => Err(not_ours()),
         }
     }
 }

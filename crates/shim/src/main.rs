@@ -8,6 +8,7 @@
 mod cell;
 mod error;
 mod events;
+mod fallback;
 mod info;
 mod metrics;
 mod process;
@@ -21,8 +22,17 @@ use std::io::{Read, Write};
 
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if args.get(1).map(|a| a == cell::CELL_ARG).unwrap_or(false) {
-        wasmcell_cell::main();
+    match args.get(1).and_then(|a| a.to_str()) {
+        Some(cell::CELL_ARG) => wasmcell_cell::main(),
+        Some(wasmcell_cell::under_runc::CELL_IN_RUNC_ARG) => wasmcell_cell::under_runc::main(),
+        Some(wasmcell_cell::under_runc::COMPILE_ARG) => {
+            let rest: Vec<String> = args[2..]
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            wasmcell_cell::under_runc::compile_main(&rest)
+        }
+        _ => {}
     }
     let flags = match containerd_shim::parse(&args[1..]) {
         Ok(f) => f,

@@ -3,12 +3,13 @@
 //! `runc start` lets it run, and its exit reaches us as its subreaper.
 
 use std::fs::File;
+use std::os::fd::{AsFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::process::{run_command, spawn_watched};
+use crate::process::{map_fds, run_command, spawn_watched};
 
 /// How long a runc command may take.
 const RUNC_TIMEOUT: Duration = Duration::from_secs(60);
@@ -65,8 +66,15 @@ impl Runc {
         )))
     }
 
-    /// `runc create`: returns the pid of the container's init process.
-    pub fn create(&self, id: &str, bundle: &Path, stdio: NativeStdio) -> Result<i32> {
+    /// `runc create`: returns the pid of the container's init process. `extra_fds` become the
+    /// process's fds 3, 4, … (`--preserve-fds`).
+    pub fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        stdio: NativeStdio,
+        extra_fds: &[&dyn AsFd],
+    ) -> Result<i32> {
         let pid_file = bundle.join("init.pid");
         let log = bundle.join("runc-log.json");
         let mut cmd = self.command(Some(&log));
@@ -74,15 +82,21 @@ impl Runc {
             .arg("--bundle")
             .arg(bundle)
             .arg("--pid-file")
-            .arg(&pid_file)
-            .arg(id)
+            .arg(&pid_file);
+        if !extra_fds.is_empty() {
+            cmd.arg("--preserve-fds").arg(extra_fds.len().to_string());
+        }
+        cmd.arg(id)
             .current_dir(bundle)
             .stdin(Stdio::from(stdio.stdin))
             .stdout(Stdio::from(stdio.stdout))
             .stderr(Stdio::from(stdio.stderr));
+        let targets: Vec<(&dyn AsFd, RawFd)> =
+            extra_fds.iter().zip(3..).map(|(fd, n)| (*fd, n)).collect();
+        let staged = map_fds(&mut cmd, &targets)?;
         // runc's stdio becomes the container's, so its own errors go to --log, not stderr.
         let (child, watch) = spawn_watched(&mut cmd)?;
-        drop(cmd);
+        drop((cmd, staged));
         let pid = child.id() as i32;
         let status = watch.wait(pid, RUNC_TIMEOUT).ok_or_else(|| {
             Error::Runc(format!(

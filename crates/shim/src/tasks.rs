@@ -36,6 +36,7 @@ use wasmcell_task::{entrypoint, runspec, CgroupPath, Resources, RunSpec, Status,
 use crate::cell::Cell;
 use crate::error::{Error, Result};
 use crate::events::{timestamp, EventSender};
+use crate::fallback;
 use crate::process::ExitWatch;
 use crate::runc::{NativeStdio, Runc};
 use crate::stdio;
@@ -390,14 +391,23 @@ impl Tasks {
 
         let outputs = stdio::open_outputs(&id, &self.config.namespace, &req.stdout, &req.stderr)?;
         let logger_guard = LoggerGuard(outputs.logger_pid);
-        let (backend, pid, cgroup) = if entry.kind.is_wasm() {
-            let run = RunSpec::from_spec(
+        let run = if entry.kind.is_wasm() {
+            match RunSpec::from_spec(
                 &id,
                 &spec,
                 &rootfs,
                 stdio::cell_stdin(&req.stdin),
                 &self.config.cache_dir,
-            )?;
+            ) {
+                Ok(run) => Some(Ok(run)),
+                // Never weaker isolation than asked for: such a container goes to runc.
+                Err(wasmcell_task::Error::Unsupported(reason)) => Some(Err(reason)),
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            None
+        };
+        let (backend, pid, cgroup) = if let Some(Ok(run)) = run {
             let cgroup = CgroupGuard(Some(create_cgroup(&run.cgroup, &run.resources)?));
             let (cell, ready) = Cell::spawn(
                 &run,
@@ -422,6 +432,25 @@ impl Tasks {
             }
             let pid = cell.pid;
             (Backend::Cell(cell), pid, cgroup.disarm())
+        } else if let Some(Err(reason)) = run {
+            let stdin = stdio::open_native_stdin(&req.stdin)?;
+            let pid = fallback::create(
+                &self.config.runc,
+                &self.config.cache_dir,
+                self.config.prepare_timeout,
+                &id,
+                &bundle,
+                &spec,
+                &rootfs,
+                (&entry.path, entry.file),
+                NativeStdio {
+                    stdin,
+                    stdout: outputs.stdout.into(),
+                    stderr: outputs.stderr.into(),
+                },
+                &reason.to_string(),
+            )?;
+            (Backend::Runc, pid, runc_cgroup(&spec, &id))
         } else {
             drop(entry.file);
             let stdin = stdio::open_native_stdin(&req.stdin)?;
@@ -433,6 +462,7 @@ impl Tasks {
                     stdout: outputs.stdout.into(),
                     stderr: outputs.stderr.into(),
                 },
+                &[],
             )?;
             log::info!(
                 "task {id}: native entrypoint {}, created with runc",

@@ -20,7 +20,7 @@ pub enum Error {
         reason: String,
     },
     /// The spec asks for isolation the cell does not implement.
-    #[error("{0} (the runc fallback for such containers is not implemented yet)")]
+    #[error("{0}")]
     Unsupported(#[from] crate::isolation::Unsupported),
     /// The spec has no `process` or `process.args` is empty.
     #[error("the OCI spec has no process to run (process.args is empty)")]

@@ -1,0 +1,240 @@
+//! The runc fallback: a wasm container whose spec asks for something the cell cannot honour (see
+//! `wasmcell_task::isolation::Unsupported`) runs under runc, with the cell program as the
+//! container's process, rather than in a cell with weaker isolation than asked for. The shim's
+//! log says why.
+//!
+//! How (the cell's side is `wasmcell_cell::under_runc`):
+//! 1. the program is loaded from, or compiled into, the host compile cache by the shim binary in
+//!    `compile` mode, on the host, before anything is created: bad wasm fails Create with its
+//!    own message, as for a cell;
+//! 2. a copy of the spec is written to `<bundle>/runc-cell/config.json`: the process becomes
+//!    the shim binary in `cell-in-runc` mode, run through the host's dynamic loader, with the
+//!    binary, the loader and the libraries it was loaded with bound read-only below `/.wasmcell`
+//!    in the container (a wasm image has no C library); its env is empty (the guest's env goes
+//!    in the run spec, so nothing in it steers the host side);
+//! 3. `runc create --preserve-fds 3` hands the process the run spec pipe, the status pipe and the
+//!    compiled program, opened here from the cache (the container cannot see the cache);
+//! 4. from then on the task is a runc task: Start, Kill, Pause, Stats, Update and Delete go
+//!    through runc, as for a native container.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use oci_spec::runtime::Spec;
+use wasmcell_cell::under_runc::{CELL_IN_RUNC_ARG, COMPILE_ARG};
+use wasmcell_cell::PROGRAM_FD;
+use wasmcell_task::isolation::Isolation;
+use wasmcell_task::resources::{CgroupPath, Resources};
+use wasmcell_task::{runspec, RunSpec};
+
+use crate::error::{Error, Result};
+use crate::process::{map_fds, pipe, run_command};
+use crate::runc::{NativeStdio, Runc};
+
+/// Where the cell's files are bound in the container.
+const CELL_DIR: &str = "/.wasmcell";
+/// The bundle of the runc container, below the task's bundle.
+const BUNDLE_DIR: &str = "runc-cell";
+
+/// Creates the runc container of a wasm task; returns its pid. `reason`: what the cell cannot
+/// honour, for the log.
+#[allow(clippy::too_many_arguments)]
+pub fn create(
+    runc: &Runc,
+    cache_dir: &Path,
+    prepare_timeout: Duration,
+    id: &str,
+    bundle: &Path,
+    spec: &Spec,
+    rootfs: &Path,
+    program: (&str, File),
+    stdio: NativeStdio,
+    reason: &str,
+) -> Result<i32> {
+    log::warn!("task {id}: runs under runc with the cell as its process: {reason}");
+    let (name, file) = program;
+    let compiled = compile(cache_dir, prepare_timeout, name, file)?;
+    let run = run_spec(id, spec, rootfs)?;
+
+    let cell_bundle = bundle.join(BUNDLE_DIR);
+    std::fs::create_dir_all(&cell_bundle)
+        .map_err(|e| Error::io(format!("create {}", cell_bundle.display()), e))?;
+    let config = runc_spec(spec, rootfs, id)?;
+    let config_path = cell_bundle.join("config.json");
+    std::fs::write(&config_path, config)
+        .map_err(|e| Error::io(format!("write {}", config_path.display()), e))?;
+
+    let (control_r, mut control_w) = pipe()?;
+    let (mut status_r, status_w) = pipe()?;
+    let mut json = serde_json::to_vec(&run).map_err(|e| Error::io("encode run spec", e))?;
+    json.push(b'\n');
+    // The pipe holds the spec until the process reads it at `runc start`.
+    control_w
+        .write_all(&json)
+        .map_err(|e| Error::io("send the run spec", e))?;
+    drop(control_w);
+    let pid = runc.create(
+        id,
+        &cell_bundle,
+        stdio,
+        &[&control_r.as_fd(), &status_w.as_fd(), &compiled.as_fd()],
+    )?;
+    drop((control_r, status_w, compiled));
+
+    // Nobody waits for the cell's status under runc; the log gets it.
+    let id = id.to_owned();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = status_r.read_to_string(&mut line);
+        match wasmcell_cell::parse_status(&line) {
+            Ok(ready) => log::info!(
+                "task {id}: the cell under runc loaded its program in {:.1} ms",
+                ready.millis
+            ),
+            Err(message) if !message.is_empty() => {
+                log::warn!("task {id}: the cell under runc failed: {message}")
+            }
+            Err(_) => {}
+        }
+    });
+    Ok(pid)
+}
+
+/// Loads `name` from the compile cache or compiles it into the cache (the shim binary in
+/// `compile` mode), and opens the entry.
+fn compile(cache_dir: &Path, timeout: Duration, name: &str, program: File) -> Result<File> {
+    let exe = std::env::current_exe().map_err(|e| Error::io("find the shim binary", e))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg(COMPILE_ARG)
+        .arg(cache_dir)
+        .arg(name)
+        .env_clear()
+        .stdin(Stdio::null());
+    let staged = map_fds(&mut cmd, &[(&program.as_fd(), PROGRAM_FD)])?;
+    let out = run_command(&mut cmd, timeout)?;
+    drop((staged, program));
+    if out.status != 0 {
+        return Err(Error::InvalidArgument(out.stderr.trim().to_owned()));
+    }
+    let path = PathBuf::from(out.stdout.trim());
+    if !path.starts_with(cache_dir) {
+        return Err(Error::Internal(format!(
+            "the compiler named {} outside the cache {}",
+            path.display(),
+            cache_dir.display()
+        )));
+    }
+    File::open(&path).map_err(|e| Error::io(format!("open {}", path.display()), e))
+}
+
+/// The run spec as the process in the container sees it: `/` is the rootfs, each directory bind
+/// mount is at its destination (runc mounted it there).
+fn run_spec(id: &str, spec: &Spec, rootfs: &Path) -> Result<RunSpec> {
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or(wasmcell_task::Error::NoProcess)?;
+    let preopens = runspec::preopens(rootfs, spec)
+        .into_iter()
+        .map(|mut p| {
+            p.host = PathBuf::from(&p.guest);
+            p
+        })
+        .collect();
+    let memory_limit = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.memory().as_ref())
+        .and_then(|m| m.limit());
+    Ok(RunSpec {
+        id: id.to_owned(),
+        args: process.args().clone().unwrap_or_default(),
+        env: runspec::split_env(process.env().as_deref().unwrap_or_default()),
+        cwd: process.cwd().to_string_lossy().into_owned(),
+        rootfs: PathBuf::from("/"),
+        preopens,
+        stdin: None,
+        cache_dir: PathBuf::new(),
+        isolation: Isolation::default(),
+        cgroup: CgroupPath::Fs(PathBuf::new()),
+        resources: Resources {
+            memory_limit,
+            ..Resources::default()
+        },
+    })
+}
+
+/// The files the shim binary needs to run: itself, the dynamic loader and the shared libraries
+/// mapped into this process.
+fn cell_files() -> Result<(PathBuf, PathBuf, Vec<PathBuf>)> {
+    let exe = std::env::current_exe().map_err(|e| Error::io("find the shim binary", e))?;
+    let maps = std::fs::read_to_string("/proc/self/maps")
+        .map_err(|e| Error::io("read /proc/self/maps", e))?;
+    let mut loader = None;
+    let mut libs: Vec<PathBuf> = Vec::new();
+    for path in maps.lines().filter_map(|l| l.split_whitespace().nth(5)) {
+        let p = PathBuf::from(path);
+        let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if !path.starts_with('/') || !name.contains(".so") || libs.contains(&p) {
+            continue;
+        }
+        if name.starts_with("ld-linux") {
+            loader = Some(p);
+        } else {
+            libs.push(p);
+        }
+    }
+    let loader = loader.ok_or_else(|| {
+        Error::Internal(
+            "no dynamic loader in /proc/self/maps: cannot run the cell under runc".into(),
+        )
+    })?;
+    Ok((exe, loader, libs))
+}
+
+/// A read-only bind mount of a host file into the container.
+fn bind(source: &Path, destination: String) -> serde_json::Value {
+    serde_json::json!({
+        "destination": destination,
+        "type": "bind",
+        "source": source,
+        "options": ["rbind", "ro", "nosuid", "nodev"],
+    })
+}
+
+/// The spec of the runc container: `spec` with the cell as its process.
+fn runc_spec(spec: &Spec, rootfs: &Path, id: &str) -> Result<Vec<u8>> {
+    let (exe, loader, libs) = cell_files()?;
+    let mut v = serde_json::to_value(spec).map_err(|e| Error::io("encode the spec", e))?;
+    let loader_in = format!("{CELL_DIR}/ld.so");
+    let exe_in = format!("{CELL_DIR}/cell");
+    let lib_dir = format!("{CELL_DIR}/lib");
+    v["process"]["args"] = serde_json::json!([
+        loader_in,
+        "--library-path",
+        lib_dir,
+        exe_in,
+        CELL_IN_RUNC_ARG,
+        id
+    ]);
+    v["process"]["env"] = serde_json::json!([]);
+    v["process"]["terminal"] = serde_json::json!(false);
+    v["root"]["path"] = serde_json::json!(rootfs);
+    let mut mounts = vec![bind(&exe, exe_in), bind(&loader, loader_in)];
+    for lib in &libs {
+        let name = lib.file_name().unwrap_or_default().to_string_lossy();
+        mounts.push(bind(lib, format!("{lib_dir}/{name}")));
+    }
+    match v["mounts"].as_array_mut() {
+        Some(existing) => existing.extend(mounts),
+        None => v["mounts"] = serde_json::Value::Array(mounts),
+    }
+    serde_json::to_vec_pretty(&v).map_err(|e| Error::io("encode the runc spec", e))
+}

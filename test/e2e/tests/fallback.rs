@@ -1,0 +1,108 @@
+//! The runc fallback: a wasm container whose spec the cell cannot honour (here a seccomp profile
+//! of the spec, as `ctr run --seccomp` and Kubernetes' `RuntimeDefault` give) runs under runc
+//! with the cell as its process, never in a cell with weaker isolation.
+
+use std::time::Duration;
+
+use wasmcell_e2e::{fixtures, Containerd};
+
+const IMG: &str = "wasmcell.test/probe:latest";
+
+fn status_field(pid: i32, field: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{field}:"))
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+#[test]
+fn a_spec_the_cell_cannot_honour_runs_under_runc() {
+    let c = Containerd::start();
+    c.import_wasm(IMG, "probe.wasm", fixtures::PROBE);
+
+    // Output, args, env and exit status as in a cell.
+    let r = c.run_wasm_with(
+        &["--seccomp", "--env", "GREETING=hi"],
+        IMG,
+        "fb-args",
+        &["/probe.wasm", "env"],
+    );
+    assert_eq!(r.code, 0, "{r:?}\n{}", c.log());
+    assert!(r.stdout.contains("GREETING=hi"), "{r:?}");
+    let r = c.run_wasm_with(
+        &["--seccomp"],
+        IMG,
+        "fb-exit",
+        &["/probe.wasm", "exit", "9"],
+    );
+    assert_eq!(r.code, 9, "{r:?}");
+    assert!(
+        c.log().contains(
+            "task fb-args: runs under runc with the cell as its process: the cell cannot honour a seccomp profile"
+        ),
+        "the shim's log says why"
+    );
+
+    // A running one is a runc container; runc's filter and the cell's allow-list both apply.
+    let r = c.run_detached(
+        &["--seccomp"],
+        IMG,
+        "fb-sleep",
+        &["/probe.wasm", "sleep", "600"],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(c.runc_containers().contains(&"fb-sleep".to_owned()));
+    assert!(
+        c.cell_pids(&["fb-sleep".to_owned()]).is_empty(),
+        "no cell of our own"
+    );
+    let pid: i32 = c
+        .ctr(&["task", "ls"])
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("fb-sleep "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .expect("the task's pid");
+    assert_eq!(status_field(pid, "Seccomp"), "2");
+    assert_eq!(status_field(pid, "NoNewPrivs"), "1");
+    let filters: u32 = status_field(pid, "Seccomp_filters").parse().unwrap();
+    assert!(
+        filters >= 3,
+        "runc's profile plus the cell's two filters: {filters}"
+    );
+    // The container's init: SIGTERM ends it (143), as a cell.
+    let events = c.events();
+    assert_eq!(c.ctr(&["task", "kill", "-s", "TERM", "fb-sleep"]).code, 0);
+    let exit = events
+        .wait_for("/tasks/exit", "fb-sleep", Duration::from_secs(10))
+        .expect("exit after TERM");
+    assert_eq!(exit.exit_status(), 143);
+    assert_eq!(c.ctr(&["task", "delete", "fb-sleep"]).code, 0);
+
+    // Bad wasm fails at create with its own message, as in a cell.
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("truncated.wasm"), &fixtures::HELLO[..20]).unwrap();
+    c.build_and_import(&[
+        "--name",
+        "wasmcell.test/truncated:latest",
+        "--wasm",
+        d.path().join("truncated.wasm").to_str().unwrap(),
+    ]);
+    let r = c.run_wasm_with(
+        &["--seccomp"],
+        "wasmcell.test/truncated:latest",
+        "fb-bad",
+        &["/truncated.wasm"],
+    );
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("not valid WebAssembly"), "{r:?}");
+
+    // Nothing left: no runc container, no bundle.
+    assert_eq!(c.runc_containers(), Vec::<String>::new());
+    assert_eq!(c.bundles(), Vec::<String>::new());
+}
