@@ -92,6 +92,8 @@ pub struct ImageSpec {
     pub env: Vec<String>,
     /// Image config `WorkingDir`.
     pub workdir: String,
+    /// Image config `User` (`uid[:gid]` or a name); empty: not set (root).
+    pub user: String,
     /// Files of the rootfs.
     pub files: Vec<ImageFile>,
     /// Symlinks of the rootfs.
@@ -133,7 +135,7 @@ pub fn build_archive(spec: &ImageSpec, out: impl Write) -> Result<Built> {
     let layer = tarball::rootfs_layer(&spec.files, &spec.symlinks)?;
     let layer_digest = digest(&layer);
 
-    let config = json!({
+    let mut config = json!({
         "architecture": arch,
         "os": os,
         "created": "1970-01-01T00:00:00Z",
@@ -145,6 +147,9 @@ pub fn build_archive(spec: &ImageSpec, out: impl Write) -> Result<Built> {
         },
         "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
     });
+    if !spec.user.is_empty() {
+        config["config"]["User"] = json!(spec.user);
+    }
     let config = to_json(&config);
     let config_digest = digest(&config);
 
@@ -216,6 +221,7 @@ mod tests {
             cmd: vec![],
             env: vec!["A=1".into()],
             workdir: String::new(),
+            user: String::new(),
             files: vec![ImageFile {
                 path: "/hello.wasm".into(),
                 contents: b"\0asm\x01\0\0\0".to_vec(),

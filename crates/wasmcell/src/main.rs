@@ -67,6 +67,9 @@ enum ImageCommand {
         /// Working directory inside the image.
         #[arg(long, default_value = "/")]
         workdir: String,
+        /// User the process runs as (image config User: uid[:gid]); default root.
+        #[arg(long, default_value = "")]
+        user: String,
         /// Extra file HOST_PATH:IMAGE_PATH; repeat for more.
         #[arg(long = "file")]
         files: Vec<String>,
@@ -104,6 +107,7 @@ fn main() -> Result<()> {
                 args,
                 env,
                 workdir,
+                user,
                 files,
                 symlinks,
                 output,
@@ -151,6 +155,7 @@ fn main() -> Result<()> {
         cmd: args,
         env,
         workdir,
+        user,
         files: image_files,
         symlinks,
     };

@@ -79,7 +79,48 @@ fn capabilities_and_no_new_privs_follow_the_spec() {
     assert_eq!(status_field(pid, "CapEff"), mask(&fewer));
     assert_eq!(status_field(pid, "CapBnd"), mask(&fewer));
 
-    for id in ["caps-default", "caps-changed"] {
+    // process.user: uid and gid (real, effective, saved, filesystem), the supplementary groups
+    // of the spec and no other; the effective capabilities stay the spec's, as runc leaves them.
+    // (ctr 1.6 has no --user: the image config's User sets process.user.)
+    let probe = c.dir.path().join("probe-user.wasm");
+    std::fs::write(&probe, fixtures::PROBE).unwrap();
+    c.build_and_import(&[
+        "--name",
+        "wasmcell.test/probe-user:latest",
+        "--wasm",
+        probe.to_str().unwrap(),
+        "--user",
+        "1000:100",
+    ]);
+    let r = c.run_detached(
+        &[],
+        "wasmcell.test/probe-user:latest",
+        "user",
+        &["/probe-user.wasm", "sleep", "600"],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let pid = c.guest_pids(&["user".to_owned()])[0];
+    assert_eq!(status_field(pid, "Uid"), "1000\t1000\t1000\t1000");
+    assert_eq!(status_field(pid, "Gid"), "100\t100\t100\t100");
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(c.bundle_dir("user").join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(spec["process"]["user"]["uid"], 1000);
+    let groups: Vec<String> = spec["process"]["user"]["additionalGids"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|g| g.to_string())
+        .collect();
+    assert_eq!(
+        status_field(pid, "Groups"),
+        groups.join(" "),
+        "exactly the spec's additional gids"
+    );
+    assert_eq!(status_field(pid, "CapEff"), want);
+    assert_eq!(status_field(pid, "NoNewPrivs"), "1");
+
+    for id in ["caps-default", "caps-changed", "user"] {
         assert_eq!(c.ctr(&["task", "kill", "-s", "KILL", id]).code, 0);
     }
 }
