@@ -5,6 +5,8 @@
 //! - cold start: `ctr run --rm` of a hello program to completion, one at a time: a WAT hello
 //!   module under wasmcell (compile cache warm, as on a node that ran it before) against a
 //!   busybox `echo` under `io.containerd.runc.v2`;
+//! - isolation: what the kernel boundary adds to a wasmcell start (the shim's own figures for
+//!   the cold starts above) against runc's own `create` + `start`, timed directly;
 //! - large module: the first start of a large generated module (empty compile cache: it is
 //!   compiled) against its second start (cache hit: deserialized).
 //!
@@ -16,6 +18,7 @@
 //! `target/bench/results.json`).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark tool: failing loudly is right
 
+mod isolation;
 mod stats;
 
 use std::io::Write;
@@ -122,6 +125,11 @@ fn main() {
     }
     eprintln!();
 
+    let isolation_steps = isolation::wasmcell_steps(&c.log());
+    progress("runc create+start", o.rounds);
+    let runc_create_start = isolation::runc_create_start(o.rounds);
+    eprintln!();
+
     let (mut first, mut second) = (Vec::new(), Vec::new());
     progress("large module", o.large_rounds);
     for _ in 0..o.large_rounds {
@@ -137,6 +145,23 @@ fn main() {
     let large = (Summary::of(&first), Summary::of(&second));
     let env = environment();
     print_table(&env, &cold, &large, &compiled_ms, &loaded_ms);
+    let (create, join, boundary, total) = isolation_steps;
+    println!(
+        "\n{:<34} {:>10} {:>10} {:>10}",
+        "isolation at start (ms, median)", "wasmcell", "runc", "wc/runc"
+    );
+    println!("{:<34} {create:>10.2}", "  cgroup create (shim)");
+    println!("{:<34} {join:>10.2}", "  cgroup join (shim)");
+    println!(
+        "{:<34} {boundary:>10.2}",
+        "  cell boundary (ns, pivot, seccomp)"
+    );
+    println!(
+        "{:<34} {total:>10.2} {:>10.2} {:>10.2}",
+        "  total vs runc create+start",
+        runc_create_start.median,
+        total / runc_create_start.median
+    );
 
     let report = json!({
         "environment": env,
@@ -146,6 +171,14 @@ fn main() {
             "runc": cold.1.to_json(),
             "reference": null,
             "ratio_median_wasmcell_over_runc": cold.0.median / cold.1.median,
+        },
+        "isolation_at_start": {
+            "wasmcell_median_ms": {
+                "cgroup_create": create, "cgroup_join": join, "cell_boundary": boundary,
+                "total": total,
+            },
+            "runc_create_start": runc_create_start.to_json(),
+            "ratio_median_wasmcell_over_runc": total / runc_create_start.median,
         },
         "large_module": {
             "wasm_bytes": fixtures::LARGE.len(),

@@ -123,11 +123,13 @@ fn read_spec(control: &mut BufReader<File>) -> Result<RunSpec, String> {
 fn prepare(control: &mut BufReader<File>) -> Result<(Prepared, Grants, Ready), String> {
     let spec = read_spec(control)?;
     let program = spec.args.first().cloned().unwrap_or_default();
+    let entering = Instant::now();
     boundary::enter_namespaces(&spec.isolation)?;
     if let Some(init) = boundary::pid_namespace(&spec.isolation) {
         // Only the child returns; the parent supervises it.
         supervisor::fork_into_namespace(init)?;
     }
+    let mut boundary_time = entering.elapsed();
 
     let started = Instant::now();
     let engine = Engine::new().map_err(|e| e.to_string())?;
@@ -146,14 +148,19 @@ fn prepare(control: &mut BufReader<File>) -> Result<(Prepared, Grants, Ready), S
         }
     };
     let prepared = Prepared::new(&engine, &program, compiled).map_err(|e| e.to_string())?;
+    let sealing = Instant::now();
     boundary::seal_preopens(&spec)?;
+    boundary_time += sealing.elapsed();
     let grants =
         wasmcell_engine::grant(&wasi_setup(&spec), guest_io(&spec)?).map_err(|e| e.to_string())?;
+    let locking = Instant::now();
     boundary::lock_down(&spec)?;
+    boundary_time += locking.elapsed();
     let ready = Ready {
         outcome,
         millis: started.elapsed().as_secs_f64() * 1000.0,
         wasm_bytes: wasm.len(),
+        boundary_millis: boundary_time.as_secs_f64() * 1000.0,
     };
     Ok((prepared, grants, ready))
 }

@@ -23,12 +23,19 @@ pub struct Ready {
     pub millis: f64,
     /// Size of the wasm.
     pub wasm_bytes: usize,
+    /// Milliseconds spent on the kernel boundary (namespaces, the PID namespace's fork, sealing
+    /// the preopens, pivoting, lock-down and seccomp): what isolation adds to a start inside the
+    /// cell, for the benchmark.
+    pub boundary_millis: f64,
 }
 
 /// Writes the status line: `ok <outcome> <millis> <bytes>` or `err <message>`.
 pub fn write_status(out: &mut impl Write, status: Result<&Ready, &str>) -> std::io::Result<()> {
     let line = match status {
-        Ok(r) => format!("ok {} {:.3} {}\n", r.outcome, r.millis, r.wasm_bytes),
+        Ok(r) => format!(
+            "ok {} {:.3} {} {:.3}\n",
+            r.outcome, r.millis, r.wasm_bytes, r.boundary_millis
+        ),
         Err(message) => format!("err {}\n", message.replace('\n', " ")),
     };
     out.write_all(line.as_bytes())
@@ -51,10 +58,12 @@ pub fn parse_status(line: &str) -> Result<Ready, String> {
     };
     let millis = parts.next().and_then(|m| m.parse().ok()).unwrap_or(0.0);
     let wasm_bytes = parts.next().and_then(|b| b.parse().ok()).unwrap_or(0);
+    let boundary_millis = parts.next().and_then(|m| m.parse().ok()).unwrap_or(0.0);
     Ok(Ready {
         outcome,
         millis,
         wasm_bytes,
+        boundary_millis,
     })
 }
 
@@ -68,6 +77,7 @@ mod tests {
             outcome: CacheOutcome::Hit,
             millis: 1.5,
             wasm_bytes: 42,
+            boundary_millis: 0.25,
         };
         let mut buf = Vec::new();
         write_status(&mut buf, Ok(&ready)).expect("write");

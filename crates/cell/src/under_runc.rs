@@ -112,6 +112,8 @@ fn prepare(control: std::fs::File) -> Result<(Prepared, Grants, Ready), String> 
             outcome: CacheOutcome::Hit,
             millis: started.elapsed().as_secs_f64() * 1000.0,
             wasm_bytes: 0,
+            // runc built the boundary.
+            boundary_millis: 0.0,
         },
     ))
 }

@@ -29,7 +29,9 @@ pub struct Cell {
 
 impl Cell {
     /// Starts a cell for `spec` in `cgroup` and waits until it has loaded and linked `program`, at most
-    /// `prepare_timeout` (the compile deadline).
+    /// `prepare_timeout` (the compile deadline). Also returns how long moving the cell into its
+    /// cgroup took (for the log and the benchmark: on cgroup v1 the first migration waits for an
+    /// RCU grace period).
     pub fn spawn(
         spec: &RunSpec,
         program: File,
@@ -37,7 +39,7 @@ impl Cell {
         stderr: OwnedFd,
         prepare_timeout: Duration,
         cgroup: &Cgroup,
-    ) -> Result<(Cell, Ready)> {
+    ) -> Result<(Cell, Ready, Duration)> {
         let (control_r, mut control_w) = pipe()?;
         let (mut status_r, status_w) = pipe()?;
         let exe = std::env::current_exe().map_err(|e| Error::io("find the shim binary", e))?;
@@ -67,10 +69,12 @@ impl Cell {
 
         // The cell waits for its run spec before doing anything, so it loads and compiles the
         // guest inside the container's cgroup and limits.
+        let joining = std::time::Instant::now();
         if let Err(e) = cgroup.add_process(pid) {
             cell.kill(Signal::SIGKILL);
             return Err(Error::Internal(e.to_string()));
         }
+        let joined = joining.elapsed();
         let mut json = serde_json::to_vec(spec).map_err(|e| Error::io("encode run spec", e))?;
         json.push(b'\n');
         if let Err(e) = control_w.write_all(&json) {
@@ -88,7 +92,7 @@ impl Cell {
         match ready {
             Ok(ready) => {
                 *cell.control.lock().unwrap_or_else(|p| p.into_inner()) = Some(control_w);
-                Ok((cell, ready))
+                Ok((cell, ready, joined))
             }
             Err(message) => {
                 cell.kill(Signal::SIGKILL);

@@ -408,8 +408,10 @@ impl Tasks {
             None
         };
         let (backend, pid, cgroup) = if let Some(Ok(run)) = run {
+            let creating = std::time::Instant::now();
             let cgroup = CgroupGuard(Some(create_cgroup(&run.cgroup, &run.resources)?));
-            let (cell, ready) = Cell::spawn(
+            let created = creating.elapsed();
+            let (cell, ready, joined) = Cell::spawn(
                 &run,
                 entry.file,
                 outputs.stdout,
@@ -424,6 +426,12 @@ impl Tasks {
                 ready.wasm_bytes,
                 ready.outcome,
                 ready.millis
+            );
+            log::info!(
+                "task {id}: isolation: cgroup create {:.2} ms, join {:.2} ms, cell boundary {:.2} ms",
+                created.as_secs_f64() * 1000.0,
+                joined.as_secs_f64() * 1000.0,
+                ready.boundary_millis
             );
             let pid_file = bundle.join(CELL_PID_FILE);
             if let Err(e) = std::fs::write(&pid_file, format!("{}", cell.pid)) {
