@@ -42,6 +42,7 @@ use std::time::Instant;
 use wasmcell_engine::{
     CacheOutcome, CompileCache, Engine, Grants, GuestIo, Outcome, Prepared, WasiSetup,
 };
+use wasmcell_task::stdio::StdinRelay;
 use wasmcell_task::RunSpec;
 
 /// Entry point of the cell process; never returns.
@@ -151,11 +152,15 @@ fn prepare(control: &mut BufReader<File>) -> Result<(Prepared, Grants, Ready), S
     let sealing = Instant::now();
     boundary::seal_preopens(&spec)?;
     boundary_time += sealing.elapsed();
-    let grants =
-        wasmcell_engine::grant(&wasi_setup(&spec), guest_io(&spec)?).map_err(|e| e.to_string())?;
+    let (io, stdin_relay) = guest_io(&spec)?;
+    let grants = wasmcell_engine::grant(&wasi_setup(&spec), io).map_err(|e| e.to_string())?;
     let locking = Instant::now();
     boundary::lock_down(&spec)?;
     boundary_time += locking.elapsed();
+    // The cell's first thread: created after the lock-down, so it inherits all of it.
+    if let Some(relay) = stdin_relay {
+        relay.start().map_err(|e| e.to_string())?;
+    }
     let ready = Ready {
         outcome,
         millis: started.elapsed().as_secs_f64() * 1000.0,
@@ -216,15 +221,21 @@ fn wasi_setup(spec: &RunSpec) -> WasiSetup {
 }
 
 /// Opens the guest's stdio: stdout and stderr are the cell's own fds 1 and 2 (written directly,
-/// so the cell holds no second fd for them); stdin is relayed
-/// from the client's FIFO (see `wasmcell_task::stdio::stdin_relay`).
-fn guest_io(spec: &RunSpec) -> Result<GuestIo, String> {
-    let stdin = match &spec.stdin {
-        Some(path) => Some(wasmcell_task::stdio::stdin_relay(path).map_err(|e| e.to_string())?),
-        None => None,
+/// so the cell holds no second fd for them); stdin is relayed from the client's FIFO (see
+/// `wasmcell_task::stdio::StdinRelay`), whose thread is started only after the lock-down.
+fn guest_io(spec: &RunSpec) -> Result<(GuestIo, Option<StdinRelay>), String> {
+    let (relay, stdin) = match &spec.stdin {
+        Some(path) => {
+            let (relay, read_end) = StdinRelay::open(path).map_err(|e| e.to_string())?;
+            (Some(relay), Some(read_end))
+        }
+        None => (None, None),
     };
-    Ok(GuestIo {
-        stdin,
-        inherit_output: true,
-    })
+    Ok((
+        GuestIo {
+            stdin,
+            inherit_output: true,
+        },
+        relay,
+    ))
 }

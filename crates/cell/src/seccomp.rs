@@ -212,15 +212,24 @@ fn allow_list(own_pid: i32) -> Result<BpfProgram, String> {
         libc::SYS_tgkill,
         vec![rule(vec![cond(0, Len::Dword, Op::Eq, own_pid as u64)?])?],
     );
-    SeccompFilter::new(
+    compile(
         rules,
         SeccompAction::Errno(libc::EPERM as u32),
         SeccompAction::Allow,
-        arch()?,
     )
-    .map_err(|e| format!("seccomp filter: {e}"))?
-    .try_into()
-    .map_err(|e| format!("seccomp filter: {e}"))
+}
+
+/// `rules` as a BPF program for this architecture: `otherwise` for calls without a matching
+/// rule, `matched` for the others.
+fn compile(
+    rules: BTreeMap<i64, Vec<SeccompRule>>,
+    otherwise: SeccompAction,
+    matched: SeccompAction,
+) -> Result<BpfProgram, String> {
+    SeccompFilter::new(rules, otherwise, matched, arch()?)
+        .map_err(|e| format!("seccomp filter: {e}"))?
+        .try_into()
+        .map_err(|e| format!("seccomp filter: {e}"))
 }
 
 /// `clone3` answers ENOSYS: its flags sit in memory, out of a filter's reach, and glibc falls
@@ -228,15 +237,11 @@ fn allow_list(own_pid: i32) -> Result<BpfProgram, String> {
 fn clone3_enosys() -> Result<BpfProgram, String> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     rules.insert(libc::SYS_clone3, vec![]);
-    SeccompFilter::new(
+    compile(
         rules,
         SeccompAction::Allow,
         SeccompAction::Errno(libc::ENOSYS as u32),
-        arch()?,
     )
-    .map_err(|e| format!("seccomp filter: {e}"))?
-    .try_into()
-    .map_err(|e| format!("seccomp filter: {e}"))
 }
 
 /// Installs the filters on the calling thread (and so on every thread it creates later). Needs
@@ -271,15 +276,11 @@ const SUPERVISOR: &[libc::c_long] = &[
 pub fn install_supervisor() -> Result<(), String> {
     let rules: BTreeMap<i64, Vec<SeccompRule>> =
         SUPERVISOR.iter().map(|nr| (*nr, vec![])).collect();
-    let program: BpfProgram = SeccompFilter::new(
+    let program = compile(
         rules,
         SeccompAction::Errno(libc::EPERM as u32),
         SeccompAction::Allow,
-        arch()?,
-    )
-    .map_err(|e| format!("seccomp filter: {e}"))?
-    .try_into()
-    .map_err(|e| format!("seccomp filter: {e}"))?;
+    )?;
     seccompiler::apply_filter(&program).map_err(|e| format!("install seccomp filter: {e}"))
 }
 

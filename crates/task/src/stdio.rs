@@ -161,59 +161,98 @@ pub fn open_log_file(what: &'static str, path: &Path) -> Result<File> {
 /// passes a FIFO). `poll` tells the two apart: it reports `POLLHUP` only after a writer has
 /// come and gone. A small relay thread moves the bytes; it ends with the stream.
 pub fn stdin_relay(fifo: &Path) -> Result<File> {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    use std::io::{Read, Write};
-    use std::os::fd::AsFd;
+    let (relay, read_end) = StdinRelay::open(fifo)?;
+    relay.start()?;
+    Ok(read_end)
+}
 
-    let err = |e: std::io::Error| Error::Stdio {
-        what: "stdin",
-        uri: fifo.display().to_string(),
-        reason: e.to_string(),
-    };
-    let mut source = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(fifo)
-        .map_err(err)?;
-    let (read_end, write_end) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| err(e.into()))?;
-    let mut sink = File::from(write_end);
-    std::thread::Builder::new()
-        .name("stdin".into())
-        .spawn(move || {
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                // The sink reports POLLERR once the program (the pipe's reader) is gone.
-                let mut fds = [
-                    PollFd::new(source.as_fd(), PollFlags::POLLIN),
-                    PollFd::new(sink.as_fd(), PollFlags::empty()),
-                ];
-                match poll(&mut fds, PollTimeout::NONE) {
-                    Ok(_) => {}
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    Err(_) => return,
-                }
-                let revents = fds[0].revents().unwrap_or(PollFlags::empty());
-                if fds[1].revents().is_some_and(|r| !r.is_empty()) {
-                    return;
-                }
-                match source.read(&mut buf) {
-                    Ok(0) if revents.contains(PollFlags::POLLHUP) => return,
-                    // No writer has connected yet: keep waiting.
-                    Ok(0) => std::thread::sleep(std::time::Duration::from_millis(5)),
-                    Ok(n) => {
-                        if sink.write_all(&buf[..n]).is_err() {
-                            return;
-                        }
+/// A stdin relay opened but not started: the cell opens the FIFO while it can still see the
+/// host's paths and starts the thread only after it has locked itself down, so that the thread
+/// runs under the same capabilities and seccomp filter (both are per thread).
+pub struct StdinRelay {
+    fifo: String,
+    source: File,
+    sink: File,
+}
+
+impl StdinRelay {
+    /// Opens `fifo` without blocking and a pipe; returns the relay and the pipe's read end.
+    pub fn open(fifo: &Path) -> Result<(StdinRelay, File)> {
+        let uri = fifo.display().to_string();
+        let err = |e: std::io::Error| Error::Stdio {
+            what: "stdin",
+            uri: uri.clone(),
+            reason: e.to_string(),
+        };
+        let source = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(fifo)
+            .map_err(err)?;
+        let (read_end, write_end) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| err(e.into()))?;
+        Ok((
+            StdinRelay {
+                fifo: uri.clone(),
+                source,
+                sink: File::from(write_end),
+            },
+            File::from(read_end),
+        ))
+    }
+
+    /// Starts the relay thread.
+    pub fn start(self) -> Result<()> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::io::{Read, Write};
+        use std::os::fd::AsFd;
+
+        let StdinRelay {
+            fifo,
+            mut source,
+            mut sink,
+        } = self;
+        std::thread::Builder::new()
+            .name("stdin".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    // The sink reports POLLERR once the program (the pipe's reader) is gone.
+                    let mut fds = [
+                        PollFd::new(source.as_fd(), PollFlags::POLLIN),
+                        PollFd::new(sink.as_fd(), PollFlags::empty()),
+                    ];
+                    match poll(&mut fds, PollTimeout::NONE) {
+                        Ok(_) => {}
+                        Err(nix::errno::Errno::EINTR) => continue,
+                        Err(_) => return,
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => return,
+                    let revents = fds[0].revents().unwrap_or(PollFlags::empty());
+                    if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+                        return;
+                    }
+                    match source.read(&mut buf) {
+                        Ok(0) if revents.contains(PollFlags::POLLHUP) => return,
+                        // No writer has connected yet: keep waiting.
+                        Ok(0) => std::thread::sleep(std::time::Duration::from_millis(5)),
+                        Ok(n) => {
+                            if sink.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => return,
+                    }
                 }
-            }
-        })
-        .map_err(err)?;
-    Ok(File::from(read_end))
+            })
+            .map(drop)
+            .map_err(|e| Error::Stdio {
+                what: "stdin",
+                uri: fifo,
+                reason: e.to_string(),
+            })
+    }
 }
 
 #[cfg(test)]

@@ -60,6 +60,30 @@ fn capabilities_and_no_new_privs_follow_the_spec() {
     assert_eq!(status_field(pid, "CapAmb"), mask(&[]));
     assert_eq!(status_field(pid, "NoNewPrivs"), "1");
     assert_eq!(status_field(pid, "Seccomp"), "2", "the allow-list applies");
+    // Capabilities and seccomp filters are per thread: every thread of the cell (the stdin
+    // relay, the runtime's) has them.
+    let threads: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+        .collect();
+    assert!(threads.len() > 1, "the stdin relay runs: {threads:?}");
+    for tid in threads {
+        let task = format!("{pid}/task/{tid}");
+        let field = |f: &str| {
+            std::fs::read_to_string(format!("/proc/{task}/status"))
+                .unwrap()
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(&format!("{f}:"))
+                        .map(|v| v.trim().to_owned())
+                })
+                .unwrap()
+        };
+        assert_eq!(field("Seccomp"), "2", "thread {tid}");
+        assert_eq!(field("CapEff"), want, "thread {tid}");
+        assert_eq!(field("CapBnd"), want, "thread {tid}");
+    }
 
     let mut fewer: Vec<u32> = CTR_DEFAULT_CAPS.to_vec();
     fewer.retain(|c| *c != 13 && *c != 0); // CAP_NET_RAW, CAP_CHOWN
