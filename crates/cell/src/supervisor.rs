@@ -31,21 +31,6 @@ use nix::unistd::Pid;
 
 use crate::sys;
 
-/// Signals the shim (or a user through `ctr task kill`) may send that the supervisor passes on.
-const FORWARDED: [Signal; 11] = [
-    Signal::SIGHUP,
-    Signal::SIGINT,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-    Signal::SIGALRM,
-    Signal::SIGTERM,
-    Signal::SIGCONT,
-    Signal::SIGTSTP,
-    Signal::SIGWINCH,
-    Signal::SIGPWR,
-];
-
 /// Signals whose default action ends a process; the child exits on them when it is init.
 const TERMINATING: [Signal; 8] = [
     Signal::SIGHUP,
@@ -57,6 +42,10 @@ const TERMINATING: [Signal; 8] = [
     Signal::SIGTERM,
     Signal::SIGPWR,
 ];
+
+/// Signals the supervisor passes on besides the [`TERMINATING`] ones (the shim, or a user
+/// through `ctr task kill`, may send them too).
+const ALSO_FORWARDED: [Signal; 3] = [Signal::SIGCONT, Signal::SIGTSTP, Signal::SIGWINCH];
 
 /// The child's pid, for the forwarding handler.
 static CHILD: AtomicI32 = AtomicI32::new(0);
@@ -120,7 +109,8 @@ fn supervise(child: Pid) -> ! {
     CHILD.store(child.as_raw(), Ordering::Relaxed);
     // Failing to set up forwarding or the lock-down must not leave a guest unsupervised.
     // (It has no fd left to report why: the child's failure to start says enough.)
-    if handle(&FORWARDED, forward)
+    if handle(&TERMINATING, forward)
+        .and_then(|()| handle(&ALSO_FORWARDED, forward))
         .and_then(|()| lock_down())
         .is_err()
     {

@@ -391,7 +391,9 @@ impl Tasks {
 
         let outputs = stdio::open_outputs(&id, &self.config.namespace, &req.stdout, &req.stderr)?;
         let logger_guard = LoggerGuard(outputs.logger_pid);
-        let run = if entry.kind.is_wasm() {
+        let plan = if !entry.kind.is_wasm() {
+            Plan::Native
+        } else {
             match RunSpec::from_spec(
                 &id,
                 &spec,
@@ -399,84 +401,86 @@ impl Tasks {
                 stdio::cell_stdin(&req.stdin),
                 &self.config.cache_dir,
             ) {
-                Ok(run) => Some(Ok(run)),
+                Ok(run) => Plan::Cell(Box::new(run)),
                 // Never weaker isolation than asked for: such a container goes to runc.
-                Err(wasmcell_task::Error::Unsupported(reason)) => Some(Err(reason)),
+                Err(wasmcell_task::Error::Unsupported(reason)) => Plan::CellUnderRunc(reason),
                 Err(e) => return Err(e.into()),
             }
-        } else {
-            None
         };
-        let (backend, pid, cgroup) = if let Some(Ok(run)) = run {
-            let creating = std::time::Instant::now();
-            let cgroup = CgroupGuard(Some(create_cgroup(&run.cgroup, &run.resources)?));
-            let created = creating.elapsed();
-            let (cell, ready, joined) = Cell::spawn(
-                &run,
-                entry.file,
-                outputs.stdout,
-                outputs.stderr,
-                self.config.prepare_timeout,
-                cgroup.get(),
-            )?;
-            log::info!(
-                "task {id}: prepared {} ({:?}, {} bytes): {} in {:.1} ms",
-                entry.path,
-                entry.kind,
-                ready.wasm_bytes,
-                ready.outcome,
-                ready.millis
-            );
-            log::info!(
+        let (backend, pid, cgroup) = match plan {
+            Plan::Cell(run) => {
+                let creating = std::time::Instant::now();
+                let cgroup = CgroupGuard(Some(create_cgroup(&run.cgroup, &run.resources)?));
+                let created = creating.elapsed();
+                let (cell, ready, joined) = Cell::spawn(
+                    &run,
+                    entry.file,
+                    outputs.stdout,
+                    outputs.stderr,
+                    self.config.prepare_timeout,
+                    cgroup.get(),
+                )?;
+                log::info!(
+                    "task {id}: prepared {} ({:?}, {} bytes): {} in {:.1} ms",
+                    entry.path,
+                    entry.kind,
+                    ready.wasm_bytes,
+                    ready.outcome,
+                    ready.millis
+                );
+                log::info!(
                 "task {id}: isolation: cgroup create {:.2} ms, join {:.2} ms, cell boundary {:.2} ms",
                 created.as_secs_f64() * 1000.0,
                 joined.as_secs_f64() * 1000.0,
                 ready.boundary_millis
             );
-            let pid_file = bundle.join(CELL_PID_FILE);
-            if let Err(e) = std::fs::write(&pid_file, format!("{}", cell.pid)) {
-                cell.kill(Signal::SIGKILL);
-                return Err(Error::io(format!("write {}", pid_file.display()), e));
+                let pid_file = bundle.join(CELL_PID_FILE);
+                if let Err(e) = std::fs::write(&pid_file, format!("{}", cell.pid)) {
+                    cell.kill(Signal::SIGKILL);
+                    return Err(Error::io(format!("write {}", pid_file.display()), e));
+                }
+                let pid = cell.pid;
+                (Backend::Cell(cell), pid, cgroup.disarm())
             }
-            let pid = cell.pid;
-            (Backend::Cell(cell), pid, cgroup.disarm())
-        } else if let Some(Err(reason)) = run {
-            let stdin = stdio::open_native_stdin(&req.stdin)?;
-            let pid = fallback::create(
-                &self.config.runc,
-                &self.config.cache_dir,
-                self.config.prepare_timeout,
-                &id,
-                &bundle,
-                &spec,
-                &rootfs,
-                (&entry.path, entry.file),
-                NativeStdio {
-                    stdin,
-                    stdout: outputs.stdout.into(),
-                    stderr: outputs.stderr.into(),
-                },
-                &reason.to_string(),
-            )?;
-            (Backend::Runc, pid, runc_cgroup(&spec, &id))
-        } else {
-            drop(entry.file);
-            let stdin = stdio::open_native_stdin(&req.stdin)?;
-            let pid = self.config.runc.create(
-                &id,
-                &bundle,
-                NativeStdio {
-                    stdin,
-                    stdout: outputs.stdout.into(),
-                    stderr: outputs.stderr.into(),
-                },
-                &[],
-            )?;
-            log::info!(
-                "task {id}: native entrypoint {}, created with runc",
-                entry.path
-            );
-            (Backend::Runc, pid, runc_cgroup(&spec, &id))
+            Plan::CellUnderRunc(reason) => {
+                let stdin = stdio::open_native_stdin(&req.stdin)?;
+                let pid = fallback::create(
+                    &self.config.runc,
+                    &self.config.cache_dir,
+                    self.config.prepare_timeout,
+                    &id,
+                    &bundle,
+                    &spec,
+                    &rootfs,
+                    (&entry.path, entry.file),
+                    NativeStdio {
+                        stdin,
+                        stdout: outputs.stdout.into(),
+                        stderr: outputs.stderr.into(),
+                    },
+                    &reason.to_string(),
+                )?;
+                (Backend::Runc, pid, runc_cgroup(&spec, &id))
+            }
+            Plan::Native => {
+                drop(entry.file);
+                let stdin = stdio::open_native_stdin(&req.stdin)?;
+                let pid = self.config.runc.create(
+                    &id,
+                    &bundle,
+                    NativeStdio {
+                        stdin,
+                        stdout: outputs.stdout.into(),
+                        stderr: outputs.stderr.into(),
+                    },
+                    &[],
+                )?;
+                log::info!(
+                    "task {id}: native entrypoint {}, created with runc",
+                    entry.path
+                );
+                (Backend::Runc, pid, runc_cgroup(&spec, &id))
+            }
         };
 
         let mut io = TaskIO::new();
@@ -840,6 +844,17 @@ fn runc_cgroup(spec: &oci_spec::runtime::Spec, id: &str) -> Option<Cgroup> {
         p @ CgroupPath::Fs(_) => Some(Cgroup::at(Hierarchy::detect().ok()?, &p.relative())),
         CgroupPath::Systemd { .. } => None,
     }
+}
+
+/// How Create runs a container.
+enum Plan {
+    /// A wasm program in a cell.
+    Cell(Box<RunSpec>),
+    /// A wasm program whose spec the cell cannot honour: under runc, with the cell as the
+    /// process (`crate::fallback`).
+    CellUnderRunc(wasmcell_task::isolation::Unsupported),
+    /// A native program, under runc.
+    Native,
 }
 
 /// Removes the cgroup of a cell whose shim died (for `shim delete`), found from the bundle's spec.

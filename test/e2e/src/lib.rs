@@ -19,6 +19,18 @@ pub const CTR_TIMEOUT_SECS: u64 = 120;
 /// The runtime type of the shim under test.
 pub const RUNTIME: &str = "io.containerd.wasmcell.v1";
 
+/// A field of `/proc/<task>/status` (`task`: a pid, or `pid/task/tid` for one thread).
+pub fn proc_status(task: impl std::fmt::Display, field: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{task}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{task}/status: {e}"))
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{field}:"))
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no {field} in /proc/{task}/status"))
+}
+
 /// Directory of the binaries under test: the profile directory of this test executable
 /// (`target/<profile>`), where `make build` put the shim and the CLI.
 pub fn bin_dir() -> PathBuf {

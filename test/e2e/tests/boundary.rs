@@ -1,7 +1,7 @@
 //! The kernel boundary of the cell (issue 3, in progress): capabilities, `no_new_privs`,
 //! namespaces created or joined by path.
 
-use wasmcell_e2e::{fixtures, Containerd};
+use wasmcell_e2e::{fixtures, proc_status, Containerd};
 
 const IMG: &str = "wasmcell.test/probe:latest";
 
@@ -14,17 +14,6 @@ fn start_sleeper(c: &Containerd, id: &str, flags: &[&str]) -> i32 {
     let pids = c.guest_pids(&[id.to_owned()]);
     assert_eq!(pids.len(), 1, "{id}: one process runs the guest");
     pids[0]
-}
-
-fn status_field(pid: i32, field: &str) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .expect("cell status")
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(&format!("{field}:"))
-                .map(|v| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
 fn ns(pid: &str, kind: &str) -> String {
@@ -46,20 +35,20 @@ fn capabilities_and_no_new_privs_follow_the_spec() {
     let pid = start_sleeper(&c, "caps-default", &[]);
     let want = mask(&CTR_DEFAULT_CAPS);
     assert_eq!(
-        status_field(pid, "CapEff"),
+        proc_status(pid, "CapEff"),
         want,
         "effective = the spec's set"
     );
-    assert_eq!(status_field(pid, "CapPrm"), want);
+    assert_eq!(proc_status(pid, "CapPrm"), want);
     assert_eq!(
-        status_field(pid, "CapBnd"),
+        proc_status(pid, "CapBnd"),
         want,
         "nothing beyond the spec, even later"
     );
-    assert_eq!(status_field(pid, "CapInh"), mask(&[]));
-    assert_eq!(status_field(pid, "CapAmb"), mask(&[]));
-    assert_eq!(status_field(pid, "NoNewPrivs"), "1");
-    assert_eq!(status_field(pid, "Seccomp"), "2", "the allow-list applies");
+    assert_eq!(proc_status(pid, "CapInh"), mask(&[]));
+    assert_eq!(proc_status(pid, "CapAmb"), mask(&[]));
+    assert_eq!(proc_status(pid, "NoNewPrivs"), "1");
+    assert_eq!(proc_status(pid, "Seccomp"), "2", "the allow-list applies");
     // Capabilities and seccomp filters are per thread: every thread of the cell (the stdin
     // relay, the runtime's) has them.
     let threads: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -70,19 +59,9 @@ fn capabilities_and_no_new_privs_follow_the_spec() {
     assert!(threads.len() > 1, "the stdin relay runs: {threads:?}");
     for tid in threads {
         let task = format!("{pid}/task/{tid}");
-        let field = |f: &str| {
-            std::fs::read_to_string(format!("/proc/{task}/status"))
-                .unwrap()
-                .lines()
-                .find_map(|l| {
-                    l.strip_prefix(&format!("{f}:"))
-                        .map(|v| v.trim().to_owned())
-                })
-                .unwrap()
-        };
-        assert_eq!(field("Seccomp"), "2", "thread {tid}");
-        assert_eq!(field("CapEff"), want, "thread {tid}");
-        assert_eq!(field("CapBnd"), want, "thread {tid}");
+        assert_eq!(proc_status(&task, "Seccomp"), "2", "thread {tid}");
+        assert_eq!(proc_status(&task, "CapEff"), want, "thread {tid}");
+        assert_eq!(proc_status(&task, "CapBnd"), want, "thread {tid}");
     }
 
     let mut fewer: Vec<u32> = CTR_DEFAULT_CAPS.to_vec();
@@ -100,8 +79,8 @@ fn capabilities_and_no_new_privs_follow_the_spec() {
             "CAP_SYS_ADMIN",
         ],
     );
-    assert_eq!(status_field(pid, "CapEff"), mask(&fewer));
-    assert_eq!(status_field(pid, "CapBnd"), mask(&fewer));
+    assert_eq!(proc_status(pid, "CapEff"), mask(&fewer));
+    assert_eq!(proc_status(pid, "CapBnd"), mask(&fewer));
 
     // process.user: uid and gid (real, effective, saved, filesystem), the supplementary groups
     // of the spec and no other; the effective capabilities stay the spec's, as runc leaves them.
@@ -124,8 +103,8 @@ fn capabilities_and_no_new_privs_follow_the_spec() {
     );
     assert_eq!(r.code, 0, "{r:?}");
     let pid = c.guest_pids(&["user".to_owned()])[0];
-    assert_eq!(status_field(pid, "Uid"), "1000\t1000\t1000\t1000");
-    assert_eq!(status_field(pid, "Gid"), "100\t100\t100\t100");
+    assert_eq!(proc_status(pid, "Uid"), "1000\t1000\t1000\t1000");
+    assert_eq!(proc_status(pid, "Gid"), "100\t100\t100\t100");
     let spec: serde_json::Value =
         serde_json::from_slice(&std::fs::read(c.bundle_dir("user").join("config.json")).unwrap())
             .unwrap();
@@ -137,12 +116,12 @@ fn capabilities_and_no_new_privs_follow_the_spec() {
         .map(|g| g.to_string())
         .collect();
     assert_eq!(
-        status_field(pid, "Groups"),
+        proc_status(pid, "Groups"),
         groups.join(" "),
         "exactly the spec's additional gids"
     );
-    assert_eq!(status_field(pid, "CapEff"), want);
-    assert_eq!(status_field(pid, "NoNewPrivs"), "1");
+    assert_eq!(proc_status(pid, "CapEff"), want);
+    assert_eq!(proc_status(pid, "NoNewPrivs"), "1");
 
     for id in ["caps-default", "caps-changed", "user"] {
         assert_eq!(c.ctr(&["task", "kill", "-s", "KILL", id]).code, 0);
@@ -191,7 +170,7 @@ fn namespaces_are_created_or_joined_by_path() {
     // task's pid) supervises it from the host's namespace, with nothing but CAP_KILL, no fd and
     // its own seccomp filter.
     assert_ne!(ns(&own, "pid"), ns("self", "pid"), "a new PID namespace");
-    let nspid = status_field(own.parse().unwrap(), "NSpid");
+    let nspid = proc_status(&own, "NSpid");
     assert_eq!(
         nspid.split_whitespace().nth(1),
         Some("1"),
@@ -206,10 +185,10 @@ fn namespaces_are_created_or_joined_by_path() {
         "the guest runs in the cell's child"
     );
     assert_eq!(ns(&supervisor.to_string(), "pid"), ns("self", "pid"));
-    assert_eq!(status_field(supervisor, "CapEff"), mask(&[5]));
-    assert_eq!(status_field(supervisor, "CapBnd"), mask(&[5]));
-    assert_eq!(status_field(supervisor, "NoNewPrivs"), "1");
-    assert_eq!(status_field(supervisor, "Seccomp"), "2");
+    assert_eq!(proc_status(supervisor, "CapEff"), mask(&[5]));
+    assert_eq!(proc_status(supervisor, "CapBnd"), mask(&[5]));
+    assert_eq!(proc_status(supervisor, "NoNewPrivs"), "1");
+    assert_eq!(proc_status(supervisor, "Seccomp"), "2");
     assert_eq!(
         std::fs::read_dir(format!("/proc/{supervisor}/fd"))
             .unwrap()
@@ -221,7 +200,7 @@ fn namespaces_are_created_or_joined_by_path() {
     let path = format!("pid:/proc/{own}/ns/pid");
     let member = start_sleeper(&c, "ns-pid-joined", &["--with-ns", &path]).to_string();
     assert_eq!(ns(&member, "pid"), ns(&own, "pid"));
-    let nspid = status_field(member.parse().unwrap(), "NSpid");
+    let nspid = proc_status(&member, "NSpid");
     assert_ne!(nspid.split_whitespace().nth(1), Some("1"), "{nspid}");
 
     // The member first: killing the init of a PID namespace kills its members too.

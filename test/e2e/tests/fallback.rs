@@ -4,20 +4,9 @@
 
 use std::time::Duration;
 
-use wasmcell_e2e::{fixtures, Containerd};
+use wasmcell_e2e::{fixtures, proc_status, Containerd};
 
 const IMG: &str = "wasmcell.test/probe:latest";
-
-fn status_field(pid: i32, field: &str) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(&format!("{field}:"))
-                .map(|v| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
-}
 
 #[test]
 fn a_spec_the_cell_cannot_honour_runs_under_runc() {
@@ -68,9 +57,9 @@ fn a_spec_the_cell_cannot_honour_runs_under_runc() {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|p| p.parse().ok())
         .expect("the task's pid");
-    assert_eq!(status_field(pid, "Seccomp"), "2");
-    assert_eq!(status_field(pid, "NoNewPrivs"), "1");
-    let filters: u32 = status_field(pid, "Seccomp_filters").parse().unwrap();
+    assert_eq!(proc_status(pid, "Seccomp"), "2");
+    assert_eq!(proc_status(pid, "NoNewPrivs"), "1");
+    let filters: u32 = proc_status(pid, "Seccomp_filters").parse().unwrap();
     assert!(
         filters >= 3,
         "runc's profile plus the cell's two filters: {filters}"
