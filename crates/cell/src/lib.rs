@@ -123,7 +123,11 @@ fn read_spec(control: &mut BufReader<File>) -> Result<RunSpec, String> {
 /// is granted, and locks the cell down.
 fn prepare(control: &mut BufReader<File>) -> Result<(Prepared, Grants, Ready), String> {
     let spec = read_spec(control)?;
-    let program = spec.args.first().cloned().unwrap_or_default();
+    let program = if spec.program.is_empty() {
+        spec.args.first().cloned().unwrap_or_default()
+    } else {
+        spec.program.clone()
+    };
     let entering = Instant::now();
     boundary::enter_namespaces(&spec.isolation)?;
     if let Some(init) = boundary::pid_namespace(&spec.isolation) {

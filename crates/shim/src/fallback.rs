@@ -154,6 +154,7 @@ fn run_spec(id: &str, spec: &Spec, rootfs: &Path) -> Result<RunSpec> {
     Ok(RunSpec {
         id: id.to_owned(),
         args: process.args().clone().unwrap_or_default(),
+        program: String::new(),
         env: runspec::split_env(process.env().as_deref().unwrap_or_default()),
         cwd: process.cwd().to_string_lossy().into_owned(),
         rootfs: PathBuf::from("/"),

@@ -12,6 +12,7 @@ mod fallback;
 mod info;
 mod metrics;
 mod process;
+mod program;
 mod runc;
 mod service;
 mod shim;

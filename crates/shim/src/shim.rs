@@ -25,6 +25,8 @@ pub struct WasmcellShim {
     namespace: String,
     id: String,
     socket: String,
+    /// containerd's gRPC address (`-address`).
+    address: String,
 }
 
 /// The id that decides which shim serves a container: its pod's sandbox id, so that all
@@ -69,6 +71,7 @@ impl containerd_shim::Shim for WasmcellShim {
             namespace: args.namespace.clone(),
             id: args.id.clone(),
             socket: args.socket.clone(),
+            address: args.address.clone(),
         }
     }
 
@@ -132,7 +135,8 @@ impl containerd_shim::Shim for WasmcellShim {
     fn create_task_service(&self, publisher: RemotePublisher) -> Service {
         let events = Arc::new(RemoteEvents::new(publisher, self.namespace.clone()));
         let exit = Arc::clone(&self.exit);
-        let config = Config::from_env(&self.namespace);
+        let mut config = Config::from_env(&self.namespace);
+        config.containerd_address = Some(self.address.clone()).filter(|a| !a.is_empty());
         log::info!(
             "wasmcell shim {} serving namespace {} (cache {}, runc root {})",
             env!("CARGO_PKG_VERSION"),

@@ -31,13 +31,14 @@ use containerd_shim::protos::topics::{
 use containerd_shim::protos::types::mount::Mount;
 use nix::sys::signal::Signal;
 use wasmcell_cell::cgroup::{Cgroup, Hierarchy};
-use wasmcell_task::{entrypoint, runspec, CgroupPath, Resources, RunSpec, Status, TaskState};
+use wasmcell_task::{runspec, CgroupPath, Resources, RunSpec, Status, TaskState};
 
 use crate::cell::Cell;
 use crate::error::{Error, Result};
 use crate::events::{timestamp, EventSender};
 use crate::fallback;
 use crate::process::ExitWatch;
+use crate::program;
 use crate::runc::{NativeStdio, Runc};
 use crate::stdio;
 
@@ -68,6 +69,9 @@ pub struct Config {
     pub runc: Runc,
     /// Deadline for preparing (compiling) a wasm program.
     pub prepare_timeout: Duration,
+    /// containerd's gRPC socket (the shim's `-address`), where images and their wasm layers are
+    /// read; `None` when the shim was not given one.
+    pub containerd_address: Option<String>,
 }
 
 impl Config {
@@ -93,6 +97,7 @@ impl Config {
                 .and_then(|v| v.to_str().and_then(|s| s.parse().ok()))
                 .map(Duration::from_secs)
                 .unwrap_or(Duration::from_secs(300)),
+            containerd_address: None,
         }
     }
 }
@@ -376,18 +381,10 @@ impl Tasks {
             ));
         }
         let bundle = PathBuf::from(&req.bundle);
-        let spec = runspec::load_spec(&bundle)?;
+        let mut spec = runspec::load_spec(&bundle)?;
         let rootfs_guard = RootfsGuard::mount(&bundle, &req.rootfs)?;
         let rootfs = runspec::rootfs_of(&bundle, &spec);
-        let process = spec
-            .process()
-            .as_ref()
-            .ok_or(wasmcell_task::Error::NoProcess)?;
-        let args = process.args().clone().unwrap_or_default();
-        let arg0 = args.first().ok_or(wasmcell_task::Error::NoProcess)?;
-        let env = runspec::split_env(process.env().as_deref().unwrap_or_default());
-        let cwd = process.cwd().to_string_lossy().into_owned();
-        let entry = entrypoint::resolve(&rootfs, arg0, &cwd, &env)?;
+        let entry = program::find(&self.config, &id, &mut spec, &rootfs)?;
 
         let outputs = stdio::open_outputs(&id, &self.config.namespace, &req.stdout, &req.stderr)?;
         let logger_guard = LoggerGuard(outputs.logger_pid);
@@ -401,7 +398,10 @@ impl Tasks {
                 stdio::cell_stdin(&req.stdin),
                 &self.config.cache_dir,
             ) {
-                Ok(run) => Plan::Cell(Box::new(run)),
+                Ok(mut run) => {
+                    run.program = entry.path.clone();
+                    Plan::Cell(Box::new(run))
+                }
                 // Never weaker isolation than asked for: such a container goes to runc.
                 Err(wasmcell_task::Error::Unsupported(reason)) => Plan::CellUnderRunc(reason),
                 Err(e) => return Err(e.into()),

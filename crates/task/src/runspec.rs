@@ -30,6 +30,10 @@ pub struct RunSpec {
     pub id: String,
     /// `process.args`, `args[0]` included (the guest's program name).
     pub args: Vec<String>,
+    /// What the program is called in messages: its path in the rootfs, or the image's wasm
+    /// layer; empty means `args[0]`.
+    #[serde(default)]
+    pub program: String,
     /// `process.env`, split at the first `=`.
     pub env: Vec<(String, String)>,
     /// `process.cwd`.
@@ -146,6 +150,7 @@ impl RunSpec {
         }
         Ok(RunSpec {
             id: id.to_owned(),
+            program: args[0].clone(),
             args,
             env: split_env(process.env().as_deref().unwrap_or_default()),
             cwd: process.cwd().to_string_lossy().into_owned(),

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use wasmcell_image::{build_archive, ImageFile, ImageSpec, ImageSymlink, Layout};
+use wasmcell_image::{build_archive, ImageFile, ImageSpec, ImageSymlink, LayerProgram, Layout};
 
 #[derive(Parser)]
 #[command(
@@ -33,28 +33,54 @@ enum Command {
 enum ImageCommand {
     /// Build an OCI image tarball (OCI image layout) from a .wasm file.
     ///
-    /// Layout "rootfs": one filesystem layer holding the program (and any --file), platform
-    /// wasi/wasm by default; the entrypoint is the program's path in the image. Import it with
-    /// `ctr image import --all-platforms IMAGE.tar` and run it with
-    /// `ctr run --rm --runtime io.containerd.wasmcell.v1 --platform wasi/wasm NAME ID`.
+    /// Layouts (--layout):
     ///
-    /// Native images (for tests and sidecars) are built the same way with --platform linux/amd64,
-    /// the program given with --file and --entrypoint.
+    ///   rootfs   One filesystem layer holding the program as /<file name> and every --file.
+    ///            Platform wasi/wasm by default (what `docker buildx --platform wasi/wasm`
+    ///            makes); the entrypoint is the program's path. Every containerd can unpack it.
+    ///            Native images (tests, sidecars) are built the same way with --platform
+    ///            linux/amd64, the program given with --file and --entrypoint.
+    ///
+    ///   cncf     The CNCF TAG-Runtime wasm artifact: config application/vnd.wasm.config.v0+json
+    ///            and exactly one application/wasm layer. No --file, --symlink or --user (the
+    ///            artifact holds only the wasm); entrypoint, args, env and workdir are recorded
+    ///            in the config where containerd's clients read container defaults.
+    ///
+    ///   runwasi  runwasi's layout: an image config with architecture wasm, the --file/--symlink
+    ///            entries (if any) in one filesystem layer, then the program as an
+    ///            application/vnd.bytecodealliance.wasm.component.layer.v0+wasm layer.
+    ///
+    /// cncf and runwasi carry a non-tar layer: containerd before 1.6.25 / 1.7.7 cannot unpack
+    /// them on pull ("failed to extract layer ... archive/tar: invalid tar header" or
+    /// "mismatched image rootfs and manifest layers"). Use rootfs for those nodes.
+    ///
+    /// Their platform is wasm (os wasip1 for a module, wasip2 for a component). CRI pulls for
+    /// the node's platform and fails with "no match for platform in manifest" on an index that
+    /// lists only wasm: add --extra-platform linux/amd64 (and linux/arm64, ...) to list the same
+    /// manifest under those platforms too.
+    ///
+    /// Import with `ctr image import --all-platforms IMAGE.tar` (or `nerdctl load`, `docker
+    /// load`) and run with `ctr run --rm --runtime io.containerd.wasmcell.v1 NAME ID`.
     ///
     /// The output is deterministic: the same inputs give byte-identical tarballs.
     Build {
         /// Image name, for example docker.io/library/hello:latest.
         #[arg(long)]
         name: String,
-        /// The wasm program; it is stored as /<file name> and becomes the entrypoint.
+        /// The wasm program: the file /<file name> of a rootfs image (and its entrypoint), the
+        /// wasm layer of the cncf and runwasi layouts.
         #[arg(long)]
         wasm: Option<PathBuf>,
-        /// Image layout.
-        #[arg(long, default_value = "rootfs", value_parser = ["rootfs"])]
+        /// Image layout: rootfs, cncf or runwasi (see above).
+        #[arg(long, default_value = "rootfs", value_parser = ["rootfs", "cncf", "runwasi"])]
         layout: String,
         /// Image platform, os/architecture.
         #[arg(long, default_value = "wasi/wasm")]
         platform: String,
+        /// Another platform the index lists for the same manifest (for example linux/amd64,
+        /// so that CRI finds it); repeat for more.
+        #[arg(long = "extra-platform")]
+        extra_platforms: Vec<String>,
         /// Entrypoint path inside the image (default: the --wasm file's path).
         #[arg(long)]
         entrypoint: Option<String>,
@@ -103,6 +129,7 @@ fn main() -> Result<()> {
                 wasm,
                 layout,
                 platform,
+                extra_platforms,
                 entrypoint,
                 args,
                 env,
@@ -113,18 +140,30 @@ fn main() -> Result<()> {
                 output,
             },
     } = cli.command;
-    if layout != "rootfs" {
-        bail!("layout {layout:?} is not supported");
-    }
+    let layout = match layout.as_str() {
+        "rootfs" => Layout::Rootfs,
+        "cncf" => Layout::Cncf,
+        "runwasi" => Layout::Runwasi,
+        other => bail!("unknown layout {other:?}"),
+    };
     let mut image_files = Vec::new();
     let mut default_entry = None;
+    let mut program = None;
     if let Some(wasm) = &wasm {
         let base = wasm
             .file_name()
             .and_then(|n| n.to_str())
             .context("--wasm needs a file name")?;
         let path = format!("/{base}");
-        image_files.push(read_file(&wasm.to_string_lossy(), &path)?);
+        let file = read_file(&wasm.to_string_lossy(), &path)?;
+        if layout == Layout::Rootfs {
+            image_files.push(file);
+        } else {
+            program = Some(LayerProgram {
+                name: base.to_owned(),
+                wasm: file.contents,
+            });
+        }
         default_entry = Some(path);
     }
     for f in &files {
@@ -150,7 +189,9 @@ fn main() -> Result<()> {
     let spec = ImageSpec {
         name,
         platform,
-        layout: Layout::Rootfs,
+        extra_platforms,
+        layout,
+        program,
         entrypoint: vec![entry],
         cmd: args,
         env,

@@ -6,6 +6,7 @@
 //! containerd's log (which carries the shim's log) is printed first.
 #![allow(clippy::unwrap_used)]
 
+pub mod api;
 pub mod fixtures;
 
 pub use containerd_shim_protos::TaskClient;
@@ -203,6 +204,58 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         );
         let r = self.ctr(&["image", "import", "--all-platforms", tar.to_str().unwrap()]);
         assert_eq!(r.code, 0, "import: {r:?}");
+    }
+
+    /// Runs `wasmcell image build` with `args` and returns the tarball's path (named `file` in
+    /// this instance's directory).
+    pub fn build_image(&self, file: &str, args: &[&str]) -> PathBuf {
+        let tar = self.dir.path().join(file);
+        let out = Command::new(bin_dir().join("wasmcell"))
+            .args(["image", "build"])
+            .args(args)
+            .arg("-o")
+            .arg(&tar)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "image build {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tar
+    }
+
+    /// A client of this containerd's gRPC API.
+    pub fn api(&self) -> api::Api {
+        api::Api::connect(&self.socket)
+    }
+
+    /// containerd's default runtime spec (`ctr oci spec`) for container `id`, with `args`, `env`
+    /// and `cwd` as a client sets them from an image config.
+    pub fn default_spec(
+        &self,
+        id: &str,
+        args: &[String],
+        env: &[String],
+        cwd: &str,
+    ) -> serde_json::Value {
+        let r = self.ctr(&["oci", "spec"]);
+        assert_eq!(r.code, 0, "ctr oci spec: {r:?}");
+        let mut spec: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        spec["process"]["args"] = serde_json::json!(args);
+        spec["process"]["env"] = serde_json::json!(env);
+        spec["process"]["cwd"] = serde_json::json!(cwd);
+        spec["linux"]["cgroupsPath"] = serde_json::json!(format!("/default/{id}"));
+        spec
+    }
+
+    /// The path of a blob in this containerd's content store.
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
+        self.dir
+            .path()
+            .join("root/io.containerd.content.v1.content/blobs/sha256")
+            .join(hex)
     }
 
     /// Builds a native image holding the host's static busybox (`busybox-static`) as

@@ -1,0 +1,117 @@
+//! Finding what a container runs: the wasm layer of its image (CNCF artifact or runwasi layout,
+//! read from containerd's content store), else the entrypoint in its rootfs.
+//!
+//! Wasm layers win over a rootfs entrypoint (see `wasmcell_image::artifact`). A layer's bytes are
+//! handed to the cell as a sealed memfd, so they take exactly the path a rootfs file takes: the
+//! cell hashes them and loads the host compile cache's entry or compiles into it. Nothing from
+//! the image is ever deserialized as native code.
+
+use std::fs::File;
+use std::io::{Seek, Write};
+use std::path::Path;
+
+use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+use nix::sys::memfd::{memfd_create, MFdFlags};
+use oci_spec::runtime::Spec;
+use wasmcell_image::artifact::{self, Lookup};
+use wasmcell_image::containerd::Containerd;
+use wasmcell_task::entrypoint::{self, Entrypoint};
+
+use crate::error::{Error, Result};
+use crate::tasks::Config;
+
+/// Finds the program of container `id`. A wasm layer given no `process.args` gets the layer's
+/// name as `argv[0]` (written into `spec`).
+pub fn find(config: &Config, id: &str, spec: &mut Spec, rootfs: &Path) -> Result<Entrypoint> {
+    let looking = std::time::Instant::now();
+    let image = match &config.containerd_address {
+        Some(address) => match Containerd::connect(address, &config.namespace) {
+            Ok(client) => artifact::find_program(&client, id)
+                .map_err(|e| Error::InvalidArgument(e.to_string()))?,
+            Err(e) => {
+                log::warn!("task {id}: cannot read its image ({e}); using the rootfs entrypoint");
+                Lookup::NoImage
+            }
+        },
+        None => Lookup::NoImage,
+    };
+    log::info!(
+        "task {id}: image lookup took {:.2} ms",
+        looking.elapsed().as_secs_f64() * 1000.0
+    );
+    let gone = match image {
+        Lookup::Layer(program) => return from_layer(id, spec, *program),
+        Lookup::ImageGone(name) => {
+            log::warn!(
+                "task {id}: its image {name} is no longer in containerd; using the rootfs \
+                 entrypoint"
+            );
+            Some(name)
+        }
+        Lookup::Rootfs(_) | Lookup::NoImage => None,
+    };
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or(wasmcell_task::Error::NoProcess)?;
+    let args = process.args().clone().unwrap_or_default();
+    let arg0 = args.first().ok_or(wasmcell_task::Error::NoProcess)?;
+    let env = wasmcell_task::runspec::split_env(process.env().as_deref().unwrap_or_default());
+    let cwd = process.cwd().to_string_lossy().into_owned();
+    entrypoint::resolve(rootfs, arg0, &cwd, &env).map_err(|e| match (e, gone) {
+        (e @ wasmcell_task::Error::EntrypointNotFound { .. }, Some(name)) => {
+            Error::InvalidArgument(format!(
+                "{e} (the container's image {name} is no longer in containerd, so its wasm \
+                 layers, if it had any, could not be read)"
+            ))
+        }
+        (e, _) => e.into(),
+    })
+}
+
+fn from_layer(id: &str, spec: &mut Spec, program: artifact::LayerProgram) -> Result<Entrypoint> {
+    let name = program.describe();
+    for skipped in &program.skipped {
+        log::warn!("task {id}: image {}: {skipped}", program.image);
+    }
+    let kind = entrypoint::classify(&name, &program.wasm[..program.wasm.len().min(8)])?;
+    if let Some(process) = spec.process_mut() {
+        if process.args().as_ref().is_none_or(Vec::is_empty) {
+            process.set_args(Some(vec![program.default_argv0()]));
+        }
+    }
+    let file = sealed_memfd(&program.layer.digest, &program.wasm)
+        .map_err(|e| Error::io(format!("hand {name} to the cell"), e))?;
+    log::info!(
+        "task {id}: program is {name} ({:?} layout, {} bytes)",
+        program.layout,
+        program.wasm.len()
+    );
+    Ok(Entrypoint {
+        file,
+        path: name,
+        kind,
+    })
+}
+
+/// An anonymous, read-only-sealed file holding `bytes`, positioned at its start.
+fn sealed_memfd(digest: &str, bytes: &[u8]) -> std::io::Result<File> {
+    let name = format!("wasmcell-layer-{}", digest.replace(':', "-"));
+    let fd = memfd_create(
+        name.as_str(),
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+    )?;
+    let mut file = File::from(fd);
+    file.write_all(bytes)?;
+    file.rewind()?;
+    fcntl(
+        &file,
+        FcntlArg::F_ADD_SEALS(
+            SealFlag::F_SEAL_SHRINK
+                | SealFlag::F_SEAL_GROW
+                | SealFlag::F_SEAL_WRITE
+                | SealFlag::F_SEAL_SEAL,
+        ),
+    )?;
+    Ok(file)
+}
