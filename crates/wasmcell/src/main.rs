@@ -200,6 +200,21 @@ fn main() -> Result<()> {
         files: image_files,
         symlinks,
     };
+    if layout != Layout::Rootfs {
+        eprintln!(
+            "note: this layout has a non-tar layer, which containerd before 1.6.25 / 1.7.7 cannot \
+             unpack (\"mismatched image rootfs and manifest layers\"); use --layout rootfs for \
+             such nodes"
+        );
+    }
+    if spec.extra_platforms.is_empty() && !spec.platform.starts_with("linux/") {
+        eprintln!(
+            "note: the index lists only {}; CRI pulls for the node's linux platform and fails \
+             with \"no match for platform in manifest\": add --extra-platform linux/amd64 (or \
+             the nodes' platforms) for Kubernetes",
+            spec.platform
+        );
+    }
     let file =
         std::fs::File::create(&output).with_context(|| format!("create {}", output.display()))?;
     let built = build_archive(&spec, std::io::BufWriter::new(file))?;

@@ -200,12 +200,7 @@ fn every_layout_runs_with_its_entrypoint_args_env_and_exit_status() {
 type RawLayer<'a> = (&'a str, Vec<u8>, &'a [(&'a str, &'a str)]);
 
 /// A manifest (and image record `name`) built from raw parts, written through the API.
-fn put_image(
-    api: &Api,
-    name: &str,
-    config: (&str, Vec<u8>),
-    layers: &[RawLayer<'_>],
-) -> Value {
+fn put_image(api: &Api, name: &str, config: (&str, Vec<u8>), layers: &[RawLayer<'_>]) -> Value {
     let config = api.put_blob(config.0, &config.1, HashMap::new());
     let mut labels = HashMap::from([(
         "containerd.io/gc.ref.content.config".to_owned(),
@@ -284,6 +279,47 @@ fn walk_files(dir: &Path) -> usize {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+#[test]
+fn a_wasm_layer_runs_under_the_runc_fallback_too() {
+    let c = Containerd::start();
+    let api = c.api();
+    let probe = probe_file(&c);
+    let tar = c.build_image(
+        "cncf.tar",
+        &[
+            "--name",
+            "t/fallback:1",
+            "--layout",
+            "cncf",
+            "--wasm",
+            &probe,
+            "--arg",
+            "hello",
+        ],
+    );
+    import(&c, &tar);
+    let d = defaults_of(&tar);
+    // A seccomp profile in the spec is something the cell cannot honour: runc builds the boundary.
+    let mut spec = c.default_spec("fallback", &d.args, &d.env, &d.cwd);
+    spec["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW"});
+    let r = api
+        .run(
+            ContainerRequest {
+                id: "fallback",
+                image: "t/fallback:1",
+                runtime: RUNTIME,
+                spec,
+                layers: vec![],
+            },
+            c.dir.path(),
+        )
+        .expect("runs");
+    assert_eq!((r.exit, r.stdout.as_str()), (0, "hello from C\n"), "{r:?}");
+    assert!(c
+        .log()
+        .contains("task fallback: the cell under runc loaded its program"));
 }
 
 #[test]
