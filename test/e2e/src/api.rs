@@ -60,8 +60,15 @@ pub struct ContainerRequest<'a> {
     pub runtime: &'a str,
     /// The OCI runtime spec.
     pub spec: serde_json::Value,
-    /// Filesystem layers to apply to the (otherwise empty) snapshot, in order.
+    /// The snapshot the container's rootfs is prepared on: an unpacked image's chain id, or ""
+    /// for an empty one.
+    pub parent: String,
+    /// Filesystem layers to apply to the prepared snapshot, in order (for images containerd
+    /// could not unpack).
     pub layers: Vec<Descriptor>,
+    /// Pass stdout/stderr as plain file paths instead of `file://` URIs (runwasi's shims open
+    /// the path as given and know no URIs).
+    pub plain_stdio: bool,
 }
 
 fn failed(what: &str, s: Status) -> String {
@@ -204,7 +211,7 @@ impl Api {
             .block_on(snapshots.prepare(self.req(PrepareSnapshotRequest {
                 snapshotter: SNAPSHOTTER.to_owned(),
                 key: req.id.to_owned(),
-                parent: String::new(),
+                parent: req.parent.clone(),
                 labels: HashMap::new(),
             })))
             .map_err(|s| failed("prepare snapshot", s))?
@@ -242,7 +249,14 @@ impl Api {
         })))
         .map_err(|s| failed("create container", s))?;
         let mut tasks = TasksClient::new(self.channel.clone());
-        let uri = |p: &Path| format!("file://{}", p.display());
+        let uri = |p: &Path| {
+            if req.plain_stdio {
+                let _ = std::fs::File::create(p);
+                p.display().to_string()
+            } else {
+                format!("file://{}", p.display())
+            }
+        };
         rt.block_on(tasks.create(self.req(CreateTaskRequest {
             container_id: req.id.to_owned(),
             rootfs: mounts.clone(),

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod fixtures;
+pub mod image;
 
 pub use containerd_shim_protos::TaskClient;
 use std::path::{Path, PathBuf};
@@ -53,6 +54,7 @@ pub struct Containerd {
     pub cache: PathBuf,
     log: PathBuf,
     child: Option<Child>,
+    spec_template: std::sync::OnceLock<serde_json::Value>,
 }
 
 /// What a `ctr` command did.
@@ -124,6 +126,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             cache,
             log,
             child: Some(child),
+            spec_template: std::sync::OnceLock::new(),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while c.ctr(&["version"]).code != 0 {
@@ -239,9 +242,14 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         env: &[String],
         cwd: &str,
     ) -> serde_json::Value {
-        let r = self.ctr(&["oci", "spec"]);
-        assert_eq!(r.code, 0, "ctr oci spec: {r:?}");
-        let mut spec: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        let mut spec = self
+            .spec_template
+            .get_or_init(|| {
+                let r = self.ctr(&["oci", "spec"]);
+                assert_eq!(r.code, 0, "ctr oci spec: {r:?}");
+                serde_json::from_str(&r.stdout).unwrap()
+            })
+            .clone();
         spec["process"]["args"] = serde_json::json!(args);
         spec["process"]["env"] = serde_json::json!(env);
         spec["process"]["cwd"] = serde_json::json!(cwd);

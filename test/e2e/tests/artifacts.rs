@@ -8,82 +8,19 @@
 //! by containerd's diff service.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::Path;
 
-use containerd_client::types::Descriptor;
 use serde_json::{json, Value};
 use wasmcell_e2e::api::{Api, ContainerRequest, Finished};
+use wasmcell_e2e::image::defaults_of;
 use wasmcell_e2e::{fixtures, Containerd};
 
 const RUNTIME: &str = "io.containerd.wasmcell.v1";
-const TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 const WASM_LAYER: &str = "application/wasm";
 const COMPONENT_LAYER: &str = "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm";
 const WASM_CONFIG: &str = "application/vnd.wasm.config.v0+json";
 const IMAGE_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-
-/// What a client takes from an image to create a container: the manifest's filesystem layers
-/// and the config's defaults (args = Entrypoint + Cmd, Env, WorkingDir).
-struct ImageDefaults {
-    tar_layers: Vec<Descriptor>,
-    args: Vec<String>,
-    env: Vec<String>,
-    cwd: String,
-}
-
-fn tar_entries(tar: &Path) -> HashMap<String, Vec<u8>> {
-    let mut archive = tar::Archive::new(std::fs::File::open(tar).expect("open tarball"));
-    let mut out = HashMap::new();
-    for e in archive.entries().expect("entries") {
-        let mut e = e.expect("entry");
-        let mut data = Vec::new();
-        e.read_to_end(&mut data).expect("read");
-        out.insert(e.path().expect("path").to_string_lossy().into_owned(), data);
-    }
-    out
-}
-
-fn defaults_of(tar: &Path) -> ImageDefaults {
-    let files = tar_entries(tar);
-    let blob = |d: &Value| -> Value {
-        let d = d.as_str().expect("digest");
-        serde_json::from_slice(&files[&format!("blobs/sha256/{}", &d[7..])]).expect("json blob")
-    };
-    let index: Value = serde_json::from_slice(&files["index.json"]).expect("index");
-    let manifest = blob(&index["manifests"][0]["digest"]);
-    let config = blob(&manifest["config"]["digest"]);
-    let strings = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let c = &config["config"];
-    let mut args = strings(&c["Entrypoint"]);
-    args.extend(strings(&c["Cmd"]));
-    ImageDefaults {
-        tar_layers: manifest["layers"]
-            .as_array()
-            .expect("layers")
-            .iter()
-            .filter(|l| l["mediaType"] == TAR)
-            .map(|l| Descriptor {
-                media_type: TAR.into(),
-                digest: l["digest"].as_str().expect("digest").into(),
-                size: l["size"].as_i64().expect("size"),
-                annotations: HashMap::new(),
-            })
-            .collect(),
-        args,
-        env: strings(&c["Env"]),
-        cwd: c["WorkingDir"].as_str().unwrap_or("/").to_owned(),
-    }
-}
 
 /// Imports a tarball without unpacking (what containerd 1.6.20 can do with non-tar layers).
 fn import(c: &Containerd, tar: &Path) {
@@ -118,6 +55,8 @@ fn run(
             image: name,
             runtime: RUNTIME,
             spec,
+            parent: String::new(),
+            plain_stdio: false,
             layers: d.tar_layers,
         },
         c.dir.path(),
@@ -255,6 +194,8 @@ fn run_crafted(c: &Containerd, api: &Api, name: &str, id: &str) -> Result<Finish
             image: name,
             runtime: RUNTIME,
             spec: c.default_spec(id, &args, &[], "/"),
+            parent: String::new(),
+            plain_stdio: false,
             layers: vec![],
         },
         c.dir.path(),
@@ -311,6 +252,8 @@ fn a_wasm_layer_runs_under_the_runc_fallback_too() {
                 image: "t/fallback:1",
                 runtime: RUNTIME,
                 spec,
+                parent: String::new(),
+                plain_stdio: false,
                 layers: vec![],
             },
             c.dir.path(),
