@@ -27,9 +27,14 @@ lint:
 test: deps build lint
 	bash test/scripts/cargo-test.sh
 
-# Benchmarks: wasmcell against runc on a private containerd; table on stdout, JSON in target/bench.
-bench: deps build
+# Benchmarks: wasmcell against the reference shim (benches/reference-shim, on runwasi's
+# containerd-shim-wasm) and runc, on a private containerd; table on stdout, JSON in target/bench.
+bench: deps build reference-shim
 	$(BIN)/wasmcell-bench --json target/bench/results.json
+
+# The benchmark's reference shim: a workspace of its own, built into the shared target directory.
+reference-shim:
+	CARGO_TARGET_DIR=$(CURDIR)/target $(CARGO) build --release --manifest-path benches/reference-shim/Cargo.toml
 
 # Install the shim and the wasmcell CLI into $(PREFIX)/bin.
 install: build
@@ -43,4 +48,4 @@ demo: deps install
 clean:
 	$(CARGO) clean
 
-.PHONY: help deps build lint test bench install demo clean
+.PHONY: help deps build lint test bench reference-shim install demo clean

@@ -1,18 +1,23 @@
-//! `make bench`: start-up of wasm containers under wasmcell, side by side with native containers
-//! under runc, on a private containerd started for the run.
+//! `make bench`: wasm containers under wasmcell, side by side with the same program under a
+//! reference shim built on runwasi's `containerd-shim-wasm` (`benches/reference-shim`,
+//! `io.containerd.wasmref.v1`) and a native busybox under runc, on a private containerd started
+//! for the run and driven through its gRPC API (no `ctr` process in any figure).
 //!
-//! Scenarios (each one run interleaved, so drift of the machine hits both sides alike):
-//! - cold start: `ctr run --rm` of a hello program to completion, one at a time: a WAT hello
-//!   module under wasmcell (compile cache warm, as on a node that ran it before) against a
-//!   busybox `echo` under `io.containerd.runc.v2`;
+//! Scenarios (each one run interleaved, so drift of the machine hits every side alike):
+//! - cold start: create + start + wait + delete of a hello program, one at a time (snapshot
+//!   prepared on the unpacked image, container and task created, waited, removed): a WAT hello
+//!   module under wasmcell (compile cache warm, as on a node that ran it before) and under the
+//!   reference shim, against a busybox `echo` under `io.containerd.runc.v2`;
 //! - isolation: what the kernel boundary adds to a wasmcell start (the shim's own figures for
 //!   the cold starts above) against runc's own `create` + `start`, timed directly;
 //! - large module: the first start of a large generated module (empty compile cache: it is
-//!   compiled) against its second start (cache hit: deserialized).
+//!   compiled) against its second start (cache hit: deserialized), and the same two starts under
+//!   the reference shim (which compiles a rootfs module on every start).
 //!
-//! The driver is `ctr` for now, so every figure includes one `ctr` process start on both sides;
-//! issue 5 replaces it with containerd's API and adds the reference shim built on
-//! `containerd-shim-wasm`, throughput and footprint.
+//! Not yet measured (issue 5): throughput at 1/4/16 in parallel, the footprint of idle
+//! containers, a componentize-py component, wasi:http.
+//!
+//! Ctrl-C (or SIGTERM) stops after the container in flight and removes everything the run made.
 //!
 //! Prints a table and writes the figures as JSON (`--json PATH`, default
 //! `target/bench/results.json`).
@@ -24,9 +29,14 @@ mod stats;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{SigSet, Signal};
+
 use serde_json::json;
+use wasmcell_e2e::api::ContainerRequest;
+use wasmcell_e2e::image::{defaults_of, ImageDefaults};
 use wasmcell_e2e::{fixtures, Containerd, RUNTIME};
 
 use crate::stats::Summary;
@@ -34,6 +44,9 @@ use crate::stats::Summary;
 const HELLO: &str = "bench.wasmcell/hello:latest";
 const BUSYBOX: &str = "bench.wasmcell/busybox:latest";
 const LARGE: &str = "bench.wasmcell/large:latest";
+/// The reference shim's runtime type (`benches/reference-shim`).
+const REFERENCE: &str = "io.containerd.wasmref.v1";
+const RUNC: &str = "io.containerd.runc.v2";
 
 struct Options {
     rounds: usize,
@@ -81,70 +94,130 @@ fn usage(problem: &str) -> ! {
 
 fn main() {
     let o = parse_args();
+    watch_interrupts();
     if std::env::var_os("WASMCELL_BIN_DIR").is_none() {
         // The shim and the CLI sit next to this binary in target/release.
         let exe = std::env::current_exe().unwrap();
         std::env::set_var("WASMCELL_BIN_DIR", exe.parent().unwrap());
     }
     let c = Containerd::start();
-    c.import_wasm(HELLO, "hello.wasm", fixtures::HELLO);
-    c.import_wasm(LARGE, "large.wasm", fixtures::LARGE);
-    c.import_busybox(BUSYBOX);
+    let hello = import(
+        &c,
+        HELLO,
+        &["--wasm", &fixture(&c, "hello.wasm", fixtures::HELLO)],
+    );
+    let large = import(
+        &c,
+        LARGE,
+        &["--wasm", &fixture(&c, "large.wasm", fixtures::LARGE)],
+    );
+    let busybox = import(
+        &c,
+        BUSYBOX,
+        &[
+            "--platform",
+            "linux/amd64",
+            "--file",
+            "/bin/busybox:/bin/busybox",
+            "--entrypoint",
+            "/bin/busybox",
+            "--arg",
+            "echo",
+            "--arg",
+            "hello from busybox",
+        ],
+    );
+    let api = c.api();
 
     let mut seq = 0usize;
     let mut run = |runtime: &str, image: &str, want: &str| -> Duration {
         seq += 1;
         let id = format!("bench-{seq}");
-        let mut args = vec!["run", "--rm", "--runtime", runtime];
-        if runtime == RUNTIME && image != BUSYBOX {
-            args.extend(["--platform", "wasi/wasm"]);
-        }
-        args.extend([image, id.as_str()]);
+        let defaults = match image {
+            HELLO => &hello,
+            LARGE => &large,
+            _ => &busybox,
+        };
+        let request = ContainerRequest {
+            id: &id,
+            image,
+            runtime,
+            spec: c.default_spec(&id, &defaults.args, &defaults.env, &defaults.cwd),
+            parent: defaults.chain_id(),
+            layers: vec![],
+            plain_stdio: runtime == REFERENCE,
+        };
         let started = Instant::now();
-        let r = c.ctr(&args);
+        let r = api.run(request, c.dir.path());
         let took = started.elapsed();
-        assert!(
-            r.code == 0 && r.stdout.contains(want),
-            "{runtime} {image}: {r:?}"
-        );
-        took
+        match r {
+            Ok(f) if f.exit == 0 && f.stdout.contains(want) => took,
+            other => panic!("{runtime} {image}: {other:?}"),
+        }
     };
 
-    // Warm-up: the hello module's first start fills the compile cache; page cache for both.
+    // Warm-up: the hello module's first start fills the compile cache; page cache for all.
     for _ in 0..3 {
         run(RUNTIME, HELLO, "hello from wasm");
-        run("io.containerd.runc.v2", BUSYBOX, "hello from busybox");
+        run(REFERENCE, HELLO, "hello from wasm");
+        run(RUNC, BUSYBOX, "hello from busybox");
     }
 
-    let (mut wasm, mut native) = (Vec::new(), Vec::new());
+    let (mut wasm, mut reference, mut native) = (Vec::new(), Vec::new(), Vec::new());
     progress("cold start", o.rounds);
     for _ in 0..o.rounds {
         wasm.push(run(RUNTIME, HELLO, "hello from wasm"));
-        native.push(run("io.containerd.runc.v2", BUSYBOX, "hello from busybox"));
+        reference.push(run(REFERENCE, HELLO, "hello from wasm"));
+        native.push(run(RUNC, BUSYBOX, "hello from busybox"));
         tick();
+        if interrupted() {
+            break;
+        }
     }
     eprintln!();
 
+    if interrupted() {
+        return;
+    }
     let isolation_steps = isolation::wasmcell_steps(&c.log());
     progress("runc create+start", o.rounds);
     let runc_create_start = isolation::runc_create_start(o.rounds);
     eprintln!();
 
     let (mut first, mut second) = (Vec::new(), Vec::new());
+    let (mut ref_first, mut ref_second) = (Vec::new(), Vec::new());
     progress("large module", o.large_rounds);
     for _ in 0..o.large_rounds {
         std::fs::remove_dir_all(&c.cache).unwrap();
         first.push(run(RUNTIME, LARGE, "large module ok"));
         second.push(run(RUNTIME, LARGE, "large module ok"));
+        ref_first.push(run(REFERENCE, LARGE, "large module ok"));
+        ref_second.push(run(REFERENCE, LARGE, "large module ok"));
         tick();
+        if interrupted() {
+            break;
+        }
     }
     eprintln!();
+    if interrupted() {
+        return;
+    }
     let (compiled_ms, loaded_ms) = prepare_times(&c.log());
 
     let cold = (Summary::of(&wasm), Summary::of(&native));
+    let cold_ref = Summary::of(&reference);
     let large = (Summary::of(&first), Summary::of(&second));
+    let large_ref = (Summary::of(&ref_first), Summary::of(&ref_second));
     let env = environment();
-    print_table(&env, &cold, &large, &compiled_ms, &loaded_ms);
+    print_table(
+        &env,
+        &cold,
+        &cold_ref,
+        &large,
+        &large_ref,
+        &compiled_ms,
+        &loaded_ms,
+    );
     let (create, join, boundary, total) = isolation_steps;
     println!(
         "\n{:<34} {:>10} {:>10} {:>10}",
@@ -165,12 +238,14 @@ fn main() {
 
     let report = json!({
         "environment": env,
-        "driver": "ctr run --rm (one ctr process per container, on both sides)",
+        "driver": "containerd's gRPC API: snapshot prepare, container create, task create/start/wait/delete, container delete, snapshot remove",
+        "reference": "containerd-shim-wasmref-v1 (benches/reference-shim): containerd-shim-wasm 1.0.1 + wasmtime 48.0.8",
         "cold_start_hello": {
             "wasmcell": cold.0.to_json(),
             "runc": cold.1.to_json(),
-            "reference": null,
+            "reference": cold_ref.to_json(),
             "ratio_median_wasmcell_over_runc": cold.0.median / cold.1.median,
+            "ratio_median_wasmcell_over_reference": cold.0.median / cold_ref.median,
         },
         "isolation_at_start": {
             "wasmcell_median_ms": {
@@ -185,6 +260,9 @@ fn main() {
             "first_start": large.0.to_json(),
             "second_start": large.1.to_json(),
             "ratio_median_first_over_second": large.0.median / large.1.median,
+            "reference_first_start": large_ref.0.to_json(),
+            "reference_second_start": large_ref.1.to_json(),
+            "ratio_median_reference_second_over_wasmcell_second": large_ref.1.median / large.1.median,
             "shim_prepare_ms": { "compiled": compiled_ms, "cache_hit": loaded_ms },
         },
     });
@@ -260,7 +338,9 @@ fn environment() -> serde_json::Value {
 fn print_table(
     env: &serde_json::Value,
     cold: &(Summary, Summary),
+    cold_ref: &Summary,
     large: &(Summary, Summary),
+    large_ref: &(Summary, Summary),
     compiled_ms: &[f64],
     loaded_ms: &[f64],
 ) {
@@ -274,21 +354,21 @@ fn print_table(
         env["runc"].as_str().unwrap_or("")
     );
     println!(
-        "driver: ctr run --rm, one container at a time (ctr's own start is in every figure)\n"
+        "driver: containerd's API, one container at a time (create + start + wait + delete)\n"
     );
     println!(
-        "{:<34} {:>10} {:>10} {:>10} {:>10}",
-        "cold start, hello (ms)", "wasmcell", "runc", "reference", "wc/runc"
+        "{:<34} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "cold start, hello (ms)", "wasmcell", "runc", "reference", "wc/runc", "wc/ref"
     );
-    for (label, a, b) in [
-        ("  median", cold.0.median, cold.1.median),
-        ("  p99", cold.0.p99, cold.1.p99),
-        ("  min", cold.0.min, cold.1.min),
+    for (label, a, b, r) in [
+        ("  median", cold.0.median, cold.1.median, cold_ref.median),
+        ("  p99", cold.0.p99, cold.1.p99, cold_ref.p99),
+        ("  min", cold.0.min, cold.1.min, cold_ref.min),
     ] {
         println!(
-            "{label:<34} {a:>10.1} {b:>10.1} {:>10} {:>10.2}",
-            "n/a",
-            a / b
+            "{label:<34} {a:>10.1} {b:>10.1} {r:>10.1} {:>10.2} {:>10.2}",
+            a / b,
+            a / r
         );
     }
     println!(
@@ -299,8 +379,13 @@ fn print_table(
         "1st/2nd"
     );
     for (label, a, b) in [
-        ("  ctr run --rm, median", large.0.median, large.1.median),
-        ("  ctr run --rm, min", large.0.min, large.1.min),
+        ("  wasmcell, median", large.0.median, large.1.median),
+        ("  wasmcell, min", large.0.min, large.1.min),
+        (
+            "  reference, median",
+            large_ref.0.median,
+            large_ref.1.median,
+        ),
         (
             "  shim prepare, median",
             stats::median(compiled_ms),
@@ -309,4 +394,49 @@ fn print_table(
     ] {
         println!("{label:<34} {a:>10.1} {b:>10.1} {:>10.1}", a / b);
     }
+    println!(
+        "{:<34} {:>10.1}",
+        "  2nd start, reference/wasmcell",
+        large_ref.1.median / large.1.median
+    );
+}
+
+/// Writes a fixture where `wasmcell image build` can read it.
+fn fixture(c: &Containerd, name: &str, bytes: &[u8]) -> String {
+    let path = c.dir.path().join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+/// Builds and imports (unpacked) an image; returns what a client takes from it.
+fn import(c: &Containerd, name: &str, args: &[&str]) -> ImageDefaults {
+    let mut all = vec!["--name", name];
+    all.extend(args);
+    let tar = c.build_image(&format!("{}.tar", name.replace(['/', ':'], "_")), &all);
+    let r = c.ctr(&["image", "import", "--all-platforms", tar.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "import {name}: {r:?}");
+    defaults_of(&tar)
+}
+
+/// Set when SIGINT or SIGTERM arrives; the scenarios stop after the container in flight, and
+/// returning from `main` drops the API client (its lease) and the private containerd, whose drop
+/// deletes leftover tasks, kills shims, stops containerd and unmounts everything.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Blocks SIGINT and SIGTERM in every thread and waits for them in one of its own.
+fn watch_interrupts() {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set.thread_block().unwrap();
+    std::thread::spawn(move || {
+        if let Ok(sig) = set.wait() {
+            eprintln!("\nwasmcell-bench: {sig:?}: stopping after the container in flight, then removing everything it created");
+            INTERRUPTED.store(true, Ordering::SeqCst);
+        }
+    });
+}
+
+fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
 }

@@ -122,7 +122,8 @@ impl Sandbox for WasmRefSandbox {
             .instantiate_async(&mut store, &module)
             .await
             .map_err(wt)?;
-        let start = instance.get_typed_func::<(), ()>(&mut store, &entrypoint.func)
+        let start = instance
+            .get_typed_func::<(), ()>(&mut store, &entrypoint.func)
             .map_err(wt)?;
         match start.call_async(&mut store, ()).await {
             Ok(()) => Ok(0),
