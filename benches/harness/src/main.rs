@@ -111,22 +111,7 @@ fn main() {
         LARGE,
         &["--wasm", &fixture(&c, "large.wasm", fixtures::LARGE)],
     );
-    let busybox = import(
-        &c,
-        BUSYBOX,
-        &[
-            "--platform",
-            "linux/amd64",
-            "--file",
-            "/bin/busybox:/bin/busybox",
-            "--entrypoint",
-            "/bin/busybox",
-            "--arg",
-            "echo",
-            "--arg",
-            "hello from busybox",
-        ],
-    );
+    let busybox = defaults_of(&c.import_busybox(BUSYBOX));
     let api = c.api();
 
     let mut seq = 0usize;
@@ -412,10 +397,7 @@ fn fixture(c: &Containerd, name: &str, bytes: &[u8]) -> String {
 fn import(c: &Containerd, name: &str, args: &[&str]) -> ImageDefaults {
     let mut all = vec!["--name", name];
     all.extend(args);
-    let tar = c.build_image(&format!("{}.tar", name.replace(['/', ':'], "_")), &all);
-    let r = c.ctr(&["image", "import", "--all-platforms", tar.to_str().unwrap()]);
-    assert_eq!(r.code, 0, "import {name}: {r:?}");
-    defaults_of(&tar)
+    defaults_of(&c.build_and_import(&all))
 }
 
 /// Set when SIGINT or SIGTERM arrives; the scenarios stop after the container in flight, and

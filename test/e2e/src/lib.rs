@@ -44,6 +44,21 @@ pub fn bin_dir() -> PathBuf {
     deps.parent().unwrap().to_owned()
 }
 
+/// `wasmcell image build` arguments of the native busybox image: the host's static busybox as
+/// `/bin/busybox`, entrypoint `busybox echo hello from busybox`.
+pub const BUSYBOX_IMAGE_ARGS: &[&str] = &[
+    "--platform",
+    "linux/amd64",
+    "--file",
+    "/bin/busybox:/bin/busybox",
+    "--entrypoint",
+    "/bin/busybox",
+    "--arg",
+    "echo",
+    "--arg",
+    "hello from busybox",
+];
+
 /// A private containerd.
 pub struct Containerd {
     /// Temp dir holding everything of this instance.
@@ -187,26 +202,19 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         self.build_and_import(&["--name", name, "--wasm", src.to_str().unwrap()]);
     }
 
-    /// Runs `wasmcell image build` with `args` and imports the tarball.
-    pub fn build_and_import(&self, args: &[&str]) {
-        let tar = self
-            .dir
-            .path()
-            .join(format!("image-{}.tar", std::process::id()));
-        let out = Command::new(bin_dir().join("wasmcell"))
-            .args(["image", "build"])
-            .args(args)
-            .arg("-o")
-            .arg(&tar)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "image build: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    /// Runs `wasmcell image build` with `args`, imports (and unpacks) the tarball and returns
+    /// its path.
+    pub fn build_and_import(&self, args: &[&str]) -> PathBuf {
+        let name = args
+            .iter()
+            .position(|a| *a == "--name")
+            .and_then(|i| args.get(i + 1))
+            .map(|n| n.replace(['/', ':'], "_"))
+            .unwrap_or_else(|| "image".to_owned());
+        let tar = self.build_image(&format!("{name}.tar"), args);
         let r = self.ctr(&["image", "import", "--all-platforms", tar.to_str().unwrap()]);
         assert_eq!(r.code, 0, "import: {r:?}");
+        tar
     }
 
     /// Runs `wasmcell image build` with `args` and returns the tarball's path (named `file` in
@@ -268,21 +276,10 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
     /// Builds a native image holding the host's static busybox (`busybox-static`) as
     /// `/bin/busybox`, entrypoint `busybox echo hello from busybox`, and imports it as `name`.
-    pub fn import_busybox(&self, name: &str) {
-        self.build_and_import(&[
-            "--name",
-            name,
-            "--platform",
-            "linux/amd64",
-            "--file",
-            "/bin/busybox:/bin/busybox",
-            "--entrypoint",
-            "/bin/busybox",
-            "--arg",
-            "echo",
-            "--arg",
-            "hello from busybox",
-        ]);
+    pub fn import_busybox(&self, name: &str) -> PathBuf {
+        let mut args = vec!["--name", name];
+        args.extend(BUSYBOX_IMAGE_ARGS);
+        self.build_and_import(&args)
     }
 
     /// Subscribes to containerd's events (`ctr events`); returns once the subscription is live.
