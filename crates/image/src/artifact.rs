@@ -103,9 +103,9 @@ pub enum Lookup {
 
 /// A problem with an image, stated so that its publisher can fix it.
 #[derive(Debug, thiserror::Error)]
-#[error("image {image}: {problem}")]
+#[error("{}{problem}", if image.is_empty() { String::new() } else { format!("image {image}: ") })]
 pub struct ImageError {
-    /// The image name.
+    /// The image name; empty when the failure came before the image was known.
     pub image: String,
     /// What is wrong.
     pub problem: String,

@@ -396,14 +396,7 @@ mod tests {
     fn archive_holds_a_valid_layout() {
         let mut out = Vec::new();
         let built = build_archive(&hello(), &mut out).expect("build");
-        let mut ar = tar::Archive::new(&out[..]);
-        let mut names = BTreeMap::new();
-        for e in ar.entries().expect("entries") {
-            let mut e = e.expect("entry");
-            let mut data = Vec::new();
-            std::io::Read::read_to_end(&mut e, &mut data).expect("read");
-            names.insert(e.path().expect("path").to_string_lossy().into_owned(), data);
-        }
+        let names = entries(&out);
         let index: serde_json::Value = serde_json::from_slice(&names["index.json"]).expect("index");
         assert_eq!(index["manifests"][0]["digest"], built.manifest);
         assert_eq!(index["manifests"][0]["platform"]["os"], "wasi");
