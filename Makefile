@@ -29,8 +29,15 @@ test: deps build lint
 
 # Benchmarks: wasmcell against the reference shim (benches/reference-shim, on runwasi's
 # containerd-shim-wasm) and runc, on a private containerd; table on stdout, JSON in target/bench.
-bench: deps build reference-shim
-	$(BIN)/wasmcell-bench --json target/bench/results.json
+bench: deps build reference-shim large-component
+	$(BIN)/wasmcell-bench --json target/bench/results.json --component $(LARGE_COMPONENT)
+
+# The benchmark's large program: a componentize-py component (CPython in wasm, about 18 MiB);
+# componentize-py comes from PyPI into a venv under target/bench.
+LARGE_COMPONENT := target/bench/large-component.wasm
+large-component: $(LARGE_COMPONENT)
+$(LARGE_COMPONENT): benches/workloads/large-component/app.py benches/scripts/large-component.sh
+	bash benches/scripts/large-component.sh $@
 
 # The benchmark's reference shim: a workspace of its own, built into the shared target directory.
 reference-shim:
@@ -48,4 +55,4 @@ demo: deps install
 clean:
 	$(CARGO) clean
 
-.PHONY: help deps build lint test bench reference-shim install demo clean
+.PHONY: help deps build lint test bench reference-shim large-component install demo clean

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use containerd_client::services::v1::container::Runtime;
@@ -20,7 +21,8 @@ use containerd_client::services::v1::{
     images_client::ImagesClient, leases_client::LeasesClient, tasks_client::TasksClient,
     ApplyRequest, Container, CreateContainerRequest, CreateImageRequest, CreateRequest,
     CreateTaskRequest, DeleteContainerRequest, DeleteImageRequest, DeleteRequest,
-    DeleteTaskRequest, Image, StartRequest, WaitRequest, WriteAction, WriteContentRequest,
+    DeleteTaskRequest, Image, KillRequest, StartRequest, WaitRequest, WriteAction,
+    WriteContentRequest,
 };
 use containerd_client::tonic::{transport::Channel, Code, Request, Status};
 use containerd_client::types::Descriptor;
@@ -36,6 +38,10 @@ pub struct Api {
     /// A lease that holds what this client writes, so that containerd's garbage collector (which
     /// runs after deletions) cannot take a blob between its write and the image that names it.
     lease: String,
+    /// How long each call of [`Api::run`], [`Api::start_detached`], [`Api::stop`] and
+    /// [`Api::wait`] took, by step, since the last [`Api::take_steps`] (for the benchmark's
+    /// breakdown of a start).
+    steps: std::sync::Mutex<Vec<(&'static str, Duration)>>,
 }
 
 /// How a container ended, and what it printed.
@@ -71,6 +77,9 @@ pub struct ContainerRequest<'a> {
     pub plain_stdio: bool,
 }
 
+/// Clients made by this process, to name their leases apart.
+static CLIENTS: AtomicUsize = AtomicUsize::new(0);
+
 fn failed(what: &str, s: Status) -> String {
     format!("{what}: {:?}: {}", s.code(), s.message())
 }
@@ -90,12 +99,18 @@ impl Api {
             channel,
             namespace: "default".to_owned(),
             lease: String::new(),
+            steps: std::sync::Mutex::new(Vec::new()),
         };
         let mut leases = LeasesClient::new(api.channel.clone());
         let lease = api
             .runtime
             .block_on(leases.create(api.req(CreateRequest {
-                id: format!("wasmcell-e2e-{}", std::process::id()),
+                // One lease per client: a process may hold several (one per worker thread).
+                id: format!(
+                    "wasmcell-e2e-{}-{}",
+                    std::process::id(),
+                    CLIENTS.fetch_add(1, Ordering::Relaxed)
+                ),
                 labels: HashMap::new(),
             })))
             .map_err(|s| failed("create lease", s))
@@ -118,6 +133,23 @@ impl Api {
                 .insert("containerd-lease", self.lease.parse().expect("lease"));
         }
         r
+    }
+
+    /// Runs one API call to its end and records how long it took as `step`.
+    fn timed<T>(&self, step: &'static str, call: impl std::future::Future<Output = T>) -> T {
+        let started = std::time::Instant::now();
+        let out = self.runtime.block_on(call);
+        let took = started.elapsed();
+        self.steps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((step, took));
+        out
+    }
+
+    /// The steps recorded since the last call, in order, and forgets them.
+    pub fn take_steps(&self) -> Vec<(&'static str, Duration)> {
+        std::mem::take(&mut *self.steps.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Writes a blob into the content store (a no-op when it is there already), with labels
@@ -189,7 +221,9 @@ impl Api {
     pub fn run(&self, req: ContainerRequest<'_>, dir: &Path) -> Result<Finished, String> {
         let stdout = dir.join(format!("{}.out", req.id));
         let stderr = dir.join(format!("{}.err", req.id));
-        let result = self.create_and_wait(&req, &stdout, &stderr);
+        let result = self
+            .create_and_start(&req, &stdout, &stderr)
+            .and_then(|()| self.wait(req.id));
         self.remove(req.id);
         let read = |p: &PathBuf| std::fs::read_to_string(p).unwrap_or_default();
         result.map(|exit| Finished {
@@ -199,32 +233,84 @@ impl Api {
         })
     }
 
-    fn create_and_wait(
+    /// Creates the container and starts its task, and leaves it running (its output goes to
+    /// `dir/ID.out` and `dir/ID.err`). On failure everything made so far is removed again.
+    pub fn start_detached(&self, req: ContainerRequest<'_>, dir: &Path) -> Result<(), String> {
+        let stdout = dir.join(format!("{}.out", req.id));
+        let stderr = dir.join(format!("{}.err", req.id));
+        let result = self.create_and_start(&req, &stdout, &stderr);
+        if result.is_err() {
+            self.remove(req.id);
+        }
+        result
+    }
+
+    /// Kills a running task with SIGKILL, waits for it, and removes it with its container and
+    /// snapshot.
+    pub fn stop(&self, id: &str) -> Result<(), String> {
+        let mut tasks = TasksClient::new(self.channel.clone());
+        let killed = self
+            .timed(
+                "task kill",
+                tasks.kill(self.req(KillRequest {
+                    container_id: id.to_owned(),
+                    exec_id: String::new(),
+                    signal: 9,
+                    all: false,
+                })),
+            )
+            .map_err(|s| failed("kill task", s))
+            .and_then(|_| self.wait(id).map(drop));
+        self.remove(id);
+        killed
+    }
+
+    /// Waits for a task to exit; its exit status.
+    pub fn wait(&self, id: &str) -> Result<u32, String> {
+        let mut tasks = TasksClient::new(self.channel.clone());
+        let waited = self
+            .timed(
+                "task wait",
+                tasks.wait(self.req(WaitRequest {
+                    container_id: id.to_owned(),
+                    exec_id: String::new(),
+                })),
+            )
+            .map_err(|s| failed("wait task", s))?;
+        Ok(waited.into_inner().exit_status)
+    }
+
+    fn create_and_start(
         &self,
         req: &ContainerRequest<'_>,
         stdout: &Path,
         stderr: &Path,
-    ) -> Result<u32, String> {
-        let rt = &self.runtime;
+    ) -> Result<(), String> {
         let mut snapshots = SnapshotsClient::new(self.channel.clone());
-        let mounts = rt
-            .block_on(snapshots.prepare(self.req(PrepareSnapshotRequest {
-                snapshotter: SNAPSHOTTER.to_owned(),
-                key: req.id.to_owned(),
-                parent: req.parent.clone(),
-                labels: HashMap::new(),
-            })))
+        let mounts = self
+            .timed(
+                "snapshot prepare",
+                snapshots.prepare(self.req(PrepareSnapshotRequest {
+                    snapshotter: SNAPSHOTTER.to_owned(),
+                    key: req.id.to_owned(),
+                    parent: req.parent.clone(),
+                    labels: HashMap::new(),
+                })),
+            )
             .map_err(|s| failed("prepare snapshot", s))?
             .into_inner()
             .mounts;
         let mut diff = DiffClient::new(self.channel.clone());
         for layer in &req.layers {
-            rt.block_on(diff.apply(self.req(ApplyRequest {
-                diff: Some(layer.clone()),
-                mounts: mounts.clone(),
-                payloads: HashMap::new(),
-                sync_fs: false,
-            })))
+            self.timed(
+                "layer apply",
+                diff.apply(self.req(ApplyRequest {
+                    diff: Some(layer.clone()),
+                    mounts: mounts.clone(),
+                    payloads: HashMap::new(),
+                    sync_fs: false,
+                })),
+            )
             .map_err(|s| failed("apply layer", s))?;
         }
         let spec = prost_types::Any {
@@ -244,9 +330,12 @@ impl Api {
             ..Default::default()
         };
         let mut containers = ContainersClient::new(self.channel.clone());
-        rt.block_on(containers.create(self.req(CreateContainerRequest {
-            container: Some(container),
-        })))
+        self.timed(
+            "container create",
+            containers.create(self.req(CreateContainerRequest {
+                container: Some(container),
+            })),
+        )
         .map_err(|s| failed("create container", s))?;
         let mut tasks = TasksClient::new(self.channel.clone());
         let uri = |p: &Path| {
@@ -257,43 +346,50 @@ impl Api {
                 format!("file://{}", p.display())
             }
         };
-        rt.block_on(tasks.create(self.req(CreateTaskRequest {
-            container_id: req.id.to_owned(),
-            rootfs: mounts.clone(),
-            stdout: uri(stdout),
-            stderr: uri(stderr),
-            ..Default::default()
-        })))
+        self.timed(
+            "task create",
+            tasks.create(self.req(CreateTaskRequest {
+                container_id: req.id.to_owned(),
+                rootfs: mounts.clone(),
+                stdout: uri(stdout),
+                stderr: uri(stderr),
+                ..Default::default()
+            })),
+        )
         .map_err(|s| failed("create task", s))?;
-        rt.block_on(tasks.start(self.req(StartRequest {
-            container_id: req.id.to_owned(),
-            exec_id: String::new(),
-        })))
-        .map_err(|s| failed("start task", s))?;
-        let waited = rt
-            .block_on(tasks.wait(self.req(WaitRequest {
+        self.timed(
+            "task start",
+            tasks.start(self.req(StartRequest {
                 container_id: req.id.to_owned(),
                 exec_id: String::new(),
-            })))
-            .map_err(|s| failed("wait task", s))?;
-        Ok(waited.into_inner().exit_status)
+            })),
+        )
+        .map_err(|s| failed("start task", s))?;
+        Ok(())
     }
 
     /// Deletes the task, the container and its snapshot, whichever exist.
     pub fn remove(&self, id: &str) {
-        let rt = &self.runtime;
         let mut tasks = TasksClient::new(self.channel.clone());
-        let _ = rt.block_on(tasks.delete(self.req(DeleteTaskRequest {
-            container_id: id.to_owned(),
-        })));
+        let _ = self.timed(
+            "task delete",
+            tasks.delete(self.req(DeleteTaskRequest {
+                container_id: id.to_owned(),
+            })),
+        );
         let mut containers = ContainersClient::new(self.channel.clone());
-        let _ =
-            rt.block_on(containers.delete(self.req(DeleteContainerRequest { id: id.to_owned() })));
+        let _ = self.timed(
+            "container delete",
+            containers.delete(self.req(DeleteContainerRequest { id: id.to_owned() })),
+        );
         let mut snapshots = SnapshotsClient::new(self.channel.clone());
-        let _ = rt.block_on(snapshots.remove(self.req(RemoveSnapshotRequest {
-            snapshotter: SNAPSHOTTER.to_owned(),
-            key: id.to_owned(),
-        })));
+        let _ = self.timed(
+            "snapshot remove",
+            snapshots.remove(self.req(RemoveSnapshotRequest {
+                snapshotter: SNAPSHOTTER.to_owned(),
+                key: id.to_owned(),
+            })),
+        );
     }
 }
 

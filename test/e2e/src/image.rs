@@ -12,6 +12,7 @@ const TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 
 /// What a client takes from an image to create a container: the manifest's filesystem layers,
 /// their diff ids, and the config's defaults (args = Entrypoint + Cmd, Env, WorkingDir).
+#[derive(Debug, Clone)]
 pub struct ImageDefaults {
     /// The filesystem layers, in order.
     pub tar_layers: Vec<Descriptor>,

@@ -364,8 +364,14 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Pids of the shims this containerd started (their `-address` is our socket).
+    /// Pids of the wasmcell shims this containerd started (their `-address` is our socket).
     pub fn shim_pids(&self) -> Vec<i32> {
+        self.shim_pids_of("containerd-shim-wasmcell-v1")
+    }
+
+    /// Pids of the shims named `binary` (for example `containerd-shim-runc-v2`) that this
+    /// containerd started.
+    pub fn shim_pids_of(&self, binary: &str) -> Vec<i32> {
         let sock = self.socket.to_string_lossy().into_owned();
         let mut pids = Vec::new();
         for e in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -374,8 +380,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             };
             let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
             let cmd = String::from_utf8_lossy(&cmd);
-            let is_shim = cmd.starts_with("containerd-shim-wasmcell-v1")
-                || cmd.contains("/containerd-shim-wasmcell-v1\0");
+            let is_shim =
+                cmd.starts_with(&format!("{binary}\0")) || cmd.contains(&format!("/{binary}\0"));
             if is_shim && cmd.contains(&sock) {
                 pids.push(pid);
             }
