@@ -12,23 +12,27 @@ import collections
 import re
 import sys
 
+# An executable (or, for code mapped from a memfd or a bare "/", the command name) -> runtime.
 GROUPS = [
-    ("wasmcell (shims + cells)", ("containerd-shim-wasmcell-v1",)),
-    ("reference (shims + containers)", ("containerd-shim-wasmref-v1",)),
-    ("runc (shims, runc, busybox)", ("containerd-shim-runc-v2", "/runc", "busybox")),
+    ("wasmcell (shims + cells)", ("containerd-shim-wasmcell-v1", ".cwasm")),
+    ("reference (shims + containers)", ("containerd-shim-wasmref-v1", "comm:youki")),
+    ("runc (shims, runc, busybox)", ("containerd-shim-runc-v2", "/runc", "busybox", "comm:runc")),
     ("containerd", ("/containerd",)),
     ("bench driver", ("wasmcell-bench",)),
 ]
 
 exe_of = {}
 samples = collections.Counter()
-mmap = re.compile(r"PERF_RECORD_MMAP2? (\d+)/\d+: .* r-xp (\S+)$")
+mmap = re.compile(r"^\s*(\S+)\s.*PERF_RECORD_MMAP2? (\d+)/\d+: .* r-xp (\S+)$")
 for line in sys.stdin:
     m = mmap.search(line)
     if m:
-        path = m.group(2)
-        if ".so" not in path and not path.startswith("["):
-            exe_of[int(m.group(1))] = path
+        comm, pid, path = m.group(1), int(m.group(2)), m.group(3)
+        if path in ("/", "//anon"):
+            # runc and youki run a copy of themselves from a memfd: name them by command.
+            exe_of[pid] = "comm:" + comm.split(":")[0]
+        elif ".so" not in path and not path.startswith("["):
+            exe_of[pid] = path
         continue
     if "PERF_RECORD" in line:
         continue
@@ -40,7 +44,7 @@ by_group = collections.Counter()
 for pid, n in samples.items():
     exe = exe_of.get(pid, "")
     for name, markers in GROUPS:
-        if any(exe.endswith(m) or m in exe for m in markers):
+        if any(exe.endswith(m) or exe.startswith(m) or m in exe for m in markers):
             by_group[name] += n
             break
     else:

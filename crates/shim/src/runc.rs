@@ -136,6 +136,12 @@ impl Runc {
         self.check("kill", out).map(drop)
     }
 
+    /// Whether runc keeps state for container `id` (its directory under `--root`). A task that
+    /// never went to runc has none, and `delete` need not start runc for it.
+    pub fn knows(&self, id: &str) -> bool {
+        !id.is_empty() && !id.contains('/') && self.root.join(id).exists()
+    }
+
     /// `runc delete --force`; a container runc does not know is already gone.
     pub fn delete(&self, id: &str) -> Result<()> {
         let mut cmd = self.command(None);

@@ -159,3 +159,43 @@ fn a_killed_shim_is_cleaned_up_by_shim_delete() {
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(c.bundles(), Vec::<String>::new(), "bundle left");
 }
+
+#[test]
+fn a_killed_shim_of_a_native_container_is_cleaned_up_by_shim_delete() {
+    // `shim delete` starts runc only for an id runc has state for (containerd runs `shim delete`
+    // after every task); a native container left by a dead shim must still be removed.
+    let c = Containerd::start();
+    c.import_busybox("wasmcell.test/busybox:latest");
+    let events = c.events();
+    let r = c.run_detached(
+        &[],
+        "wasmcell.test/busybox:latest",
+        "native-orphan",
+        &["/bin/busybox", "sleep", "600"],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(c.runc_containers(), vec!["native-orphan".to_owned()]);
+    let shims = c.shim_pids();
+    assert_eq!(shims.len(), 1, "{shims:?}");
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shims[0]),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+    events
+        .wait_for("/tasks/exit", "native-orphan", Duration::from_secs(10))
+        .expect("containerd publishes TaskExit for the dead shim's task");
+    assert!(
+        c.wait_until(Duration::from_secs(10), || c.runc_containers().is_empty()),
+        "shim delete removed the runc container: {:?}",
+        c.runc_containers()
+    );
+    assert!(
+        c.wait_until(Duration::from_secs(5), || c.mounts().is_empty()),
+        "shim delete unmounted the rootfs: {:?}",
+        c.mounts()
+    );
+    let r = c.ctr(&["container", "delete", "native-orphan"]);
+    assert_eq!(r.code, 0, "{r:?}");
+}
