@@ -20,7 +20,7 @@ use crate::workload::{next_id, Workload};
 pub struct Footprint {
     /// Idle containers measured.
     pub containers: usize,
-    /// Shim processes found.
+    /// Shim daemons serving the containers (their `-id` is one of them).
     pub shims: usize,
     /// Shims and their descendants.
     pub processes: usize,
@@ -116,7 +116,13 @@ fn start_and_measure(
         }
     }
     std::thread::sleep(settle);
-    let shims = c.shim_pids_of(shim);
+    // Only the shims serving these containers: one still shutting down after an earlier
+    // scenario is not part of this footprint.
+    let shims: Vec<i32> = c
+        .shim_pids_of(shim)
+        .into_iter()
+        .filter(|pid| id_argument(*pid).is_some_and(|id| started.contains(&id)))
+        .collect();
     let processes = with_descendants(&shims);
     let (pss_kib, rss_kib) = processes.iter().fold((0, 0), |(p, r), pid| {
         let (pp, rr) = memory_kib(*pid);
@@ -129,6 +135,14 @@ fn start_and_measure(
         pss_kib,
         rss_kib,
     })
+}
+
+/// The `-id` a shim was started with (the first container it served).
+fn id_argument(pid: i32) -> Option<String> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let at = args.iter().position(|a| *a == b"-id")?;
+    Some(String::from_utf8_lossy(args.get(at + 1)?).into_owned())
 }
 
 /// `roots` and every process descended from them, from the parent pids in `/proc/*/stat`.
