@@ -128,18 +128,7 @@ fn a_killed_shim_is_cleaned_up_by_shim_delete() {
     let ids = vec!["orphan".to_owned()];
     assert_eq!(c.cell_pids(&ids).len(), 1);
     let socket = c.shim_socket("orphan").expect("the shim's address file");
-    let shims = c.shim_pids();
-    assert_eq!(shims.len(), 1, "{shims:?}");
-
-    // The shim dies without a word; containerd runs `containerd-shim-wasmcell-v1 delete`.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(shims[0]),
-        nix::sys::signal::SIGKILL,
-    )
-    .unwrap();
-    let exit = events
-        .wait_for("/tasks/exit", "orphan", Duration::from_secs(10))
-        .expect("containerd publishes TaskExit for the dead shim's task");
+    let exit = kill_the_shim(&c, &events, "orphan");
     assert_eq!(exit.exit_status(), 137, "{exit:?}");
     assert!(
         c.wait_until(Duration::from_secs(5), || c.cell_pids(&ids).is_empty()),
@@ -175,17 +164,7 @@ fn a_killed_shim_of_a_native_container_is_cleaned_up_by_shim_delete() {
     );
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(c.runc_containers(), vec!["native-orphan".to_owned()]);
-    let shims = c.shim_pids();
-    assert_eq!(shims.len(), 1, "{shims:?}");
-
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(shims[0]),
-        nix::sys::signal::SIGKILL,
-    )
-    .unwrap();
-    events
-        .wait_for("/tasks/exit", "native-orphan", Duration::from_secs(10))
-        .expect("containerd publishes TaskExit for the dead shim's task");
+    kill_the_shim(&c, &events, "native-orphan");
     assert!(
         c.wait_until(Duration::from_secs(10), || c.runc_containers().is_empty()),
         "shim delete removed the runc container: {:?}",
@@ -198,4 +177,19 @@ fn a_killed_shim_of_a_native_container_is_cleaned_up_by_shim_delete() {
     );
     let r = c.ctr(&["container", "delete", "native-orphan"]);
     assert_eq!(r.code, 0, "{r:?}");
+}
+
+/// Kills the one shim with SIGKILL, without a word to containerd, which then runs
+/// `containerd-shim-wasmcell-v1 delete`; the TaskExit containerd publishes for task `id`.
+fn kill_the_shim(c: &Containerd, events: &wasmcell_e2e::Events, id: &str) -> wasmcell_e2e::Event {
+    let shims = c.shim_pids();
+    assert_eq!(shims.len(), 1, "{shims:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shims[0]),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+    events
+        .wait_for("/tasks/exit", id, Duration::from_secs(10))
+        .expect("containerd publishes TaskExit for the dead shim's task")
 }
