@@ -188,7 +188,7 @@ fn kill_the_shim(c: &Containerd, events: &wasmcell_e2e::Events, id: &str) -> was
         nix::unistd::Pid::from_raw(shims[0]),
         nix::sys::signal::SIGKILL,
     )
-    .unwrap();
+    .expect("kill the shim");
     events
         .wait_for("/tasks/exit", id, Duration::from_secs(10))
         .expect("containerd publishes TaskExit for the dead shim's task")
