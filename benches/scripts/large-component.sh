@@ -14,7 +14,9 @@ componentize_py_version=0.25.1
 
 if ! python3 -m venv --help >/dev/null 2>&1 || ! dpkg -s python3-venv >/dev/null 2>&1; then
   echo "large-component: installing python3-venv"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q python3-venv
 fi
 if [ ! -x "$venv/bin/componentize-py" ]; then
   echo "large-component: installing componentize-py $componentize_py_version from PyPI into $venv"

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::progress::Progress;
 use crate::stats::{self, Summary};
 
 /// The medians of wasmcell's isolation steps, ms: (cgroup create, join, cell boundary, total).
@@ -57,8 +58,9 @@ fn runc(root: &Path, args: &[&str]) {
     );
 }
 
-/// `runc create` + `runc start` of a busybox `true`, `rounds` times (delete not timed).
-pub fn runc_create_start(rounds: usize) -> Summary {
+/// `runc create` + `runc start` of a busybox `true`, `rounds` times (delete not timed), each
+/// counted on `progress`.
+pub fn runc_create_start(rounds: usize, progress: &Progress) -> Summary {
     let dir = tempfile::tempdir().expect("temp dir");
     let bundle = dir.path().join("bundle");
     let root = dir.path().join("runc");
@@ -90,6 +92,7 @@ pub fn runc_create_start(rounds: usize) -> Summary {
         if i >= 2 {
             // the first two warm the page cache
             runs.push(took);
+            progress.advance(1);
         }
     }
     Summary::of(&runs)

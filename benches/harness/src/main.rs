@@ -369,8 +369,8 @@ fn cold_start(c: &Containerd, api: &Api, sides: &Sides, rounds: usize) -> Value 
 fn isolation(c: &Containerd, rounds: usize) -> Value {
     let (create, join, boundary, total) = isolation::wasmcell_steps(&c.log());
     let runc = {
-        let _progress = Progress::new("runc create+start (timed directly)", rounds);
-        isolation::runc_create_start(rounds)
+        let progress = Progress::new("runc create+start (timed directly)", rounds);
+        isolation::runc_create_start(rounds, &progress)
     };
     println!(
         "\n{:<34} {:>10} {:>10} {:>10}",
