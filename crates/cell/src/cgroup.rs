@@ -2,10 +2,10 @@
 //! v2 (the unified hierarchy), for the cgroupfs and systemd path forms of
 //! [`CgroupPath`](wasmcell_task::CgroupPath).
 //!
-//! The shim creates the cgroup and applies [`Resources`] before the cell loads anything, moves the
-//! cell in while the cell still waits for its run spec (so compiling is charged to the container,
-//! as the compile deadline and memory limit expect), reads it for Stats and OOM, freezes it for
-//! Pause, and removes it at Delete.
+//! The shim creates the cgroup and applies [`Resources`] before the cell loads anything; the cell
+//! moves itself in ([`join_self`]) as soon as it has its orders, before it reads its program (so
+//! compiling is charged to the container, as the compile deadline and memory limit expect). The
+//! shim reads the cgroup for Stats and OOM, freezes it for Pause, and removes it at Delete.
 //!
 //! With the systemd path form the directories are created directly, as a cgroupfs driver would;
 //! wasmcell does not ask systemd for a transient scope unit (see the README).
@@ -317,14 +317,15 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Moves process `pid` (and on v1 into every hierarchy) into the cgroup.
-    pub fn add_process(&self, pid: i32) -> Result<()> {
-        for dir in self.dirs() {
-            let procs = dir.join("cgroup.procs");
-            std::fs::write(&procs, pid.to_string())
-                .map_err(err(format!("add pid {pid} to {}", procs.display())))?;
-        }
-        Ok(())
+    /// The files through which a process moves itself into the cgroup with [`join_self`]: on v1
+    /// each hierarchy's `tasks`, on v2 `cgroup.procs`.
+    pub fn self_join_files(&self) -> Vec<PathBuf> {
+        let name = if self.is_v2() {
+            "cgroup.procs"
+        } else {
+            "tasks"
+        };
+        self.dirs().into_iter().map(|d| d.join(name)).collect()
     }
 
     /// The processes in the cgroup.
@@ -492,6 +493,43 @@ fn enable_v2_controllers(dir: &Path) {
     if !wanted.is_empty() {
         let _ = std::fs::write(dir.join("cgroup.subtree_control"), wanted.join(" "));
     }
+}
+
+/// Moves the calling process into a cgroup by writing `0` ("myself") into each of `files`, from
+/// [`Cgroup::self_join_files`]. The process must be single-threaded, which this checks.
+///
+/// Why the process moves itself rather than being moved by the shim: writing another process's
+/// pid (or a whole thread group) takes the kernel's global `cgroup_threadgroup_rwsem` for
+/// writing, and the first such write after a quiet spell waits for an RCU grace period, about
+/// 10 ms on the test machines (cgroup v1, kernel 6.18). A single thread moving itself through
+/// v1's `tasks` file needs no such lock, since it can neither exit nor exec meanwhile, and takes
+/// about 0.5 ms there. On v2, `cgroup.procs` always moves the thread group and takes the lock, so
+/// the cost is the same as the shim's write; kernels that lock for every write are no slower
+/// either.
+pub fn join_self(files: &[PathBuf]) -> Result<()> {
+    let threads = thread_count().map_err(err("count the threads in /proc/self/status"))?;
+    if threads != 1 {
+        return Err(CgroupError {
+            what: "join the cgroup".to_owned(),
+            source: std::io::Error::other(format!(
+                "the process has {threads} threads; only the calling one would move"
+            )),
+        });
+    }
+    for file in files {
+        std::fs::write(file, "0").map_err(err(format!("join {}", file.display())))?;
+    }
+    Ok(())
+}
+
+/// The `Threads:` count of `/proc/self/status`.
+fn thread_count() -> std::io::Result<usize> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| std::io::Error::new(ErrorKind::InvalidData, "no Threads: line"))
 }
 
 #[cfg(test)]

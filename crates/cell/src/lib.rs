@@ -10,7 +10,7 @@
 //! | fd | what |
 //! |----|------|
 //! | 0, 1, 2 | `/dev/null`, and the guest's stdout and stderr (FIFO, log file or logger pipe) |
-//! | 3 ([`CONTROL_FD`]) | read: one line of JSON [`RunSpec`], later one start byte |
+//! | 3 ([`CONTROL_FD`]) | read: one line of JSON [`Orders`] (cgroup and [`RunSpec`]), later one start byte |
 //! | 4 ([`STATUS_FD`]) | write: `ok <how it was loaded>` or `err <message>`, then closed |
 //! | 5 ([`PROGRAM_FD`]) | the wasm file, opened inside the rootfs by the shim |
 //!
@@ -32,7 +32,8 @@ mod sys;
 pub mod under_runc;
 
 pub use protocol::{
-    parse_status, write_status, Ready, CONTROL_FD, PROGRAM_FD, START_BYTE, STATUS_FD,
+    parse_status, write_orders, write_status, Orders, Ready, CONTROL_FD, PROGRAM_FD, START_BYTE,
+    STATUS_FD,
 };
 
 use std::fs::File;
@@ -110,19 +111,25 @@ fn run_guest(prepared: &Prepared, grants: Grants) -> Result<i32, i32> {
     }
 }
 
-/// Reads the one line of JSON run spec from the control pipe.
-fn read_spec(control: &mut BufReader<File>) -> Result<RunSpec, String> {
+/// Reads the one line of JSON orders from the control pipe.
+fn read_orders(control: &mut BufReader<File>) -> Result<Orders, String> {
     let mut line = String::new();
     control
         .read_line(&mut line)
-        .map_err(|e| format!("read run spec: {e}"))?;
-    serde_json::from_str(&line).map_err(|e| format!("malformed run spec: {e}"))
+        .map_err(|e| format!("read the cell's orders: {e}"))?;
+    serde_json::from_str(&line).map_err(|e| format!("malformed cell orders: {e}"))
 }
 
-/// Reads the run spec, enters the namespaces, loads and links the program, opens what the guest
-/// is granted, and locks the cell down.
+/// Reads the orders, joins the cgroup, enters the namespaces, loads and links the program, opens
+/// what the guest is granted, and locks the cell down.
 fn prepare(control: &mut BufReader<File>) -> Result<(Prepared, Grants, Ready), String> {
-    let spec = read_spec(control)?;
+    let orders = read_orders(control)?;
+    // First, while the cell is still single-threaded and has loaded nothing: everything after
+    // this is charged to the container's cgroup.
+    let joining = Instant::now();
+    cgroup::join_self(&orders.cgroup_join).map_err(|e| e.to_string())?;
+    let join_time = joining.elapsed();
+    let spec = orders.spec;
     let program = if spec.program.is_empty() {
         spec.args.first().cloned().unwrap_or_default()
     } else {
@@ -170,6 +177,7 @@ fn prepare(control: &mut BufReader<File>) -> Result<(Prepared, Grants, Ready), S
         millis: started.elapsed().as_secs_f64() * 1000.0,
         wasm_bytes: wasm.len(),
         boundary_millis: boundary_time.as_secs_f64() * 1000.0,
+        join_millis: join_time.as_secs_f64() * 1000.0,
     };
     Ok((prepared, grants, ready))
 }

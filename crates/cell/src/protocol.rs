@@ -2,10 +2,13 @@
 
 use std::io::Write;
 use std::os::fd::RawFd;
+use std::path::PathBuf;
 
+use serde::{Deserialize, Serialize};
 use wasmcell_engine::CacheOutcome;
+use wasmcell_task::RunSpec;
 
-/// Read end of the control pipe: run spec, then the start byte.
+/// Read end of the control pipe: the [`Orders`], then the start byte.
 pub const CONTROL_FD: RawFd = 3;
 /// Write end of the status pipe: ready or the error.
 pub const STATUS_FD: RawFd = 4;
@@ -13,6 +16,28 @@ pub const STATUS_FD: RawFd = 4;
 pub const PROGRAM_FD: RawFd = 5;
 /// The byte that tells a prepared cell to run its guest.
 pub const START_BYTE: u8 = b'S';
+
+/// The one line of JSON the shim sends first: where the cell places itself, and what it runs.
+/// Generic so the shim can send a borrowed run spec.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Orders<S = RunSpec> {
+    /// The files the cell writes `0` into to move itself into the container's cgroup
+    /// ([`crate::cgroup::join_self`]).
+    pub cgroup_join: Vec<PathBuf>,
+    /// The run spec.
+    pub spec: S,
+}
+
+/// Sends the orders as one line of JSON.
+pub fn write_orders(
+    out: &mut impl Write,
+    cgroup_join: Vec<PathBuf>,
+    spec: &RunSpec,
+) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(&Orders { cgroup_join, spec })?;
+    line.push(b'\n');
+    out.write_all(&line)
+}
 
 /// What a cell reports once its program is loaded and linked.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,14 +52,17 @@ pub struct Ready {
     /// the preopens, pivoting, lock-down and seccomp): what isolation adds to a start inside the
     /// cell, for the benchmark.
     pub boundary_millis: f64,
+    /// Milliseconds the cell took to move itself into its cgroup.
+    pub join_millis: f64,
 }
 
-/// Writes the status line: `ok <outcome> <millis> <bytes>` or `err <message>`.
+/// Writes the status line: `ok <outcome> <millis> <bytes> <boundary millis> <join millis>` or
+/// `err <message>`.
 pub fn write_status(out: &mut impl Write, status: Result<&Ready, &str>) -> std::io::Result<()> {
     let line = match status {
         Ok(r) => format!(
-            "ok {} {:.3} {} {:.3}\n",
-            r.outcome, r.millis, r.wasm_bytes, r.boundary_millis
+            "ok {} {:.3} {} {:.3} {:.3}\n",
+            r.outcome, r.millis, r.wasm_bytes, r.boundary_millis, r.join_millis
         ),
         Err(message) => format!("err {}\n", message.replace('\n', " ")),
     };
@@ -59,11 +87,13 @@ pub fn parse_status(line: &str) -> Result<Ready, String> {
     let millis = parts.next().and_then(|m| m.parse().ok()).unwrap_or(0.0);
     let wasm_bytes = parts.next().and_then(|b| b.parse().ok()).unwrap_or(0);
     let boundary_millis = parts.next().and_then(|m| m.parse().ok()).unwrap_or(0.0);
+    let join_millis = parts.next().and_then(|m| m.parse().ok()).unwrap_or(0.0);
     Ok(Ready {
         outcome,
         millis,
         wasm_bytes,
         boundary_millis,
+        join_millis,
     })
 }
 
@@ -78,6 +108,7 @@ mod tests {
             millis: 1.5,
             wasm_bytes: 42,
             boundary_millis: 0.25,
+            join_millis: 0.5,
         };
         let mut buf = Vec::new();
         write_status(&mut buf, Ok(&ready)).expect("write");

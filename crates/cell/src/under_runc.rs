@@ -10,7 +10,7 @@
 //!   `runc create`: loads the wasm on fd [`PROGRAM_FD`] from the compile cache or compiles it
 //!   into the cache, and prints the entry's path. Bad wasm fails here, so Create reports it.
 //! - [`main`] (`cell-in-runc <id>`), the container's process: fds 0-2 are the container's stdio
-//!   (runc's), [`CONTROL_FD`] carries the run spec (paths as the container sees them), the
+//!   (runc's), [`CONTROL_FD`] carries the orders with the run spec (paths as the container sees them), the
 //!   status goes to [`STATUS_FD`] as for a cell, and [`PROGRAM_FD`] is the compiled program,
 //!   opened by the shim from the cache (the container cannot see the cache). There is no start
 //!   byte: `runc start` is the start.
@@ -23,7 +23,7 @@ use std::io::{BufReader, Write};
 
 use wasmcell_engine::{CacheOutcome, CompileCache, Engine, Grants, GuestIo, Prepared};
 
-use crate::{protocol, read_spec, run_guest, sys, wasi_setup, Ready, CELL_FAILURE};
+use crate::{protocol, read_orders, run_guest, sys, wasi_setup, Ready, CELL_FAILURE};
 use crate::{CONTROL_FD, PROGRAM_FD, STATUS_FD};
 
 /// The argument that makes the shim binary the process of a runc container.
@@ -85,7 +85,8 @@ fn run() -> Result<i32, i32> {
 
 fn prepare(control: std::fs::File) -> Result<(Prepared, Grants, Ready), String> {
     let started = std::time::Instant::now();
-    let spec = read_spec(&mut BufReader::new(control))?;
+    // runc has put the process in its cgroup already; the orders name no files to join.
+    let spec = read_orders(&mut BufReader::new(control))?.spec;
     let program = spec.args.first().cloned().unwrap_or_default();
     let engine = Engine::new().map_err(|e| e.to_string())?;
     let compiled = sys::take_inherited(PROGRAM_FD).map_err(|e| format!("program fd: {e}"))?;
@@ -114,6 +115,7 @@ fn prepare(control: std::fs::File) -> Result<(Prepared, Grants, Ready), String> 
             wasm_bytes: 0,
             // runc built the boundary.
             boundary_millis: 0.0,
+            join_millis: 0.0,
         },
     ))
 }

@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -29,9 +29,7 @@ pub struct Cell {
 
 impl Cell {
     /// Starts a cell for `spec` in `cgroup` and waits until it has loaded and linked `program`, at most
-    /// `prepare_timeout` (the compile deadline). Also returns how long moving the cell into its
-    /// cgroup took (for the log and the benchmark: on cgroup v1 the first migration waits for an
-    /// RCU grace period).
+    /// `prepare_timeout` (the compile deadline).
     pub fn spawn(
         spec: &RunSpec,
         program: File,
@@ -39,45 +37,34 @@ impl Cell {
         stderr: OwnedFd,
         prepare_timeout: Duration,
         cgroup: &Cgroup,
-    ) -> Result<(Cell, Ready, Duration)> {
+    ) -> Result<(Cell, Ready)> {
         let (control_r, mut control_w) = pipe()?;
         let (mut status_r, status_w) = pipe()?;
-        let exe = std::env::current_exe().map_err(|e| Error::io("find the shim binary", e))?;
-        let mut cmd = Command::new(exe);
-        cmd.arg(CELL_ARG)
-            .arg(&spec.id)
-            .env_clear()
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(stdout))
-            .stderr(Stdio::from(stderr));
-        let staged = map_fds(
-            &mut cmd,
-            &[
-                (&control_r.as_fd(), CONTROL_FD),
-                (&status_w.as_fd(), STATUS_FD),
-                (&program.as_fd(), PROGRAM_FD),
-            ],
-        )?;
-        let (child, _watch) = spawn_watched(&mut cmd)?;
-        let pid = child.id() as i32;
-        drop((cmd, staged, control_r, status_w, program));
+        let fds = [
+            stdout.as_fd(),
+            stderr.as_fd(),
+            control_r.as_fd(),
+            status_w.as_fd(),
+            program.as_fd(),
+        ];
+        let pid = match crate::zygote::get().map(|z| z.spawn_cell(&spec.id, fds)) {
+            Some(Ok(pid)) => pid,
+            Some(Err(e)) => {
+                log::warn!("task {}: {e}; executing the cell instead", spec.id);
+                exec_cell(&spec.id, fds)?
+            }
+            None => exec_cell(&spec.id, fds)?,
+        };
+        drop((control_r, status_w, program, stdout, stderr));
         let cell = Cell {
             pid,
             control: Mutex::new(None),
         };
 
-        // The cell waits for its run spec before doing anything, so it loads and compiles the
-        // guest inside the container's cgroup and limits.
-        let joining = std::time::Instant::now();
-        if let Err(e) = cgroup.add_process(pid) {
-            cell.kill(Signal::SIGKILL);
-            return Err(Error::Internal(e.to_string()));
-        }
-        let joined = joining.elapsed();
-        let mut json = serde_json::to_vec(spec).map_err(|e| Error::io("encode run spec", e))?;
-        json.push(b'\n');
-        if let Err(e) = control_w.write_all(&json) {
+        // The cell moves itself into the cgroup before it loads anything (see
+        // `wasmcell_cell::cgroup::join_self` for why it is not moved from here).
+        if let Err(e) = wasmcell_cell::write_orders(&mut control_w, cgroup.self_join_files(), spec)
+        {
             cell.kill(Signal::SIGKILL);
             return Err(Error::io("send the run spec to the cell", e));
         }
@@ -92,7 +79,7 @@ impl Cell {
         match ready {
             Ok(ready) => {
                 *cell.control.lock().unwrap_or_else(|p| p.into_inner()) = Some(control_w);
-                Ok((cell, ready, joined))
+                Ok((cell, ready))
             }
             Err(message) => {
                 cell.kill(Signal::SIGKILL);
@@ -125,6 +112,36 @@ impl Cell {
             e => Error::io(format!("kill cell {}", self.pid), e),
         })
     }
+}
+
+/// Executes the shim binary as the cell of container `id` with `fds` (in the order of
+/// [`crate::zygote::CELL_FDS`]); its pid.
+fn exec_cell(id: &str, fds: [BorrowedFd<'_>; crate::zygote::CELL_FDS]) -> Result<i32> {
+    let [stdout, stderr, control_r, status_w, program] = fds;
+    let exe = std::env::current_exe().map_err(|e| Error::io("find the shim binary", e))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg(CELL_ARG)
+        .arg(id)
+        .env_clear()
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(dup(stdout)?))
+        .stderr(Stdio::from(dup(stderr)?));
+    let _staged = map_fds(
+        &mut cmd,
+        &[
+            (&control_r, CONTROL_FD),
+            (&status_w, STATUS_FD),
+            (&program, PROGRAM_FD),
+        ],
+    )?;
+    let (child, _watch) = spawn_watched(&mut cmd)?;
+    Ok(child.id() as i32)
+}
+
+fn dup(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
+    fd.try_clone_to_owned()
+        .map_err(|e| Error::io("duplicate an fd for the cell", e))
 }
 
 /// Reads the cell's status line, waiting at most `timeout` for it.

@@ -18,7 +18,7 @@
 //!    through runc, as for a native container.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -70,11 +70,9 @@ pub fn create(
 
     let (control_r, mut control_w) = pipe()?;
     let (mut status_r, status_w) = pipe()?;
-    let mut json = serde_json::to_vec(&run).map_err(|e| Error::io("encode run spec", e))?;
-    json.push(b'\n');
-    // The pipe holds the spec until the process reads it at `runc start`.
-    control_w
-        .write_all(&json)
+    // The pipe holds the orders until the process reads them at `runc start`. runc puts the
+    // process in its cgroup, so there is nothing for it to join.
+    wasmcell_cell::write_orders(&mut control_w, Vec::new(), &run)
         .map_err(|e| Error::io("send the run spec", e))?;
     drop(control_w);
     let pid = runc.create(

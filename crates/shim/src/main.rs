@@ -2,7 +2,8 @@
 //!
 //! - `start` / `delete` / the daemon: containerd's shim protocol, through `containerd-shim`.
 //! - `-v`, `-info`: version and RuntimeInfo.
-//! - `cell <id>`: internal; the shim runs each wasm container as this binary in cell mode.
+//! - `cell <id>`: internal; the shim runs each wasm container as this binary in cell mode (forked
+//!   by the daemon's zygote, see `zygote`, or executed when there is none).
 #![deny(unsafe_code)]
 
 mod cell;
@@ -18,6 +19,7 @@ mod service;
 mod shim;
 mod stdio;
 mod tasks;
+mod zygote;
 
 use std::io::{Read, Write};
 
@@ -83,6 +85,10 @@ fn main() {
             info::RUNTIME_ID
         );
         std::process::exit(2);
+    }
+    if flags.action.is_empty() && std::env::var_os(zygote::DISABLE_ENV).is_none() {
+        // The daemon: fork the zygote now, while this process still has a single thread.
+        zygote::start(&flags.id);
     }
     containerd_shim::run::<shim::WasmcellShim>(info::RUNTIME_ID, None);
 }

@@ -412,7 +412,7 @@ impl Tasks {
                 let creating = std::time::Instant::now();
                 let cgroup = CgroupGuard(Some(create_cgroup(&run.cgroup, &run.resources)?));
                 let created = creating.elapsed();
-                let (cell, ready, joined) = Cell::spawn(
+                let (cell, ready) = Cell::spawn(
                     &run,
                     entry.file,
                     outputs.stdout,
@@ -431,7 +431,7 @@ impl Tasks {
                 log::info!(
                 "task {id}: isolation: cgroup create {:.2} ms, join {:.2} ms, cell boundary {:.2} ms",
                 created.as_secs_f64() * 1000.0,
-                joined.as_secs_f64() * 1000.0,
+                ready.join_millis,
                 ready.boundary_millis
             );
                 let pid_file = bundle.join(CELL_PID_FILE);
