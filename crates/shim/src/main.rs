@@ -14,6 +14,7 @@ mod info;
 mod metrics;
 mod process;
 mod program;
+mod rootfs;
 mod runc;
 mod service;
 mod shim;

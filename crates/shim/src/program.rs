@@ -20,24 +20,52 @@ use wasmcell_task::entrypoint::{self, Entrypoint};
 use crate::error::{Error, Result};
 use crate::tasks::Config;
 
-/// Finds the program of container `id`. A wasm layer given no `process.args` gets the layer's
-/// name as `argv[0]` (written into `spec`).
-pub fn find(config: &Config, id: &str, spec: &mut Spec, rootfs: &Path) -> Result<Entrypoint> {
-    let looking = std::time::Instant::now();
-    let image = match &config.containerd_address {
-        Some(address) => match Containerd::connect(address, &config.namespace) {
-            Ok(client) => artifact::find_program(&client, id)
-                .map_err(|e| Error::InvalidArgument(e.to_string()))?,
-            Err(e) => {
-                log::warn!("task {id}: cannot read its image ({e}); using the rootfs entrypoint");
-                Lookup::NoImage
-            }
-        },
-        None => Lookup::NoImage,
+/// The image lookup of a container, running in a thread of its own from the start of Create so
+/// that its round trips to containerd (about a millisecond) overlap the rootfs mount.
+pub struct PendingLookup {
+    started: std::time::Instant,
+    outcome: Result<std::thread::JoinHandle<Result<Lookup>>>,
+}
+
+/// Starts looking up the image of container `id` in containerd's content store.
+pub fn start_lookup(config: &Config, id: &str) -> PendingLookup {
+    let address = config.containerd_address.clone();
+    let namespace = config.namespace.clone();
+    let owned_id = id.to_owned();
+    PendingLookup {
+        started: std::time::Instant::now(),
+        outcome: std::thread::Builder::new()
+            .name("image-lookup".into())
+            .spawn(move || lookup(address.as_deref(), &namespace, &owned_id))
+            .map_err(|e| Error::io("start the image lookup", e)),
+    }
+}
+
+fn lookup(address: Option<&str>, namespace: &str, id: &str) -> Result<Lookup> {
+    let Some(address) = address else {
+        return Ok(Lookup::NoImage);
     };
+    match Containerd::connect(address, namespace) {
+        Ok(client) => {
+            artifact::find_program(&client, id).map_err(|e| Error::InvalidArgument(e.to_string()))
+        }
+        Err(e) => {
+            log::warn!("task {id}: cannot read its image ({e}); using the rootfs entrypoint");
+            Ok(Lookup::NoImage)
+        }
+    }
+}
+
+/// Finds the program of container `id`, from its image (`lookup`) or its rootfs. A wasm layer
+/// given no `process.args` gets the layer's name as `argv[0]` (written into `spec`).
+pub fn find(lookup: PendingLookup, id: &str, spec: &mut Spec, rootfs: &Path) -> Result<Entrypoint> {
+    let image = lookup
+        .outcome?
+        .join()
+        .map_err(|_| Error::Internal("the image lookup panicked".into()))??;
     log::info!(
-        "task {id}: image lookup took {:.2} ms",
-        looking.elapsed().as_secs_f64() * 1000.0
+        "task {id}: image lookup done {:.2} ms after it started (beside the rootfs mount)",
+        lookup.started.elapsed().as_secs_f64() * 1000.0
     );
     let gone = match image {
         Lookup::Layer(program) => return from_layer(id, spec, *program),

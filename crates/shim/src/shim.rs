@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 
 use crate::events::{timestamp, RemoteEvents};
 use crate::service::Service;
-use crate::tasks::{unmount_rootfs, Config, Tasks, CELL_PID_FILE};
+use crate::tasks::{Config, Tasks, CELL_PID_FILE};
 
 /// The annotation the CRI plugin puts on every container of a pod.
 pub const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
@@ -116,7 +116,7 @@ impl containerd_shim::Shim for WasmcellShim {
             }
         }
         let rootfs = bundle.join("rootfs");
-        unmount_rootfs(&rootfs);
+        crate::rootfs::unmount(&rootfs);
         remove_stale_socket(&bundle);
         let mut resp = DeleteResponse::new();
         resp.pid = pid;

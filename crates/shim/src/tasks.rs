@@ -197,13 +197,7 @@ impl RootfsGuard {
             .map_err(|e| Error::io(format!("create {}", target.display()), e))?;
         let guard = RootfsGuard(Some(target.clone()));
         for m in mounts {
-            containerd_shim::mount::mount_rootfs(
-                Some(m.type_.as_str()),
-                Some(m.source.as_str()),
-                &m.options,
-                &target,
-            )
-            .map_err(|e| {
+            crate::rootfs::mount(&m.type_, &m.source, &m.options, &target).map_err(|e| {
                 Error::Internal(format!(
                     "mount {} ({}) on {}: {e}",
                     m.source,
@@ -223,18 +217,7 @@ impl RootfsGuard {
 impl Drop for RootfsGuard {
     fn drop(&mut self) {
         if let Some(target) = self.0.take() {
-            unmount_rootfs(&target);
-        }
-    }
-}
-
-/// Unmounts everything at and below `target`, logging what cannot be unmounted.
-pub fn unmount_rootfs(target: &Path) {
-    let t = target.to_string_lossy();
-    if let Err(e) = containerd_shim::mount::umount_recursive(Some(&t), 0) {
-        log::warn!("unmount {t}: {e}; retrying lazily");
-        if let Err(e) = containerd_shim::mount::umount_recursive(Some(&t), libc::MNT_DETACH) {
-            log::error!("cannot unmount {t}: {e}");
+            crate::rootfs::unmount(&target);
         }
     }
 }
@@ -381,10 +364,11 @@ impl Tasks {
             ));
         }
         let bundle = PathBuf::from(&req.bundle);
+        let lookup = program::start_lookup(&self.config, &id);
         let mut spec = runspec::load_spec(&bundle)?;
         let rootfs_guard = RootfsGuard::mount(&bundle, &req.rootfs)?;
         let rootfs = runspec::rootfs_of(&bundle, &spec);
-        let entry = program::find(&self.config, &id, &mut spec, &rootfs)?;
+        let entry = program::find(lookup, &id, &mut spec, &rootfs)?;
 
         let outputs = stdio::open_outputs(&id, &self.config.namespace, &req.stdout, &req.stderr)?;
         let logger_guard = LoggerGuard(outputs.logger_pid);
@@ -641,7 +625,7 @@ impl Tasks {
             }
         }
         if let Some(rootfs) = &task.rootfs {
-            unmount_rootfs(rootfs);
+            crate::rootfs::unmount(rootfs);
         }
         let _ = std::fs::remove_file(task.bundle.join(CELL_PID_FILE));
         lock(&self.tasks).remove(&task.id);
