@@ -96,6 +96,11 @@ impl From<Output> for Ran {
 impl Containerd {
     /// Starts containerd and waits until it answers.
     pub fn start() -> Containerd {
+        Containerd::start_with_env(&[])
+    }
+
+    /// Starts containerd with extra environment variables (which its shims inherit).
+    pub fn start_with_env(env: &[(&str, &str)]) -> Containerd {
         let dir = tempfile::Builder::new()
             .prefix("wasmcell-e2e-")
             .tempdir()
@@ -130,6 +135,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             .env("PATH", path)
             .env("WASMCELL_CACHE_DIR", &cache)
             .env("WASMCELL_RUNC_ROOT", d.join("runc"))
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::OpenOptions::new().append(true).open(&log).unwrap())

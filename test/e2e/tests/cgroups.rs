@@ -29,7 +29,12 @@ fn start(c: &Containerd, id: &str, flags: &[&str], args: &[&str]) -> i32 {
 
 /// `/proc/<pid>/cgroup` as (controllers, path), v1 hierarchies only.
 fn cgroups_of(pid: i32) -> Vec<(String, String)> {
-    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+    cgroups_of_task(&pid.to_string())
+}
+
+/// Same, for `task`: a pid, or `pid/task/tid` for one thread.
+fn cgroups_of_task(task: &str) -> Vec<(String, String)> {
+    std::fs::read_to_string(format!("/proc/{task}/cgroup"))
         .unwrap()
         .lines()
         .filter_map(|l| {
@@ -102,6 +107,18 @@ fn cell_joins_the_spec_cgroup_with_its_limits_and_leaves_none_behind() {
     assert!(groups.len() >= 5, "{groups:?}");
     for (ctrl, path) in &groups {
         assert_eq!(path, want, "hierarchy {ctrl}: the spec's cgroupsPath");
+    }
+    // The cell moves itself in thread by thread (v1's `tasks`) while it has one thread; every
+    // thread started since (wasmtime's, the runtime's) must have been born inside.
+    let threads: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .map(|t| t.file_name().to_string_lossy().into_owned())
+        .collect();
+    for tid in &threads {
+        for (ctrl, path) in cgroups_of_task(&format!("{pid}/task/{tid}")) {
+            assert_eq!(path, want, "thread {tid}, hierarchy {ctrl}");
+        }
     }
     assert_eq!(read("memory", want, "memory.limit_in_bytes"), "67108864");
     assert_eq!(read("cpu", want, "cpu.cfs_quota_us"), "50000");
