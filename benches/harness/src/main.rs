@@ -377,7 +377,7 @@ fn isolation(c: &Containerd, rounds: usize) -> Value {
         "isolation at start (ms, median)", "wasmcell", "runc", "wc/runc"
     );
     println!("{:<34} {create:>10.2}", "  cgroup create (shim)");
-    println!("{:<34} {join:>10.2}", "  cgroup join (shim)");
+    println!("{:<34} {join:>10.2}", "  cgroup join (cell, itself)");
     println!(
         "{:<34} {boundary:>10.2}",
         "  cell boundary (ns, pivot, seccomp)"
