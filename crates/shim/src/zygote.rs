@@ -70,6 +70,7 @@ const ZYGOTE_ARG: &str = "zygote";
 
 /// The daemon's handle on its zygote.
 pub struct Zygote {
+    pid: Pid,
     socket: OwnedFd,
     /// One request at a time: a request and its reply are a pair.
     replies: Mutex<Receiver<std::result::Result<i32, String>>>,
@@ -116,9 +117,22 @@ impl Zygote {
         match replies.recv_timeout(REPLY_TIMEOUT) {
             Ok(Ok(pid)) => Ok(pid),
             Ok(Err(message)) => Err(Error::Internal(format!("zygote: {message}"))),
-            Err(RecvTimeoutError::Timeout) => Err(Error::Internal(format!(
-                "the zygote did not answer within {REPLY_TIMEOUT:?}"
-            ))),
+            Err(RecvTimeoutError::Timeout) => {
+                // A zygote this slow is stuck; end it, so that it cannot fork this cell late
+                // while the caller executes one on the same fds. What it sent before it died
+                // is still read: a cell it did fork is used.
+                let _ = nix::sys::signal::kill(self.pid, Signal::SIGKILL);
+                loop {
+                    match replies.recv_timeout(REPLY_TIMEOUT) {
+                        Ok(Ok(pid)) => return Ok(pid),
+                        Ok(Err(_)) => continue,
+                        Err(_) => break,
+                    }
+                }
+                Err(Error::Internal(format!(
+                    "the zygote did not answer within {REPLY_TIMEOUT:?} and was killed"
+                )))
+            }
             Err(RecvTimeoutError::Disconnected) => {
                 Err(Error::Internal("the zygote has exited".into()))
             }
@@ -149,7 +163,7 @@ fn fork_zygote(group_id: &str) -> std::io::Result<Zygote> {
             // belong to the daemon, not to this copy of it).
             unsafe { libc::_exit(code) }
         }
-        ForkResult::Parent { .. } => {
+        ForkResult::Parent { child } => {
             drop(zygote_end);
             let (tx, rx) = mpsc::channel();
             let reader = daemon_end.try_clone()?;
@@ -157,6 +171,7 @@ fn fork_zygote(group_id: &str) -> std::io::Result<Zygote> {
                 .name("zygote".into())
                 .spawn(move || read_zygote(reader, tx))?;
             Ok(Zygote {
+                pid: child,
                 socket: daemon_end,
                 replies: Mutex::new(rx),
             })
