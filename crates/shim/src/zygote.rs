@@ -13,7 +13,7 @@
 //! - [`start`] forks the zygote from `main`, before the framework starts its threads. The
 //!   zygote clears its environment, moves to `/`, keeps only its socket (a `SOCK_SEQPACKET`
 //!   pair with the daemon) and `/dev/null` as fds 0-2, names itself `<shim binary> zygote
-//!   <id>`, and dies with the daemon (`PR_SET_PDEATHSIG`).
+//!   <daemon's -id>`, and dies with the daemon (`PR_SET_PDEATHSIG`).
 //! - [`Zygote::spawn_cell`] sends the cell's id and its five protocol fds (`SCM_RIGHTS`); the
 //!   zygote forks, the child puts the fds at the numbers the cell protocol fixes, names itself
 //!   `<shim binary> cell <id>` (its `/proc/PID/cmdline`, which `shim delete` and the tests check,
@@ -79,10 +79,11 @@ pub struct Zygote {
 /// The zygote of this daemon, or why there is none.
 static ZYGOTE: OnceLock<std::result::Result<Zygote, String>> = OnceLock::new();
 
-/// Forks the zygote. Must be called while the process has a single thread; does nothing if
-/// called twice. A failure is kept and reported by [`get`].
-pub fn start(group_id: &str) {
-    ZYGOTE.get_or_init(|| fork_zygote(group_id).map_err(|e| e.to_string()));
+/// Forks the zygote, named after the daemon's `-id` (the container containerd started the shim
+/// for). Must be called while the process has a single thread; does nothing if called twice. A
+/// failure is kept and reported by [`get`].
+pub fn start(daemon_id: &str) {
+    ZYGOTE.get_or_init(|| fork_zygote(daemon_id).map_err(|e| e.to_string()));
 }
 
 /// The zygote, if [`start`] made one. Why it could not is logged (once) here, since the log is
@@ -140,7 +141,7 @@ impl Zygote {
     }
 }
 
-fn fork_zygote(group_id: &str) -> std::io::Result<Zygote> {
+fn fork_zygote(daemon_id: &str) -> std::io::Result<Zygote> {
     let (daemon_end, zygote_end) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -155,7 +156,7 @@ fn fork_zygote(group_id: &str) -> std::io::Result<Zygote> {
     match unsafe { nix::unistd::fork() }? {
         ForkResult::Child => {
             drop(daemon_end);
-            let code = match zygote_main(zygote_end, daemon, &exe, group_id) {
+            let code = match zygote_main(zygote_end, daemon, &exe, daemon_id) {
                 Ok(()) => 0,
                 Err(_) => 1,
             };
@@ -245,7 +246,7 @@ impl Message {
 }
 
 /// The zygote's life: serve requests until the daemon closes its end.
-fn zygote_main(socket: OwnedFd, daemon: Pid, exe: &str, group_id: &str) -> std::io::Result<()> {
+fn zygote_main(socket: OwnedFd, daemon: Pid, exe: &str, daemon_id: &str) -> std::io::Result<()> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
     if nix::unistd::getppid() != daemon {
         return Ok(()); // The daemon died before the line above took effect.
@@ -278,7 +279,7 @@ fn zygote_main(socket: OwnedFd, daemon: Pid, exe: &str, group_id: &str) -> std::
     // Everything else the daemon had (its listening socket above all) stays with the daemon.
     close_all_but(&[socket.as_raw_fd(), exits.as_raw_fd()]);
     let cmdline = Cmdline::of_this_process()?;
-    cmdline.set(&cmdline.encode(&[exe, ZYGOTE_ARG, group_id])?);
+    cmdline.set(&cmdline.encode(&[exe, ZYGOTE_ARG, daemon_id])?);
 
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
