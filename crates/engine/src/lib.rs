@@ -22,6 +22,18 @@ pub use run::{
 
 use sha2::{Digest, Sha256};
 
+/// Runs the detection of the host CPU's features that the code generator (through the standard
+/// library's cache) and the compile cache's sha256 and sha512 do on first use, so that processes
+/// forked afterwards inherit the results. In a VM every `cpuid` instruction traps to the
+/// hypervisor, so each process that detects for itself pays for dozens of traps; the zygote calls
+/// this once, before it forks any cell.
+pub fn detect_cpu_features() {
+    #[cfg(target_arch = "x86_64")]
+    let _ = std::arch::is_x86_feature_detected!("avx2");
+    let _ = Sha256::digest(b"");
+    let _ = sha2::Sha512::digest(b"");
+}
+
 /// Whether wasm bytes are a component (layer 1) rather than a core module.
 pub fn is_component(wasm: &[u8]) -> bool {
     wasm.len() >= 8 && &wasm[..4] == b"\0asm" && wasm[4..8] == [0x0d, 0, 1, 0]

@@ -250,7 +250,29 @@ pub fn grant(setup: &WasiSetup, io: GuestIo) -> Result<Grants> {
 }
 
 /// Instantiates and runs the guest to completion on this thread.
+///
+/// WASI's synchronous host calls run their futures on the tokio runtime of the calling thread's
+/// context, and without one on a process-wide runtime of wasmtime-wasi's with a worker thread
+/// per core. A guest is one thread, so this gives it a runtime with one worker: a thread fewer
+/// to start and end per cell on a two-core node, more on larger ones.
 pub fn run(prepared: &Prepared, grants: Grants) -> Result<Outcome> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|e| Error::io("start the runtime of the guest's host calls", e))?;
+    let outcome = {
+        let _context = runtime.enter();
+        run_in_context(prepared, grants)
+    };
+    // A host call may have left a blocking read (of stdin, say) behind; the process is about to
+    // end, so do not wait for it.
+    runtime.shutdown_background();
+    outcome
+}
+
+fn run_in_context(prepared: &Prepared, grants: Grants) -> Result<Outcome> {
     let Grants {
         mut builder,
         limits,
