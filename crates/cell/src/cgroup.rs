@@ -507,7 +507,8 @@ fn enable_v2_controllers(dir: &Path) {
 /// the cost is the same as the shim's write; kernels that lock for every write are no slower
 /// either.
 pub fn join_self(files: &[PathBuf]) -> Result<()> {
-    let threads = thread_count().map_err(err("count the threads in /proc/self/status"))?;
+    let threads =
+        crate::sys::thread_count().map_err(err("count the threads in /proc/self/status"))?;
     if threads != 1 {
         return Err(CgroupError {
             what: "join the cgroup".to_owned(),
@@ -520,16 +521,6 @@ pub fn join_self(files: &[PathBuf]) -> Result<()> {
         std::fs::write(file, "0").map_err(err(format!("join {}", file.display())))?;
     }
     Ok(())
-}
-
-/// The `Threads:` count of `/proc/self/status`.
-fn thread_count() -> std::io::Result<usize> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|n| n.trim().parse().ok())
-        .ok_or_else(|| std::io::Error::new(ErrorKind::InvalidData, "no Threads: line"))
 }
 
 #[cfg(test)]

@@ -35,6 +35,7 @@ pub use protocol::{
     parse_status, write_orders, write_status, Orders, Ready, CONTROL_FD, PROGRAM_FD, START_BYTE,
     STATUS_FD,
 };
+pub use sys::thread_count;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};

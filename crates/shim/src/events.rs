@@ -2,13 +2,23 @@
 //!
 //! Every event goes through one [`EventSender`]. The production sender hands events to a single
 //! forwarding thread, so events reach containerd in the order they were sent, and the RPC that
-//! sent them never waits on containerd. Tests use a sender that records them.
+//! sent them never waits on containerd.
+//!
+//! The envelope is built here rather than by the framework's `RemotePublisher`, which names the
+//! event's type through protobuf reflection: the first use of reflection in a process parses the
+//! descriptors of the whole `.proto` file, comments included, and a daemon serving one short task
+//! paid that every time. The type names of the task events are fixed by containerd's API, so
+//! [`type_url`] names them from the topic (a unit test checks them against reflection).
 
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use containerd_shim::protos::protobuf::MessageDyn;
-use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::protos::protobuf::well_known_types::any::Any;
+use containerd_shim::protos::protobuf::{CodedOutputStream, MessageDyn};
+use containerd_shim::protos::shim::event::Envelope;
+use containerd_shim::protos::shim::events::ForwardRequest;
+use containerd_shim::protos::topics;
+use containerd_shim::protos::{Client, EventsClient};
 use containerd_shim::Context;
 
 /// Something that delivers task events to containerd.
@@ -31,8 +41,10 @@ pub struct RemoteEvents {
 }
 
 impl RemoteEvents {
-    /// Starts the forwarding thread.
-    pub fn new(publisher: RemotePublisher, namespace: String) -> RemoteEvents {
+    /// Connects to containerd's ttrpc address (`TTRPC_ADDRESS`) and starts the forwarding thread.
+    pub fn connect(ttrpc_address: &str, namespace: String) -> std::io::Result<RemoteEvents> {
+        let fd = containerd_shim::util::connect(ttrpc_address).map_err(std::io::Error::other)?;
+        let client = EventsClient::new(Client::new(fd).map_err(std::io::Error::other)?);
         let (tx, rx) = mpsc::channel::<(&'static str, Box<dyn MessageDyn + Send>)>();
         let pending = Arc::new((Mutex::new(0usize), Condvar::new()));
         let done = Arc::clone(&pending);
@@ -40,8 +52,7 @@ impl RemoteEvents {
             .name("events".into())
             .spawn(move || {
                 for (topic, event) in rx {
-                    if let Err(e) = publisher.publish(Context::default(), topic, &namespace, event)
-                    {
+                    if let Err(e) = forward(&client, &namespace, topic, &*event) {
                         log::error!("failed to publish {topic}: {e}");
                     }
                     let (count, cv) = &*done;
@@ -49,14 +60,66 @@ impl RemoteEvents {
                     *n = n.saturating_sub(1);
                     cv.notify_all();
                 }
-            })
-            .map(|_| ())
-            .unwrap_or_else(|e| log::error!("cannot start the events thread: {e}"));
-        RemoteEvents {
+            })?;
+        Ok(RemoteEvents {
             tx: Mutex::new(tx),
             pending,
-        }
+        })
     }
+}
+
+/// Sends one event to containerd's events service, as the framework's publisher would.
+fn forward(
+    client: &EventsClient,
+    namespace: &str,
+    topic: &str,
+    event: &dyn MessageDyn,
+) -> Result<(), String> {
+    let mut any = Any::new();
+    any.type_url = match type_url(topic) {
+        Some(name) => name.to_owned(),
+        None => event.descriptor_dyn().full_name().to_owned(),
+    };
+    any.value = encode(event).map_err(|e| format!("encode: {e}"))?;
+    let mut envelope = Envelope::new();
+    envelope.set_topic(topic.to_owned());
+    envelope.set_namespace(namespace.to_owned());
+    envelope.set_timestamp(timestamp(std::time::SystemTime::now()));
+    envelope.set_event(any);
+    let mut req = ForwardRequest::new();
+    req.set_envelope(envelope);
+    client
+        .forward(Context::default(), &req)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// The bytes of `event`. `MessageDyn::write_to_vec_dyn` would look up the message's descriptor
+/// (for the text of an error it seldom gives), which is the reflection this module avoids; this
+/// runs only the message's generated code.
+fn encode(event: &dyn MessageDyn) -> containerd_shim::protos::protobuf::Result<Vec<u8>> {
+    let size = event.compute_size_dyn();
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    {
+        let mut os = CodedOutputStream::vec(&mut bytes);
+        event.write_to_with_cached_sizes_dyn(&mut os)?;
+        os.flush()?;
+    }
+    Ok(bytes)
+}
+
+/// The protobuf type of the events of `topic`, as containerd's API defines it.
+fn type_url(topic: &str) -> Option<&'static str> {
+    Some(match topic {
+        topics::TASK_CREATE_EVENT_TOPIC => "containerd.events.TaskCreate",
+        topics::TASK_START_EVENT_TOPIC => "containerd.events.TaskStart",
+        topics::TASK_EXIT_EVENT_TOPIC => "containerd.events.TaskExit",
+        topics::TASK_DELETE_EVENT_TOPIC => "containerd.events.TaskDelete",
+        topics::TASK_OOM_EVENT_TOPIC => "containerd.events.TaskOOM",
+        topics::TASK_PAUSED_EVENT_TOPIC => "containerd.events.TaskPaused",
+        topics::TASK_RESUMED_EVENT_TOPIC => "containerd.events.TaskResumed",
+        _ => return None,
+    })
 }
 
 impl EventSender for RemoteEvents {
@@ -96,4 +159,49 @@ pub fn timestamp(
     ts.seconds = d.as_secs() as i64;
     ts.nanos = d.subsec_nanos() as i32;
     ts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use containerd_shim::protos::events::task::{
+        TaskCreate, TaskDelete, TaskExit, TaskOOM, TaskPaused, TaskResumed, TaskStart,
+    };
+
+    #[test]
+    fn type_names_match_the_protobuf_descriptors() {
+        let events: [(&str, Box<dyn MessageDyn>); 7] = [
+            (topics::TASK_CREATE_EVENT_TOPIC, Box::new(TaskCreate::new())),
+            (topics::TASK_START_EVENT_TOPIC, Box::new(TaskStart::new())),
+            (topics::TASK_EXIT_EVENT_TOPIC, Box::new(TaskExit::new())),
+            (topics::TASK_DELETE_EVENT_TOPIC, Box::new(TaskDelete::new())),
+            (topics::TASK_OOM_EVENT_TOPIC, Box::new(TaskOOM::new())),
+            (topics::TASK_PAUSED_EVENT_TOPIC, Box::new(TaskPaused::new())),
+            (
+                topics::TASK_RESUMED_EVENT_TOPIC,
+                Box::new(TaskResumed::new()),
+            ),
+        ];
+        for (topic, event) in events {
+            assert_eq!(
+                type_url(topic),
+                Some(event.descriptor_dyn().full_name()),
+                "{topic}"
+            );
+        }
+        assert_eq!(type_url("/tasks/exec-added"), None);
+    }
+
+    #[test]
+    fn encodes_as_the_framework_does() {
+        let mut exit = TaskExit::new();
+        exit.container_id = "c1".into();
+        exit.pid = 42;
+        exit.exit_status = 137;
+        exit.exited_at = Some(timestamp(std::time::SystemTime::now())).into();
+        assert_eq!(
+            encode(&exit).unwrap(),
+            (&exit as &dyn MessageDyn).write_to_bytes_dyn().unwrap()
+        );
+    }
 }

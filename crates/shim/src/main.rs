@@ -1,18 +1,21 @@
 //! `containerd-shim-wasmcell-v1`: the containerd shim (runtime v2) of wasmcell.
 //!
-//! - `start` / `delete` / the daemon: containerd's shim protocol, through `containerd-shim`.
+//! - `start` / `delete`: containerd's shim protocol, through `containerd-shim`; `start` forks
+//!   the daemon that serves the pod (see `daemon`).
 //! - `-v`, `-info`: version and RuntimeInfo.
 //! - `cell <id>`: internal; the shim runs each wasm container as this binary in cell mode (forked
 //!   by the daemon's zygote, see `zygote`, or executed when there is none).
 #![deny(unsafe_code)]
 
 mod cell;
+mod daemon;
 mod error;
 mod events;
 mod fallback;
 mod info;
 mod metrics;
 mod process;
+mod proctitle;
 mod program;
 mod rootfs;
 mod runc;
@@ -69,7 +72,7 @@ fn main() {
             }
         }
     }
-    if !matches!(flags.action.as_str(), "start" | "delete" | "") {
+    if !matches!(flags.action.as_str(), "start" | "delete") {
         eprintln!(
             "{}: unknown action {:?} (expected start or delete)",
             info::RUNTIME_ID,
@@ -86,10 +89,6 @@ fn main() {
             info::RUNTIME_ID
         );
         std::process::exit(2);
-    }
-    if flags.action.is_empty() && std::env::var_os(zygote::DISABLE_ENV).is_none() {
-        // The daemon: fork the zygote now, while this process still has a single thread.
-        zygote::start(&flags.id);
     }
     containerd_shim::run::<shim::WasmcellShim>(info::RUNTIME_ID, None);
 }

@@ -1,7 +1,6 @@
 //! The shim binary's lifecycle: `start` (find or launch the pod's shim), the daemon, and
 //! `delete` (clean up after a shim that died).
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -84,7 +83,7 @@ impl containerd_shim::Shim for WasmcellShim {
             write_address(&address)?;
             return Ok(address);
         }
-        let (_, address) = containerd_shim::spawn(opts, &grouping, Vec::new())?;
+        crate::daemon::launch(&opts, Path::new(socket_path(&address)))?;
         write_address(&address)?;
         Ok(address)
     }
@@ -126,17 +125,27 @@ impl containerd_shim::Shim for WasmcellShim {
     }
 
     fn wait(&mut self) {
-        // The framework binds the socket with the default umask; only root may talk to us.
-        let path = socket_path(&self.socket).to_owned();
-        if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
-            log::warn!("chmod 0600 {path}: {e}");
-        }
         self.exit.wait();
-        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(socket_path(&self.socket));
     }
 
-    fn create_task_service(&self, publisher: RemotePublisher) -> Service {
-        let events = Arc::new(RemoteEvents::new(publisher, self.namespace.clone()));
+    fn create_task_service(&self, _publisher: RemotePublisher) -> Service {
+        // The framework calls this only in a daemon it executed, and wasmcell's daemon is forked
+        // by `start` and builds its service itself (`crate::daemon`). Should it ever be called,
+        // the service publishes through its own connection, as in the forked daemon.
+        let address = std::env::var("TTRPC_ADDRESS").unwrap_or_default();
+        self.task_service(&address).unwrap_or_else(|e| {
+            log::error!("cannot start the task service: {e}");
+            std::process::exit(1)
+        })
+    }
+}
+
+impl WasmcellShim {
+    /// The task service, publishing its events to containerd's ttrpc address.
+    pub fn task_service(&self, ttrpc_address: &str) -> Result<Service, String> {
+        let events = RemoteEvents::connect(ttrpc_address, self.namespace.clone())
+            .map_err(|e| format!("connect to containerd's events at {ttrpc_address}: {e}"))?;
         let exit = Arc::clone(&self.exit);
         let mut config = Config::from_env(&self.namespace);
         config.containerd_address = Some(self.address.clone()).filter(|a| !a.is_empty());
@@ -147,12 +156,8 @@ impl containerd_shim::Shim for WasmcellShim {
             config.cache_dir.display(),
             config.runc.root.display()
         );
-        match Tasks::new(config, events, Box::new(move || exit.signal())) {
-            Ok(tasks) => Service::new(tasks),
-            Err(e) => {
-                log::error!("cannot start the task service: {e}");
-                std::process::exit(1)
-            }
-        }
+        Tasks::new(config, Arc::new(events), Box::new(move || exit.signal()))
+            .map(Service::new)
+            .map_err(|e| format!("cannot start the task service: {e}"))
     }
 }

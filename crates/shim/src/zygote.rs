@@ -31,7 +31,6 @@
 //! is linked without PIE); the README weighs this.
 #![allow(unsafe_code)]
 
-use std::ffi::CString;
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -50,6 +49,7 @@ use wasmcell_cell::{CONTROL_FD, PROGRAM_FD, STATUS_FD};
 
 use crate::cell::CELL_ARG;
 use crate::error::{Error, Result};
+use crate::proctitle::Cmdline;
 
 /// The fds a request carries, in this order: the cell's stdout, stderr, control (read end),
 /// status (write end) and program. They become fds 1, 2, [`CONTROL_FD`], [`STATUS_FD`] and
@@ -255,7 +255,8 @@ fn zygote_main(socket: OwnedFd, daemon: Pid, exe: &str, daemon_id: &str) -> std:
     // SIGCHLD arrives through a signalfd, so one poll waits for requests and exits alike.
     let mut sigchld = SigSet::empty();
     sigchld.add(Signal::SIGCHLD);
-    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&sigchld), None)?;
+    // Only SIGCHLD: the daemon forks the zygote with the signals it reads blocked as well.
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&sigchld), None)?;
     // SAFETY: creates a new fd from a valid signal set; checked below.
     let raw =
         unsafe { libc::signalfd(-1, sigchld.as_ref(), libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
@@ -280,6 +281,8 @@ fn zygote_main(socket: OwnedFd, daemon: Pid, exe: &str, daemon_id: &str) -> std:
     close_all_but(&[socket.as_raw_fd(), exits.as_raw_fd()]);
     let cmdline = Cmdline::of_this_process()?;
     cmdline.set(&cmdline.encode(&[exe, ZYGOTE_ARG, daemon_id])?);
+    // Once here rather than in every cell.
+    wasmcell_engine::detect_cpu_features();
 
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
@@ -440,100 +443,6 @@ fn close_all_but(keep: &[RawFd]) {
             };
         }
         from = from.max(k.saturating_add(1));
-    }
-}
-
-/// The memory of this process's original command line, which `/proc/PID/cmdline` shows.
-///
-/// Renaming writes the new arguments over it, NUL-separated, and fills the rest with NULs (which
-/// the kernel shows as empty trailing arguments). That needs no privilege, unlike `PR_SET_MM`
-/// (CAP_SYS_RESOURCE, which some machines, these test machines among them, withhold even from
-/// root). The new command line must fit: the daemon's is longer than any cell's (it holds the
-/// binary, `-namespace`, `-id`, `-address` and `-socket` with their values, and containerd
-/// limits ids to 76 bytes), and a request that would not fit is refused (the daemon then
-/// executes that cell).
-#[derive(Clone, Copy)]
-struct Cmdline {
-    start: usize,
-    room: usize,
-}
-
-impl Cmdline {
-    fn of_this_process() -> std::io::Result<Cmdline> {
-        let (start, end) = stat_area(48)?;
-        Ok(Cmdline {
-            start,
-            room: end - start,
-        })
-    }
-
-    /// Blanks the memory of this process's original environment, which `/proc/PID/environ`
-    /// shows (`clearenv` empties only the list the C library reads), so that a cell's shows
-    /// nothing, as an executed cell's (started with an empty environment) does.
-    fn blank_environ() -> std::io::Result<()> {
-        let (start, end) = stat_area(50)?;
-        // SAFETY: as in `set`: the original environment strings on the initial stack, which
-        // nothing reads after `clearenv`.
-        unsafe { std::ptr::write_bytes(start as *mut u8, 0, end - start) };
-        Ok(())
-    }
-
-    /// `args` as the kernel keeps them, if they fit.
-    fn encode(&self, args: &[&str]) -> std::io::Result<Vec<u8>> {
-        let mut bytes = Vec::new();
-        for arg in args {
-            bytes.extend_from_slice(
-                CString::new(*arg)
-                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?
-                    .as_bytes_with_nul(),
-            );
-        }
-        if bytes.len() > self.room {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!(
-                    "the command line {args:?} needs {} bytes, the original has {}",
-                    bytes.len(),
-                    self.room
-                ),
-            ));
-        }
-        Ok(bytes)
-    }
-
-    /// Makes `/proc/self/cmdline` read as `bytes` (from [`Cmdline::encode`]).
-    fn set(&self, bytes: &[u8]) {
-        let len = bytes.len().min(self.room);
-        // SAFETY: [start, start + room) is this process's original argument strings, on its
-        // initial stack: mapped and writable for the process's whole life. Nothing reads them
-        // any more (the shim's `main` copied its arguments before forking the zygote).
-        unsafe {
-            let area = self.start as *mut u8;
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), area, len);
-            std::ptr::write_bytes(area.add(len), 0, self.room - len);
-        }
-    }
-}
-
-/// Fields `n` and `n + 1` of `/proc/self/stat`: 48 for the arguments' memory, 50 for the
-/// environment's.
-fn stat_area(n: usize) -> std::io::Result<(usize, usize)> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    // Field 3 (the state) is the first after the `(comm)`.
-    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<usize>().ok());
-    match (field(n), field(n + 1)) {
-        (Some(start), Some(end)) if start > 0 && end >= start => Ok((start, end)),
-        _ => Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!(
-                "no memory area in fields {n} and {} of /proc/self/stat",
-                n + 1
-            ),
-        )),
     }
 }
 

@@ -1,0 +1,330 @@
+//! The shim daemon: how `shim start` brings it up, and how it serves.
+//!
+//! containerd runs `shim start` for every container and reads the address it prints. When no
+//! shim serves the container's pod yet, `start` binds the pod's socket and **forks** the daemon
+//! from itself, instead of executing the binary again as the `containerd-shim` crate's `spawn`
+//! does. An exec here costs about a millisecond of CPU and of wall time (the kernel's exec, the
+//! dynamic loader's CPU probes, which trap to the hypervisor in a VM, and the page faults of a
+//! fresh process); `start` has just paid for all of it, and has a single thread, so its child is
+//! a complete process that may do anything. The daemon then:
+//!
+//! 1. takes the shape an executed daemon would have: `/dev/null` as stdio (containerd reads
+//!    `start`'s output until every copy of it is closed), default signal handlers (the framework
+//!    installed its own in `start`), a subreaper, and a command line without `start`;
+//! 2. blocks SIGCHLD, SIGTERM and SIGINT, then forks the zygote (`crate::zygote`) while it still
+//!    has one thread, then limits malloc to one arena for its own threads;
+//! 3. reads those signals through a signalfd in one thread, which hands every exit to the
+//!    framework's exit monitor exactly as the framework's own reaper would, and ignores SIGTERM
+//!    and SIGINT, as the framework's daemon does. They are blocked before the first thread
+//!    exists, since a thread that left SIGCHLD unblocked would take it from the signalfd;
+//! 4. sets up the log, the events connection and the ttrpc server on the bound socket, and only
+//!    then tells `start`, which prints the address and exits. A daemon that fails before that
+//!    sends `start` the reason, which containerd shows.
+#![allow(unsafe_code)]
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::Arc;
+
+use containerd_shim::protos::shim::shim_ttrpc::{create_task, Task};
+use containerd_shim::protos::ttrpc::Server;
+use containerd_shim::{Flags, Shim, StartOpts};
+use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
+
+use crate::proctitle::Cmdline;
+use crate::shim::WasmcellShim;
+
+/// What the daemon writes to `start` once it serves; anything else is why it could not.
+const READY: &[u8] = b"ready";
+
+/// Binds the pod's socket at `socket` (a path) and forks a daemon that serves it. Returns once
+/// the daemon serves (or, when another `start` of the same pod won the race to bind the socket,
+/// once that one's daemon answers), or with the reason it could not.
+pub fn launch(opts: &StartOpts, socket: &Path) -> containerd_shim::Result<()> {
+    let threads = wasmcell_cell::thread_count()
+        .map_err(|e| containerd_shim::Error::Other(format!("count this process's threads: {e}")))?;
+    if threads != 1 {
+        // Nothing in `start` starts a thread; a framework that did would make the fork unsafe.
+        return Err(containerd_shim::Error::Other(format!(
+            "shim start has {threads} threads and cannot fork the daemon"
+        )));
+    }
+    let listener = match bind(socket)? {
+        Some(listener) => listener,
+        None => return Ok(()),
+    };
+    let (mut from_daemon, to_start) = UnixStream::pair()
+        .map_err(|e| containerd_shim::Error::Other(format!("make the daemon's pipe: {e}")))?;
+    // SAFETY: this process has a single thread (checked above), so the child is a complete
+    // copy of a consistent process and may run any code.
+    match unsafe { nix::unistd::fork() } {
+        Err(e) => Err(containerd_shim::Error::Other(format!(
+            "fork the daemon: {e}"
+        ))),
+        Ok(ForkResult::Child) => {
+            drop(from_daemon);
+            serve(opts, socket, listener, to_start)
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(to_start);
+            drop(listener);
+            let mut said = Vec::new();
+            let _ = from_daemon.read_to_end(&mut said);
+            if said == READY {
+                return Ok(());
+            }
+            let _ = std::fs::remove_file(socket);
+            let why = String::from_utf8_lossy(&said).trim().to_owned();
+            Err(containerd_shim::Error::Other(if why.is_empty() {
+                format!("the shim daemon (pid {child}) exited before it served")
+            } else {
+                format!("the shim daemon could not start: {why}")
+            }))
+        }
+    }
+}
+
+/// Binds the socket, readable by root only. `None`: a live daemon already listens there (a
+/// socket file nobody answers on is left over from a dead one and replaced).
+fn bind(socket: &Path) -> containerd_shim::Result<Option<UnixListener>> {
+    let fail = |what: &str, e: std::io::Error| {
+        containerd_shim::Error::Other(format!("{what} {}: {e}", socket.display()))
+    };
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| fail("create the directory of", e))?;
+    }
+    let listener = match UnixListener::bind(socket) {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            if UnixStream::connect(socket).is_ok() {
+                return Ok(None);
+            }
+            std::fs::remove_file(socket).map_err(|e| fail("remove the stale socket", e))?;
+            UnixListener::bind(socket).map_err(|e| fail("bind", e))?
+        }
+        Err(e) => return Err(fail("bind", e)),
+    };
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| fail("chmod 0600", e))?;
+    Ok(Some(listener))
+}
+
+/// The daemon's life, in the forked child. Never returns into the framework's `start`.
+fn serve(opts: &StartOpts, socket: &Path, listener: UnixListener, mut to_start: UnixStream) -> ! {
+    let serving = match set_up(opts, socket, listener) {
+        Ok(serving) => serving,
+        Err(why) => {
+            log::error!("the shim daemon could not start: {why}");
+            let _ = to_start.write_all(why.as_bytes());
+            std::process::exit(1)
+        }
+    };
+    let (mut shim, server) = serving;
+    if to_start.write_all(READY).is_err() {
+        // `start` is gone, so containerd never got the address: nobody will use this daemon.
+        log::error!("shim start went away before the daemon served; exiting");
+        std::process::exit(1)
+    }
+    drop(to_start);
+    log::info!("shim daemon serving {}", socket.display());
+    shim.wait();
+    log::info!("shutting down the shim daemon");
+    server.shutdown();
+    std::process::exit(0)
+}
+
+/// Steps 1 to 4 of the module documentation.
+fn set_up(
+    opts: &StartOpts,
+    socket: &Path,
+    listener: UnixListener,
+) -> Result<(WasmcellShim, Server), String> {
+    detach_stdio()?;
+    reset_signal_handlers()?;
+
+    nix::sys::prctl::set_child_subreaper(true)
+        .map_err(|e| format!("become a child subreaper: {e}"))?;
+    rename(opts);
+    // Before any thread exists (the zygote's reader is the first): a thread that left these
+    // unblocked would take a SIGCHLD that the signalfd below then never sees.
+    let handled = block_signals()?;
+    if std::env::var_os(crate::zygote::DISABLE_ENV).is_none() {
+        crate::zygote::start(&opts.id);
+    }
+    // One malloc arena for all the daemon's threads: glibc gives each new thread that allocates
+    // an arena of its own, whose first pages fault in, and the daemon's threads are short-lived
+    // and seldom allocate at once. Measured with `make bench`'s throughput at 4 in parallel, the
+    // machine's CPU per wasmcell task went from about 20.5 to 19.2 ms. Set after the zygote is
+    // forked, so the cells (where wasmtime compiles in parallel) keep glibc's default.
+    // SAFETY: mallopt has no preconditions.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+    let signals = signalfd(&handled)?;
+    // From here on the process may have threads.
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || reap_children(signals))
+        .map_err(|e| format!("start the signal thread: {e}"))?;
+    containerd_shim::logger::init(opts.debug, "info", &opts.namespace, &opts.id)
+        .map_err(|e| format!("open the shim log: {e}"))?;
+    let flags = Flags {
+        debug: opts.debug,
+        namespace: opts.namespace.clone(),
+        id: opts.id.clone(),
+        socket: socket.to_string_lossy().into_owned(),
+        address: opts.address.clone(),
+        publish_binary: opts.publish_binary.clone(),
+        ..Flags::default()
+    };
+    let shim = WasmcellShim::new(
+        crate::info::RUNTIME_ID,
+        &flags,
+        &mut containerd_shim::Config::default(),
+    );
+    let service: Arc<dyn Task + Send + Sync> = Arc::new(shim.task_service(&opts.ttrpc_address)?);
+    let mut server = Server::new()
+        .add_listener(listener.into_raw_fd())
+        .map_err(|e| format!("listen on {}: {e}", socket.display()))?
+        .register_service(create_task(service))
+        // The server starts this many request threads for every connection, and containerd
+        // opens one connection per task: two, one more whenever one is left idle, instead of
+        // the crate's three. Wait holds one thread until the task exits; the other serves the
+        // rest.
+        .set_thread_count_default(2)
+        .set_thread_count_min(1);
+    server
+        .start()
+        .map_err(|e| format!("start the ttrpc server: {e}"))?;
+    Ok((shim, server))
+}
+
+/// `/dev/null` as stdin, stdout and stderr. containerd reads `start`'s stdout and stderr until
+/// every copy of them is closed, and has given `start` its options on stdin.
+fn detach_stdio() -> Result<(), String> {
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| format!("open /dev/null: {e}"))?;
+    for (what, result) in [
+        ("stdin", nix::unistd::dup2_stdin(&null)),
+        ("stdout", nix::unistd::dup2_stdout(&null)),
+        ("stderr", nix::unistd::dup2_stderr(&null)),
+    ] {
+        result.map_err(|e| format!("point {what} at /dev/null: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The handlers an executed daemon starts with: the default for the signals the framework
+/// handled in `start`, and SIGPIPE ignored as Rust programs have it. The zygote and the cells it
+/// forks inherit these.
+fn reset_signal_handlers() -> Result<(), String> {
+    for (signal, handler) in [
+        (Signal::SIGTERM, SigHandler::SigDfl),
+        (Signal::SIGINT, SigHandler::SigDfl),
+        (Signal::SIGCHLD, SigHandler::SigDfl),
+        (Signal::SIGPIPE, SigHandler::SigIgn),
+    ] {
+        // SAFETY: installs no handler function, only the kernel's default or ignore.
+        unsafe { nix::sys::signal::signal(signal, handler) }
+            .map_err(|e| format!("reset the handler of {signal}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// `/proc/PID/cmdline` as an executed daemon's: the binary, `-namespace`, `-id` and `-address`
+/// (containerd's socket, which tools and the tests look for), without `-publish-binary` and
+/// `start`. Left as it is if that does not fit, which it always does, being shorter.
+fn rename(opts: &StartOpts) {
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let exe = exe.to_string_lossy();
+    let Ok(cmdline) = Cmdline::of_this_process() else {
+        return;
+    };
+    let mut args = vec![&*exe, "-namespace", &opts.namespace, "-id", &opts.id];
+    args.extend(["-address", &opts.address]);
+    if opts.debug {
+        args.push("-debug");
+    }
+    if let Ok(bytes) = cmdline.encode(&args) {
+        cmdline.set(&bytes);
+    }
+}
+
+/// Blocks SIGCHLD, SIGTERM and SIGINT in this thread, and so in every thread it starts (the
+/// zygote sets its own mask; the children the daemon executes start with an empty one, as Rust's
+/// `Command` sets it). Returns the set.
+fn block_signals() -> Result<SigSet, String> {
+    let mut set = SigSet::empty();
+    for signal in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT] {
+        set.add(signal);
+    }
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
+        .map_err(|e| format!("block SIGCHLD, SIGTERM and SIGINT: {e}"))?;
+    Ok(set)
+}
+
+/// A signalfd that receives the (blocked) signals of `set`.
+fn signalfd(set: &SigSet) -> Result<OwnedFd, String> {
+    // SAFETY: creates a new fd from a valid signal set; checked below.
+    let raw = unsafe { libc::signalfd(-1, set.as_ref(), libc::SFD_CLOEXEC) };
+    if raw < 0 {
+        return Err(format!(
+            "make a signalfd: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: signalfd returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Reads the signalfd for the daemon's whole life: every child that ended (the zygote, an
+/// executed cell, runc, a cell the dead zygote left to this subreaper) goes to the framework's
+/// exit monitor with its exit status, or 128 + the signal that killed it.
+fn reap_children(signals: OwnedFd) {
+    let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
+    loop {
+        match nix::unistd::read(&signals, &mut info) {
+            Ok(n) if n == info.len() => {}
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                log::error!("read the signalfd (fd {}): {e}", signals.as_raw_fd());
+                return;
+            }
+        }
+        // SAFETY: the kernel wrote a whole `signalfd_siginfo` into `info`.
+        let siginfo: libc::signalfd_siginfo =
+            unsafe { std::ptr::read_unaligned(info.as_ptr().cast()) };
+        if siginfo.ssi_signo != libc::SIGCHLD as u32 {
+            log::debug!(
+                "received signal {}; the daemon ignores it",
+                siginfo.ssi_signo
+            );
+            continue;
+        }
+        loop {
+            let (pid, code) = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, code),
+                Ok(WaitStatus::Signaled(pid, signal, _)) => (pid, 128 + signal as i32),
+                Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => break,
+                Ok(_) => continue,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    log::warn!("waitpid: {e}");
+                    break;
+                }
+            };
+            if let Err(e) = containerd_shim::monitor::monitor_notify_by_pid(pid.as_raw(), code) {
+                log::error!("hand the exit of {pid} to the exit monitor: {e}");
+            }
+        }
+    }
+}
