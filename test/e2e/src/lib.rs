@@ -157,6 +157,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         c
     }
 
+    /// containerd's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Runs `ctr` against this containerd with stdin from /dev/null.
     pub fn ctr(&self, args: &[&str]) -> Ran {
         self.ctr_with_stdin(args, None)

@@ -1,0 +1,186 @@
+//! The shim daemon (`crates/shim/src/daemon.rs`): `shim start` forks it instead of executing
+//! the binary again. It must look and behave as an executed daemon would (nothing of `start`'s
+//! pipes or command line, signals handled, every exit reaped), and a daemon that cannot start
+//! must fail `start` with the reason and leave nothing behind.
+#![allow(clippy::unwrap_used)]
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmcell_e2e::{bin_dir, fixtures, proc_status, Containerd};
+
+const IMG: &str = "wasmcell.test/probe:latest";
+
+fn cmdline(pid: i32) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    raw.split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// Whether signal `signal` is in the hex mask of a `/proc/<pid>/status` line such as `SigBlk`.
+fn in_mask(pid: i32, field: &str, signal: i32) -> bool {
+    let mask = u64::from_str_radix(&proc_status(pid, field), 16).unwrap();
+    mask & (1 << (signal - 1)) != 0
+}
+
+#[test]
+fn the_forked_daemon_keeps_nothing_of_start_and_reaps_every_exit() {
+    let c = Containerd::start();
+    c.import_wasm(IMG, "probe.wasm", fixtures::PROBE);
+    let events = c.events();
+    let r = c.run_detached(&[], IMG, "d-sleeper", &["/probe.wasm", "sleep", "600"]);
+    assert_eq!(r.code, 0, "{r:?}");
+
+    let shims = c.shim_pids();
+    assert_eq!(shims.len(), 1, "{shims:?}");
+    let daemon = shims[0];
+    // An executed daemon's command line, without `start` or `-publish-binary`.
+    let args = cmdline(daemon);
+    assert!(args[0].ends_with("containerd-shim-wasmcell-v1"), "{args:?}");
+    assert_eq!(
+        args[1..],
+        [
+            "-namespace",
+            "default",
+            "-id",
+            "d-sleeper",
+            "-address",
+            &c.socket.to_string_lossy()
+        ],
+        "{args:?}"
+    );
+    // None of containerd's pipes to `start` (ctr returning at all shows stdout and stderr are
+    // closed; stdin too must not be held).
+    for fd in 0..3 {
+        let target = std::fs::read_link(format!("/proc/{daemon}/fd/{fd}")).unwrap();
+        assert_eq!(target, Path::new("/dev/null"), "fd {fd}");
+    }
+    // The signals it reads from its signalfd are blocked; none of the framework's handlers of
+    // `start` is left (SIGTERM is neither caught nor ignored, SIGPIPE is ignored).
+    assert!(in_mask(daemon, "SigBlk", libc::SIGCHLD));
+    assert!(in_mask(daemon, "SigBlk", libc::SIGTERM));
+    assert!(!in_mask(daemon, "SigCgt", libc::SIGTERM));
+    assert!(!in_mask(daemon, "SigCgt", libc::SIGCHLD));
+    assert!(in_mask(daemon, "SigIgn", libc::SIGPIPE));
+    // The cell's mask is empty again, as an executed process's.
+    let cells = c.cell_pids(&["d-sleeper".to_owned()]);
+    assert_eq!(cells.len(), 1, "{cells:?}");
+    assert_eq!(proc_status(cells[0], "SigBlk"), "0000000000000000");
+    // SIGTERM to the daemon is ignored, as the framework's daemon ignores it.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(c.shim_pids(), vec![daemon], "the daemon survives SIGTERM");
+
+    // The exit still arrives (the runc fallback's test covers the children the daemon executes
+    // itself, which only its signalfd reaps), and the daemon ends with its last task.
+    assert_eq!(
+        c.ctr(&["task", "kill", "-s", "SIGKILL", "d-sleeper"]).code,
+        0
+    );
+    let exit = events
+        .wait_for("/tasks/exit", "d-sleeper", Duration::from_secs(10))
+        .expect("TaskExit");
+    assert_eq!(exit.exit_status(), 137);
+    assert_eq!(c.ctr(&["task", "delete", "d-sleeper"]).code, 0);
+    assert_eq!(c.ctr(&["container", "delete", "d-sleeper"]).code, 0);
+    assert!(
+        c.wait_until(Duration::from_secs(10), || c.shim_pids().is_empty()),
+        "the daemon exits after its last task: {:?}",
+        c.shim_pids()
+    );
+}
+
+/// The socket `shim start` binds for container `id`, as the `containerd-shim` crate names it.
+fn pod_socket(address: &str, namespace: &str, id: &str) -> PathBuf {
+    let key = PathBuf::from(address).join(namespace).join(id);
+    let hash = Sha256::digest(key.display().to_string().as_bytes());
+    PathBuf::from(format!("/run/containerd/s/{}", hex::encode(hash)))
+}
+
+/// Runs `shim start` by hand in `bundle` with events at a socket that does not exist.
+fn start_without_events(bundle: &Path, id: &str) -> (std::process::Output, String) {
+    let address = bundle
+        .join("containerd.sock")
+        .to_string_lossy()
+        .into_owned();
+    let missing = bundle.join("no-such.sock.ttrpc");
+    let out = Command::new(bin_dir().join("containerd-shim-wasmcell-v1"))
+        .args(["-namespace", "default", "-id", id, "-address", &address])
+        .args(["-publish-binary", "/bin/false", "start"])
+        .current_dir(bundle)
+        .env("TTRPC_ADDRESS", &missing)
+        .output()
+        .unwrap();
+    (out, address)
+}
+
+/// Checks that a failed `start` printed no address and left no socket, address file or
+/// process of container `id`.
+fn assert_nothing_left(bundle: &Path, address: &str, id: &str, out: &std::process::Output) {
+    assert!(out.stdout.is_empty(), "no address printed: {out:?}");
+    assert!(
+        !pod_socket(address, "default", id).exists(),
+        "the socket is removed"
+    );
+    assert!(
+        !bundle.join("address").exists(),
+        "no address file is written"
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    let left: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|pid| cmdline(*pid).iter().any(|a| a == id))
+        .collect();
+    assert!(left.is_empty(), "processes left: {left:?}");
+}
+
+#[test]
+fn a_daemon_that_cannot_start_fails_start_with_the_reason_and_leaves_nothing() {
+    let bundle = tempfile::tempdir().unwrap();
+    let b = bundle.path();
+    std::fs::write(b.join("config.json"), "{}").unwrap();
+    let id = format!("no-events-{}", std::process::id());
+
+    // containerd makes the log FIFO before `start`; without it the daemon cannot log.
+    let (out, address) = start_without_events(b, &id);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        stderr.contains("the shim daemon could not start: open the shim log"),
+        "{stderr}"
+    );
+    assert_nothing_left(b, &address, &id, &out);
+
+    // With the FIFO (read here, as containerd reads it), it fails at containerd's events socket.
+    nix::unistd::mkfifo(
+        &b.join("log"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let _reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(b.join("log"))
+        .unwrap();
+    let (out, address) = start_without_events(b, &id);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        stderr.contains("the shim daemon could not start")
+            && stderr.contains("connect to containerd's events")
+            && stderr.contains("no-such.sock.ttrpc"),
+        "{stderr}"
+    );
+    assert_nothing_left(b, &address, &id, &out);
+}
