@@ -429,6 +429,18 @@ fn throughput(c: &Containerd, sides: &Sides, tasks: usize, levels: &[usize]) -> 
             "{:<34} {:>10} {:>10} {:>10}",
             "    failures", failures[0], failures[1], failures[2]
         );
+        let [mwc, mrf, mrc] = [0, 1, 2].map(|i| rates[i].machine_cpu_ms());
+        println!(
+            "{:<34} {mwc:>10.1} {mrf:>10.1} {mrc:>10.1} {:>10.2} {:>10.2}",
+            "    CPU per task, ms",
+            mwc / mrf,
+            mwc / mrc
+        );
+        let [cwc, crf, crc] = [0, 1, 2].map(|i| rates[i].containerd_cpu_ms());
+        println!(
+            "{:<34} {cwc:>10.1} {crf:>10.1} {crc:>10.1}",
+            "      of which containerd"
+        );
         for e in rates.iter().flat_map(|r| r.first_errors.iter()) {
             println!("    failed: {e}");
         }

@@ -4,6 +4,12 @@
 //! The N tasks of a parallelism level are split into chunks that rotate through the runtimes
 //! (wasmcell, reference, runc, wasmcell, …), so a drift of the machine during the level hits
 //! every side alike. Each worker thread has its own API client, as independent clients would.
+//!
+//! Beside the rate, each side's chunks are charged the CPU time the whole machine spent while
+//! they ran (`/proc/stat`: everything but idle and I/O wait), and the part of it containerd's own
+//! process spent (`/proc/<pid>/stat`). On a machine whose cores are busy, a rate is the cores
+//! divided by the CPU per task, so these say where a difference in rate comes from. They are
+//! counted in clock ticks (10 ms), summed over all of a side's chunks.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -29,6 +35,10 @@ pub struct Rate {
     pub seconds: f64,
     /// The first few failures, for the report.
     pub first_errors: Vec<String>,
+    /// CPU time the machine spent during this runtime's chunks, seconds.
+    pub machine_cpu: f64,
+    /// The part of it containerd's process spent, seconds.
+    pub containerd_cpu: f64,
 }
 
 impl Rate {
@@ -37,11 +47,23 @@ impl Rate {
         self.ok as f64 / self.seconds
     }
 
+    /// Machine CPU per task that counted, milliseconds.
+    pub fn machine_cpu_ms(&self) -> f64 {
+        self.machine_cpu * 1000.0 / self.ok as f64
+    }
+
+    /// containerd's CPU per task that counted, milliseconds.
+    pub fn containerd_cpu_ms(&self) -> f64 {
+        self.containerd_cpu * 1000.0 / self.ok as f64
+    }
+
     /// As JSON.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "tasks_ok": self.ok, "failures": self.failures, "seconds": self.seconds,
             "tasks_per_second": self.per_second(), "first_errors": self.first_errors,
+            "machine_cpu_ms_per_task": self.machine_cpu_ms(),
+            "containerd_cpu_ms_per_task": self.containerd_cpu_ms(),
         })
     }
 }
@@ -84,6 +106,7 @@ fn chunk(
 ) {
     let next = AtomicUsize::new(0);
     let results = Mutex::new((0usize, Vec::<String>::new()));
+    let cpu_before = Cpu::now(c);
     let started = Instant::now();
     std::thread::scope(|s| {
         for api in apis {
@@ -102,12 +125,68 @@ fn chunk(
         }
     });
     rate.seconds += started.elapsed().as_secs_f64();
+    let cpu = Cpu::now(c).since(&cpu_before);
+    rate.machine_cpu += cpu.machine;
+    rate.containerd_cpu += cpu.containerd;
     let (ok, errors) = results.into_inner().unwrap_or_else(|e| e.into_inner());
     rate.ok += ok;
     rate.failures += errors.len();
     for e in errors {
         if rate.first_errors.len() < 5 {
             rate.first_errors.push(e);
+        }
+    }
+}
+
+/// CPU time spent so far, seconds: by the whole machine (all but idle and I/O wait), and by
+/// containerd's process.
+struct Cpu {
+    machine: f64,
+    containerd: f64,
+}
+
+impl Cpu {
+    fn now(c: &Containerd) -> Cpu {
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let ticks = |fields: &[u64]| fields.iter().sum::<u64>() as f64 / hz;
+        // cpu  user nice system idle iowait irq softirq steal ...
+        let machine = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| {
+                let line = s.lines().next()?.to_owned();
+                let f: Vec<u64> = line
+                    .split_whitespace()
+                    .skip(1)
+                    .filter_map(|v| v.parse().ok())
+                    .collect();
+                (f.len() >= 8).then(|| ticks(&[f[0], f[1], f[2], f[5], f[6], f[7]]))
+            })
+            .unwrap_or(0.0);
+        // utime and stime are fields 14 and 15, the 12th and 13th after the `(comm)`.
+        let containerd = c
+            .pid()
+            .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+            .and_then(|s| {
+                let rest: Vec<u64> = s
+                    .rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .filter_map(|v| v.parse().ok())
+                    .collect();
+                Some(ticks(&[*rest.get(10)?, *rest.get(11)?]))
+            })
+            .unwrap_or(0.0);
+        Cpu {
+            machine,
+            containerd,
+        }
+    }
+
+    fn since(&self, before: &Cpu) -> Cpu {
+        Cpu {
+            machine: self.machine - before.machine,
+            containerd: self.containerd - before.containerd,
         }
     }
 }
