@@ -1,20 +1,22 @@
 //! [`ContentSource`] over containerd's gRPC API: the containers, images and content services
 //! on the socket the shim was given with `-address`.
 //!
-//! The shim is synchronous, so this wraps tonic in a small current-thread tokio runtime that
-//! lives as long as the client and runs only while a call is in flight. Every call has a
-//! deadline, so a containerd that stops answering fails a Create instead of hanging it.
+//! The calls go through [`crate::grpc`], a small synchronous HTTP/2 client (the module says why
+//! not tonic); the messages are the `containerd-client` crate's. Every call has a deadline, so a
+//! containerd that stops answering fails a Create instead of hanging it.
 
+use std::cell::RefCell;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use containerd_client::services::v1::{
-    containers_client::ContainersClient, content_client::ContentClient,
-    images_client::ImagesClient, GetContainerRequest, GetImageRequest, ReadContentRequest,
+    GetContainerRequest, GetContainerResponse, GetImageRequest, GetImageResponse,
+    ReadContentRequest, ReadContentResponse,
 };
-use containerd_client::tonic::{self, transport::Channel, Code, Request};
+use prost::Message;
 
 use crate::artifact::ContentSource;
+use crate::grpc::{CallError, Connection, NOT_FOUND};
 use crate::oci::{Descriptor, Platform};
 
 /// How long one call to containerd may take.
@@ -22,8 +24,7 @@ const CALL_DEADLINE: Duration = Duration::from_secs(30);
 
 /// A connection to containerd in one namespace.
 pub struct Containerd {
-    runtime: tokio::runtime::Runtime,
-    channel: Channel,
+    connection: RefCell<Connection>,
     namespace: String,
 }
 
@@ -39,35 +40,52 @@ impl Containerd {
     /// Connects to containerd's socket (`unix://` prefix optional).
     pub fn connect(address: &str, namespace: &str) -> Result<Containerd, String> {
         let path = PathBuf::from(address.strip_prefix("unix://").unwrap_or(address));
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("start a runtime for containerd's API: {e}"))?;
-        let channel = runtime
-            .block_on(async {
-                tokio::time::timeout(CALL_DEADLINE, containerd_client::connect(&path)).await
-            })
-            .map_err(|_| format!("connect to containerd at {}: timed out", path.display()))?
+        let connection = Connection::connect(&path, CALL_DEADLINE)
             .map_err(|e| format!("connect to containerd at {}: {e}", path.display()))?;
         Ok(Containerd {
-            runtime,
-            channel,
+            connection: RefCell::new(connection),
             namespace: namespace.to_owned(),
         })
     }
 
-    fn request<T>(&self, message: T) -> Request<T> {
-        let mut req = Request::new(message);
-        req.set_timeout(CALL_DEADLINE);
-        if let Ok(ns) = self.namespace.parse() {
-            req.metadata_mut().insert("containerd-namespace", ns);
+    /// Calls `method` with `request`; `None` when containerd says the thing is not found.
+    fn call<Req: Message, Resp: Message + Default>(
+        &self,
+        method: &str,
+        request: &Req,
+    ) -> Result<Option<Vec<Resp>>, String> {
+        let answer = self.connection.borrow_mut().call(
+            method,
+            &[("containerd-namespace", &self.namespace)],
+            CALL_DEADLINE,
+            &request.encode_to_vec(),
+        );
+        match answer {
+            Ok(messages) => messages
+                .iter()
+                .map(|m| Resp::decode(m.as_slice()))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some)
+                .map_err(|e| format!("{method}: undecodable answer: {e}")),
+            Err(CallError::Status { code, .. }) if code == NOT_FOUND => Ok(None),
+            Err(e) => Err(e.to_string()),
         }
-        req
     }
-}
 
-fn describe(status: &tonic::Status) -> String {
-    format!("{:?}: {}", status.code(), status.message())
+    fn unary<Req: Message, Resp: Message + Default>(
+        &self,
+        method: &str,
+        request: &Req,
+    ) -> Result<Option<Resp>, String> {
+        match self.call::<Req, Resp>(method, request)? {
+            None => Ok(None),
+            Some(mut messages) if messages.len() == 1 => Ok(messages.pop()),
+            Some(messages) => Err(format!(
+                "{method}: {} answers to a unary call",
+                messages.len()
+            )),
+        }
+    }
 }
 
 fn descriptor(d: containerd_client::types::Descriptor) -> Descriptor {
@@ -82,55 +100,37 @@ fn descriptor(d: containerd_client::types::Descriptor) -> Descriptor {
 
 impl ContentSource for Containerd {
     fn container_image(&self, container_id: &str) -> Result<Option<String>, String> {
-        let mut client = ContainersClient::new(self.channel.clone());
-        let req = self.request(GetContainerRequest {
-            id: container_id.to_owned(),
-        });
-        match self.runtime.block_on(client.get(req)) {
-            Ok(resp) => Ok(resp.into_inner().container.map(|c| c.image)),
-            Err(s) if s.code() == Code::NotFound => Ok(None),
-            Err(s) => Err(describe(&s)),
-        }
+        let resp: Option<GetContainerResponse> = self.unary(
+            "/containerd.services.containers.v1.Containers/Get",
+            &GetContainerRequest {
+                id: container_id.to_owned(),
+            },
+        )?;
+        Ok(resp.and_then(|r| r.container).map(|c| c.image))
     }
 
     fn image_target(&self, image: &str) -> Result<Option<Descriptor>, String> {
-        let mut client = ImagesClient::new(self.channel.clone());
-        let req = self.request(GetImageRequest {
-            name: image.to_owned(),
-        });
-        match self.runtime.block_on(client.get(req)) {
-            Ok(resp) => Ok(resp
-                .into_inner()
-                .image
-                .and_then(|i| i.target)
-                .map(descriptor)),
-            Err(s) if s.code() == Code::NotFound => Ok(None),
-            Err(s) => Err(describe(&s)),
-        }
+        let resp: Option<GetImageResponse> = self.unary(
+            "/containerd.services.images.v1.Images/Get",
+            &GetImageRequest {
+                name: image.to_owned(),
+            },
+        )?;
+        Ok(resp
+            .and_then(|r| r.image)
+            .and_then(|i| i.target)
+            .map(descriptor))
     }
 
     fn read_blob(&self, digest: &str) -> Result<Option<Vec<u8>>, String> {
-        let mut client = ContentClient::new(self.channel.clone());
-        let req = self.request(ReadContentRequest {
-            digest: digest.to_owned(),
-            offset: 0,
-            size: 0,
-        });
-        self.runtime.block_on(async {
-            let mut stream = match client.read(req).await {
-                Ok(s) => s.into_inner(),
-                Err(s) if s.code() == Code::NotFound => return Ok(None),
-                Err(s) => return Err(describe(&s)),
-            };
-            let mut bytes = Vec::new();
-            loop {
-                match stream.message().await {
-                    Ok(Some(chunk)) => bytes.extend_from_slice(&chunk.data),
-                    Ok(None) => return Ok(Some(bytes)),
-                    Err(s) if s.code() == Code::NotFound => return Ok(None),
-                    Err(s) => return Err(describe(&s)),
-                }
-            }
-        })
+        let chunks: Option<Vec<ReadContentResponse>> = self.call(
+            "/containerd.services.content.v1.Content/Read",
+            &ReadContentRequest {
+                digest: digest.to_owned(),
+                offset: 0,
+                size: 0,
+            },
+        )?;
+        Ok(chunks.map(|chunks| chunks.into_iter().flat_map(|c| c.data).collect()))
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod artifact;
 pub mod containerd;
+pub mod grpc;
 pub mod oci;
 mod tarball;
 
