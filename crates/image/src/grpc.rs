@@ -491,6 +491,15 @@ mod tests {
         encoder.encode(fields.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
     }
 
+    /// An encoder, and an answer begun with response headers for stream 1.
+    fn answer_begun() -> (fluke_hpack::Encoder<'static>, Vec<u8>) {
+        let mut enc = fluke_hpack::Encoder::new();
+        let mut input = Vec::new();
+        let h = headers(&mut enc, &[(":status", "200")]);
+        frame(&mut input, HEADERS, END_HEADERS, 1, &h);
+        (enc, input)
+    }
+
     fn message(body: &[u8]) -> Vec<u8> {
         let mut m = vec![0];
         m.extend_from_slice(&(body.len() as u32).to_be_bytes());
@@ -608,10 +617,7 @@ mod tests {
 
     #[test]
     fn a_stream_of_messages_and_trailers_split_by_continuation() {
-        let mut enc = fluke_hpack::Encoder::new();
-        let mut input = Vec::new();
-        let h = headers(&mut enc, &[(":status", "200")]);
-        frame(&mut input, HEADERS, END_HEADERS, 1, &h);
+        let (mut enc, mut input) = answer_begun();
         let mut two = message(b"one");
         two.extend_from_slice(&message(b"two"));
         frame(&mut input, DATA, 0, 1, &two);
@@ -637,30 +643,14 @@ mod tests {
             )))
         );
         // The connection ends mid-answer.
-        let mut enc = fluke_hpack::Encoder::new();
-        let mut input = Vec::new();
-        frame(
-            &mut input,
-            HEADERS,
-            END_HEADERS,
-            1,
-            &headers(&mut enc, &[(":status", "200")]),
-        );
+        let (_, input) = answer_begun();
         let (result, _) = call(input);
         assert!(
             matches!(&result, Err(CallError::Transport(m)) if m.contains("read the answer")),
             "{result:?}"
         );
         // No grpc-status at all.
-        let mut enc = fluke_hpack::Encoder::new();
-        let mut input = Vec::new();
-        frame(
-            &mut input,
-            HEADERS,
-            END_HEADERS,
-            1,
-            &headers(&mut enc, &[(":status", "200")]),
-        );
+        let (_, mut input) = answer_begun();
         frame(&mut input, DATA, END_STREAM, 1, &message(b"x"));
         let (result, _) = call(input);
         assert_eq!(
@@ -670,15 +660,7 @@ mod tests {
             )))
         );
         // A compressed message.
-        let mut enc = fluke_hpack::Encoder::new();
-        let mut input = Vec::new();
-        frame(
-            &mut input,
-            HEADERS,
-            END_HEADERS,
-            1,
-            &headers(&mut enc, &[(":status", "200")]),
-        );
+        let (mut enc, mut input) = answer_begun();
         let mut compressed = message(b"x");
         compressed[0] = 1;
         frame(&mut input, DATA, 0, 1, &compressed);

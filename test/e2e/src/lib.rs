@@ -33,6 +33,16 @@ pub fn proc_status(task: impl std::fmt::Display, field: &str) -> String {
         .unwrap_or_else(|| panic!("no {field} in /proc/{task}/status"))
 }
 
+/// `/proc/<pid>/cmdline` as its arguments, without the empty ones a renamed process shows after
+/// its last (the rest of the original command line's memory is NULs).
+pub fn cmdline(pid: i32) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    raw.split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
 /// Directory of the binaries under test: the profile directory of this test executable
 /// (`target/<profile>`), where `make build` put the shim and the CLI.
 pub fn bin_dir() -> PathBuf {

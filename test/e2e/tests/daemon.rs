@@ -10,17 +10,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use wasmcell_e2e::{bin_dir, fixtures, proc_status, Containerd};
+use wasmcell_e2e::{bin_dir, cmdline, fixtures, proc_status, Containerd};
 
 const IMG: &str = "wasmcell.test/probe:latest";
-
-fn cmdline(pid: i32) -> Vec<String> {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    raw.split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect()
-}
 
 /// Whether signal `signal` is in the hex mask of a `/proc/<pid>/status` line such as `SigBlk`.
 fn in_mask(pid: i32, field: &str, signal: i32) -> bool {

@@ -5,21 +5,11 @@
 
 use std::time::Duration;
 
-use wasmcell_e2e::{fixtures, proc_status, Containerd};
+use wasmcell_e2e::{cmdline, fixtures, proc_status, Containerd};
 
 const IMG: &str = "wasmcell.test/probe:latest";
 /// One pod, so that every container below is served by the same shim.
 const POD: [&str; 2] = ["--annotation", "io.kubernetes.cri.sandbox-id=pod-z"];
-
-/// `/proc/<pid>/cmdline` as its arguments, without the empty ones a renamed process shows
-/// after its last (the rest of the original command line's memory is NULs).
-fn cmdline(pid: i32) -> Vec<String> {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    raw.split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect()
-}
 
 fn parent(pid: i32) -> i32 {
     proc_status(pid, "PPid").parse().unwrap()
