@@ -69,7 +69,7 @@ impl Cmdline {
         let len = bytes.len().min(self.room);
         // SAFETY: [start, start + room) is this process's original argument strings, on its
         // initial stack: mapped and writable for the process's whole life. Nothing reads them
-        // any more (the shim's `main` copied its arguments before forking the zygote).
+        // any more (`shim start` parsed its arguments into owned strings before forking).
         unsafe {
             let area = self.start as *mut u8;
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), area, len);

@@ -10,10 +10,12 @@
 //! wasmtime. The zygote has one thread, so its children are ordinary processes.
 //!
 //! How:
-//! - [`start`] forks the zygote from `main`, before the framework starts its threads. The
+//! - [`start`] forks the zygote from the daemon (`crate::daemon`) before its first thread. The
 //!   zygote clears its environment, moves to `/`, keeps only its socket (a `SOCK_SEQPACKET`
 //!   pair with the daemon) and `/dev/null` as fds 0-2, names itself `<shim binary> zygote
-//!   <daemon's -id>`, and dies with the daemon (`PR_SET_PDEATHSIG`).
+//!   <daemon's -id>`, and dies with the daemon (`PR_SET_PDEATHSIG`). It runs the host's CPU
+//!   feature detection once (`wasmcell_engine::detect_cpu_features`), so its cells inherit the
+//!   results instead of each trapping to the hypervisor on `cpuid` again.
 //! - [`Zygote::spawn_cell`] sends the cell's id and its five protocol fds (`SCM_RIGHTS`); the
 //!   zygote forks, the child puts the fds at the numbers the cell protocol fixes, names itself
 //!   `<shim binary> cell <id>` (its `/proc/PID/cmdline`, which `shim delete` and the tests check,
