@@ -130,9 +130,9 @@ impl containerd_shim::Shim for WasmcellShim {
     }
 
     fn create_task_service(&self, _publisher: RemotePublisher) -> Service {
-        // The framework calls this only in a daemon it executed, and wasmcell's daemon is forked
-        // by `start` and builds its service itself (`crate::daemon`). Should it ever be called,
-        // the service publishes through its own connection, as in the forked daemon.
+        // The framework calls this only in a daemon it executed, and `main` refuses that mode:
+        // wasmcell's daemon is forked by `start` and builds its service with `task_service`
+        // (`crate::daemon`). The trait requires the method; it does the same thing.
         let address = std::env::var("TTRPC_ADDRESS").unwrap_or_default();
         self.task_service(&address).unwrap_or_else(|e| {
             log::error!("cannot start the task service: {e}");
