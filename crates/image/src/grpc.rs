@@ -89,6 +89,8 @@ pub struct Connection<S: Read + Write = UnixStream> {
     next_stream: u32,
     /// Data received since credit was last given back, on the connection.
     unacknowledged: u32,
+    /// How much data is let arrive before credit is given back ([`TOP_UP`]; less in tests).
+    top_up: u32,
 }
 
 impl Connection<UnixStream> {
@@ -126,6 +128,7 @@ impl<S: Read + Write> Connection<S> {
             decoder: fluke_hpack::Decoder::new(),
             next_stream: 1,
             unacknowledged: 0,
+            top_up: TOP_UP,
         })
     }
 
@@ -189,6 +192,9 @@ impl<S: Read + Write> Connection<S> {
     /// Reads frames until stream `id` has ended.
     fn receive(&mut self, id: u32, method: &str) -> Result<Answer, CallError> {
         let mut answer = Answer::default();
+        // Data received on this stream since credit was last given back: a stream's window is
+        // its own, so it is counted apart from the connection's.
+        let mut stream_unacknowledged = 0u32;
         // A header block in progress: its stream, whether it ends the stream, the fragments.
         let mut block: Option<(u32, bool, Vec<u8>)> = None;
         loop {
@@ -235,7 +241,11 @@ impl<S: Read + Write> Connection<S> {
                     block = Some((stream, flags & END_STREAM != 0, fragment.to_vec()));
                 }
                 DATA => {
-                    self.credit(stream, payload.len(), method)?;
+                    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+                    if stream == id {
+                        stream_unacknowledged = stream_unacknowledged.saturating_add(len);
+                    }
+                    self.credit(id, len, &mut stream_unacknowledged, method)?;
                     if stream == id {
                         let data = unpad(&payload, flags, false)
                             .ok_or_else(|| bad_frame(method, "DATA"))?;
@@ -264,21 +274,33 @@ impl<S: Read + Write> Connection<S> {
         }
     }
 
-    /// Counts data received on `stream` and gives credit back once enough has arrived.
-    fn credit(&mut self, stream: u32, len: usize, method: &str) -> Result<(), CallError> {
-        self.unacknowledged = self
-            .unacknowledged
-            .saturating_add(u32::try_from(len).unwrap_or(u32::MAX));
-        if self.unacknowledged >= TOP_UP {
-            let mut out = Vec::new();
+    /// Counts `len` bytes of data on the connection and gives credit back, on the connection
+    /// and on stream `id` (whose own count is `stream_unacknowledged`), for each once enough has
+    /// arrived there. Each window gets back exactly what it gave, so neither can exceed the
+    /// largest window HTTP/2 allows.
+    fn credit(
+        &mut self,
+        id: u32,
+        len: u32,
+        stream_unacknowledged: &mut u32,
+        method: &str,
+    ) -> Result<(), CallError> {
+        self.unacknowledged = self.unacknowledged.saturating_add(len);
+        let mut out = Vec::new();
+        if self.unacknowledged >= self.top_up {
             window_update(&mut out, 0, self.unacknowledged);
-            window_update(&mut out, stream, self.unacknowledged);
             self.unacknowledged = 0;
-            self.stream
-                .write_all(&out)
-                .map_err(|e| transport(&format!("{method}: give flow-control credit"), e))?;
         }
-        Ok(())
+        if *stream_unacknowledged >= self.top_up {
+            window_update(&mut out, id, *stream_unacknowledged);
+            *stream_unacknowledged = 0;
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        self.stream
+            .write_all(&out)
+            .map_err(|e| transport(&format!("{method}: give flow-control credit"), e))
     }
 
     fn send(
@@ -676,6 +698,33 @@ mod tests {
             matches!(&result, Err(CallError::Transport(m)) if m.contains("compressed")),
             "{result:?}"
         );
+    }
+
+    #[test]
+    fn credit_goes_back_to_each_window_for_what_it_gave() {
+        let peer = Scripted {
+            input: std::io::Cursor::new(Vec::new()),
+            written: Vec::new(),
+        };
+        let mut c = Connection::over(peer).unwrap();
+        c.top_up = 100;
+        // 60 bytes arrived on an earlier call's stream: counted on the connection only.
+        let mut earlier = 0;
+        c.credit(1, 60, &mut earlier, "m").unwrap();
+        // This call's stream 3 receives 50 and 50.
+        let mut this = 0;
+        for _ in 0..2 {
+            this += 50;
+            c.credit(3, 50, &mut this, "m").unwrap();
+        }
+        let updates: Vec<(u32, u32)> = frames(&c.stream.written)
+            .into_iter()
+            .filter(|f| f.0 == 0x8)
+            .map(|f| (f.2, u32::from_be_bytes([f.3[0], f.3[1], f.3[2], f.3[3]])))
+            .collect();
+        // The first is the connection's opening update; then the connection gets its 110 back
+        // and stream 3 its own 100, not the connection's count.
+        assert_eq!(updates[1..], [(0, 110), (3, 100)]);
     }
 
     #[test]
