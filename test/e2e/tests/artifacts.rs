@@ -545,3 +545,37 @@ fn extra_platforms_let_a_linux_pull_find_a_wasm_image() {
     let r = run(&c, &api, &both, "t/both:1", "both", None).expect("runs");
     assert_eq!(r.stdout, "hello from C\n", "{r:?}");
 }
+
+/// The image lookup tells "not found" from a failure (it reads containerd's gRPC status itself,
+/// `crates/image/src/grpc.rs`): a container whose image record was removed after it was created
+/// runs its rootfs entrypoint, and the shim logs why.
+#[test]
+fn a_container_whose_image_is_gone_runs_its_rootfs_entrypoint() {
+    let c = Containerd::start();
+    let image = "wasmcell.test/gone:latest";
+    c.import_wasm(image, "probe.wasm", fixtures::PROBE);
+    let r = c.ctr(&[
+        "container",
+        "create",
+        "--runtime",
+        RUNTIME,
+        image,
+        "gone",
+        "/probe.wasm",
+        "hello",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = c.ctr(&["image", "remove", image]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = c.ctr(&["task", "start", "gone"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("hello"), "{r:?}");
+    assert!(
+        c.log()
+            .contains(&format!("its image {image} is no longer in containerd")),
+        "{}",
+        c.log()
+    );
+    // `ctr task start` deletes the task once it has exited.
+    assert_eq!(c.ctr(&["container", "delete", "gone"]).code, 0);
+}
