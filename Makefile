@@ -3,7 +3,23 @@ SHELL := bash -o pipefail
 
 CARGO ?= cargo
 PREFIX ?= /usr/local
-BIN := target/release
+
+# The build names the host's target triple (cargo's --target, through CARGO_BUILD_TARGET) so
+# that the link flags below reach the workspace's crates and binaries but not its build scripts
+# and proc-macros, which cannot be linked statically. Binaries land in target/<triple>/release.
+TARGET ?= $(shell rustc -vV | sed -n 's/^host: //p')
+BIN := target/$(TARGET)/release
+export CARGO_BUILD_TARGET := $(TARGET)
+# Static, position-dependent binaries (README "Design": containerd executes the shim twice per
+# container, and a static binary skips the dynamic loader). getrandom must then call the
+# getrandom(2) wrapper directly: its default looks the wrapper up with dlsym, which finds
+# nothing in a static binary, and falls back to /dev/urandom, which a cell cannot open.
+# WASMCELL_PIE=1 builds dynamic position-independent binaries instead (crates/shim/build.rs).
+ifeq ($(filter-out 0,$(WASMCELL_PIE)),)
+STATIC_RUSTFLAGS := -C target-feature=+crt-static -C relocation-model=static --cfg getrandom_backend="linux_getrandom"
+endif
+TARGET_RUSTFLAGS := CARGO_TARGET_$(shell echo '$(TARGET)' | tr 'a-z-' 'A-Z_')_RUSTFLAGS
+export $(TARGET_RUSTFLAGS) := $(STATIC_RUSTFLAGS)
 
 # List the targets.
 help:
@@ -39,9 +55,10 @@ large-component: $(LARGE_COMPONENT)
 $(LARGE_COMPONENT): benches/workloads/large-component/app.py benches/scripts/large-component.sh
 	bash benches/scripts/large-component.sh $@
 
-# The benchmark's reference shim: a workspace of its own, built into the shared target directory.
+# The benchmark's reference shim: a workspace of its own, built into the shared target directory
+# as cargo builds it by default (dynamically linked, without the flags above).
 reference-shim:
-	CARGO_TARGET_DIR=$(CURDIR)/target $(CARGO) build --release --manifest-path benches/reference-shim/Cargo.toml
+	$(TARGET_RUSTFLAGS)= CARGO_TARGET_DIR=$(CURDIR)/target $(CARGO) build --release --manifest-path benches/reference-shim/Cargo.toml
 
 # Install the shim and the wasmcell CLI into $(PREFIX)/bin.
 install: build
@@ -49,7 +66,7 @@ install: build
 
 # Demo: install what is missing, build, install the shim, import a wasm image, run it with ctr.
 demo: deps install
-	bash test/scripts/demo.sh
+	BIN=$(BIN) bash test/scripts/demo.sh
 
 # Remove build output.
 clean:

@@ -7,6 +7,10 @@
 //! file pages. The price is that the binary's own code sits at a fixed address (libraries,
 //! stack, heap, compiled guests and guest memory stay randomized); README "Design" weighs it.
 //! `WASMCELL_PIE=1 cargo build` builds a position-independent binary instead.
+//!
+//! `make build` also links it statically (`-C target-feature=+crt-static -C
+//! relocation-model=static`, set in the `Makefile`, which rustc links without PIE by itself); a
+//! plain `cargo build` gives a dynamic binary that works the same, only slower to start.
 fn main() {
     println!("cargo:rerun-if-env-changed=WASMCELL_PIE");
     let linux = std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux");

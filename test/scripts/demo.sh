@@ -14,7 +14,7 @@ fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-target/release/wasmcell-fixtures "$work"
+"${BIN:-target/release}/wasmcell-fixtures" "$work"
 wasmcell image build --name wasmcell.demo/hello:latest --wasm "$work/probe.wasm" \
   --arg hello -o "$work/hello.tar" >/dev/null
 "${ctr[@]}" image import --all-platforms "$work/hello.tar" >/dev/null

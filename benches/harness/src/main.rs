@@ -140,7 +140,7 @@ fn main() {
     let o = parse_args();
     watch_interrupts();
     if std::env::var_os("WASMCELL_BIN_DIR").is_none() {
-        // The shim and the CLI sit next to this binary in target/release.
+        // The shims and the CLI sit next to this binary (`make build`: target/<triple>/release).
         let exe = std::env::current_exe().unwrap();
         std::env::set_var("WASMCELL_BIN_DIR", exe.parent().unwrap());
     }

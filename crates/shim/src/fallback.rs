@@ -8,10 +8,10 @@
 //!    `compile` mode, on the host, before anything is created: bad wasm fails Create with its
 //!    own message, as for a cell;
 //! 2. a copy of the spec is written to `<bundle>/runc-cell/config.json`: the process becomes
-//!    the shim binary in `cell-in-runc` mode, run through the host's dynamic loader, with the
-//!    binary, the loader and the libraries it was loaded with bound read-only below `/.wasmcell`
-//!    in the container (a wasm image has no C library); its env is empty (the guest's env goes
-//!    in the run spec, so nothing in it steers the host side);
+//!    the shim binary in `cell-in-runc` mode, bound read-only below `/.wasmcell` in the
+//!    container; a dynamically linked build runs through the host's dynamic loader, bound there
+//!    too with the libraries it was loaded with (a wasm image has no C library); its env is
+//!    empty (the guest's env goes in the run spec, so nothing in it steers the host side);
 //! 3. `runc create --preserve-fds 3` hands the process the run spec pipe, the status pipe and the
 //!    compiled program, opened here from the cache (the container cannot see the cache);
 //! 4. from then on the task is a runc task: Start, Kill, Pause, Stats, Update and Delete go
@@ -168,9 +168,9 @@ fn run_spec(id: &str, spec: &Spec, rootfs: &Path) -> Result<RunSpec> {
     })
 }
 
-/// The files the shim binary needs to run: itself, the dynamic loader and the shared libraries
-/// mapped into this process.
-fn cell_files() -> Result<(PathBuf, PathBuf, Vec<PathBuf>)> {
+/// The files the shim binary needs to run: itself and, unless it is linked statically (as `make
+/// build` links it), the dynamic loader and the shared libraries mapped into this process.
+fn cell_files() -> Result<(PathBuf, Option<PathBuf>, Vec<PathBuf>)> {
     let exe = std::env::current_exe().map_err(|e| Error::io("find the shim binary", e))?;
     let maps = std::fs::read_to_string("/proc/self/maps")
         .map_err(|e| Error::io("read /proc/self/maps", e))?;
@@ -190,11 +190,13 @@ fn cell_files() -> Result<(PathBuf, PathBuf, Vec<PathBuf>)> {
             libs.push(p);
         }
     }
-    let loader = loader.ok_or_else(|| {
-        Error::Internal(
-            "no dynamic loader in /proc/self/maps: cannot run the cell under runc".into(),
-        )
-    })?;
+    if loader.is_none() && !libs.is_empty() {
+        return Err(Error::Internal(format!(
+            "shared libraries but no dynamic loader in /proc/self/maps ({}): cannot run the \
+             cell under runc",
+            libs[0].display()
+        )));
+    }
     Ok((exe, loader, libs))
 }
 
@@ -212,25 +214,34 @@ fn bind(source: &Path, destination: String) -> serde_json::Value {
 fn runc_spec(spec: &Spec, rootfs: &Path, id: &str) -> Result<Vec<u8>> {
     let (exe, loader, libs) = cell_files()?;
     let mut v = serde_json::to_value(spec).map_err(|e| Error::io("encode the spec", e))?;
-    let loader_in = format!("{CELL_DIR}/ld.so");
     let exe_in = format!("{CELL_DIR}/cell");
-    let lib_dir = format!("{CELL_DIR}/lib");
-    v["process"]["args"] = serde_json::json!([
-        loader_in,
-        "--library-path",
-        lib_dir,
-        exe_in,
-        CELL_IN_RUNC_ARG,
-        id
-    ]);
+    let mut mounts = vec![bind(&exe, exe_in.clone())];
+    let args = match loader {
+        // A static binary runs as it is.
+        None => serde_json::json!([exe_in, CELL_IN_RUNC_ARG, id]),
+        // A dynamic one through the host's loader and libraries (a wasm image has no C library).
+        Some(loader) => {
+            let loader_in = format!("{CELL_DIR}/ld.so");
+            let lib_dir = format!("{CELL_DIR}/lib");
+            mounts.push(bind(&loader, loader_in.clone()));
+            for lib in &libs {
+                let name = lib.file_name().unwrap_or_default().to_string_lossy();
+                mounts.push(bind(lib, format!("{lib_dir}/{name}")));
+            }
+            serde_json::json!([
+                loader_in,
+                "--library-path",
+                lib_dir,
+                exe_in,
+                CELL_IN_RUNC_ARG,
+                id
+            ])
+        }
+    };
+    v["process"]["args"] = args;
     v["process"]["env"] = serde_json::json!([]);
     v["process"]["terminal"] = serde_json::json!(false);
     v["root"]["path"] = serde_json::json!(rootfs);
-    let mut mounts = vec![bind(&exe, exe_in), bind(&loader, loader_in)];
-    for lib in &libs {
-        let name = lib.file_name().unwrap_or_default().to_string_lossy();
-        mounts.push(bind(lib, format!("{lib_dir}/{name}")));
-    }
     match v["mounts"].as_array_mut() {
         Some(existing) => existing.extend(mounts),
         None => v["mounts"] = serde_json::Value::Array(mounts),
