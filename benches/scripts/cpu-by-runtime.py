@@ -4,7 +4,7 @@
 executable its process ran last (a process forked by containerd counts for the shim it execs),
 then groups executables by runtime.
 
-    perf record -a -F 999 -o perf.data -- target/x86_64-unknown-linux-gnu/release/wasmcell-bench --scenarios throughput ...
+    perf record -a -F 999 -o perf.data -- target/<host triple>/release/wasmcell-bench --scenarios throughput ...
     perf script -i perf.data --show-mmap-events --show-task-events -F comm,pid | \
         python3 benches/scripts/cpu-by-runtime.py
 """
