@@ -1,4 +1,5 @@
-//! The cell's only unsafe code: taking ownership of the fds the shim placed.
+//! The cell's only unsafe code: taking ownership of the fds the shim placed, and the system
+//! calls no safe wrapper offers (capabilities, `close_range`, installing a seccomp filter).
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -153,4 +154,28 @@ pub fn thread_count() -> std::io::Result<usize> {
         .find_map(|l| l.strip_prefix("Threads:"))
         .and_then(|n| n.trim().parse().ok())
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no Threads: line"))
+}
+
+/// Installs a seccomp filter on the calling thread (and so on the threads it creates later).
+/// Needs `no_new_privs` or `CAP_SYS_ADMIN`.
+pub fn install_seccomp_filter(program: &[libc::sock_filter]) -> std::io::Result<()> {
+    let len = u16::try_from(program.len())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let fprog = libc::sock_fprog {
+        len,
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: `fprog` points at `program`, which outlives the call; the kernel copies it.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }

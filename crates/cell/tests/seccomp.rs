@@ -103,6 +103,18 @@ fn checks() -> Result<(), String> {
     if std::process::Command::new("/bin/true").spawn().is_ok() {
         return Err("a new process was created".into());
     }
+    // SAFETY: clone3 with no arguments; answered by the filter before the kernel reads them.
+    let clone3 = unsafe { libc::syscall(libc::SYS_clone3, std::ptr::null::<u8>(), 0usize) };
+    match nix::errno::Errno::result(clone3) {
+        Err(nix::errno::Errno::ENOSYS) => {}
+        other => return Err(format!("clone3: expected ENOSYS, got {other:?}")),
+    }
+    // The x32 table of x86_64 kernels: the same call under another number.
+    #[cfg(target_arch = "x86_64")]
+    refused("x32 getpid", {
+        // SAFETY: getpid takes no arguments.
+        nix::errno::Errno::result(unsafe { libc::syscall(0x4000_0000 | libc::SYS_getpid) })
+    })?;
     let stdin = std::io::stdin();
     refused("ioctl TIOCSTI", {
         let c = 0u8;
