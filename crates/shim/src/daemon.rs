@@ -23,24 +23,34 @@
 #![allow(unsafe_code)]
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
 
 use containerd_shim::protos::shim::shim_ttrpc::{create_task, Task};
-use containerd_shim::protos::ttrpc::Server;
 use containerd_shim::{Flags, Shim, StartOpts};
 use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 
 use crate::proctitle::Cmdline;
+use crate::rpc::server::Server;
 use crate::shim::WasmcellShim;
 
 /// What the daemon writes to `start` once it serves; anything else is why it could not.
 const READY: &[u8] = b"ready";
+
+/// The Task methods answered on a thread of their own: Create may compile a program for
+/// seconds, and Wait lasts as long as the task. The serving thread answers the others itself.
+const OWN_THREAD_METHODS: &[&str] = &[
+    "/containerd.task.v2.Task/Create",
+    "/containerd.task.v2.Task/Wait",
+];
+
+/// How long the daemon, once idle, waits for its last answers (Shutdown's own) to be written.
+const SHUTDOWN_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Binds the pod's socket at `socket` (a path) and forks a daemon that serves it. Returns once
 /// the daemon serves (or, when another `start` of the same pod won the race to bind the socket,
@@ -134,7 +144,7 @@ fn serve(opts: &StartOpts, socket: &Path, listener: UnixListener, mut to_start: 
     log::info!("shim daemon serving {}", socket.display());
     shim.wait();
     log::info!("shutting down the shim daemon");
-    server.shutdown();
+    server.shutdown(SHUTDOWN_ANSWER_TIMEOUT);
     std::process::exit(0)
 }
 
@@ -186,19 +196,8 @@ fn set_up(
         &mut containerd_shim::Config::default(),
     );
     let service: Arc<dyn Task + Send + Sync> = Arc::new(shim.task_service(&opts.ttrpc_address)?);
-    let mut server = Server::new()
-        .add_listener(listener.into_raw_fd())
-        .map_err(|e| format!("listen on {}: {e}", socket.display()))?
-        .register_service(create_task(service))
-        // The server starts this many request threads for every connection, and containerd
-        // opens one connection per task: two, one more whenever one is left idle, instead of
-        // the crate's three. Wait holds one thread until the task exits; the other serves the
-        // rest.
-        .set_thread_count_default(2)
-        .set_thread_count_min(1);
-    server
-        .start()
-        .map_err(|e| format!("start the ttrpc server: {e}"))?;
+    let server = Server::start(listener, create_task(service), OWN_THREAD_METHODS)
+        .map_err(|e| format!("start the ttrpc server on {}: {e}", socket.display()))?;
     Ok((shim, server))
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Every event goes through one [`EventSender`]. The production sender hands events to a single
 //! forwarding thread, so events reach containerd in the order they were sent, and the RPC that
-//! sent them never waits on containerd.
+//! sent them never waits on containerd. That thread makes the ttrpc calls itself
+//! ([`crate::rpc::client`]); if a call fails, the next event connects anew.
 //!
 //! The envelope is built here rather than by the framework's `RemotePublisher`, which names the
 //! event's type through protobuf reflection: the first use of reflection in a process parses the
@@ -14,12 +15,18 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
-use containerd_shim::protos::protobuf::{CodedOutputStream, MessageDyn};
+use containerd_shim::protos::protobuf::{CodedOutputStream, Message, MessageDyn};
 use containerd_shim::protos::shim::event::Envelope;
 use containerd_shim::protos::shim::events::ForwardRequest;
 use containerd_shim::protos::topics;
-use containerd_shim::protos::{Client, EventsClient};
-use containerd_shim::Context;
+
+use crate::rpc::client::Client;
+
+/// containerd's events service, as its ttrpc API names it.
+const EVENTS_SERVICE: &str = "containerd.services.events.ttrpc.v1.Events";
+
+/// How long containerd may take to accept one event.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Something that delivers task events to containerd.
 pub trait EventSender: Send + Sync {
@@ -43,8 +50,8 @@ pub struct RemoteEvents {
 impl RemoteEvents {
     /// Connects to containerd's ttrpc address (`TTRPC_ADDRESS`) and starts the forwarding thread.
     pub fn connect(ttrpc_address: &str, namespace: String) -> std::io::Result<RemoteEvents> {
-        let fd = containerd_shim::util::connect(ttrpc_address).map_err(std::io::Error::other)?;
-        let client = EventsClient::new(Client::new(fd).map_err(std::io::Error::other)?);
+        let address = ttrpc_address.to_owned();
+        let mut client = Some(Client::connect(&address, FORWARD_TIMEOUT)?);
         let (tx, rx) = mpsc::channel::<(&'static str, Box<dyn MessageDyn + Send>)>();
         let pending = Arc::new((Mutex::new(0usize), Condvar::new()));
         let done = Arc::clone(&pending);
@@ -52,7 +59,17 @@ impl RemoteEvents {
             .name("events".into())
             .spawn(move || {
                 for (topic, event) in rx {
-                    if let Err(e) = forward(&client, &namespace, topic, &*event) {
+                    let connected = match client.take() {
+                        Some(c) => Ok(c),
+                        None => Client::connect(&address, FORWARD_TIMEOUT)
+                            .map_err(|e| format!("connect to {address}: {e}")),
+                    };
+                    let sent = connected.and_then(|mut c| {
+                        forward(&mut c, &namespace, topic, &*event)?;
+                        client = Some(c);
+                        Ok(())
+                    });
+                    if let Err(e) = sent {
                         log::error!("failed to publish {topic}: {e}");
                     }
                     let (count, cv) = &*done;
@@ -70,7 +87,7 @@ impl RemoteEvents {
 
 /// Sends one event to containerd's events service, as the framework's publisher would.
 fn forward(
-    client: &EventsClient,
+    client: &mut Client,
     namespace: &str,
     topic: &str,
     event: &dyn MessageDyn,
@@ -88,10 +105,9 @@ fn forward(
     envelope.set_event(any);
     let mut req = ForwardRequest::new();
     req.set_envelope(envelope);
-    client
-        .forward(Context::default(), &req)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    let bytes = req.write_to_bytes().map_err(|e| format!("encode: {e}"))?;
+    // The answer is `google.protobuf.Empty`: nothing to read in it.
+    client.call(EVENTS_SERVICE, "Forward", bytes).map(drop)
 }
 
 /// The bytes of `event`. `MessageDyn::write_to_vec_dyn` would look up the message's descriptor

@@ -18,6 +18,7 @@ mod process;
 mod proctitle;
 mod program;
 mod rootfs;
+mod rpc;
 mod runc;
 mod service;
 mod shim;
