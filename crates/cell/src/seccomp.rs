@@ -174,6 +174,14 @@ fn nr(call: libc::c_long) -> u32 {
     call as u32
 }
 
+/// Allowed when argument `arg` is one of `values`.
+fn allow_one_of(arg: u8, values: impl IntoIterator<Item = u32>) -> Rule {
+    Rule::Allow(Check::OneOf {
+        arg,
+        values: values.into_iter().collect(),
+    })
+}
+
 /// The cell's policy. `own_pid` is the only thread group the cell may signal.
 fn allow_list(own_pid: i32) -> Policy {
     let mut calls: BTreeMap<u32, Rule> = ALLOWED
@@ -203,39 +211,19 @@ fn allow_list(own_pid: i32) -> Policy {
         nr(libc::SYS_clone3),
         Rule::Always(Action::Errno(libc::ENOSYS as u16)),
     );
-    let families = vec![libc::AF_INET as u32, libc::AF_INET6 as u32];
-    calls.insert(
-        nr(libc::SYS_socket),
-        Rule::Allow(Check::OneOf {
-            arg: 0,
-            values: families,
-        }),
-    );
+    let families = [libc::AF_INET as u32, libc::AF_INET6 as u32];
+    calls.insert(nr(libc::SYS_socket), allow_one_of(0, families));
     // `ioctl`'s request is an `unsigned int` to the kernel.
-    let requests = IOCTLS.iter().map(|r| *r as u32).collect();
     calls.insert(
         nr(libc::SYS_ioctl),
-        Rule::Allow(Check::OneOf {
-            arg: 1,
-            values: requests,
-        }),
+        allow_one_of(1, IOCTLS.iter().map(|r| *r as u32)),
     );
-    let options = PRCTLS.iter().map(|o| *o as u32).collect();
     calls.insert(
         nr(libc::SYS_prctl),
-        Rule::Allow(Check::OneOf {
-            arg: 0,
-            values: options,
-        }),
+        allow_one_of(0, PRCTLS.iter().map(|o| *o as u32)),
     );
     // Signals only to the cell's own threads (the runtime may interrupt a thread).
-    calls.insert(
-        nr(libc::SYS_tgkill),
-        Rule::Allow(Check::OneOf {
-            arg: 0,
-            values: vec![own_pid as u32],
-        }),
-    );
+    calls.insert(nr(libc::SYS_tgkill), allow_one_of(0, [own_pid as u32]));
     Policy {
         arch: AUDIT_ARCH,
         calls,

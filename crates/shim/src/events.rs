@@ -11,8 +11,8 @@
 //! paid that every time. The type names of the task events are fixed by containerd's API, so
 //! [`type_url`] names them from the topic (a unit test checks them against reflection).
 
-use std::sync::{mpsc, Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
 
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::{CodedOutputStream, Message, MessageDyn};
@@ -20,6 +20,7 @@ use containerd_shim::protos::shim::event::Envelope;
 use containerd_shim::protos::shim::events::ForwardRequest;
 use containerd_shim::protos::topics;
 
+use crate::outstanding::Outstanding;
 use crate::rpc::client::Client;
 
 /// containerd's events service, as its ttrpc API names it.
@@ -44,7 +45,7 @@ pub trait EventSender: Send + Sync {
 pub struct RemoteEvents {
     tx: Mutex<mpsc::Sender<(&'static str, Box<dyn MessageDyn + Send>)>>,
     /// Events queued and not yet handed to containerd.
-    pending: Arc<(Mutex<usize>, Condvar)>,
+    pending: Arc<Outstanding>,
 }
 
 impl RemoteEvents {
@@ -53,8 +54,8 @@ impl RemoteEvents {
         let address = ttrpc_address.to_owned();
         let mut client = Some(Client::connect(&address, FORWARD_TIMEOUT)?);
         let (tx, rx) = mpsc::channel::<(&'static str, Box<dyn MessageDyn + Send>)>();
-        let pending = Arc::new((Mutex::new(0usize), Condvar::new()));
-        let done = Arc::clone(&pending);
+        let pending = Arc::new(Outstanding::default());
+        let delivered = Arc::clone(&pending);
         std::thread::Builder::new()
             .name("events".into())
             .spawn(move || {
@@ -72,10 +73,7 @@ impl RemoteEvents {
                     if let Err(e) = sent {
                         log::error!("failed to publish {topic}: {e}");
                     }
-                    let (count, cv) = &*done;
-                    let mut n = count.lock().unwrap_or_else(|p| p.into_inner());
-                    *n = n.saturating_sub(1);
-                    cv.notify_all();
+                    delivered.done();
                 }
             })?;
         Ok(RemoteEvents {
@@ -141,27 +139,17 @@ fn type_url(topic: &str) -> Option<&'static str> {
 impl EventSender for RemoteEvents {
     fn send(&self, topic: &'static str, event: Box<dyn MessageDyn + Send>) {
         let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
-        *self.pending.0.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.pending.add();
         if tx.send((topic, event)).is_err() {
-            *self.pending.0.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+            self.pending.done();
             log::error!("events thread is gone: dropping {topic}");
         }
     }
 
     fn flush(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        let (count, cv) = &*self.pending;
-        let mut n = count.lock().unwrap_or_else(|p| p.into_inner());
-        while *n > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                log::warn!("{} events not delivered before exit", *n);
-                return;
-            }
-            n = cv
-                .wait_timeout(n, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+        let undelivered = self.pending.wait_all(timeout);
+        if undelivered > 0 {
+            log::warn!("{undelivered} events not delivered before exit");
         }
     }
 }

@@ -14,6 +14,7 @@ mod events;
 mod fallback;
 mod info;
 mod metrics;
+mod outstanding;
 mod process;
 mod proctitle;
 mod program;

@@ -13,15 +13,16 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use containerd_shim::protos::protobuf::Message;
 use containerd_shim::protos::ttrpc::{self, Code, MethodHandler, TtrpcContext};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::frame::{self, Frame, Header, REQUEST, RESPONSE};
+use crate::outstanding::Outstanding;
 
 /// Method handlers by path (`/containerd.task.v2.Task/Create`), as `create_task` returns them.
 pub type Methods = HashMap<String, Box<dyn MethodHandler + Send + Sync>>;
@@ -41,8 +42,7 @@ struct Shared {
     methods: Methods,
     own_thread: Vec<String>,
     /// Requests read and not yet answered.
-    in_flight: Mutex<usize>,
-    answered: Condvar,
+    in_flight: Outstanding,
 }
 
 /// One client connection, as the calls answering on it see it.
@@ -73,8 +73,7 @@ impl Server {
         let shared = Arc::new(Shared {
             methods,
             own_thread: own_thread.iter().map(|m| (*m).to_owned()).collect(),
-            in_flight: Mutex::new(0),
-            answered: Condvar::new(),
+            in_flight: Outstanding::default(),
         });
         let serving = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -90,22 +89,10 @@ impl Server {
     /// Waits, at most `timeout`, until every request read has been answered (the Shutdown
     /// request that ended the daemon among them), then stops accepting and reading.
     pub fn shutdown(mut self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        let mut in_flight = lock(&self.shared.in_flight);
-        while *in_flight > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                log::warn!("{} ttrpc requests still unanswered at shutdown", *in_flight);
-                break;
-            }
-            in_flight = self
-                .shared
-                .answered
-                .wait_timeout(in_flight, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+        let unanswered = self.shared.in_flight.wait_all(timeout);
+        if unanswered > 0 {
+            log::warn!("{unanswered} ttrpc requests still unanswered at shutdown");
         }
-        drop(in_flight);
         self.stop();
     }
 
@@ -222,15 +209,14 @@ struct InFlight(Arc<Shared>);
 
 impl InFlight {
     fn new(shared: &Arc<Shared>) -> InFlight {
-        *lock(&shared.in_flight) += 1;
+        shared.in_flight.add();
         InFlight(Arc::clone(shared))
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        *lock(&self.0.in_flight) -= 1;
-        self.0.answered.notify_all();
+        self.0.in_flight.done();
     }
 }
 
