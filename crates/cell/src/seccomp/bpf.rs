@@ -447,7 +447,7 @@ mod tests {
 
     #[test]
     fn halves_longer_than_a_conditional_jump_are_reached_through_an_unconditional_one() {
-        // Every other number allowed, every third checked: about 2,000 ranges.
+        // Every other number allowed, every third checked: about 1,400 ranges.
         let mut calls = BTreeMap::new();
         for nr in (0..1400).step_by(2) {
             let rule = if nr % 3 == 0 {
