@@ -159,8 +159,12 @@ pub fn thread_count() -> std::io::Result<usize> {
 /// Installs a seccomp filter on the calling thread (and so on the threads it creates later).
 /// Needs `no_new_privs` or `CAP_SYS_ADMIN`.
 pub fn install_seccomp_filter(program: &[libc::sock_filter]) -> std::io::Result<()> {
-    let len = u16::try_from(program.len())
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let len = u16::try_from(program.len()).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("a filter of {} instructions", program.len()),
+        )
+    })?;
     let fprog = libc::sock_fprog {
         len,
         filter: program.as_ptr().cast_mut(),

@@ -243,15 +243,6 @@ fn dispatch(shared: &Arc<Shared>, connection: &Arc<Connection>, header: Header, 
         }
     };
     let path = format!("/{}/{}", request.service, request.method);
-    if !shared.methods.contains_key(&path) {
-        let why = format!("{path}: no such method");
-        answer(
-            connection,
-            header.stream_id,
-            status(Code::UNIMPLEMENTED, why),
-        );
-        return;
-    }
     if !shared.own_thread.contains(&path) {
         call(shared, connection, header, &path, request);
         drop(in_flight);
@@ -269,7 +260,8 @@ fn dispatch(shared: &Arc<Shared>, connection: &Arc<Connection>, header: Header, 
     }
 }
 
-/// Runs the method handler and writes what it answers.
+/// Runs the method handler of `path` and writes what it answers (an unknown method is answered
+/// `UNIMPLEMENTED`).
 fn call(
     shared: &Shared,
     connection: &Connection,
@@ -278,6 +270,12 @@ fn call(
     request: ttrpc::Request,
 ) {
     let Some(method) = shared.methods.get(path) else {
+        let why = format!("{path}: no such method");
+        answer(
+            connection,
+            header.stream_id,
+            status(Code::UNIMPLEMENTED, why),
+        );
         return;
     };
     let (responses, answered) = mpsc::channel();
