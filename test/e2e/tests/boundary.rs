@@ -1,6 +1,7 @@
 //! The kernel boundary of the cell (issue 3, in progress): capabilities, `no_new_privs`,
 //! namespaces created or joined by path.
 
+use std::time::Duration;
 use wasmcell_e2e::{fixtures, proc_status, Containerd};
 
 const IMG: &str = "wasmcell.test/probe:latest";
@@ -227,6 +228,16 @@ fn a_running_cell_holds_only_stdio_preopens_and_its_module() {
     let c = Containerd::start();
     c.import_wasm(IMG, "probe.wasm", fixtures::PROBE);
     let pid = start_sleeper(&c, "fds", &[]);
+    // Start returns once the shim has written the start byte; the cell closes the control pipe
+    // (fd 3) when it has read it, which on a busy machine can be a little later.
+    let control_closed = || {
+        std::fs::read_link(format!("/proc/{pid}/fd/3"))
+            .map_or(true, |t| !t.to_string_lossy().starts_with("pipe:"))
+    };
+    assert!(
+        c.wait_until(Duration::from_secs(10), control_closed),
+        "the cell closes its control pipe once started"
+    );
     let rootfs = identity(&c.bundle_dir("fds").join("rootfs").to_string_lossy()).expect("rootfs");
     let mut cached = Vec::new();
     for dir in std::fs::read_dir(&c.cache).expect("cache").flatten() {
