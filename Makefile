@@ -24,7 +24,7 @@ export $(TARGET_RUSTFLAGS) := $(STATIC_RUSTFLAGS)
 # List the targets.
 help:
 	@grep -B1 -E '^[a-z-]+:' Makefile | grep -E '^#' | sed 's/^# //'; \
-	 echo "targets: deps build test bench demo lint install clean"
+	 echo "targets: deps tools build test bench demo lint install clean"
 
 # Install the Debian packages the build, the wasm fixtures and the tests need (as root).
 deps:
@@ -39,14 +39,19 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
-# The whole test suite: unit tests and the end-to-end suites against a private containerd.
-test: deps build lint
+# Build the pinned third-party tools (test/tools/versions.env) once, into a cache outside the repo.
+tools:
+	bash test/tools/build.sh containerd crictl >/dev/null
+
+# The whole test suite: unit tests and the end-to-end suites against a private containerd 2.x,
+# then against Debian's containerd 1.6.
+test: deps build lint tools
 	bash test/scripts/cargo-test.sh
 
 # Benchmarks: wasmcell against the reference shim (benches/reference-shim, on runwasi's
 # containerd-shim-wasm) and runc, on a private containerd; table on stdout, JSON in target/bench.
-bench: deps build reference-shim large-component
-	$(BIN)/wasmcell-bench --json target/bench/results.json --component $(LARGE_COMPONENT)
+bench: deps build tools reference-shim large-component
+	WASMCELL_CONTAINERD_DIR=$$(bash test/tools/build.sh containerd) $(BIN)/wasmcell-bench --json target/bench/results.json --component $(LARGE_COMPONENT)
 
 # The benchmark's large program: a componentize-py component (CPython in wasm, about 18 MiB);
 # componentize-py comes from PyPI into a venv under target/bench.
@@ -72,4 +77,4 @@ demo: deps install
 clean:
 	$(CARGO) clean
 
-.PHONY: help deps build lint test bench reference-shim large-component install demo clean
+.PHONY: help deps tools build lint test bench reference-shim large-component install demo clean

@@ -1,7 +1,8 @@
 //! Builds the wasm fixtures of the end-to-end tests from the sources in `test/fixtures`:
 //! WAT with the `wat` crate, C with clang for wasm32-wasi (wasi-libc), a large generated module,
 //! a component made from the C program with the WASI preview 1 command adapter, and a WASI 0.2
-//! component written directly against `wasi:sockets` (`listener.wat` with the WIT world below).
+//! component written directly against `wasi:sockets` (`listener.wat` with the WIT world below),
+//! and the native pause program of the CRI tests (`pause.c`, built statically with cc).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -42,6 +43,18 @@ fn main() {
             "building probe.wasm with clang failed ({other:?}): install the WASI C toolchain \
              with `make deps` (clang lld wasi-libc libclang-rt-14-dev-wasm32)"
         ),
+    }
+
+    // The pod sandbox's pause program of the CRI tests: native, static.
+    let pause = out.join("pause");
+    let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(["-static", "-Os", "-o"])
+        .arg(&pause)
+        .arg(src.join("pause.c"))
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        other => panic!("building the pause program with cc -static failed ({other:?})"),
     }
 
     let core = std::fs::read(&probe).expect("read probe.wasm");

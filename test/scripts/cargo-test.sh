@@ -1,11 +1,25 @@
 #!/usr/bin/env bash
-# Runs the workspace's tests (one release build, shared with `make build`) and closes with one line
-# that totals every test binary: "N passed, N failed".
+# Runs the workspace's tests (one release build, shared with `make build`): the unit tests and
+# the end-to-end suites against the pinned containerd 2.x (test/tools/versions.env), then the
+# end-to-end suites again against Debian's containerd 1.6 (the oldest supported). Closes with
+# one line that totals every test binary of both runs: "N passed, N failed".
 set -euo pipefail
+cd "$(dirname "$0")/../.."
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --release --workspace --all-targets 2>&1 | tee "$log" || status=$?
+
+containerd2=$(bash test/tools/build.sh containerd)
+WASMCELL_CRICTL=$(bash test/tools/build.sh crictl)/crictl
+export WASMCELL_CRICTL
+echo "== unit tests, and the end-to-end suites against $("$containerd2/containerd" --version)"
+WASMCELL_CONTAINERD_DIR=$containerd2 cargo test --release --workspace --all-targets 2>&1 \
+  | tee -a "$log" || status=$?
+
+echo "== the end-to-end suites against $(/usr/bin/containerd --version)"
+WASMCELL_CONTAINERD_DIR=/usr/bin cargo test --release -p wasmcell-e2e --tests 2>&1 \
+  | tee -a "$log" || status=$?
+
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "%d passed, %d failed\n", p, f }' "$log"
 exit "$status"

@@ -629,7 +629,7 @@ fn environment() -> Value {
         "cpu": cpu,
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "kernel": first_line("uname", &["-r"]),
-        "containerd": first_line("containerd", &["--version"]),
+        "containerd": first_line(&wasmcell_e2e::containerd_bin().to_string_lossy(), &["--version"]),
         "runc": first_line("runc", &["--version"]),
         "wasmcell": env!("CARGO_PKG_VERSION"),
         "wasmtime": "48.0.8",

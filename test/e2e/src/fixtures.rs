@@ -27,6 +27,30 @@ pub const LISTENER_PORT: u16 = 47811;
 /// What [`LISTENER`] writes to its client.
 pub const LISTENER_REPLY: &str = "hello from the guest's network namespace\n";
 
+/// A pod sandbox's native pause program (`pause.c`, static ELF) for the CRI tests.
+pub const PAUSE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pause"));
+
+/// A WASI preview 1 module of about `mib` MiB that prints `hello from a big module`: the bulk
+/// is a data segment, so it is large to store, hash and read from the content store, not to
+/// compile.
+pub fn big_module(mib: usize) -> Vec<u8> {
+    let bytes = mib << 20;
+    let pages = bytes / 65536 + 2;
+    let filler = "w".repeat(bytes);
+    let text = format!(
+        r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") {pages})
+  (data (i32.const 16) "hello from a big module\n")
+  (data (i32.const 65536) "{filler}")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 24))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#
+    );
+    wat::parse_str(text).expect("the big module's text")
+}
+
 /// Every fixture by file name, for `wasmcell-fixtures`.
 pub const ALL: &[(&str, &[u8])] = &[
     ("hello.wasm", HELLO),

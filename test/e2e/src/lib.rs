@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod api;
+pub mod cri;
 pub mod fixtures;
 pub mod image;
 
@@ -69,6 +70,87 @@ pub const BUSYBOX_IMAGE_ARGS: &[&str] = &[
     "hello from busybox",
 ];
 
+/// The directory of the containerd under test (`containerd` and `ctr`):
+/// `WASMCELL_CONTAINERD_DIR` (`make test` sets it to the pinned containerd 2.x it built, then to
+/// Debian's 1.6 in `/usr/bin`), else whatever `PATH` finds.
+pub fn containerd_dir() -> Option<PathBuf> {
+    std::env::var_os("WASMCELL_CONTAINERD_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+}
+
+/// The `containerd` binary under test.
+pub fn containerd_bin() -> PathBuf {
+    containerd_dir()
+        .map(|d| d.join("containerd"))
+        .unwrap_or_else(|| "containerd".into())
+}
+
+/// The `ctr` binary of the containerd under test.
+pub fn ctr_bin() -> PathBuf {
+    containerd_dir()
+        .map(|d| d.join("ctr"))
+        .unwrap_or_else(|| "ctr".into())
+}
+
+/// The major version of the containerd under test (1 or 2), from `containerd --version`.
+pub fn containerd_major() -> u64 {
+    static MAJOR: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *MAJOR.get_or_init(|| {
+        let out = Command::new(containerd_bin())
+            .arg("--version")
+            .output()
+            .unwrap_or_else(|e| panic!("{} --version: {e}", containerd_bin().display()));
+        let text = String::from_utf8_lossy(&out.stdout);
+        // "containerd <package> <version> <revision>"; Debian's version has no `v`.
+        text.split_whitespace()
+            .nth(2)
+            .and_then(|w| w.trim_start_matches('v').split('.').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no version in `containerd --version`: {text}"))
+    })
+}
+
+/// The configuration of a private containerd in `dir`: its own root, state and socket, no CRI
+/// (the CRI suites configure their own) and nothing that reaches outside `dir` but what
+/// containerd hard-codes (shim sockets under /run/containerd/s).
+pub fn private_config(dir: &Path, socket: &Path) -> String {
+    let (root, state, sock) = (
+        dir.join("root").display().to_string(),
+        dir.join("state").display().to_string(),
+        socket.display().to_string(),
+    );
+    if containerd_major() >= 2 {
+        // containerd 2.x: config version 3; the CRI plugin is three plugins, and NRI (on by
+        // default) would listen on /var/run/nri/nri.sock, which two instances cannot share.
+        let opt = dir.join("opt").display().to_string();
+        format!(
+            r#"version = 3
+root = "{root}"
+state = "{state}"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.nri.v1.nri"]
+[grpc]
+  address = "{sock}"
+[debug]
+  level = "info"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{opt}"
+"#
+        )
+    } else {
+        format!(
+            r#"version = 2
+root = "{root}"
+state = "{state}"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "{sock}"
+[debug]
+  level = "info"
+"#
+        )
+    }
+}
+
 /// A private containerd.
 pub struct Containerd {
     /// Temp dir holding everything of this instance.
@@ -111,35 +193,55 @@ impl Containerd {
 
     /// Starts containerd with extra environment variables (which its shims inherit).
     pub fn start_with_env(env: &[(&str, &str)]) -> Containerd {
-        let dir = tempfile::Builder::new()
+        let dir = Containerd::new_dir();
+        let socket = dir.path().join("containerd.sock");
+        std::fs::write(
+            dir.path().join("config.toml"),
+            private_config(dir.path(), &socket),
+        )
+        .unwrap();
+        Containerd::start_in(dir, env, &[bin_dir()])
+    }
+
+    /// Starts containerd with its CRI plugin on ([`cri::cri_config`]) and wasmcell as runtime
+    /// handler [`cri::HANDLER`], the pause image imported.
+    pub fn start_cri() -> Containerd {
+        let dir = Containerd::new_dir();
+        let socket = dir.path().join("containerd.sock");
+        std::fs::write(
+            dir.path().join("config.toml"),
+            cri::cri_config(dir.path(), &socket) + &cri::handler_section(),
+        )
+        .unwrap();
+        let c = Containerd::start_in(dir, &[], &[bin_dir()]);
+        c.import_pause();
+        c
+    }
+
+    /// A new temp dir for an instance: its config goes to `config.toml` in it, its socket is
+    /// `containerd.sock` (as the config must say).
+    pub fn new_dir() -> tempfile::TempDir {
+        tempfile::Builder::new()
             .prefix("wasmcell-e2e-")
             .tempdir()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Starts containerd on the `config.toml` already in `dir` and waits until it answers.
+    /// Its `PATH` (which its shims inherit) starts with `path`, then the directory of the
+    /// containerd under test (for its runc shim), then the test's own.
+    pub fn start_in(dir: tempfile::TempDir, env: &[(&str, &str)], path: &[PathBuf]) -> Containerd {
         let d = dir.path();
         let socket = d.join("containerd.sock");
         let cache = d.join("cache");
         let log = d.join("containerd.log");
-        let config = format!(
-            r#"version = 2
-root = "{root}"
-state = "{state}"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "{sock}"
-[debug]
-  level = "info"
-"#,
-            root = d.join("root").display(),
-            state = d.join("state").display(),
-            sock = socket.display(),
-        );
-        std::fs::write(d.join("config.toml"), config).unwrap();
-        let path = format!(
-            "{}:{}",
-            bin_dir().display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let child = Command::new("containerd")
+        let mut dirs: Vec<PathBuf> = path.to_vec();
+        dirs.extend(containerd_dir());
+        dirs.extend(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        ));
+        let path = std::env::join_paths(dirs).unwrap();
+        let child = Command::new(containerd_bin())
             .arg("--config")
             .arg(d.join("config.toml"))
             .env("PATH", path)
@@ -151,7 +253,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             .stderr(std::fs::OpenOptions::new().append(true).open(&log).unwrap())
             .spawn()
             .expect("start containerd (is it installed? run `make deps`)");
-        let c = Containerd {
+        let mut c = Containerd {
             dir,
             socket,
             cache,
@@ -161,6 +263,10 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while c.ctr(&["version"]).code != 0 {
+            let exited = c.child.as_mut().and_then(|ch| ch.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                panic!("containerd exited ({status}):\n{}", c.log());
+            }
             assert!(Instant::now() < deadline, "containerd did not come up");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -181,11 +287,13 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     /// [`CTR_TIMEOUT_SECS`] and fails the test (with the logs, from `Drop`).
     pub fn ctr_with_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Ran {
         let mut cmd = Command::new("timeout");
-        cmd.args(["--kill-after=5", &CTR_TIMEOUT_SECS.to_string(), "ctr"]);
+        cmd.args(["--kill-after=5", &CTR_TIMEOUT_SECS.to_string()]);
+        cmd.arg(ctr_bin());
         cmd.arg("--address").arg(&self.socket).args(args);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let started = Instant::now();
-        let ran = self.run_ctr(cmd, stdin);
+        let mut ran = self.run_ctr(cmd, stdin);
+        ran.stderr = without_deprecation_warnings(&ran.stderr);
         let timed_out = started.elapsed() >= Duration::from_secs(CTR_TIMEOUT_SECS);
         assert!(
             !(timed_out && (ran.code == 124 || ran.code == 137)),
@@ -305,7 +413,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
     /// Subscribes to containerd's events (`ctr events`); returns once the subscription is live.
     pub fn events(&self) -> Events {
-        let mut child = Command::new("ctr")
+        let mut child = Command::new(ctr_bin())
             .arg("--address")
             .arg(&self.socket)
             .arg("events")
@@ -538,6 +646,15 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         }
         cond()
     }
+}
+
+/// `ctr`'s stderr without the deprecation warnings containerd 2.x hands every client (for
+/// example that cgroup v1 is deprecated), which are about the host, not the command.
+fn without_deprecation_warnings(stderr: &str) -> String {
+    stderr
+        .split_inclusive('\n')
+        .filter(|l| !(l.contains("level=warning") && l.contains("msg=\"DEPRECATION: ")))
+        .collect()
 }
 
 /// One event as `ctr events` prints it: `<time> <namespace> <topic> <json>`.
