@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use containerd_client::services::v1::{
     GetContainerRequest, GetContainerResponse, GetImageRequest, GetImageResponse,
-    ReadContentRequest, ReadContentResponse,
+    ReadContentRequest, ReadContentResponse, VersionResponse,
 };
 use prost::Message;
 
@@ -46,6 +46,14 @@ impl Containerd {
             connection: RefCell::new(connection),
             namespace: namespace.to_owned(),
         })
+    }
+
+    /// The version containerd reports (`v2.2.9`): proof that it is up and serving its API.
+    pub fn version(&self) -> Result<String, String> {
+        let resp: Option<VersionResponse> =
+            self.unary("/containerd.services.version.v1.Version/Version", &())?;
+        resp.map(|r| r.version)
+            .ok_or_else(|| "Version: containerd has no version service".to_owned())
     }
 
     /// Calls `method` with `request`; `None` when containerd says the thing is not found.

@@ -1,0 +1,619 @@
+//! `wasmcell install`: puts the shim where containerd finds it and adds wasmcell's runtime
+//! handler to containerd's CRI configuration, so that pods of a RuntimeClass with that handler
+//! (and `ctr run --runtime io.containerd.wasmcell.v1`) run on wasmcell.
+//!
+//! What a mature node tool owes its user, and how this one keeps it:
+//! - **Idempotent**: a second run finds everything in place, changes nothing and says so.
+//! - **Nothing lost**: the config is edited format-preserving ([`config`]), the old file is kept
+//!   as a backup, and the new one replaces it atomically (written beside it, then renamed).
+//! - **Never a config containerd cannot load**: the result is loaded by the node's own
+//!   containerd (`config dump`) before it replaces anything, and must show the handler.
+//! - **Drop-in directories**: a config whose `imports` name a directory pattern gets its own
+//!   file there, and a handler already defined in an imported file is edited where it is.
+//! - **Reversible**: `--uninstall` removes what `install` added (a file it created as a whole
+//!   is removed as a whole), `--dry-run` shows the diff and writes nothing.
+
+pub mod config;
+pub mod containerd;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use config::{ConfigFile, Edit, Handler};
+
+/// The shim's file name: containerd derives it from the runtime type.
+pub const SHIM_NAME: &str = "containerd-shim-wasmcell-v1";
+
+/// What the user asked `install` for.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// containerd's root configuration file.
+    pub config: PathBuf,
+    /// The runtime handler's name (a RuntimeClass's `handler`).
+    pub handler: String,
+    /// The shim binary to install (default: the one beside this `wasmcell`).
+    pub shim: Option<PathBuf>,
+    /// Where the shim goes: a directory on containerd's `PATH`.
+    pub shim_dir: PathBuf,
+    /// containerd's binary (default: `containerd` on `PATH`).
+    pub containerd: Option<PathBuf>,
+    /// containerd's socket, to wait on after a restart.
+    pub address: PathBuf,
+    /// Print what would change; change nothing.
+    pub dry_run: bool,
+    /// Remove what install added.
+    pub uninstall: bool,
+    /// Restart containerd afterwards and wait until it answers.
+    pub restart: bool,
+    /// The command that restarts containerd (default: `systemctl restart containerd`).
+    pub restart_command: Option<String>,
+    /// How long to wait for containerd after a restart.
+    pub wait: Duration,
+}
+
+/// A configuration file and what it will say.
+struct Target {
+    path: PathBuf,
+    /// Its text today (None: it does not exist).
+    before: Option<String>,
+    /// Its text after the edit (None: it is to be removed).
+    after: Option<String>,
+    /// True when `path` is a file `imports` pulls in (the check then imports it by hand).
+    imported: bool,
+}
+
+impl Target {
+    fn changes(&self) -> bool {
+        self.before != self.after
+    }
+}
+
+/// Runs install (or uninstall) as `opts` say, printing what it does.
+pub fn run(opts: &Options) -> Result<()> {
+    if !opts.dry_run && !nix::unistd::geteuid().is_root() {
+        bail!(
+            "wasmcell install must run as root: it writes {} and {} (--dry-run works without)",
+            opts.config.display(),
+            opts.shim_dir.display()
+        );
+    }
+    let containerd = containerd::Binary::find(opts.containerd.as_deref())?;
+    let (containerd_version, major) = containerd.version()?;
+    let verb = if opts.uninstall {
+        "uninstall"
+    } else {
+        "install"
+    };
+    println!(
+        "wasmcell {verb}: containerd {containerd_version} ({}), config {}",
+        containerd.path().display(),
+        opts.config.display()
+    );
+
+    let root = read_root(&opts.config, major)?;
+    let version = root.file.version()?;
+    config::cri_runtime_plugin(version)?;
+    let (imports, drop_in) = imported_files(opts, &root.file)?;
+    // containerd 1.x replaces a whole plugin section with an imported file's, so a drop-in
+    // file would drop the root's CRI settings there; 2.x merges them key by key.
+    let drop_in = drop_in.filter(|_| major >= 2);
+    let target = if opts.uninstall {
+        plan_uninstall(opts, &root, version, &imports)?
+    } else {
+        plan_install(opts, &root, version, &imports, drop_in, major)?
+    };
+    let shim = plan_shim(opts)?;
+
+    if let Some(t) = &target {
+        print_diff(t);
+        check(&containerd, opts, &root, &imports, t)?;
+        println!("  containerd {containerd_version} loads the result");
+    }
+    if opts.dry_run {
+        println!("  --dry-run: nothing was written");
+        return Ok(());
+    }
+    let changed_shim = apply_shim(&shim)?;
+    let changed_config = match &target {
+        Some(t) => {
+            apply(t)?;
+            true
+        }
+        None => false,
+    };
+    if !changed_shim && !changed_config {
+        println!("  nothing changed: wasmcell is already {verb}ed");
+    }
+    if opts.restart {
+        let how = opts
+            .restart_command
+            .as_deref()
+            .unwrap_or("systemctl restart containerd");
+        println!("  restarting containerd ({how})");
+        containerd::restart(opts.restart_command.as_deref())?;
+        let v = containerd::wait_until_answering(&opts.address, opts.wait)?;
+        println!("  containerd {v} answers at {}", opts.address.display());
+    } else if changed_config {
+        println!("  restart containerd for the change to take effect (or run with --restart)");
+    }
+    Ok(())
+}
+
+/// The root configuration file as read (or as it will be written, when there is none).
+struct Root {
+    file: ConfigFile,
+    /// Its text on disk; None when it does not exist.
+    text: Option<String>,
+}
+
+fn read_root(path: &Path, containerd_major: u64) -> Result<Root> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Root {
+            file: ConfigFile::parse(&text, path)?,
+            text: Some(text),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Root {
+            file: ConfigFile::minimal(config::version_for_containerd(containerd_major)),
+            text: None,
+        }),
+        Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
+    }
+}
+
+/// The files `imports` pulls in today, in order, and the drop-in file wasmcell would add to the
+/// first directory pattern.
+fn imported_files(opts: &Options, root: &ConfigFile) -> Result<(Vec<PathBuf>, Option<PathBuf>)> {
+    let dir = opts.config.parent().unwrap_or(Path::new("/"));
+    let mut files = Vec::new();
+    let mut drop_in = None;
+    for pattern in root.imports()? {
+        let pattern = dir.join(pattern);
+        let name = pattern
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let parent = pattern.parent().unwrap_or(Path::new("/"));
+        if !name.contains(['*', '?', '[']) {
+            if pattern.is_file() {
+                files.push(pattern);
+            }
+            continue;
+        }
+        if parent.to_string_lossy().contains(['*', '?', '[']) || name.contains('[') {
+            bail!(
+                "imports pattern {}: only `*` and `?` in the file name are followed",
+                pattern.display()
+            );
+        }
+        let mut matched: Vec<PathBuf> = std::fs::read_dir(parent)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.file_name()
+                            .is_some_and(|n| wildcard(&name, &n.to_string_lossy()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        matched.sort();
+        files.extend(matched);
+        if drop_in.is_none() && name.matches('*').count() == 1 && !name.contains('?') {
+            drop_in = Some(parent.join(name.replacen('*', "wasmcell", 1)));
+        }
+    }
+    Ok((files, drop_in))
+}
+
+fn plan_install(
+    opts: &Options,
+    root: &Root,
+    version: i64,
+    imports: &[PathBuf],
+    drop_in: Option<PathBuf>,
+    containerd_major: u64,
+) -> Result<Option<Target>> {
+    let handler = Handler {
+        name: opts.handler.clone(),
+        shim_path: Some(opts.shim_dir.join(SHIM_NAME).to_string_lossy().into_owned()),
+    };
+    // A handler already defined in an imported file is edited there.
+    for path in imports {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read {} (imported)", path.display()))?;
+        let mut file = ConfigFile::parse(&text, path)?;
+        let file_version = imported_version(&file, version)?;
+        if file
+            .handler_runtime_type(file_version, &opts.handler)?
+            .is_some()
+        {
+            return edit(path, Some(text), true, &mut file, |f| {
+                f.set_handler(file_version, &handler)
+            });
+        }
+    }
+    if root
+        .file
+        .handler_runtime_type(version, &opts.handler)?
+        .is_none()
+    {
+        if let Some(path) = drop_in {
+            if !path.exists() {
+                let mut file = ConfigFile::minimal(version);
+                return edit(&path, None, true, &mut file, |f| {
+                    f.set_handler(version, &handler)
+                });
+            }
+        }
+    }
+    let mut file = root.file.clone();
+    edit(&opts.config, root.text.clone(), false, &mut file, |f| {
+        let kept = containerd_major < 2 && f.keep_default_runtime(version)?;
+        let edit = f.set_handler(version, &handler)?;
+        Ok(if kept { Edit::Added } else { edit })
+    })
+}
+
+fn plan_uninstall(
+    opts: &Options,
+    root: &Root,
+    version: i64,
+    imports: &[PathBuf],
+) -> Result<Option<Target>> {
+    for path in imports {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read {} (imported)", path.display()))?;
+        let mut file = ConfigFile::parse(&text, path)?;
+        let file_version = imported_version(&file, version)?;
+        if file
+            .handler_runtime_type(file_version, &opts.handler)?
+            .is_some()
+        {
+            return edit(path, Some(text), true, &mut file, |f| {
+                f.remove_handler(file_version, &opts.handler)
+            });
+        }
+    }
+    let Some(text) = root.text.clone() else {
+        println!(
+            "  {} does not exist: no handler to remove",
+            opts.config.display()
+        );
+        return Ok(None);
+    };
+    let mut file = root.file.clone();
+    edit(&opts.config, Some(text), false, &mut file, |f| {
+        f.remove_handler(version, &opts.handler)
+    })
+}
+
+/// The version an imported file is read at: its own, or the root's when it has none.
+fn imported_version(file: &ConfigFile, root_version: i64) -> Result<i64> {
+    Ok(match file.version()? {
+        1 => root_version,
+        v => v,
+    })
+}
+
+/// Applies `change` to `file` (read from `path`, whose text is `before`) and says what it did.
+fn edit(
+    path: &Path,
+    before: Option<String>,
+    imported: bool,
+    file: &mut ConfigFile,
+    change: impl FnOnce(&mut ConfigFile) -> Result<Edit>,
+) -> Result<Option<Target>> {
+    let what = change(file)?;
+    let shown = path.display();
+    match what {
+        Edit::Unchanged => {
+            println!("  {shown}: already as it should be");
+            return Ok(None);
+        }
+        Edit::Added => println!("  {shown}: adds the runtime handler"),
+        Edit::Updated => println!("  {shown}: updates the runtime handler"),
+        Edit::Removed => println!("  {shown}: removes the runtime handler"),
+    }
+    // A file install wrote as a whole goes as a whole.
+    let after = if what == Edit::Removed && file.is_minimal() {
+        None
+    } else {
+        Some(file.text())
+    };
+    Ok(Some(Target {
+        path: path.to_owned(),
+        before,
+        after,
+        imported,
+    }))
+}
+
+/// Has containerd load the configuration as it will be with `target` in place, and compare it
+/// with today's ([`containerd::Binary::check`]).
+fn check(
+    containerd: &containerd::Binary,
+    opts: &Options,
+    root: &Root,
+    imports: &[PathBuf],
+    target: &Target,
+) -> Result<()> {
+    let scratch = Scratch::new(&opts.config)?;
+    let new_root = if target.imported {
+        // The root as it is, its imports spelled out file by file, the target's new text in
+        // place of the target (or no file, when it is to go).
+        let mut files: Vec<PathBuf> = imports
+            .iter()
+            .filter(|f| **f != target.path)
+            .cloned()
+            .collect();
+        if let Some(after) = &target.after {
+            let candidate = scratch.file("imported.toml", after)?;
+            let at = imports
+                .iter()
+                .position(|f| *f == target.path)
+                .or_else(|| {
+                    files.iter().position(|f| {
+                        f.parent() == target.path.parent()
+                            && f.file_name() > target.path.file_name()
+                    })
+                })
+                .unwrap_or(files.len());
+            files.insert(at, candidate);
+        }
+        let mut root_file = root.file.clone();
+        root_file.set_imports(
+            files
+                .iter()
+                .map(|f| f.to_string_lossy().into_owned())
+                .collect(),
+        );
+        scratch.beside(&root_file.text())?
+    } else {
+        scratch.beside(target.after.as_deref().unwrap_or(""))?
+    };
+    let old_root = root.text.is_some().then_some(opts.config.as_path());
+    containerd
+        .check(old_root, &new_root, &opts.handler, !opts.uninstall)
+        .with_context(|| format!("{} was not changed", target.path.display()))
+}
+
+/// Temporary files for the check: one beside the root config (so relative imports resolve as
+/// they will) under a name no import pattern of `*.toml` matches, others in a private
+/// directory. All are removed on drop.
+struct Scratch {
+    dir: PathBuf,
+    beside: PathBuf,
+}
+
+impl Scratch {
+    fn new(target: &Path) -> Result<Scratch> {
+        let pid = std::process::id();
+        let dir = std::env::temp_dir().join(format!("wasmcell-install-{pid}"));
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        let parent = target.parent().unwrap_or(Path::new("/"));
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(Scratch {
+            dir,
+            beside: parent.join(format!(".{name}.wasmcell-check-{pid}")),
+        })
+    }
+
+    fn file(&self, name: &str, text: &str) -> Result<PathBuf> {
+        let p = self.dir.join(name);
+        std::fs::write(&p, text).with_context(|| format!("write {}", p.display()))?;
+        Ok(p)
+    }
+
+    fn beside(&self, text: &str) -> Result<PathBuf> {
+        if let Some(parent) = self.beside.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("create {}", parent.display()))?;
+        }
+        std::fs::write(&self.beside, text)
+            .with_context(|| format!("write {}", self.beside.display()))?;
+        Ok(self.beside.clone())
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.beside);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Puts `target` in place: the old file is kept as a backup, the new one is renamed over it.
+fn apply(target: &Target) -> Result<()> {
+    let path = &target.path;
+    if target.before.is_some() {
+        let backup = backup_path(path);
+        std::fs::copy(path, &backup)
+            .with_context(|| format!("back up {} to {}", path.display(), backup.display()))?;
+        println!("  backup: {}", backup.display());
+    }
+    match &target.after {
+        None => {
+            std::fs::remove_file(path).with_context(|| format!("remove {}", path.display()))?;
+            println!("  removed {} (install had written it)", path.display());
+        }
+        Some(text) => {
+            let mode = std::fs::metadata(path)
+                .map(|m| m.permissions().mode() & 0o7777)
+                .unwrap_or(0o644);
+            replace_file(path, text.as_bytes(), mode)?;
+            println!("  wrote {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// `<file>.wasmcell-backup-<unix seconds>`, a name no earlier backup has.
+fn backup_path(path: &Path) -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut n = 0;
+    loop {
+        let suffix = if n == 0 {
+            format!(".wasmcell-backup-{secs}")
+        } else {
+            format!(".wasmcell-backup-{secs}-{n}")
+        };
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let candidate = PathBuf::from(name);
+        if !candidate.exists() {
+            return candidate;
+        }
+        n += 1;
+    }
+}
+
+/// Writes `bytes` beside `path` and renames it over `path`, so a reader sees the old file or
+/// the new one, never a part.
+fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(format!(".wasmcell-new-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp_name);
+    let result = (|| -> Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("write {}", path.display()))
+}
+
+/// What happens to the shim binary.
+enum ShimPlan {
+    /// Copy `from` to `to`.
+    Copy { from: PathBuf, to: PathBuf },
+    /// The destination already holds the same bytes.
+    InPlace,
+    /// Remove `to`.
+    Remove { to: PathBuf },
+    /// Nothing there to remove.
+    Absent,
+}
+
+fn plan_shim(opts: &Options) -> Result<ShimPlan> {
+    let to = opts.shim_dir.join(SHIM_NAME);
+    if opts.uninstall {
+        let plan = if to.exists() {
+            println!("  {}: removes the shim", to.display());
+            ShimPlan::Remove { to }
+        } else {
+            ShimPlan::Absent
+        };
+        return Ok(plan);
+    }
+    let from = match &opts.shim {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .context("find this program's path")?
+            .parent()
+            .unwrap_or(Path::new("/"))
+            .join(SHIM_NAME),
+    };
+    if !from.is_file() {
+        bail!(
+            "no shim at {} to install (name it with --shim)",
+            from.display()
+        );
+    }
+    let same = std::fs::read(&to).ok() == Some(std::fs::read(&from)?);
+    Ok(if same {
+        println!("  {}: the shim is in place", to.display());
+        ShimPlan::InPlace
+    } else {
+        println!(
+            "  {}: installs the shim from {}",
+            to.display(),
+            from.display()
+        );
+        ShimPlan::Copy { from, to }
+    })
+}
+
+/// Carries out the shim's plan; true when something changed.
+fn apply_shim(plan: &ShimPlan) -> Result<bool> {
+    match plan {
+        ShimPlan::Copy { from, to } => {
+            let bytes = std::fs::read(from).with_context(|| format!("read {}", from.display()))?;
+            replace_file(to, &bytes, 0o755)?;
+            Ok(true)
+        }
+        ShimPlan::Remove { to } => {
+            std::fs::remove_file(to).with_context(|| format!("remove {}", to.display()))?;
+            Ok(true)
+        }
+        ShimPlan::InPlace | ShimPlan::Absent => Ok(false),
+    }
+}
+
+/// Prints a unified diff of a target's change.
+fn print_diff(t: &Target) {
+    if !t.changes() {
+        return;
+    }
+    let before = t.before.as_deref().unwrap_or("");
+    let after = t.after.as_deref().unwrap_or("");
+    let shown = t.path.display().to_string();
+    let old = if t.before.is_some() {
+        shown.as_str()
+    } else {
+        "/dev/null"
+    };
+    let new = if t.after.is_some() {
+        shown.as_str()
+    } else {
+        "/dev/null"
+    };
+    let diff = similar::TextDiff::from_lines(before, after);
+    print!("{}", diff.unified_diff().context_radius(3).header(old, new));
+}
+
+/// Go's `filepath.Match` for `*` and `?` within one file name.
+fn wildcard(pattern: &str, name: &str) -> bool {
+    fn go(p: &[char], n: &[char]) -> bool {
+        match p.split_first() {
+            None => n.is_empty(),
+            Some(('*', rest)) => (0..=n.len()).any(|i| go(rest, &n[i..])),
+            Some(('?', rest)) => !n.is_empty() && go(rest, &n[1..]),
+            Some((c, rest)) => n.first() == Some(c) && go(rest, &n[1..]),
+        }
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    go(&p, &n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wildcard;
+
+    #[test]
+    fn wildcards_match_as_go_does_within_a_name() {
+        assert!(wildcard("*.toml", "wasmcell.toml"));
+        assert!(wildcard("*.toml", ".hidden.toml"));
+        assert!(!wildcard("*.toml", "wasmcell.toml.bak"));
+        assert!(wildcard("1?-*.toml", "10-a.toml"));
+        assert!(!wildcard("1?-*.toml", "1-a.toml"));
+    }
+}
