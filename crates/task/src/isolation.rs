@@ -93,6 +93,11 @@ impl Isolation {
     /// The boundary `spec` asks for, or what of it the cell cannot honour.
     pub fn from_spec(spec: &Spec) -> Result<Isolation, Unsupported> {
         let mut iso = Isolation::default();
+        if let Some(names) = hook_kinds(spec) {
+            // runc runs them at their points of the lifecycle, in their namespaces, with the
+            // container's state on stdin: the cell does not, so it must not pretend to.
+            return Err(Unsupported(format!("OCI hooks ({names}); runc runs them")));
+        }
         if let Some(linux) = spec.linux() {
             for ns in linux.namespaces().iter().flatten() {
                 let kind = match ns.typ() {
@@ -183,9 +188,51 @@ impl Isolation {
     }
 }
 
+/// The kinds of OCI hooks `spec` lists (`createRuntime, poststop`), if any.
+fn hook_kinds(spec: &Spec) -> Option<String> {
+    let hooks = spec.hooks().as_ref()?;
+    #[allow(deprecated)] // prestart is deprecated, but runc still runs it
+    let kinds = [
+        ("prestart", hooks.prestart()),
+        ("createRuntime", hooks.create_runtime()),
+        ("createContainer", hooks.create_container()),
+        ("startContainer", hooks.start_container()),
+        ("poststart", hooks.poststart()),
+        ("poststop", hooks.poststop()),
+    ];
+    let names: Vec<&str> = kinds
+        .iter()
+        .filter(|(_, list)| list.as_ref().is_some_and(|l| !l.is_empty()))
+        .map(|(name, _)| *name)
+        .collect();
+    (!names.is_empty()).then(|| names.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_spec_with_hooks_goes_to_runc_and_empty_hook_lists_do_not() {
+        let with = spec(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "hooks": {
+                "createRuntime": [{"path": "/bin/true"}],
+                "startContainer": [],
+                "poststop": [{"path": "/bin/true", "args": ["true"]}]
+            }
+        }));
+        let err = Isolation::from_spec(&with).expect_err("hooks are not the cell's");
+        assert_eq!(
+            err.to_string(),
+            "the cell cannot honour OCI hooks (createRuntime, poststop); runc runs them"
+        );
+        let empty = spec(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "hooks": {"createRuntime": [], "poststop": []}
+        }));
+        assert!(Isolation::from_spec(&empty).is_ok());
+    }
 
     fn spec(json: serde_json::Value) -> Spec {
         serde_json::from_value(json).expect("spec")
