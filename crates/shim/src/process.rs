@@ -105,6 +105,19 @@ impl ExitWatch {
     }
 }
 
+/// How many bytes wait in the pipe whose read end is `fd` (`FIONREAD`): 0 once its reader has
+/// read everything written so far.
+pub fn unread_bytes(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which points at `n`, alive for
+    // the call; `fd` is a valid open descriptor for the call (BorrowedFd).
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
 /// A close-on-exec pipe: `(read end, write end)`.
 pub fn pipe() -> Result<(std::fs::File, std::fs::File)> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)

@@ -24,6 +24,9 @@ pub struct Outputs {
     pub stderr: OwnedFd,
     /// The binary logger's pid, if one was started.
     pub logger_pid: Option<i32>,
+    /// The read ends of the logger's pipes, kept by the shim to see when the logger has read
+    /// everything (see `Task::wait_logger`).
+    pub logger_pipes: Vec<OwnedFd>,
 }
 
 fn dev_null() -> Result<File> {
@@ -54,17 +57,19 @@ pub fn open_outputs(id: &str, namespace: &str, stdout: &str, stderr: &str) -> Re
     let err = stdio::parse_output("stderr", stderr)?;
     match (&out, &err) {
         (OutputTarget::Binary(logger), _) | (_, OutputTarget::Binary(logger)) => {
-            let (pid, o, e) = spawn_logger(logger, id, namespace)?;
+            let (pid, o, e, pipes) = spawn_logger(logger, id, namespace)?;
             Ok(Outputs {
                 stdout: o,
                 stderr: e,
                 logger_pid: Some(pid),
+                logger_pipes: pipes,
             })
         }
         _ => Ok(Outputs {
             stdout: open_target("stdout", &out)?,
             stderr: open_target("stderr", &err)?,
             logger_pid: None,
+            logger_pipes: Vec::new(),
         }),
     }
 }
@@ -89,7 +94,7 @@ fn spawn_logger(
     logger: &BinaryLogger,
     id: &str,
     namespace: &str,
-) -> Result<(i32, OwnedFd, OwnedFd)> {
+) -> Result<(i32, OwnedFd, OwnedFd, Vec<OwnedFd>)> {
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let (mut ready_r, ready_w) = pipe()?;
@@ -116,7 +121,7 @@ fn spawn_logger(
         })
     })?;
     let pid = child.id() as i32;
-    drop((cmd, staged, out_r, err_r, ready_w));
+    drop((cmd, staged, ready_w));
     let ms = LOGGER_READY_TIMEOUT.as_millis() as i32;
     let mut fds = [PollFd::new(ready_r.as_fd(), PollFlags::POLLIN)];
     let ready = poll(
@@ -134,5 +139,10 @@ fn spawn_logger(
     }
     let mut sink = Vec::new();
     let _ = ready_r.read_to_end(&mut sink);
-    Ok((pid, out_w.into(), err_w.into()))
+    Ok((
+        pid,
+        out_w.into(),
+        err_w.into(),
+        vec![out_r.into(), err_r.into()],
+    ))
 }

@@ -9,10 +9,11 @@
 //! the pid is registered, so no exit is lost.
 
 use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use containerd_shim::api::{
     ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse, DeleteRequest,
@@ -46,6 +47,8 @@ use crate::stdio;
 const DELETE_KILL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an exit waits for the task's binary logger to drain and exit.
 const LOGGER_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often an exit looks whether the binary logger has read everything.
+const LOGGER_DRAIN_POLL: Duration = Duration::from_millis(2);
 /// How long a shim that is about to exit waits for its last events to reach containerd.
 const EVENT_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many exits of unknown pids are remembered.
@@ -128,6 +131,9 @@ pub struct Task {
     changed: Condvar,
     logger_gone: Mutex<bool>,
     logger_changed: Condvar,
+    /// The read ends of the binary logger's pipes while the logger lives: FIONREAD on them
+    /// tells when it has read everything.
+    logger_pipes: Mutex<Vec<OwnedFd>>,
 }
 
 impl Task {
@@ -149,18 +155,35 @@ impl Task {
 
     fn logger_exited(&self) {
         *lock(&self.logger_gone) = true;
+        // With its reader gone, a writer must see EPIPE again, not a pipe that fills up.
+        lock(&self.logger_pipes).clear();
         self.logger_changed.notify_all();
     }
 
-    /// Waits (bounded) until the binary logger has read everything and exited.
+    /// Waits (bounded) until the binary logger has read all the output: its pipes are empty,
+    /// or it has exited. Some loggers (nerdctl's) exit only once they see the task's exit
+    /// from containerd, so waiting for the exit alone would hold TaskExit up to the bound.
     fn wait_logger(&self) {
         if self.logger_pid.is_none() {
             return;
         }
-        let gone = lock(&self.logger_gone);
-        let _ = self
-            .logger_changed
-            .wait_timeout_while(gone, LOGGER_DRAIN_TIMEOUT, |g| !*g);
+        let deadline = Instant::now() + LOGGER_DRAIN_TIMEOUT;
+        let mut gone = lock(&self.logger_gone);
+        loop {
+            let drained = lock(&self.logger_pipes)
+                .iter()
+                .all(|p| crate::process::unread_bytes(p.as_fd()).map_or(true, |n| n == 0));
+            let now = Instant::now();
+            if *gone || drained || now >= deadline {
+                return;
+            }
+            let wait = LOGGER_DRAIN_POLL.min(deadline - now);
+            gone = self
+                .logger_changed
+                .wait_timeout(gone, wait)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
     }
 }
 
@@ -473,6 +496,7 @@ impl Tasks {
         io.stderr = req.stderr.clone();
         io.terminal = req.terminal;
         let logger_pid = outputs.logger_pid;
+        let logger_pipes = outputs.logger_pipes;
         std::mem::forget(logger_guard);
         let task = Arc::new(Task {
             id: id.clone(),
@@ -488,6 +512,7 @@ impl Tasks {
             changed: Condvar::new(),
             logger_gone: Mutex::new(false),
             logger_changed: Condvar::new(),
+            logger_pipes: Mutex::new(logger_pipes),
         });
         lock(&self.tasks).insert(id.clone(), Arc::clone(&task));
 
