@@ -24,7 +24,7 @@ export $(TARGET_RUSTFLAGS) := $(STATIC_RUSTFLAGS)
 # List the targets.
 help:
 	@grep -B1 -E '^[a-z-]+:' Makefile | grep -E '^#' | sed 's/^# //'; \
-	 echo "targets: deps tools build test bench demo lint install clean"
+	 echo "targets: deps tools build test bench demo lint install installer-image clean"
 
 # Install the Debian packages the build, the wasm fixtures and the tests need (as root).
 deps:
@@ -41,7 +41,7 @@ lint:
 
 # Build the pinned third-party tools (test/tools/versions.env) once, into a cache outside the repo.
 tools:
-	bash test/tools/build.sh containerd crictl nerdctl >/dev/null
+	bash test/tools/build.sh containerd crictl nerdctl kubernetes-validate >/dev/null
 
 # The whole test suite: unit tests and the end-to-end suites against a private containerd 2.x,
 # then against Debian's containerd 1.6.
@@ -65,6 +65,11 @@ $(LARGE_COMPONENT): benches/workloads/large-component/app.py benches/scripts/lar
 reference-shim:
 	$(TARGET_RUSTFLAGS)= CARGO_TARGET_DIR=$(CURDIR)/target $(CARGO) build --release --manifest-path benches/reference-shim/Cargo.toml
 
+# The node installer's image (deploy/kubernetes/installer) as an OCI image tarball.
+INSTALLER_IMAGE := target/images/wasmcell-installer.tar
+installer-image: build
+	bash deploy/kubernetes/installer/build-image.sh $(BIN) $(INSTALLER_IMAGE)
+
 # Install the shim and the wasmcell CLI into $(PREFIX)/bin.
 install: build
 	install -m 0755 $(BIN)/containerd-shim-wasmcell-v1 $(BIN)/wasmcell $(PREFIX)/bin/
@@ -77,4 +82,4 @@ demo: deps install
 clean:
 	$(CARGO) clean
 
-.PHONY: help deps tools build lint test bench reference-shim large-component install demo clean
+.PHONY: help deps tools build lint test bench installer-image reference-shim large-component install demo clean

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Builds the pinned third-party tools (test/tools/versions.env) from the Go module proxy into a
-# cache outside the repository, one directory per tool and version, and prints each tool's bin
+# Builds the pinned third-party tools (test/tools/versions.env) from the Go module proxy (and
+# one from PyPI) into a cache outside the repository, one directory per tool and version, and prints each tool's bin
 # directory. A tool already in the cache is not built again.
 #
-#   test/tools/build.sh containerd nerdctl crictl
+#   test/tools/build.sh containerd nerdctl crictl kubernetes-validate
 #
 # The cache is $WASMCELL_TOOLS_CACHE (default /var/cache/wasmcell-tools).
 set -euo pipefail
@@ -84,8 +84,21 @@ for tool in "$@"; do
         -ldflags "-s -w -X $pkg/pkg/version.Version=$CRI_TOOLS_VERSION" \
         "$pkg/cmd/crictl@$CRI_TOOLS_VERSION"
       ;;
+    kubernetes-validate)
+      dir="$cache/kubernetes-validate-$KUBERNETES_VALIDATE_VERSION"
+      if [ ! -f "$dir/.built" ]; then
+        echo "tools: installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION into $dir" >&2
+        rm -rf "$dir"
+        python3 -m venv "$dir/venv" >&2
+        "$dir/venv/bin/pip" install -q "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" >&2
+        mkdir -p "$dir/bin"
+        ln -s ../venv/bin/kubernetes-validate "$dir/bin/kubernetes-validate"
+        touch "$dir/.built"
+      fi
+      echo "$dir/bin"
+      ;;
     *)
-      echo "tools: unknown tool '$tool' (known: containerd nerdctl crictl)" >&2
+      echo "tools: unknown tool '$tool' (known: containerd nerdctl crictl kubernetes-validate)" >&2
       exit 2
       ;;
   esac

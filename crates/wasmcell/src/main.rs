@@ -79,6 +79,17 @@ struct InstallArgs {
     /// Seconds to wait for containerd to answer after the restart.
     #[arg(long, default_value_t = 60)]
     wait: u64,
+    /// Run on the node from a privileged pod with hostPID: read the shim from the pod, then
+    /// enter the mount namespace of the node's PID 1 (its files, containerd and systemd).
+    #[arg(long)]
+    enter_host: bool,
+    /// With --enter-host: the process whose mount namespace is the node's.
+    #[arg(long, default_value_t = 1, requires = "enter_host")]
+    host_pid: u32,
+    /// Label node NAME wasmcell.dev/installed=true afterwards (removed by --uninstall, first),
+    /// through the API server with the pod's service account.
+    #[arg(long, value_name = "NAME")]
+    label_node: Option<String>,
 }
 
 fn main() -> Result<()> {
@@ -96,6 +107,8 @@ fn main() -> Result<()> {
             restart: a.restart,
             restart_command: a.restart_command,
             wait: Duration::from_secs(a.wait),
+            enter_host: a.enter_host.then_some(a.host_pid),
+            label_node: a.label_node,
         }),
     }
 }

@@ -421,3 +421,97 @@ fn restart_runs_the_command_and_waits_until_containerd_answers() {
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("restarting containerd failed"), "{r:?}");
 }
+
+#[test]
+fn enter_host_reads_the_shim_in_the_pod_then_edits_the_nodes_files() {
+    // The installer pod's view: a mount namespace of its own in which the node's directory is
+    // hidden under an empty tmpfs holding only the shim to install. With --enter-host,
+    // install reads the shim there, then edits the node's files in PID 1's namespace.
+    let dir = Containerd::new_dir();
+    let d = dir.path().display().to_string();
+    std::fs::write(dir.path().join("config.toml"), node_config(dir.path(), 2)).unwrap();
+    let script = format!(
+        "mount -t tmpfs none {d} && cp {shim} {d}/shim && exec {wasmcell} install --enter-host \
+         --host-pid {pid} --shim {d}/shim --config {d}/config.toml --shim-dir {d}/bin --containerd {containerd}",
+        shim = bin_dir().join("containerd-shim-wasmcell-v1").display(),
+        wasmcell = bin_dir().join("wasmcell").display(),
+        containerd = containerd_bin().display(),
+        pid = std::process::id(),
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let r: Ran = out.into();
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        read(&dir.path().join("config.toml")).contains("runtimes.wasmtime]"),
+        "the node's config has the handler"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("bin/containerd-shim-wasmcell-v1")).unwrap(),
+        std::fs::read(bin_dir().join("containerd-shim-wasmcell-v1")).unwrap(),
+        "the shim read in the pod is on the node"
+    );
+    assert!(
+        !dir.path().join("shim").exists(),
+        "the pod's tmpfs stayed the pod's"
+    );
+
+    // Without --enter-host the same command sees only the pod's tmpfs.
+    let script = script
+        .replace(" --enter-host", "")
+        .replace(&format!("--host-pid {} ", std::process::id()), "");
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let r: Ran = out.into();
+    assert!(
+        r.stdout.contains("--- /dev/null"),
+        "it wrote a new config into the pod's tmpfs: {r:?}"
+    );
+}
+
+#[test]
+fn the_installer_image_has_the_shell_and_tools_its_daemonset_runs() {
+    let c = Containerd::start();
+    let tar = c.dir.path().join("installer.tar");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/kubernetes/installer/build-image.sh"
+    );
+    let out = Command::new("bash")
+        .arg(script)
+        .arg(bin_dir())
+        .arg(&tar)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let name = String::from_utf8_lossy(&out.stdout);
+    assert!(name.contains(&tar.display().to_string()), "{name}");
+    let r = c.ctr(&["image", "import", tar.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let image = format!(
+        "wasmcell.dev/wasmcell-installer:{}",
+        env!("CARGO_PKG_VERSION")
+    );
+    // What daemonset.yaml's command and readiness probe use, under runc.
+    let r = c.ctr(&[
+        "run",
+        "--rm",
+        "--mount",
+        "type=tmpfs,src=tmpfs,dst=/run/wasmcell,options=rw:nosuid",
+        &image,
+        "installer-smoke",
+        "/bin/sh",
+        "-c",
+        "set -e; wasmcell --version; test -x /usr/local/bin/containerd-shim-wasmcell-v1; \
+         [ install = install ] && echo ok; touch /run/wasmcell/done; cat /run/wasmcell/done; sleep 0",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}\n{}", c.log());
+    assert!(
+        r.stdout.contains("wasmcell 0.1.0") && r.stdout.contains("ok"),
+        "{r:?}"
+    );
+}

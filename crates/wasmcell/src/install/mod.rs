@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod containerd;
+pub mod node;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -52,6 +53,11 @@ pub struct Options {
     pub restart_command: Option<String>,
     /// How long to wait for containerd after a restart.
     pub wait: Duration,
+    /// Enter the mount namespace of this process first: the node's PID 1 from the installer
+    /// pod (`hostPID: true`).
+    pub enter_host: Option<u32>,
+    /// Label this node (`wasmcell.dev/installed`) through the API server, as a pod.
+    pub label_node: Option<String>,
 }
 
 /// A configuration file and what it will say.
@@ -80,6 +86,19 @@ pub fn run(opts: &Options) -> Result<()> {
             opts.shim_dir.display()
         );
     }
+    // What lives in the pod is read before the pod's filesystem is left behind.
+    let shim = if opts.uninstall {
+        None
+    } else {
+        Some(read_shim(opts)?)
+    };
+    let cluster = match &opts.label_node {
+        Some(_) => Some(node::Cluster::in_cluster()?),
+        None => None,
+    };
+    if let Some(pid) = opts.enter_host {
+        node::enter_host_mounts(pid)?;
+    }
     let containerd = containerd::Binary::find(opts.containerd.as_deref())?;
     let (containerd_version, major) = containerd.version()?;
     let verb = if opts.uninstall {
@@ -105,16 +124,24 @@ pub fn run(opts: &Options) -> Result<()> {
     } else {
         plan_install(opts, &root, version, &imports, drop_in, major)?
     };
-    let shim = plan_shim(opts)?;
+    let shim = plan_shim(opts, shim)?;
 
     if let Some(t) = &target {
         print_diff(t);
         check(&containerd, opts, &root, &imports, t)?;
         println!("  containerd {containerd_version} loads the result");
     }
+    if let Some(node) = &opts.label_node {
+        let what = if opts.uninstall { "removes" } else { "sets" };
+        println!("  node {node}: {what} label {}", node::INSTALLED_LABEL);
+    }
     if opts.dry_run {
         println!("  --dry-run: nothing was written");
         return Ok(());
+    }
+    // No new wasm pod may land here once the handler is going.
+    if let (Some(cluster), Some(node), true) = (&cluster, &opts.label_node, opts.uninstall) {
+        cluster.label_node(node, node::INSTALLED_LABEL, None)?;
     }
     let changed_shim = apply_shim(&shim)?;
     let changed_config = match &target {
@@ -138,6 +165,10 @@ pub fn run(opts: &Options) -> Result<()> {
         println!("  containerd {v} answers at {}", opts.address.display());
     } else if changed_config {
         println!("  restart containerd for the change to take effect (or run with --restart)");
+    }
+    if let (Some(cluster), Some(node), false) = (&cluster, &opts.label_node, opts.uninstall) {
+        cluster.label_node(node, node::INSTALLED_LABEL, Some("true"))?;
+        println!("  node {node} labelled {}=true", node::INSTALLED_LABEL);
     }
     Ok(())
 }
@@ -502,8 +533,8 @@ fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 
 /// What happens to the shim binary.
 enum ShimPlan {
-    /// Copy `from` to `to`.
-    Copy { from: PathBuf, to: PathBuf },
+    /// Write `bytes` (the shim read at the start) to `to`.
+    Copy { bytes: Vec<u8>, to: PathBuf },
     /// The destination already holds the same bytes.
     InPlace,
     /// Remove `to`.
@@ -512,17 +543,8 @@ enum ShimPlan {
     Absent,
 }
 
-fn plan_shim(opts: &Options) -> Result<ShimPlan> {
-    let to = opts.shim_dir.join(SHIM_NAME);
-    if opts.uninstall {
-        let plan = if to.exists() {
-            println!("  {}: removes the shim", to.display());
-            ShimPlan::Remove { to }
-        } else {
-            ShimPlan::Absent
-        };
-        return Ok(plan);
-    }
+/// The shim binary to install: its path and bytes.
+fn read_shim(opts: &Options) -> Result<(PathBuf, Vec<u8>)> {
     let from = match &opts.shim {
         Some(p) => p.clone(),
         None => std::env::current_exe()
@@ -531,32 +553,44 @@ fn plan_shim(opts: &Options) -> Result<ShimPlan> {
             .unwrap_or(Path::new("/"))
             .join(SHIM_NAME),
     };
-    if !from.is_file() {
-        bail!(
+    match std::fs::read(&from) {
+        Ok(bytes) => Ok((from, bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
             "no shim at {} to install (name it with --shim)",
             from.display()
-        );
+        ),
+        Err(e) => Err(e).with_context(|| format!("read {}", from.display())),
     }
-    let same = std::fs::read(&to).ok() == Some(std::fs::read(&from)?);
-    Ok(if same {
+}
+
+fn plan_shim(opts: &Options, source: Option<(PathBuf, Vec<u8>)>) -> Result<ShimPlan> {
+    let to = opts.shim_dir.join(SHIM_NAME);
+    let Some((from, bytes)) = source else {
+        let plan = if to.exists() {
+            println!("  {}: removes the shim", to.display());
+            ShimPlan::Remove { to }
+        } else {
+            ShimPlan::Absent
+        };
+        return Ok(plan);
+    };
+    if std::fs::read(&to).ok().as_deref() == Some(bytes.as_slice()) {
         println!("  {}: the shim is in place", to.display());
-        ShimPlan::InPlace
-    } else {
-        println!(
-            "  {}: installs the shim from {}",
-            to.display(),
-            from.display()
-        );
-        ShimPlan::Copy { from, to }
-    })
+        return Ok(ShimPlan::InPlace);
+    }
+    println!(
+        "  {}: installs the shim from {}",
+        to.display(),
+        from.display()
+    );
+    Ok(ShimPlan::Copy { bytes, to })
 }
 
 /// Carries out the shim's plan; true when something changed.
 fn apply_shim(plan: &ShimPlan) -> Result<bool> {
     match plan {
-        ShimPlan::Copy { from, to } => {
-            let bytes = std::fs::read(from).with_context(|| format!("read {}", from.display()))?;
-            replace_file(to, &bytes, 0o755)?;
+        ShimPlan::Copy { bytes, to } => {
+            replace_file(to, bytes, 0o755)?;
             Ok(true)
         }
         ShimPlan::Remove { to } => {
