@@ -70,7 +70,7 @@ struct InstallArgs {
     /// Remove the handler and the shim that install added.
     #[arg(long)]
     uninstall: bool,
-    /// Restart containerd afterwards and wait until it answers.
+    /// Restart containerd afterwards, if its configuration changed, and wait until it answers.
     #[arg(long)]
     restart: bool,
     /// The command that restarts containerd, run by sh (default: systemctl restart containerd).

@@ -38,11 +38,7 @@ pub fn available() -> bool {
 /// version: its own root, state and socket, CNI directories inside `dir` (unused: pods take
 /// the node's network), the pause image above, and no NRI socket.
 pub fn cri_config(dir: &Path, socket: &Path) -> String {
-    let (root, state, sock) = (
-        dir.join("root").display().to_string(),
-        dir.join("state").display().to_string(),
-        socket.display().to_string(),
-    );
+    let (root, state, sock) = crate::instance_paths(dir, socket);
     let (cni_bin, cni_conf) = (
         dir.join("cni/bin").display().to_string(),
         dir.join("cni/conf").display().to_string(),

@@ -110,15 +110,20 @@ pub fn containerd_major() -> u64 {
     })
 }
 
+/// A private instance's root, state dir and socket, as config values.
+pub(crate) fn instance_paths(dir: &Path, socket: &Path) -> (String, String, String) {
+    (
+        dir.join("root").display().to_string(),
+        dir.join("state").display().to_string(),
+        socket.display().to_string(),
+    )
+}
+
 /// The configuration of a private containerd in `dir`: its own root, state and socket, no CRI
 /// (the CRI suites configure their own) and nothing that reaches outside `dir` but what
 /// containerd hard-codes (shim sockets under /run/containerd/s).
 pub fn private_config(dir: &Path, socket: &Path) -> String {
-    let (root, state, sock) = (
-        dir.join("root").display().to_string(),
-        dir.join("state").display().to_string(),
-        socket.display().to_string(),
-    );
+    let (root, state, sock) = instance_paths(dir, socket);
     if containerd_major() >= 2 {
         // containerd 2.x: config version 3; the CRI plugin is three plugins, and NRI (on by
         // default) would listen on /var/run/nri/nri.sock, which two instances cannot share.

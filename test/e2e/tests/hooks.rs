@@ -26,6 +26,27 @@ fn image(c: &Containerd) -> std::path::PathBuf {
     ])
 }
 
+/// Runs container `id` of the hooks image with `spec` on its unpacked rootfs, to its end.
+fn run(
+    c: &Containerd,
+    id: &str,
+    spec: Value,
+    d: &wasmcell_e2e::image::ImageDefaults,
+) -> Result<wasmcell_e2e::api::Finished, String> {
+    c.api().run(
+        ContainerRequest {
+            id,
+            image: "wasmcell.test/hooks:1",
+            runtime: RUNTIME,
+            spec,
+            parent: d.chain_id(),
+            plain_stdio: false,
+            layers: Vec::new(),
+        },
+        c.dir.path(),
+    )
+}
+
 /// A host script that appends `<kind> <state JSON>` to `log`, or fails with `fail` on stderr.
 fn hook_script(dir: &Path, log: &Path, fail: Option<&str>) -> String {
     let path = dir.join(if fail.is_some() { "fail-hook" } else { "hook" });
@@ -72,21 +93,7 @@ fn every_hook_runs_once_in_order_with_the_container_state() {
         "destination": "/hook-logs", "type": "bind",
         "source": logs.display().to_string(), "options": ["rbind", "rw"]
     }));
-    let api = c.api();
-    let finished = api
-        .run(
-            ContainerRequest {
-                id,
-                image: "wasmcell.test/hooks:1",
-                runtime: RUNTIME,
-                spec,
-                parent: d.chain_id(),
-                plain_stdio: false,
-                layers: Vec::new(),
-            },
-            c.dir.path(),
-        )
-        .unwrap_or_else(|e| panic!("{e}\n{}", c.log()));
+    let finished = run(&c, id, spec, &d).unwrap_or_else(|e| panic!("{e}\n{}", c.log()));
     assert_eq!(finished.exit, 0, "{finished:?}");
     assert!(finished.stdout.contains("hello from C"), "{finished:?}");
     assert!(
@@ -155,21 +162,7 @@ fn a_failing_create_runtime_hook_fails_create_with_its_message_and_leaves_nothin
     let id = "hook-fails";
     let mut spec = c.default_spec(id, &["/probe.wasm".into(), "hello".into()], &d.env, &d.cwd);
     spec["hooks"] = json!({"createRuntime": [hook(&script, "createRuntime")]});
-    let api = c.api();
-    let err = api
-        .run(
-            ContainerRequest {
-                id,
-                image: "wasmcell.test/hooks:1",
-                runtime: RUNTIME,
-                spec,
-                parent: d.chain_id(),
-                plain_stdio: false,
-                layers: Vec::new(),
-            },
-            c.dir.path(),
-        )
-        .expect_err("a failing createRuntime hook fails Create");
+    let err = run(&c, id, spec, &d).expect_err("a failing createRuntime hook fails Create");
     assert!(err.contains("hook says no"), "the hook's message: {err}");
     assert!(c.runc_containers().is_empty(), "no runc state left");
     assert!(c.bundles().is_empty(), "no bundle left: {:?}", c.bundles());

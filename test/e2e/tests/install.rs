@@ -86,13 +86,14 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
 /// ahead of the system's PATH, and runs a wasm image through `ctr` and through a CRI pod.
 fn runs_wasm_after_install(dir: tempfile::TempDir) -> Containerd {
     let bin = dir.path().join("bin");
+    // Tests run side by side, and a container's cgroup path is its id: one id per test.
+    let id = format!(
+        "after-install-{}",
+        dir.path().file_name().unwrap().to_string_lossy()
+    );
     let c = Containerd::start_in(dir, &[], &[bin]);
     c.import_wasm("wasmcell.test/hello:1", "probe.wasm", fixtures::PROBE);
-    let r = c.run_wasm(
-        "wasmcell.test/hello:1",
-        "after-install",
-        &["/probe.wasm", "hello"],
-    );
+    let r = c.run_wasm("wasmcell.test/hello:1", &id, &["/probe.wasm", "hello"]);
     assert_eq!(r.code, 0, "ctr run after install: {r:?}\n{}", c.log());
     assert!(r.stdout.contains("hello from C"), "{r:?}");
     c
@@ -175,6 +176,8 @@ fn a_second_install_changes_nothing_and_says_so() {
         backups,
         "no second backup"
     );
+    let c = runs_wasm_after_install(dir);
+    runs_a_cri_pod(&c);
 }
 
 const USERS_PART: &str = r#"
@@ -207,6 +210,7 @@ fn comments_and_other_runtimes_are_kept_byte_for_byte_and_uninstall_restores_the
     let backup = &files_starting(dir.path(), "config.toml.wasmcell-backup")[0];
     assert_eq!(read(backup), original, "the backup is the original");
     let c = runs_wasm_after_install(dir);
+    runs_a_cri_pod(&c);
     drop(c);
 
     let dir = Containerd::new_dir();
@@ -248,7 +252,20 @@ fn a_missing_config_gets_a_minimal_one_that_uninstall_removes() {
         dump.contains("runtimes.wasmtime]") && dump.contains("io.containerd.wasmcell.v1"),
         "{dump}"
     );
-    let r = install(dir.path(), &["--uninstall"]);
+    // containerd runs wasm with it: a private wrapper config imports the written file and
+    // keeps root, state and socket in the test's directory.
+    let node = dir.path().join("node.toml");
+    std::fs::rename(&config, &node).unwrap();
+    let socket = dir.path().join("containerd.sock");
+    let wrapper = format!(
+        "imports = [\"{}\"]\n{}",
+        node.display(),
+        wasmcell_e2e::private_config(dir.path(), &socket)
+    );
+    std::fs::write(&config, wrapper).unwrap();
+    let c = runs_wasm_after_install(dir);
+    std::fs::rename(&node, &config).unwrap();
+    let r = install(c.dir.path(), &["--uninstall"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(!config.exists(), "the file install wrote is removed: {r:?}");
 }
@@ -408,6 +425,17 @@ fn restart_runs_the_command_and_waits_until_containerd_answers() {
     assert!(marker.exists(), "the restart command ran");
     assert!(r.stdout.contains("answers at"), "{r:?}");
 
+    // Nothing changed: no restart.
+    std::fs::remove_file(&marker).unwrap();
+    let r = install(
+        dir.path(),
+        &["--restart", "--restart-command", &cmd, "--address", &socket],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!marker.exists(), "not restarted: {r:?}");
+    assert!(r.stdout.contains("containerd not restarted"), "{r:?}");
+
+    // A restart that fails is an error (the change needs one: an uninstall).
     let r = install(
         dir.path(),
         &[
@@ -416,6 +444,7 @@ fn restart_runs_the_command_and_waits_until_containerd_answers() {
             "exit 3",
             "--address",
             &socket,
+            "--uninstall",
         ],
     );
     assert_ne!(r.code, 0);

@@ -46,6 +46,17 @@ fn nerdctl(c: &Containerd, args: &[&str]) -> Ran {
     out.into()
 }
 
+/// Builds the probe image (with `extra` image build flags) and loads it with nerdctl.
+fn load_probe(c: &Containerd, extra: &[&str]) {
+    let probe = c.dir.path().join("probe.wasm");
+    std::fs::write(&probe, fixtures::PROBE).unwrap();
+    let mut args = vec!["--name", IMG, "--wasm", probe.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let tar = c.build_image("probe.tar", &args);
+    let r = nerdctl(c, &["load", "--all-platforms", "-i", tar.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "load: {r:?}");
+}
+
 fn run_flags() -> Vec<&'static str> {
     vec![
         "--runtime",
@@ -60,24 +71,7 @@ fn run_flags() -> Vec<&'static str> {
 #[test]
 fn nerdctl_runs_logs_stops_and_removes_a_wasm_container() {
     let c = Containerd::start();
-    let probe = c.dir.path().join("probe.wasm");
-    std::fs::write(&probe, fixtures::PROBE).unwrap();
-    let tar = c.build_image(
-        "probe.tar",
-        &[
-            "--name",
-            IMG,
-            "--wasm",
-            probe.to_str().unwrap(),
-            "--arg",
-            "hello",
-        ],
-    );
-    let r = nerdctl(
-        &c,
-        &["load", "--all-platforms", "-i", tar.to_str().unwrap()],
-    );
-    assert_eq!(r.code, 0, "load: {r:?}");
+    load_probe(&c, &["--arg", "hello"]);
 
     // run --rm: output and exit status.
     let mut args = vec!["run", "--rm"];
@@ -136,17 +130,7 @@ fn a_task_exit_is_not_held_up_by_a_logger_that_waits_for_it() {
     // nerdctl's logger exits only once containerd reports the task's exit: the exit must
     // come as soon as the logger has read the output, not when a drain bound runs out.
     let c = Containerd::start();
-    let probe = c.dir.path().join("probe.wasm");
-    std::fs::write(&probe, fixtures::PROBE).unwrap();
-    let tar = c.build_image(
-        "probe.tar",
-        &["--name", IMG, "--wasm", probe.to_str().unwrap()],
-    );
-    let r = nerdctl(
-        &c,
-        &["load", "--all-platforms", "-i", tar.to_str().unwrap()],
-    );
-    assert_eq!(r.code, 0, "load: {r:?}");
+    load_probe(&c, &[]);
     let mut args = vec!["run", "-d", "--name", "quick"];
     args.extend(run_flags());
     args.extend([IMG, "hello"]);

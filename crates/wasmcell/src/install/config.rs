@@ -164,6 +164,23 @@ impl ConfigFile {
         Ok(table.get(name))
     }
 
+    /// The CRI plugin's runtimes table; the tables on the way that do not exist are added as
+    /// implicit tables (they print nothing of their own).
+    fn runtimes_mut(&mut self, plugin: &str) -> Result<&mut dyn TableLike> {
+        let mut table: &mut dyn TableLike = self.doc.as_table_mut();
+        for key in ["plugins", plugin, "containerd", "runtimes"] {
+            let item = table.entry(key).or_insert_with(|| {
+                let mut t = Table::new();
+                t.set_implicit(true);
+                Item::Table(t)
+            });
+            table = item
+                .as_table_like_mut()
+                .with_context(|| format!("`{key}` in the CRI plugin's settings is not a table"))?;
+        }
+        Ok(table)
+    }
+
     /// The `runtime_type` of handler `name`, if the file has that handler.
     pub fn handler_runtime_type(&self, version: i64, name: &str) -> Result<Option<String>> {
         Ok(self.handler(version, name)?.map(|t| {
@@ -184,17 +201,7 @@ impl ConfigFile {
         if adds {
             self.doc.set_trailing("");
         }
-        let mut table: &mut dyn TableLike = self.doc.as_table_mut();
-        for key in ["plugins", plugin, "containerd", "runtimes"] {
-            let item = table.entry(key).or_insert_with(|| {
-                let mut t = Table::new();
-                t.set_implicit(true);
-                Item::Table(t)
-            });
-            table = item
-                .as_table_like_mut()
-                .with_context(|| format!("`{key}` in the CRI plugin's settings is not a table"))?;
-        }
+        let table = self.runtimes_mut(plugin)?;
         let edit = if table.contains_key(&h.name) {
             Edit::Updated
         } else {
@@ -248,17 +255,7 @@ impl ConfigFile {
             );
         }
         let end = last_table_position(self.doc.as_table()) + 1;
-        let mut table: &mut dyn TableLike = self.doc.as_table_mut();
-        for key in ["plugins", plugin, "containerd", "runtimes"] {
-            let item = table.entry(key).or_insert_with(|| {
-                let mut t = Table::new();
-                t.set_implicit(true);
-                Item::Table(t)
-            });
-            table = item
-                .as_table_like_mut()
-                .with_context(|| format!("`{key}` in the CRI plugin's settings is not a table"))?;
-        }
+        let table = self.runtimes_mut(plugin)?;
         let mut t = Table::new();
         t.set_position(Some(end));
         t.decor_mut().set_prefix(format!("\n{KEPT_DEFAULT}\n"));

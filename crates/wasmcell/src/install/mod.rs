@@ -47,7 +47,7 @@ pub struct Options {
     pub dry_run: bool,
     /// Remove what install added.
     pub uninstall: bool,
-    /// Restart containerd afterwards and wait until it answers.
+    /// Restart containerd afterwards if its configuration changed, and wait until it answers.
     pub restart: bool,
     /// The command that restarts containerd (default: `systemctl restart containerd`).
     pub restart_command: Option<String>,
@@ -154,7 +154,12 @@ pub fn run(opts: &Options) -> Result<()> {
     if !changed_shim && !changed_config {
         println!("  nothing changed: wasmcell is already {verb}ed");
     }
-    if opts.restart {
+    // Only a changed config needs containerd restarted (a new shim binary is used by the next
+    // container as it is); so the installer DaemonSet, which runs this at every start of its
+    // pod, restarts containerd once, not at every start.
+    if opts.restart && !changed_config {
+        println!("  containerd not restarted: its configuration did not change");
+    } else if opts.restart {
         let how = opts
             .restart_command
             .as_deref()
@@ -252,19 +257,11 @@ fn plan_install(
         shim_path: Some(opts.shim_dir.join(SHIM_NAME).to_string_lossy().into_owned()),
     };
     // A handler already defined in an imported file is edited there.
-    for path in imports {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("read {} (imported)", path.display()))?;
-        let mut file = ConfigFile::parse(&text, path)?;
-        let file_version = imported_version(&file, version)?;
-        if file
-            .handler_runtime_type(file_version, &opts.handler)?
-            .is_some()
-        {
-            return edit(path, Some(text), true, &mut file, |f| {
-                f.set_handler(file_version, &handler)
-            });
-        }
+    if let Some(mut found) = imported_with_handler(imports, version, &opts.handler)? {
+        let v = found.version;
+        return edit(&found.path, Some(found.text), true, &mut found.file, |f| {
+            f.set_handler(v, &handler)
+        });
     }
     if root
         .file
@@ -294,19 +291,11 @@ fn plan_uninstall(
     version: i64,
     imports: &[PathBuf],
 ) -> Result<Option<Target>> {
-    for path in imports {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("read {} (imported)", path.display()))?;
-        let mut file = ConfigFile::parse(&text, path)?;
-        let file_version = imported_version(&file, version)?;
-        if file
-            .handler_runtime_type(file_version, &opts.handler)?
-            .is_some()
-        {
-            return edit(path, Some(text), true, &mut file, |f| {
-                f.remove_handler(file_version, &opts.handler)
-            });
-        }
+    if let Some(mut found) = imported_with_handler(imports, version, &opts.handler)? {
+        let v = found.version;
+        return edit(&found.path, Some(found.text), true, &mut found.file, |f| {
+            f.remove_handler(v, &opts.handler)
+        });
     }
     let Some(text) = root.text.clone() else {
         println!(
@@ -319,6 +308,38 @@ fn plan_uninstall(
     edit(&opts.config, Some(text), false, &mut file, |f| {
         f.remove_handler(version, &opts.handler)
     })
+}
+
+/// An imported file that defines the handler.
+struct Imported {
+    path: PathBuf,
+    text: String,
+    file: ConfigFile,
+    /// The version it is read at.
+    version: i64,
+}
+
+/// The first of `imports` that defines runtime handler `handler`.
+fn imported_with_handler(
+    imports: &[PathBuf],
+    root_version: i64,
+    handler: &str,
+) -> Result<Option<Imported>> {
+    for path in imports {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read {} (imported)", path.display()))?;
+        let file = ConfigFile::parse(&text, path)?;
+        let version = imported_version(&file, root_version)?;
+        if file.handler_runtime_type(version, handler)?.is_some() {
+            return Ok(Some(Imported {
+                path: path.clone(),
+                text,
+                file,
+                version,
+            }));
+        }
+    }
+    Ok(None)
 }
 
 /// The version an imported file is read at: its own, or the root's when it has none.
