@@ -23,6 +23,8 @@ GROUPS = [
 
 exe_of = {}
 samples = collections.Counter()
+comm_samples = collections.Counter()
+fork = re.compile(r"PERF_RECORD_FORK\((\d+):\d+\):\((\d+):\d+\)")
 mmap = re.compile(r"^\s*(\S+)\s.*PERF_RECORD_MMAP2? (\d+)/\d+: .* r-xp (\S+)$")
 for line in sys.stdin:
     m = mmap.search(line)
@@ -34,11 +36,20 @@ for line in sys.stdin:
         elif ".so" not in path and not path.startswith("["):
             exe_of[pid] = path
         continue
+    f = fork.search(line)
+    if f:
+        # A process forked without exec (the shim daemon from `shim start`, a cell from the
+        # zygote, any thread) runs its parent's executable until it maps another.
+        child, parent = int(f.group(1)), int(f.group(2))
+        if parent in exe_of:
+            exe_of[child] = exe_of[parent]
+        continue
     if "PERF_RECORD" in line:
         continue
     parts = line.split()
     if len(parts) >= 2 and parts[-1].isdigit():
         samples[int(parts[-1])] += 1
+        comm_samples[(int(parts[-1]), " ".join(parts[:-1]))] += 1
 
 by_group = collections.Counter()
 for pid, n in samples.items():
@@ -53,3 +64,13 @@ for pid, n in samples.items():
 total = sum(by_group.values())
 for name, n in by_group.most_common():
     print(f"{100.0 * n / total:6.1f}%  {n:8d}  {name}")
+
+# wasmcell's own processes by command name (threads are named by role).
+ours = collections.Counter()
+for (pid, comm), n in comm_samples.items():
+    if any(m in exe_of.get(pid, "") for m in GROUPS[0][1]):
+        ours[comm] += n
+if ours:
+    print("wasmcell by command (thread) name:")
+    for comm, n in ours.most_common(12):
+        print(f"{100.0 * n / total:6.1f}%  {n:8d}  {comm}")
