@@ -3,7 +3,7 @@
 # one from PyPI) into a cache outside the repository, one directory per tool and version, and prints each tool's bin
 # directory. A tool already in the cache is not built again.
 #
-#   test/tools/build.sh containerd nerdctl crictl kubernetes-validate
+#   test/tools/build.sh containerd nerdctl crictl crane kubernetes-validate
 #
 # The cache is $WASMCELL_TOOLS_CACHE (default /var/cache/wasmcell-tools).
 set -euo pipefail
@@ -84,6 +84,10 @@ for tool in "$@"; do
         -ldflags "-s -w -X $pkg/pkg/version.Version=$CRI_TOOLS_VERSION" \
         "$pkg/cmd/crictl@$CRI_TOOLS_VERSION"
       ;;
+    crane)
+      pkg=github.com/google/go-containerregistry
+      build crane "$CRANE_VERSION" -ldflags "-s -w" "$pkg/cmd/crane@$CRANE_VERSION"
+      ;;
     kubernetes-validate)
       dir="$cache/kubernetes-validate-$KUBERNETES_VALIDATE_VERSION"
       if [ ! -f "$dir/.built" ]; then
@@ -98,7 +102,7 @@ for tool in "$@"; do
       echo "$dir/bin"
       ;;
     *)
-      echo "tools: unknown tool '$tool' (known: containerd nerdctl crictl kubernetes-validate)" >&2
+      echo "tools: unknown tool '$tool' (known: containerd nerdctl crictl crane kubernetes-validate)" >&2
       exit 2
       ;;
   esac

@@ -2,8 +2,8 @@
 //! as the kubelet drives it (RunPodSandbox, CreateContainer, StartContainer...).
 //!
 //! Pods use the node's network namespace (no CNI here) and a pause image built from
-//! `test/fixtures/pause.c`; every image is imported into containerd's `k8s.io` namespace, so
-//! nothing is pulled. `restrict_oom_score_adj` is set because these machines refuse a negative
+//! `test/fixtures/pause.c`. Images are imported into containerd's `k8s.io` namespace, or pulled
+//! from a registry the test serves on loopback ([`Registry`]). `restrict_oom_score_adj` is set because these machines refuse a negative
 //! `oom_score_adj`, even to root, and the CRI plugin gives its sandboxes -998.
 
 use std::path::{Path, PathBuf};
@@ -39,6 +39,8 @@ pub fn available() -> bool {
 /// the node's network), the pause image above, and no NRI socket.
 pub fn cri_config(dir: &Path, socket: &Path) -> String {
     let (root, state, sock) = crate::instance_paths(dir, socket);
+    // Registry hosts (`Registry::serve` adds the loopback one).
+    let certs = dir.join("certs.d").display().to_string();
     let (cni_bin, cni_conf) = (
         dir.join("cni/bin").display().to_string(),
         dir.join("cni/conf").display().to_string(),
@@ -66,6 +68,9 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
 
 [plugins."io.containerd.cri.v1.images".pinned_images]
   sandbox = "{PAUSE_IMAGE}"
+
+[plugins."io.containerd.cri.v1.images".registry]
+  config_path = "{certs}"
 
 [plugins."io.containerd.cri.v1.runtime"]
   restrict_oom_score_adj = true
@@ -96,6 +101,9 @@ state = "{state}"
 [plugins."io.containerd.grpc.v1.cri".cni]
   bin_dir = "{cni_bin}"
   conf_dir = "{cni_conf}"
+
+[plugins."io.containerd.grpc.v1.cri".registry]
+  config_path = "{certs}"
 "#
         )
     }
@@ -110,10 +118,17 @@ pub fn handler_section() -> String {
     } else {
         "io.containerd.grpc.v1.cri"
     };
-    format!(
+    let mut section = format!(
         "\n[plugins.\"{plugin}\".containerd.runtimes.{HANDLER}]\n  runtime_type = \"{}\"\n",
         crate::RUNTIME
-    )
+    );
+    if containerd_major() < 2 {
+        // containerd 1.x drops its built-in runc once a config lists a runtime.
+        section.push_str(&format!(
+            "\n[plugins.\"{plugin}\".containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n"
+        ));
+    }
+    section
 }
 
 impl Containerd {
@@ -226,5 +241,95 @@ impl Containerd {
         let r = self.crictl(&["rmp", &pod_id]);
         assert_eq!(r.code, 0, "rmp: {r:?}");
         (code, logs.stdout + &logs.stderr)
+    }
+}
+
+/// `crane`: `WASMCELL_CRANE` (`make test` builds the pinned one), else PATH's.
+pub fn crane_bin() -> PathBuf {
+    std::env::var_os("WASMCELL_CRANE")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "crane".into())
+}
+
+/// A registry on loopback (`crane registry serve`, in memory) that a CRI containerd pulls from
+/// over plain HTTP; stopped on drop.
+pub struct Registry {
+    child: std::process::Child,
+    /// `127.0.0.1:PORT`.
+    pub host: String,
+}
+
+impl Registry {
+    /// Serves a registry on a free loopback port and tells containerd `c` (its `certs.d`)
+    /// to reach it over HTTP.
+    pub fn serve(c: &Containerd) -> Registry {
+        use std::io::BufRead;
+        let mut child = Command::new(crane_bin())
+            .args(["registry", "serve", "--address", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "run {}: {e} (make tools builds it, or set WASMCELL_CRANE)",
+                    crane_bin().display()
+                )
+            });
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let port = loop {
+            let line = lines
+                .next()
+                .expect("crane registry serve said nothing")
+                .unwrap();
+            if let Some(p) = line.split("serving on port ").nth(1) {
+                break p.trim().to_owned();
+            }
+        };
+        // Keep reading so a chatty registry never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let host = format!("127.0.0.1:{port}");
+        let dir = c.dir.path().join("certs.d").join(&host);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("hosts.toml"),
+            format!(
+                "server = \"http://{host}\"\n[host.\"http://{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+            ),
+        )
+        .unwrap();
+        Registry { child, host }
+    }
+
+    /// Pushes an image tarball made by `wasmcell image build` (its whole index) as `name`;
+    /// returns the reference to pull.
+    pub fn push(&self, tar: &Path, name: &str) -> String {
+        let layout = tar.with_extension("layout");
+        std::fs::create_dir_all(&layout).unwrap();
+        let out = Command::new("tar")
+            .arg("-xf")
+            .arg(tar)
+            .arg("-C")
+            .arg(&layout)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "untar {}: {out:?}", tar.display());
+        let reference = format!("{}/{name}", self.host);
+        let out = Command::new(crane_bin())
+            .args(["push", "--index"])
+            .arg(&layout)
+            .arg(&reference)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "crane push {reference}: {out:?}");
+        reference
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
