@@ -65,6 +65,88 @@ MOD
   echo "$dir/bin"
 }
 
+# Kubernetes' own go.mod points every k8s.io staging module at a directory of its repository,
+# so `go install` refuses it: a wrapper module requires k8s.io/kubernetes and replaces each
+# staging module (the list is read from that go.mod in the module cache) with its published
+# v0.<minor>.<patch>. The version variables are set as Kubernetes' own build sets them.
+build_kubernetes() {
+  local version=$KUBERNETES_VERSION dir="$cache/kubernetes-$KUBERNETES_VERSION"
+  if [ -f "$dir/.built" ]; then
+    echo "$dir/bin"
+    return
+  fi
+  echo "tools: building Kubernetes $version into $dir (once; later runs reuse it)" >&2
+  rm -rf "$dir"
+  mkdir -p "$dir/bin" "$dir/wrapper"
+  local started=$SECONDS staging="v0.${version#v1.}"
+  local gomod
+  gomod=$(GOFLAGS=-modcacherw go mod download -json "k8s.io/kubernetes@$version" |
+    sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
+  {
+    printf 'module wasmcell.test/tools/kubernetes\n\ngo 1.25\n\nrequire k8s.io/kubernetes %s\n\nreplace (\n' "$version"
+    sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/src/.*#\1#p' "$gomod" |
+      while read -r m; do printf '\t%s => %s %s\n' "$m" "$m" "$staging"; done
+    printf ')\n'
+  } >"$dir/wrapper/go.mod"
+  local ldflags="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$version -X $pkg.gitMajor=1"
+    ldflags+=" -X $pkg.gitMinor=$(echo "$version" | cut -d. -f2) -X $pkg.gitTreeState=clean"
+  done
+  (
+    cd "$dir/wrapper"
+    export GOFLAGS="-buildvcs=false -modcacherw"
+    local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
+    local pkgs=()
+    for cmd in "${cmds[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$cmd@$version"); done
+    go get "${pkgs[@]}" >&2
+    for cmd in "${cmds[@]}"; do
+      echo "tools: building $cmd" >&2
+      go build -o "$dir/bin/$cmd" -ldflags "$ldflags" "k8s.io/kubernetes/cmd/$cmd" >&2
+    done
+  )
+  touch "$dir/.built"
+  echo "tools: Kubernetes $version built in $((SECONDS - started)) s" >&2
+  echo "$dir/bin"
+}
+
+# etcd's root module (whose main is the etcd binary) has replace lines: a wrapper module's own
+# main calls etcdmain, which the server module publishes.
+build_etcd() {
+  local version=$ETCD_VERSION dir="$cache/etcd-$ETCD_VERSION"
+  if [ -f "$dir/.built" ]; then
+    echo "$dir/bin"
+    return
+  fi
+  echo "tools: building etcd $version into $dir (once; later runs reuse it)" >&2
+  rm -rf "$dir"
+  mkdir -p "$dir/bin" "$dir/wrapper"
+  local started=$SECONDS
+  printf 'module wasmcell.test/tools/etcd\n\ngo 1.25\n' >"$dir/wrapper/go.mod"
+  cat >"$dir/wrapper/main.go" <<'GO'
+// The etcd server binary: what etcd's own main does.
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+GO
+  (
+    cd "$dir/wrapper"
+    export GOFLAGS="-buildvcs=false -modcacherw"
+    go get "go.etcd.io/etcd/server/v3@$version" >&2
+    go mod tidy >&2
+    go build -o "$dir/bin/etcd" -ldflags "-s -w" . >&2
+  )
+  touch "$dir/.built"
+  echo "tools: etcd $version built in $((SECONDS - started)) s" >&2
+  echo "$dir/bin"
+}
+
 for tool in "$@"; do
   case "$tool" in
     containerd)
@@ -84,6 +166,12 @@ for tool in "$@"; do
         -ldflags "-s -w -X $pkg/pkg/version.Version=$CRI_TOOLS_VERSION" \
         "$pkg/cmd/crictl@$CRI_TOOLS_VERSION"
       ;;
+    kubernetes)
+      build_kubernetes
+      ;;
+    etcd)
+      build_etcd
+      ;;
     crane)
       pkg=github.com/google/go-containerregistry
       build crane "$CRANE_VERSION" -ldflags "-s -w" "$pkg/cmd/crane@$CRANE_VERSION"
@@ -102,7 +190,7 @@ for tool in "$@"; do
       echo "$dir/bin"
       ;;
     *)
-      echo "tools: unknown tool '$tool' (known: containerd nerdctl crictl crane kubernetes-validate)" >&2
+      echo "tools: unknown tool '$tool' (known: containerd nerdctl crictl crane kubernetes-validate kubernetes etcd)" >&2
       exit 2
       ;;
   esac

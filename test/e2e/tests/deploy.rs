@@ -1,6 +1,6 @@
 //! `deploy/`: every Kubernetes manifest is valid against the Kubernetes 1.36 OpenAPI schema
-//! (kubernetes-validate, strict: unknown fields fail), every kustomization names files that
-//! exist, the RuntimeClass selects the label the installer sets, and the containerd snippets
+//! (kubernetes-validate, strict: unknown fields fail), every kustomization renders with
+//! kubectl 1.36 to valid resources, the RuntimeClass selects the label the installer sets, and the containerd snippets
 //! load in the containerd under test and say what `wasmcell install` writes.
 #![allow(clippy::unwrap_used)]
 
@@ -71,33 +71,53 @@ fn every_manifest_is_valid_for_kubernetes_1_36_and_the_validator_bites() {
     assert_ne!(r.code, 0, "{r:?}");
 }
 
+/// `WASMCELL_KUBECTL` (`make test` builds the pinned Kubernetes), else PATH's.
+fn kubectl() -> PathBuf {
+    std::env::var_os("WASMCELL_KUBECTL")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "kubectl".into())
+}
+
 #[test]
-fn every_kustomization_names_what_exists() {
-    let mut files = Vec::new();
-    yaml_files(&deploy().join("kubernetes"), &mut files);
-    let kustomizations: Vec<&PathBuf> = files
-        .iter()
-        .filter(|f| f.ends_with("kustomization.yaml"))
-        .collect();
-    assert!(kustomizations.len() >= 4);
-    for k in kustomizations {
-        let text = std::fs::read_to_string(k).unwrap();
-        let dir = k.parent().unwrap();
-        let mut in_resources = false;
-        let mut named = 0;
-        for line in text.lines() {
-            if !line.starts_with(' ') && !line.starts_with('-') {
-                in_resources = line.trim_end() == "resources:";
-                continue;
-            }
-            if let Some(item) = line.trim().strip_prefix("- ").filter(|_| in_resources) {
-                let target = dir.join(item.trim());
-                let ok = target.is_file() || target.join("kustomization.yaml").is_file();
-                assert!(ok, "{}: {item} does not exist", k.display());
-                named += 1;
-            }
+fn every_kustomization_renders_with_kubectl_to_valid_resources() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, resources) in [("", 6), ("installer", 5), ("uninstall", 5), ("examples", 3)] {
+        let path = deploy().join("kubernetes").join(name);
+        let out = Command::new(kubectl())
+            .arg("kustomize")
+            .arg(&path)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "run {}: {e} (make tools builds it, or set WASMCELL_KUBECTL)",
+                    kubectl().display()
+                )
+            });
+        assert!(
+            out.status.success(),
+            "kustomize {}: {out:?}",
+            path.display()
+        );
+        let rendered = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(
+            rendered.matches("\nkind: ").count() + usize::from(rendered.starts_with("kind: ")),
+            resources,
+            "{}:\n{rendered}",
+            path.display()
+        );
+        if name == "uninstall" {
+            assert!(
+                rendered.contains("name: WASMCELL_ACTION\n          value: uninstall"),
+                "the uninstall patch applies:\n{rendered}"
+            );
         }
-        assert!(named > 0, "{}: no resources", k.display());
+        let file = dir
+            .path()
+            .join(format!("rendered-{}.yaml", name.replace('/', "-")));
+        std::fs::write(&file, &rendered).unwrap();
+        let r = validate(&[file]);
+        assert_eq!(r.code, 0, "{}: {r:?}", path.display());
     }
 }
 
