@@ -15,7 +15,9 @@ WASMCELL_NERDCTL=$(bash test/tools/build.sh nerdctl)/nerdctl
 WASMCELL_CRANE=$(bash test/tools/build.sh crane)/crane
 WASMCELL_KUBERNETES_VALIDATE=$(bash test/tools/build.sh kubernetes-validate)/kubernetes-validate
 WASMCELL_KUBECTL=$(bash test/tools/build.sh kubernetes)/kubectl
-export WASMCELL_CRICTL WASMCELL_NERDCTL WASMCELL_CRANE WASMCELL_KUBERNETES_VALIDATE WASMCELL_KUBECTL
+WASMCELL_ETCD=$(bash test/tools/build.sh etcd)/etcd
+export WASMCELL_CRICTL WASMCELL_NERDCTL WASMCELL_CRANE WASMCELL_KUBERNETES_VALIDATE WASMCELL_KUBECTL \
+  WASMCELL_ETCD
 echo "== unit tests, and the end-to-end suites against $("$containerd2/containerd" --version)"
 WASMCELL_CONTAINERD_DIR=$containerd2 cargo test --release --workspace --all-targets 2>&1 \
   | tee -a "$log" || status=$?

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod api;
+pub mod cluster;
 pub mod cri;
 pub mod fixtures;
 pub mod image;
