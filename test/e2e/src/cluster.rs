@@ -8,7 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::Ran;
+use crate::{Containerd, Ran};
+
+/// The name of the test node.
+pub const NODE_NAME: &str = "wasmcell-node";
+
+/// The test node's address: on a veth of its own, in the 198.18.0.0/15 test range (a kubelet
+/// refuses a loopback node IP). Traffic to it stays on this machine.
+pub const NODE_IP: &str = "198.18.0.1";
 
 /// The pinned Kubernetes binaries' directory: `WASMCELL_KUBERNETES_DIR`, else the directory of
 /// `WASMCELL_KUBECTL`, else PATH.
@@ -55,6 +62,8 @@ pub struct ControlPlane {
     pub dir: tempfile::TempDir,
     /// The admin's kubeconfig.
     pub kubeconfig: PathBuf,
+    /// The API server's URL.
+    pub api: String,
     children: Vec<(String, Child)>,
 }
 
@@ -70,6 +79,7 @@ impl ControlPlane {
         Self::make_certificates(d);
         let mut plane = ControlPlane {
             kubeconfig: d.join("admin.kubeconfig"),
+            api: String::new(),
             dir,
             children: Vec::new(),
         };
@@ -130,8 +140,17 @@ impl ControlPlane {
                 "NodeRestriction",
                 // As kubeadm and kind set it: the node installer is a privileged pod.
                 "--allow-privileged=true",
+                // Reach kubelets at their InternalIP, never by looking their names up in DNS,
+                // as the admin (whom the kubelets' client CA signed).
+                "--kubelet-preferred-address-types",
+                "InternalIP",
+                "--kubelet-client-certificate",
+                &p("admin.crt"),
+                "--kubelet-client-key",
+                &p("admin.key"),
             ]),
         );
+        plane.api = format!("https://127.0.0.1:{secure}");
         std::fs::write(
             &plane.kubeconfig,
             format!(
@@ -235,6 +254,11 @@ impl ControlPlane {
             ),
         );
         sign("admin", "/O=system:masters/CN=admin", None);
+        sign(
+            "node",
+            &format!("/O=system:nodes/CN=system:node:{NODE_NAME}"),
+            None,
+        );
         openssl(d, &["genrsa", "-out", "sa.key", "2048"]);
         openssl(d, &["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"]);
     }
@@ -290,5 +314,157 @@ impl Drop for ControlPlane {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// A kubelet of node [`NODE_NAME`] on a containerd (its CRI plugin), registered with a
+/// [`ControlPlane`]. On drop: the kubelet is stopped, the node's host sysctls it changed are
+/// put back, and its address goes.
+pub struct Kubelet {
+    child: Child,
+    log: PathBuf,
+    sysctls: Vec<(String, String)>,
+}
+
+/// The host settings a kubelet changes when it starts (its "kernel tunables").
+const KUBELET_SYSCTLS: [&str; 6] = [
+    "vm/overcommit_memory",
+    "vm/panic_on_oom",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "kernel/keys/root_maxkeys",
+    "kernel/keys/root_maxbytes",
+];
+
+impl Kubelet {
+    /// Starts a kubelet on containerd `c`'s CRI socket (its state below `c`'s directory, so
+    /// `c`'s teardown unmounts what it mounted) and waits until its node is registered.
+    pub fn start(plane: &ControlPlane, c: &Containerd, labels: &str) -> Kubelet {
+        let sysctls = KUBELET_SYSCTLS
+            .iter()
+            .map(|k| {
+                let v = std::fs::read_to_string(format!("/proc/sys/{k}")).unwrap_or_default();
+                ((*k).to_owned(), v.trim().to_owned())
+            })
+            .collect();
+        let run = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().expect("run ip");
+            assert!(out.status.success(), "ip {args:?}: {out:?}");
+        };
+        let _ = Command::new("ip").args(["link", "del", "wcnode0"]).output();
+        run(&[
+            "link", "add", "wcnode0", "type", "veth", "peer", "name", "wcnode1",
+        ]);
+        run(&["addr", "add", &format!("{NODE_IP}/32"), "dev", "wcnode0"]);
+        run(&["link", "set", "wcnode0", "up"]);
+        run(&["link", "set", "wcnode1", "up"]);
+
+        let d = c.dir.path();
+        let pd = plane.dir.path();
+        let kubeconfig = d.join("node.kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    \
+                 server: {api}\n    certificate-authority: {ca}\nusers:\n- name: node\n  user:\n    \
+                 client-certificate: {crt}\n    client-key: {key}\ncontexts:\n- name: local\n  \
+                 context:\n    cluster: local\n    user: node\ncurrent-context: local\n",
+                api = plane.api,
+                ca = pd.join("ca.crt").display(),
+                crt = pd.join("node.crt").display(),
+                key = pd.join("node.key").display(),
+            ),
+        )
+        .unwrap();
+        let config = d.join("kubelet.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+# These machines: cgroup v1, no swap accounting to fail on, cgroupfs.
+cgroupDriver: cgroupfs
+failSwapOn: false
+failCgroupV1: false
+address: {NODE_IP}
+port: 10250
+readOnlyPort: 0
+healthzPort: 0
+authentication:
+  anonymous: {{enabled: false}}
+  webhook: {{enabled: false}}
+  x509: {{clientCAFile: {ca}}}
+authorization: {{mode: AlwaysAllow}}
+containerRuntimeEndpoint: unix://{sock}
+podLogsDir: {logs}
+# No QoS cgroup tree of the kubelet's own on the host: pods' cgroups are containerd's.
+cgroupsPerQOS: false
+enforceNodeAllocatable: []
+resolvConf: ""
+localStorageCapacityIsolation: false
+evictionHard: {{"memory.available": "1Mi", "nodefs.available": "1%", "imagefs.available": "1%"}}
+"#,
+                ca = pd.join("ca.crt").display(),
+                sock = c.socket.display(),
+                logs = d.join("pod-logs").display(),
+            ),
+        )
+        .unwrap();
+        let log = d.join("kubelet.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(kubernetes_bin("kubelet"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .arg("--root-dir")
+            .arg(d.join("kubelet"))
+            .arg("--cert-dir")
+            .arg(d.join("kubelet-pki"))
+            .args(["--hostname-override", NODE_NAME, "--node-ip", NODE_IP])
+            .args(["--node-labels", labels])
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("start the kubelet");
+        let kubelet = Kubelet {
+            child,
+            log,
+            sysctls,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while plane.kubectl(&["get", "node", NODE_NAME]).code != 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the node did not register within 60 s:\n{}",
+                kubelet.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        kubelet
+    }
+
+    /// The kubelet's last log lines.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Kubelet {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("===== kubelet (last 40 lines) =====\n{}", self.log_tail());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for (k, v) in &self.sysctls {
+            if !v.is_empty() {
+                let _ = std::fs::write(format!("/proc/sys/{k}"), v);
+            }
+        }
+        let _ = Command::new("ip").args(["link", "del", "wcnode0"]).output();
     }
 }

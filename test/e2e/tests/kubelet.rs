@@ -1,0 +1,140 @@
+//! A real kubelet runs wasm pods on wasmcell: a control plane (etcd, kube-apiserver v1.36),
+//! containerd with its CRI plugin configured by `wasmcell install`, and a kubelet; the
+//! RuntimeClass from `deploy/`; a pod with `runtimeClassName: wasmtime`; kubectl reads its phase,
+//! its exit code and its logs.
+//!
+//! The pods name their node (no scheduler runs here), use the node's network (no CNI here) and
+//! mount no service-account token (no controller makes them). Images are imported into
+//! containerd's `k8s.io` namespace.
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use wasmcell_e2e::cluster::{ControlPlane, Kubelet, NODE_NAME};
+use wasmcell_e2e::cri::cri_config;
+use wasmcell_e2e::{bin_dir, containerd_bin, fixtures, Containerd};
+
+const IMAGE: &str = "wasmcell.dev/examples/probe:0.1.0";
+
+fn pod(name: &str, args: &[&str]) -> String {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "nodeName": NODE_NAME,
+            "runtimeClassName": "wasmtime",
+            // The node has no CNI network yet: the pod takes the node's.
+            "hostNetwork": true,
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": false,
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [{
+                "name": "probe",
+                "image": IMAGE,
+                "imagePullPolicy": "Never",
+                "args": args,
+            }],
+        }
+    })
+    .to_string()
+}
+
+/// Waits until pod `name` has ended; its status.
+fn ended(plane: &ControlPlane, kubelet: &Kubelet, name: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let r = plane.kubectl(&["get", "pod", name, "-o", "json"]);
+        assert_eq!(r.code, 0, "{r:?}");
+        let p: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        let phase = p["status"]["phase"].as_str().unwrap_or_default().to_owned();
+        if phase == "Succeeded" || phase == "Failed" {
+            return p["status"].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pod {name} did not end within 90 s: {}\n{}",
+            p["status"],
+            kubelet.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_kubelet_runs_a_runtimeclass_wasm_pod_and_kubectl_reads_its_exit_and_logs() {
+    let plane = ControlPlane::start();
+
+    // The node: containerd's CRI configured by wasmcell install, the images imported.
+    let dir = Containerd::new_dir();
+    let socket = dir.path().join("containerd.sock");
+    std::fs::write(
+        dir.path().join("config.toml"),
+        cri_config(dir.path(), &socket),
+    )
+    .unwrap();
+    let out = Command::new(bin_dir().join("wasmcell"))
+        .arg("install")
+        .arg("--config")
+        .arg(dir.path().join("config.toml"))
+        .arg("--shim-dir")
+        .arg(dir.path().join("bin"))
+        .arg("--containerd")
+        .arg(containerd_bin())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "install: {out:?}");
+    let bin = dir.path().join("bin");
+    let c = Containerd::start_in(dir, &[], &[bin]);
+    c.import_pause();
+    let probe = c.dir.path().join("probe.wasm");
+    std::fs::write(&probe, fixtures::PROBE).unwrap();
+    let tar = c.build_image(
+        "probe.tar",
+        &[
+            "--name",
+            IMAGE,
+            "--wasm",
+            probe.to_str().unwrap(),
+            "--extra-platform",
+            "linux/amd64",
+        ],
+    );
+    c.import_cri(&tar);
+    let kubelet = Kubelet::start(&plane, &c, "wasmcell.dev/installed=true");
+
+    let runtimeclass = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/kubernetes/runtimeclass.yaml"
+    );
+    let r = plane.kubectl(&["apply", "-f", runtimeclass]);
+    assert_eq!(r.code, 0, "{r:?}");
+    // No controller-manager runs to make the namespace's default service account.
+    let r = plane.kubectl(&["create", "serviceaccount", "default", "-n", "default"]);
+    assert_eq!(r.code, 0, "{r:?}");
+
+    for (name, args, phase, code) in [
+        ("wasm-hello", vec!["hello"], "Succeeded", 0),
+        ("wasm-exit-3", vec!["exit", "3"], "Failed", 3),
+    ] {
+        let file = c.dir.path().join(format!("{name}.json"));
+        std::fs::write(&file, pod(name, &args)).unwrap();
+        let r = plane.kubectl(&["apply", "-f", file.to_str().unwrap()]);
+        assert_eq!(r.code, 0, "{r:?}");
+        let status = ended(&plane, &kubelet, name);
+        assert_eq!(status["phase"], phase, "{name}: {status}\n{}", c.log());
+        let terminated = &status["containerStatuses"][0]["state"]["terminated"];
+        assert_eq!(terminated["exitCode"], code, "{name}: {status}");
+        let reason = if code == 0 { "Completed" } else { "Error" };
+        assert_eq!(terminated["reason"], reason, "{name}: {status}");
+        if code == 0 {
+            let r = plane.kubectl(&["logs", name]);
+            assert_eq!(r.code, 0, "{r:?}");
+            assert_eq!(r.stdout, "hello from C\n", "every byte of the log: {r:?}");
+        }
+        let r = plane.kubectl(&["delete", "pod", name, "--wait=true", "--timeout=60s"]);
+        assert_eq!(r.code, 0, "{r:?}");
+    }
+    drop(kubelet);
+}
