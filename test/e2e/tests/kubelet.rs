@@ -1,7 +1,7 @@
 //! A real kubelet runs wasm pods on wasmcell: a control plane (etcd, kube-apiserver v1.36),
 //! containerd with its CRI plugin configured by `wasmcell install`, and a kubelet; the
-//! RuntimeClass from `deploy/`; a pod with `runtimeClassName: wasmtime`; kubectl reads its phase,
-//! its exit code and its logs.
+//! RuntimeClass from `deploy/`; pods with `runtimeClassName: wasmtime`; kubectl reads their
+//! phase, exit code, logs, OOMKilled and restarts.
 //!
 //! The pods name their node (no scheduler runs here), use the node's network (no CNI here) and
 //! mount no service-account token (no controller makes them). Images are imported into
@@ -17,7 +17,24 @@ use wasmcell_e2e::{bin_dir, containerd_bin, fixtures, Containerd};
 
 const IMAGE: &str = "wasmcell.dev/examples/probe:0.1.0";
 
+const HOG: &str = "wasmcell.test/hog:1";
+
 fn pod(name: &str, args: &[&str]) -> String {
+    pod_with(name, IMAGE, args, "Never", None)
+}
+
+/// A pod of `image` with `args`, `restart` policy and a memory limit.
+fn pod_with(
+    name: &str,
+    image: &str,
+    args: &[&str],
+    restart: &str,
+    memory_limit: Option<&str>,
+) -> String {
+    let mut resources = serde_json::json!({});
+    if let Some(limit) = memory_limit {
+        resources = serde_json::json!({"limits": {"memory": limit}});
+    }
     serde_json::json!({
         "apiVersion": "v1",
         "kind": "Pod",
@@ -27,14 +44,15 @@ fn pod(name: &str, args: &[&str]) -> String {
             "runtimeClassName": "wasmtime",
             // The node has no CNI network yet: the pod takes the node's.
             "hostNetwork": true,
-            "restartPolicy": "Never",
+            "restartPolicy": restart,
             "automountServiceAccountToken": false,
             "tolerations": [{"operator": "Exists"}],
             "containers": [{
                 "name": "probe",
-                "image": IMAGE,
+                "image": image,
                 "imagePullPolicy": "Never",
                 "args": args,
+                "resources": resources,
             }],
         }
     })
@@ -63,7 +81,7 @@ fn ended(plane: &ControlPlane, kubelet: &Kubelet, name: &str) -> serde_json::Val
 }
 
 #[test]
-fn a_kubelet_runs_a_runtimeclass_wasm_pod_and_kubectl_reads_its_exit_and_logs() {
+fn a_kubelet_runs_runtimeclass_wasm_pods_and_kubectl_reads_exits_logs_oom_and_restarts() {
     let plane = ControlPlane::start();
 
     // The node: containerd's CRI configured by wasmcell install, the images imported.
@@ -97,6 +115,22 @@ fn a_kubelet_runs_a_runtimeclass_wasm_pod_and_kubectl_reads_its_exit_and_logs() 
             IMAGE,
             "--wasm",
             probe.to_str().unwrap(),
+            "--extra-platform",
+            "linux/amd64",
+        ],
+    );
+    c.import_cri(&tar);
+    // Two linear memories of 20 MiB: past a 32 MiB limit only together (each alone stays
+    // below the cell's per-memory cap), so the kernel's OOM killer ends it.
+    let hog = c.dir.path().join("hog.wasm");
+    std::fs::write(&hog, fixtures::TWO_MEMORIES).unwrap();
+    let tar = c.build_image(
+        "hog.tar",
+        &[
+            "--name",
+            HOG,
+            "--wasm",
+            hog.to_str().unwrap(),
             "--extra-platform",
             "linux/amd64",
         ],
@@ -136,5 +170,66 @@ fn a_kubelet_runs_a_runtimeclass_wasm_pod_and_kubectl_reads_its_exit_and_logs() 
         let r = plane.kubectl(&["delete", "pod", name, "--wait=true", "--timeout=60s"]);
         assert_eq!(r.code, 0, "{r:?}");
     }
+
+    // Past its memory limit: the kubelet reports OOMKilled.
+    let file = c.dir.path().join("oom.json");
+    std::fs::write(&file, pod_with("wasm-oom", HOG, &[], "Never", Some("32Mi"))).unwrap();
+    let r = plane.kubectl(&["apply", "-f", file.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let status = ended(&plane, &kubelet, "wasm-oom");
+    let terminated = &status["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(terminated["reason"], "OOMKilled", "{status}\n{}", c.log());
+    assert_eq!(terminated["exitCode"], 137, "{status}");
+    let r = plane.kubectl(&["delete", "pod", "wasm-oom", "--wait=true", "--timeout=60s"]);
+    assert_eq!(r.code, 0, "{r:?}");
+
+    // restartPolicy OnFailure: the failed container is started again, in the same sandbox.
+    let file = c.dir.path().join("retry.json");
+    std::fs::write(
+        &file,
+        pod_with("wasm-retry", IMAGE, &["exit", "3"], "OnFailure", None),
+    )
+    .unwrap();
+    let r = plane.kubectl(&["apply", "-f", file.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let r = plane.kubectl(&[
+            "get",
+            "pod",
+            "wasm-retry",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].restartCount}",
+        ]);
+        if r.stdout.trim().parse::<u32>().unwrap_or(0) >= 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not restarted within 90 s: {r:?}\n{}",
+            kubelet.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let r = c.crictl(&["pods", "--name", "wasm-retry", "-q"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        r.stdout.lines().count(),
+        1,
+        "one sandbox for the restarts: {r:?}"
+    );
+    let r = c.crictl(&["ps", "-a", "--name", "probe", "-q"]);
+    assert!(
+        r.stdout.lines().count() >= 2,
+        "a new container each start: {r:?}"
+    );
+    let r = plane.kubectl(&[
+        "delete",
+        "pod",
+        "wasm-retry",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
     drop(kubelet);
 }
