@@ -1,7 +1,7 @@
 //! A real kubelet runs wasm pods on wasmcell: a control plane (etcd, kube-apiserver v1.36),
 //! containerd with its CRI plugin configured by `wasmcell install`, and a kubelet; the
 //! RuntimeClass from `deploy/`; pods with `runtimeClassName: wasmtime`; kubectl reads their
-//! phase, exit code, logs, OOMKilled and restarts.
+//! phase, exit code, logs, OOMKilled, restarts and errors, and CRI their stats.
 //!
 //! The pods name their node (no scheduler runs here), use the node's network (no CNI here) and
 //! mount no service-account token (no controller makes them). Images are imported into
@@ -231,5 +231,94 @@ fn a_kubelet_runs_runtimeclass_wasm_pods_and_kubectl_reads_exits_logs_oom_and_re
         "--timeout=60s",
     ]);
     assert_eq!(r.code, 0, "{r:?}");
+
+    // CRI's stats of a running wasm container, as the kubelet reads them: CPU and memory.
+    // (The kubelet's own summary API fails on these machines as a whole: cAdvisor finds no
+    // device for the root filesystem, /dev/vda.)
+    apply(
+        &c,
+        &plane,
+        "wasm-spin",
+        &pod_with("wasm-spin", IMAGE, &["spin"], "Never", None),
+    );
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let r = c.crictl(&[
+            "stats",
+            "-o",
+            "json",
+            "--label",
+            "io.kubernetes.pod.name=wasm-spin",
+        ]);
+        let used = serde_json::from_str::<serde_json::Value>(&r.stdout)
+            .ok()
+            .and_then(|v| v["stats"].as_array()?.first().cloned())
+            .is_some_and(|s| {
+                let n = |v: &serde_json::Value| {
+                    v.as_str()
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .or(v.as_u64())
+                        .unwrap_or(0)
+                };
+                n(&s["cpu"]["usageCoreNanoSeconds"]["value"]) > 0
+                    && n(&s["memory"]["workingSetBytes"]["value"]) > 0
+            });
+        if used {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no CPU and memory of the running wasm container within 90 s: {r:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let r = plane.kubectl(&["delete", "pod", "wasm-spin", "--wait=true", "--timeout=60s"]);
+    assert_eq!(r.code, 0, "{r:?}");
+
+    // An image whose program is neither wasm nor native: wasmcell's message reaches the pod's
+    // events (kubectl describe).
+    let junk = c.dir.path().join("junk");
+    std::fs::write(&junk, "just some text\n").unwrap();
+    let tar = c.build_image(
+        "junk.tar",
+        &[
+            "--name",
+            "wasmcell.test/junk:1",
+            "--file",
+            &format!("{}:/junk", junk.display()),
+            "--entrypoint",
+            "/junk",
+            "--extra-platform",
+            "linux/amd64",
+        ],
+    );
+    c.import_cri(&tar);
+    apply(
+        &c,
+        &plane,
+        "wasm-junk",
+        &pod_with("wasm-junk", "wasmcell.test/junk:1", &[], "Never", None),
+    );
+    let seen = c.wait_until(Duration::from_secs(60), || {
+        plane
+            .kubectl(&["describe", "pod", "wasm-junk"])
+            .stdout
+            .contains("neither a WebAssembly module")
+    });
+    assert!(
+        seen,
+        "{}",
+        plane.kubectl(&["describe", "pod", "wasm-junk"]).stdout
+    );
+    let r = plane.kubectl(&["delete", "pod", "wasm-junk", "--wait=true", "--timeout=60s"]);
+    assert_eq!(r.code, 0, "{r:?}");
     drop(kubelet);
+}
+
+/// Writes `manifest` next to containerd's files and applies it.
+fn apply(c: &Containerd, plane: &ControlPlane, name: &str, manifest: &str) {
+    let file = c.dir.path().join(format!("{name}.json"));
+    std::fs::write(&file, manifest).unwrap();
+    let r = plane.kubectl(&["apply", "-f", file.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{r:?}");
 }
