@@ -312,6 +312,49 @@ fn a_kubelet_runs_runtimeclass_wasm_pods_and_kubectl_reads_exits_logs_oom_and_re
     );
     let r = plane.kubectl(&["delete", "pod", "wasm-junk", "--wait=true", "--timeout=60s"]);
     assert_eq!(r.code, 0, "{r:?}");
+
+    // A RuntimeClass whose handler this node's containerd does not have: the kubelet's event
+    // says so.
+    apply(
+        &c,
+        &plane,
+        "runtimeclass-nope",
+        &serde_json::json!({
+            "apiVersion": "node.k8s.io/v1",
+            "kind": "RuntimeClass",
+            "metadata": {"name": "nope"},
+            "handler": "nope",
+        })
+        .to_string(),
+    );
+    let mut unhandled: serde_json::Value =
+        serde_json::from_str(&pod_with("wasm-nohandler", IMAGE, &[], "Never", None)).unwrap();
+    unhandled["spec"]["runtimeClassName"] = "nope".into();
+    apply(&c, &plane, "wasm-nohandler", &unhandled.to_string());
+    let said = c.wait_until(Duration::from_secs(60), || {
+        plane
+            .kubectl(&[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=wasm-nohandler",
+            ])
+            .stdout
+            .contains("no runtime for \"nope\" is configured")
+    });
+    assert!(
+        said,
+        "{}",
+        plane.kubectl(&["describe", "pod", "wasm-nohandler"]).stdout
+    );
+    let r = plane.kubectl(&[
+        "delete",
+        "pod",
+        "wasm-nohandler",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
     drop(kubelet);
 }
 
