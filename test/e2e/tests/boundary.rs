@@ -1,4 +1,4 @@
-//! The kernel boundary of the cell (issue 3, in progress): capabilities, `no_new_privs`,
+//! The kernel boundary of the cell: capabilities, `no_new_privs`,
 //! namespaces created or joined by path.
 
 use std::time::Duration;

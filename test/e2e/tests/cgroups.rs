@@ -1,4 +1,4 @@
-//! The cell's cgroup (issue 3): membership and limits from the spec, removal at delete, OOM →
+//! The cell's cgroup: membership and limits from the spec, removal at delete, OOM →
 //! exit 137 and TaskOOM, linear memory refused inside the guest, metrics, pause/resume, update.
 //!
 //! These tests use the machine's real cgroup filesystem. They expect cgroup v1 (as on the CI

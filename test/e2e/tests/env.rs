@@ -1,4 +1,4 @@
-//! Env isolation (issue 3): a container's env goes to its guest and nowhere else. Variables that
+//! Env isolation: a container's env goes to its guest and nowhere else. Variables that
 //! would steer the host side if they leaked (`RUST_LOG`, `WASMTIME_*`, `LD_PRELOAD`) change
 //! nothing in the shim or the cell; the guest sees exactly the spec's env.
 

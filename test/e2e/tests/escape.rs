@@ -1,4 +1,4 @@
-//! The filesystem escape corpus (issue 3): a guest tries a few hundred crafted paths (`..`
+//! The filesystem escape corpus: a guest tries a few hundred crafted paths (`..`
 //! chains, absolute host paths, symlinks in the image and in a bind mount that point out of the
 //! rootfs, `/proc/self/...`, `/dev/fd/...`) against every preopen, to read a canary file on the
 //! host and to write next to it. Nothing may succeed.
