@@ -2,7 +2,7 @@
 # Installs the Debian packages wasmcell's build and tests need, only those that are missing.
 set -euo pipefail
 
-packages=(containerd runc protobuf-compiler clang lld wasi-libc libclang-rt-14-dev-wasm32 busybox-static iproute2 libseccomp-dev)
+packages=(containerd runc protobuf-compiler clang lld wasi-libc libclang-rt-14-dev-wasm32 busybox-static iproute2 libseccomp-dev openssl python3-venv)
 need=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")

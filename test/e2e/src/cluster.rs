@@ -324,7 +324,13 @@ pub struct Kubelet {
     child: Child,
     log: PathBuf,
     sysctls: Vec<(String, String)>,
+    /// Host directories the kubelet makes whatever its flags say (its device-plugin socket,
+    /// the container log links) that did not exist before it: removed on drop.
+    made: Vec<PathBuf>,
 }
+
+/// Host paths a kubelet writes below whatever its root and log directories are.
+const KUBELET_HOST_DIRS: [&str; 2] = ["/var/lib/kubelet", "/var/log/containers"];
 
 /// The host settings a kubelet changes when it starts (its "kernel tunables").
 const KUBELET_SYSCTLS: [&str; 6] = [
@@ -346,6 +352,11 @@ impl Kubelet {
                 let v = std::fs::read_to_string(format!("/proc/sys/{k}")).unwrap_or_default();
                 ((*k).to_owned(), v.trim().to_owned())
             })
+            .collect();
+        let made = KUBELET_HOST_DIRS
+            .iter()
+            .map(PathBuf::from)
+            .filter(|p| !p.exists())
             .collect();
         let run = |args: &[&str]| {
             let out = Command::new("ip").args(args).output().expect("run ip");
@@ -432,6 +443,7 @@ evictionHard: {{"memory.available": "1Mi", "nodefs.available": "1%", "imagefs.av
             child,
             log,
             sysctls,
+            made,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         while plane.kubectl(&["get", "node", NODE_NAME]).code != 0 {
@@ -466,5 +478,8 @@ impl Drop for Kubelet {
             }
         }
         let _ = Command::new("ip").args(["link", "del", "wcnode0"]).output();
+        for dir in &self.made {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }

@@ -45,8 +45,8 @@ pub fn cri_config(dir: &Path, socket: &Path) -> String {
         dir.join("cni/bin").display().to_string(),
         dir.join("cni/conf").display().to_string(),
     );
+    let opt = dir.join("opt").display().to_string();
     if containerd_major() >= 2 {
-        let opt = dir.join("opt").display().to_string();
         format!(
             r#"version = 3
 root = "{root}"
@@ -91,6 +91,9 @@ state = "{state}"
 
 [debug]
   level = "info"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{opt}"
 
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{PAUSE_IMAGE}"

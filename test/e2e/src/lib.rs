@@ -152,7 +152,10 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   address = "{sock}"
 [debug]
   level = "info"
-"#
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{opt}"
+"#,
+            opt = dir.join("opt").display()
         )
     }
 }

@@ -34,6 +34,11 @@ fn nerdctl(c: &Containerd, args: &[&str]) -> Ran {
         .args(["--namespace", "default", "--cgroup-manager", "cgroupfs"])
         .arg("--data-root")
         .arg(c.dir.path().join("nerdctl"))
+        // Its CNI configuration too stays in the test's directory (unused with --net none).
+        .arg("--cni-netconfpath")
+        .arg(c.dir.path().join("cni/conf"))
+        .arg("--cni-path")
+        .arg(c.dir.path().join("cni/bin"))
         .args(args)
         .env("PATH", path)
         .output()
