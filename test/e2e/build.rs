@@ -71,7 +71,14 @@ fn main() {
         .expect("encode component");
     std::fs::write(out.join("probe_component.wasm"), component).expect("write component");
 
-    std::fs::write(out.join("listener.wasm"), listener_component(&src)).expect("write listener");
+    let listener = std::fs::read_to_string(src.join("listener.wat")).expect("read listener.wat");
+    std::fs::write(out.join("listener.wasm"), listener_component(&listener))
+        .expect("write listener");
+    // The same program answering connections until it is stopped.
+    const ONE: &str = "(global $connections i32 (i32.const 1))";
+    assert!(listener.contains(ONE), "listener.wat declares {ONE}");
+    let server = listener.replace(ONE, "(global $connections i32 (i32.const -1))");
+    std::fs::write(out.join("server.wasm"), listener_component(&server)).expect("write server");
 }
 
 /// What `listener.wat` imports and exports, against the WASI 0.2 interfaces of the wasmtime-wasi
@@ -108,11 +115,10 @@ fn wasi_wit_dir() -> PathBuf {
         .unwrap_or_else(|| panic!("no {CRATE}/src/p2/wit below {}", registry.display()))
 }
 
-/// `listener.wat` as a component: the WIT world embedded, then encoded (no adapter: the module
-/// speaks WASI 0.2 itself).
-fn listener_component(src: &Path) -> Vec<u8> {
-    let path = src.join("listener.wat");
-    let mut core = wat::parse_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+/// The text of `listener.wat` as a component: the WIT world embedded, then encoded (no adapter:
+/// the module speaks WASI 0.2 itself).
+fn listener_component(text: &str) -> Vec<u8> {
+    let mut core = wat::parse_str(text).unwrap_or_else(|e| panic!("listener.wat: {e}"));
     let mut resolve = wit_parser::Resolve::default();
     resolve
         .push_dir(wasi_wit_dir())

@@ -22,7 +22,9 @@ pub const PROBE_COMPONENT: &[u8] =
 /// A WASI 0.2 component that listens on TCP port [`LISTENER_PORT`] with `wasi:sockets`, answers
 /// one connection with [`LISTENER_REPLY`] and exits 0 (`test/fixtures/listener.wat`).
 pub const LISTENER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/listener.wasm"));
-/// The port [`LISTENER`] listens on.
+/// [`LISTENER`] answering every connection until it is stopped: a long-running TCP service.
+pub const SERVER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/server.wasm"));
+/// The port [`LISTENER`] and [`SERVER`] listen on.
 pub const LISTENER_PORT: u16 = 47811;
 /// What [`LISTENER`] writes to its client.
 pub const LISTENER_REPLY: &str = "hello from the guest's network namespace\n";
@@ -63,4 +65,5 @@ pub const ALL: &[(&str, &[u8])] = &[
     ("probe.wasm", PROBE),
     ("probe_component.wasm", PROBE_COMPONENT),
     ("listener.wasm", LISTENER),
+    ("server.wasm", SERVER),
 ];
