@@ -35,8 +35,9 @@ pub fn available() -> bool {
 }
 
 /// A private containerd configuration with the CRI plugin on, for containerd's major
-/// version: its own root, state and socket, CNI directories inside `dir` (unused: pods take
-/// the node's network), the pause image above, and no NRI socket.
+/// version: its own root, state and socket, CNI directories inside `dir` (the CRI tier's pods
+/// take the node's network; the cluster tier writes a bridge network there), the pause image
+/// above, and no NRI socket.
 pub fn cri_config(dir: &Path, socket: &Path) -> String {
     let (root, state, sock) = crate::instance_paths(dir, socket);
     // Registry hosts (`Registry::serve` adds the loopback one).
@@ -74,6 +75,8 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
 
 [plugins."io.containerd.cri.v1.runtime"]
   restrict_oom_score_adj = true
+  # Pods' network namespaces below the state dir, so the teardown finds any left.
+  netns_mounts_under_state_dir = true
 
 [plugins."io.containerd.cri.v1.runtime".cni]
   bin_dirs = ["{cni_bin}"]

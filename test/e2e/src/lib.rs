@@ -7,7 +7,6 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod api;
-pub mod cluster;
 pub mod cri;
 pub mod fixtures;
 pub mod image;
@@ -170,6 +169,8 @@ pub struct Containerd {
     pub cache: PathBuf,
     log: PathBuf,
     child: Option<Child>,
+    /// The environment it was started with (a restart reuses it).
+    env: Vec<(String, std::ffi::OsString)>,
     spec_template: std::sync::OnceLock<serde_json::Value>,
 }
 
@@ -250,36 +251,69 @@ impl Containerd {
             &std::env::var_os("PATH").unwrap_or_default(),
         ));
         let path = std::env::join_paths(dirs).unwrap();
-        let child = Command::new(containerd_bin())
-            .arg("--config")
-            .arg(d.join("config.toml"))
-            .env("PATH", path)
-            .env("WASMCELL_CACHE_DIR", &cache)
-            .env("WASMCELL_RUNC_ROOT", d.join("runc"))
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::OpenOptions::new().append(true).open(&log).unwrap())
-            .spawn()
-            .expect("start containerd (is it installed? run `make deps`)");
+        let mut vars = vec![
+            ("PATH".to_owned(), path),
+            ("WASMCELL_CACHE_DIR".to_owned(), cache.clone().into()),
+            ("WASMCELL_RUNC_ROOT".to_owned(), d.join("runc").into()),
+        ];
+        vars.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).into())));
         let mut c = Containerd {
             dir,
             socket,
             cache,
             log,
-            child: Some(child),
+            child: None,
+            env: vars,
             spec_template: std::sync::OnceLock::new(),
         };
+        c.spawn();
+        c
+    }
+
+    /// Starts the containerd process (its log appended to) and waits until it answers.
+    fn spawn(&mut self) {
+        let log = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.log)
+                .unwrap()
+        };
+        let child = Command::new(containerd_bin())
+            .arg("--config")
+            .arg(self.dir.path().join("config.toml"))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log())
+            .stderr(log())
+            .spawn()
+            .expect("start containerd (is it installed? run `make deps`)");
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while c.ctr(&["version"]).code != 0 {
-            let exited = c.child.as_mut().and_then(|ch| ch.try_wait().ok().flatten());
+        while self.ctr(&["version"]).code != 0 {
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|ch| ch.try_wait().ok().flatten());
             if let Some(status) = exited {
-                panic!("containerd exited ({status}):\n{}", c.log());
+                panic!("containerd exited ({status}):\n{}", self.log());
             }
             assert!(Instant::now() < deadline, "containerd did not come up");
             std::thread::sleep(Duration::from_millis(50));
         }
-        c
+    }
+
+    /// Restarts containerd on its (possibly changed) `config.toml`, as a service manager
+    /// would: SIGTERM, wait, start again. Running tasks and their shims stay.
+    pub fn restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::SIGTERM,
+            );
+            let _ = child.wait();
+        }
+        self.spawn();
     }
 
     /// containerd's process id.
