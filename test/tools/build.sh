@@ -3,7 +3,7 @@
 # one from PyPI) into a cache outside the repository, one directory per tool and version, and
 # prints each tool's bin directory. A tool already in the cache is not built again.
 #
-#   test/tools/build.sh containerd crictl nerdctl crane kubernetes etcd kubernetes-validate
+#   test/tools/build.sh containerd crictl nerdctl crane kubernetes etcd cni-plugins kubernetes-validate
 #
 # The cache is $WASMCELL_TOOLS_CACHE (default /var/cache/wasmcell-tools).
 set -euo pipefail
@@ -112,6 +112,12 @@ GO
   go build -o "$1/bin/etcd" -ldflags "-s -w" .
 }
 
+build_cni_plugins() {
+  local pkg=github.com/containernetworking/plugins v=$CNI_PLUGINS_VERSION
+  GOBIN="$1/bin" go install -ldflags "-s -w -X $pkg/pkg/utils/buildversion.BuildVersion=$v" \
+    "$pkg/plugins/main/bridge@$v" "$pkg/plugins/main/loopback@$v" "$pkg/plugins/ipam/host-local@$v"
+}
+
 build_kubernetes_validate() {
   python3 -m venv "$1/venv"
   "$1/venv/bin/pip" install -q "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
@@ -126,9 +132,10 @@ for name in "$@"; do
     nerdctl) tool nerdctl "$NERDCTL_VERSION" build_nerdctl ;;
     kubernetes) tool kubernetes "$KUBERNETES_VERSION" build_kubernetes ;;
     etcd) tool etcd "$ETCD_VERSION" build_etcd ;;
+    cni-plugins) tool cni-plugins "$CNI_PLUGINS_VERSION" build_cni_plugins ;;
     kubernetes-validate) tool kubernetes-validate "$KUBERNETES_VALIDATE_VERSION" build_kubernetes_validate ;;
     *)
-      echo "tools: unknown tool '$name' (known: containerd crictl crane nerdctl kubernetes etcd kubernetes-validate)" >&2
+      echo "tools: unknown tool '$name' (known: containerd crictl crane nerdctl kubernetes etcd cni-plugins kubernetes-validate)" >&2
       exit 2
       ;;
   esac
