@@ -1,14 +1,26 @@
-//! A Kubernetes control plane for the tests, from the pinned builds (`test/tools`): etcd and
-//! kube-apiserver on loopback, with a CA, serving certificate, admin client certificate and
-//! service-account key made per run with openssl. Everything lives in a temp dir and is torn
-//! down on drop (the processes killed); on a panic their logs are printed.
+//! The cluster tier's harness: a single-node Kubernetes from the pinned builds (`test/tools`),
+//! on this machine, with wasmcell as the node's `wasmtime` runtime handler.
+//!
+//! - [`ControlPlane`]: etcd, kube-apiserver, kube-controller-manager and kube-scheduler on
+//!   loopback, with a CA, serving certificate, admin and node client certificates and a
+//!   service-account key made per run with openssl.
+//! - [`PodNetwork`]: a CNI bridge (the pinned bridge, host-local and loopback plugins) on
+//!   198.18.64.0/24, a subnet of the 198.18.0.0/15 test range. Pods get no default route, so
+//!   nothing they send can leave this machine; the node reaches them (probes) over the bridge.
+//! - [`Kubelet`]: the node, on a containerd whose CRI plugin `wasmcell install` configured.
+//!
+//! Everything lives in temp dirs and is torn down on drop, even when a test fails: processes
+//! killed, pods removed through CRI (their shims, cells, mounts, cgroups and network
+//! namespaces go with them), the bridge and the node's address deleted, the host settings the
+//! kubelet and the bridge plugin change put back. On a panic each component's log is printed.
+#![allow(clippy::unwrap_used)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{Containerd, Ran};
+use wasmcell_e2e::{Containerd, Ran};
 
 /// The name of the test node.
 pub const NODE_NAME: &str = "wasmcell-node";
@@ -56,7 +68,8 @@ fn openssl(dir: &Path, args: &[&str]) {
     assert!(out.status.success(), "openssl {args:?}: {out:?}");
 }
 
-/// etcd and kube-apiserver on loopback, and a kubeconfig for an admin.
+/// etcd, kube-apiserver, kube-controller-manager and kube-scheduler on loopback, and a
+/// kubeconfig for an admin.
 pub struct ControlPlane {
     /// Holds the certificates, data and logs.
     pub dir: tempfile::TempDir,
@@ -65,10 +78,16 @@ pub struct ControlPlane {
     /// The API server's URL.
     pub api: String,
     children: Vec<(String, Child)>,
+    /// One cluster at a time in a test process: the node's name, address, bridge and kubelet
+    /// port are the machine's.
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
 
+static ONE_CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl ControlPlane {
-    /// Starts etcd and kube-apiserver and waits until the API server is ready.
+    /// Starts etcd and kube-apiserver, waits until the API server is ready, then starts the
+    /// controller-manager and the scheduler and waits until the controllers work.
     pub fn start() -> ControlPlane {
         let dir = tempfile::Builder::new()
             .prefix("wasmcell-cluster-")
@@ -82,6 +101,8 @@ impl ControlPlane {
             api: String::new(),
             dir,
             children: Vec::new(),
+            // A test that failed while holding it left nothing (its drops ran): go on.
+            _one_at_a_time: ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner()),
         };
         let (client, peer, secure) = (free_port(), free_port(), free_port());
         let etcd_url = format!("http://127.0.0.1:{client}");
@@ -171,13 +192,7 @@ impl ControlPlane {
             if r.code == 0 && r.stdout.trim() == "ok" {
                 break;
             }
-            let exited = plane
-                .children
-                .iter_mut()
-                .find_map(|(name, child)| Some((name.clone(), child.try_wait().ok()??)));
-            if let Some((name, status)) = exited {
-                panic!("{name} exited ({status}):\n{}", plane.logs());
-            }
+            plane.assert_running();
             assert!(
                 Instant::now() < deadline,
                 "the API server was not ready within 90 s: {r:?}\n{}",
@@ -185,7 +200,92 @@ impl ControlPlane {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+        // The controllers a single node needs (Deployments, ReplicaSets, service accounts and
+        // their tokens, namespaces, garbage collection, node lifecycle: it lifts the not-ready
+        // taint a kubelet registers with), without those that allocate pod CIDRs, routes or
+        // load balancers, which need a cloud or more nodes.
+        let controllers = "*,-node-ipam-controller,-node-route-controller,\
+                           -service-lb-controller,-cloud-node-lifecycle-controller";
+        let kubeconfig = plane.kubeconfig.display().to_string();
+        plane.spawn(
+            "kube-controller-manager",
+            Command::new(kubernetes_bin("kube-controller-manager")).args([
+                "--kubeconfig",
+                &kubeconfig,
+                "--controllers",
+                controllers,
+                "--leader-elect=false",
+                "--secure-port",
+                "0",
+                "--service-account-private-key-file",
+                &p("sa.key"),
+                "--root-ca-file",
+                &p("ca.crt"),
+                "--use-service-account-credentials=false",
+            ]),
+        );
+        plane.spawn(
+            "kube-scheduler",
+            Command::new(kubernetes_bin("kube-scheduler")).args([
+                "--kubeconfig",
+                &kubeconfig,
+                "--leader-elect=false",
+                "--bind-address",
+                "127.0.0.1",
+                "--secure-port",
+                &free_port().to_string(),
+            ]),
+        );
+        // The controller-manager is running when it has made the default service account
+        // (pods cannot be admitted before).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while plane.kubectl(&["get", "serviceaccount", "default"]).code != 0 {
+            plane.assert_running();
+            assert!(
+                Instant::now() < deadline,
+                "no default service account within 60 s\n{}",
+                plane.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
         plane
+    }
+
+    /// Panics with the logs if a component has exited.
+    pub fn assert_running(&mut self) {
+        let exited = self
+            .children
+            .iter_mut()
+            .find_map(|(name, child)| Some((name.clone(), child.try_wait().ok()??)));
+        if let Some((name, status)) = exited {
+            panic!("{name} exited ({status}):\n{}", self.logs());
+        }
+    }
+
+    /// Waits until `kubectl args` prints `want` (trimmed); panics with `what` and the logs
+    /// after `timeout`.
+    pub fn wait_for_output(&self, args: &[&str], want: &str, timeout: Duration, what: &str) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = self.kubectl(args);
+            if r.code == 0 && r.stdout.trim() == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within {timeout:?}; kubectl {args:?} says {r:?}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Applies a manifest (JSON or YAML text) through a file in the control plane's directory.
+    pub fn apply(&self, name: &str, manifest: &str) {
+        let file = self.dir.path().join(format!("{name}.manifest"));
+        std::fs::write(&file, manifest).unwrap();
+        let r = self.kubectl(&["apply", "-f", file.to_str().unwrap()]);
+        assert_eq!(r.code, 0, "apply {name}: {r:?}");
     }
 
     /// A CA, the API server's serving certificate (loopback and the service IP), an admin
@@ -317,12 +417,95 @@ impl Drop for ControlPlane {
     }
 }
 
+/// The pinned CNI plugins' directory: `WASMCELL_CNI_PLUGINS`, else `/opt/cni/bin`.
+pub fn cni_plugins_dir() -> PathBuf {
+    std::env::var_os("WASMCELL_CNI_PLUGINS")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/opt/cni/bin".into())
+}
+
+/// The pod network's bridge.
+pub const BRIDGE: &str = "wcbr0";
+
+/// The pod network's subnet (of the 198.18.0.0/15 test range); the bridge is its `.1`.
+pub const POD_SUBNET: &str = "198.18.64.0/24";
+
+/// The node's pod network: a CNI configuration in containerd's CNI directories (as
+/// [`wasmcell_e2e::cri::cri_config`] names them) for a bridge on [`POD_SUBNET`], with the
+/// pinned plugins linked beside it. Write it before the kubelet starts (the node is Ready
+/// once containerd reports its network ready). On drop the bridge is deleted and the host's
+/// IPv4 forwarding setting (which the bridge plugin turns on for a gateway) put back.
+pub struct PodNetwork {
+    forwarding: String,
+}
+
+impl PodNetwork {
+    /// Writes the network into containerd directory `dir` (`cni/conf`, `cni/bin`); its address
+    /// allocations go to `cni/ipam` there.
+    pub fn install(dir: &Path) -> PodNetwork {
+        let forwarding =
+            std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
+        let bin = dir.join("cni/bin");
+        let conf = dir.join("cni/conf");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(&conf).unwrap();
+        for plugin in ["bridge", "host-local", "loopback"] {
+            let src = cni_plugins_dir().join(plugin);
+            assert!(
+                src.exists(),
+                "no CNI plugin {} (make tools builds it; WASMCELL_CNI_PLUGINS names the directory)",
+                src.display()
+            );
+            std::os::unix::fs::symlink(&src, bin.join(plugin)).unwrap();
+        }
+        let config = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": "wasmcell-test",
+            "plugins": [{
+                "type": "bridge",
+                "bridge": BRIDGE,
+                // The bridge takes the subnet's first address, so the node reaches its pods.
+                "isGateway": true,
+                // No default route in the pods and no masquerading: pod traffic has nowhere
+                // to go but this bridge.
+                "isDefaultGateway": false,
+                "ipMasq": false,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": POD_SUBNET}]],
+                    "dataDir": dir.join("cni/ipam"),
+                },
+            }, {
+                "type": "loopback",
+            }],
+        });
+        std::fs::write(
+            conf.join("10-wasmcell-test.conflist"),
+            serde_json::to_string_pretty(&config).unwrap(),
+        )
+        .unwrap();
+        PodNetwork { forwarding }
+    }
+}
+
+impl Drop for PodNetwork {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", BRIDGE]).output();
+        if !self.forwarding.trim().is_empty() {
+            let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", self.forwarding.trim());
+        }
+    }
+}
+
 /// A kubelet of node [`NODE_NAME`] on a containerd (its CRI plugin), registered with a
 /// [`ControlPlane`]. On drop: the kubelet is stopped, the node's host sysctls it changed are
 /// put back, and its address goes.
 pub struct Kubelet {
     child: Child,
     log: PathBuf,
+    /// containerd's CRI socket: on drop, every pod the kubelet left is removed through it.
+    cri: PathBuf,
     sysctls: Vec<(String, String)>,
     /// Host directories the kubelet makes whatever its flags say (its device-plugin socket,
     /// the container log links) that did not exist before it: removed on drop.
@@ -433,7 +616,12 @@ evictionHard: {{"memory.available": "1Mi", "nodefs.available": "1%", "imagefs.av
             .arg("--cert-dir")
             .arg(d.join("kubelet-pki"))
             .args(["--hostname-override", NODE_NAME, "--node-ip", NODE_IP])
-            .args(["--node-labels", labels])
+            .args(
+                Some(["--node-labels", labels])
+                    .filter(|_| !labels.is_empty())
+                    .into_iter()
+                    .flatten(),
+            )
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
@@ -442,6 +630,7 @@ evictionHard: {{"memory.available": "1Mi", "nodefs.available": "1%", "imagefs.av
         let kubelet = Kubelet {
             child,
             log,
+            cri: c.socket.clone(),
             sysctls,
             made,
         };
@@ -455,6 +644,29 @@ evictionHard: {{"memory.available": "1Mi", "nodefs.available": "1%", "imagefs.av
             std::thread::sleep(Duration::from_millis(200));
         }
         kubelet
+    }
+
+    /// Waits until the node reports Ready (containerd's runtime and network ready).
+    pub fn wait_ready(&self, plane: &ControlPlane) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let r = plane.kubectl(&[
+                "get",
+                "node",
+                NODE_NAME,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ]);
+            if r.stdout.trim() == "True" {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {NODE_NAME} not Ready within 90 s: {r:?}\n{}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
     }
 
     /// The kubelet's last log lines.
@@ -472,6 +684,17 @@ impl Drop for Kubelet {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // The pods it left: stopped and removed through CRI, so their shims delete cells,
+        // mounts, cgroups and network namespaces as they would for the kubelet.
+        let crictl = |args: &[&str]| {
+            Command::new(wasmcell_e2e::cri::crictl_bin())
+                .arg("--runtime-endpoint")
+                .arg(format!("unix://{}", self.cri.display()))
+                .arg("--timeout=60s")
+                .args(args)
+                .output()
+        };
+        let _ = crictl(&["rmp", "--force", "--all"]);
         for (k, v) in &self.sysctls {
             if !v.is_empty() {
                 let _ = std::fs::write(format!("/proc/sys/{k}"), v);
@@ -481,5 +704,76 @@ impl Drop for Kubelet {
         for dir in &self.made {
             let _ = std::fs::remove_dir_all(dir);
         }
+    }
+}
+
+/// The test node whole: containerd with its CRI plugin (configured by `wasmcell install`
+/// unless told otherwise) and the pause image, the pod network, and a Ready kubelet.
+/// Dropped in the order that leaves nothing: the kubelet and its pods, containerd, the network.
+pub struct Node {
+    /// The kubelet.
+    pub kubelet: Kubelet,
+    /// The node's containerd.
+    pub containerd: Containerd,
+    /// The pod network.
+    pub network: PodNetwork,
+}
+
+impl Node {
+    /// Brings up the node for `plane` with node `labels`. With `install`, `wasmcell install`
+    /// (the product's own installer) adds the `wasmtime` handler to containerd's config and
+    /// puts the shim into the directory at the head of containerd's `PATH` first; without it
+    /// the node is as a node installer finds it.
+    pub fn start(plane: &ControlPlane, install: bool, labels: &str) -> Node {
+        let dir = Containerd::new_dir();
+        let socket = dir.path().join("containerd.sock");
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, wasmcell_e2e::cri::cri_config(dir.path(), &socket)).unwrap();
+        let shims = dir.path().join("bin");
+        std::fs::create_dir_all(&shims).unwrap();
+        if install {
+            let out = Command::new(wasmcell_e2e::bin_dir().join("wasmcell"))
+                .arg("install")
+                .arg("--config")
+                .arg(&config)
+                .arg("--shim-dir")
+                .arg(&shims)
+                .arg("--containerd")
+                .arg(wasmcell_e2e::containerd_bin())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "wasmcell install: {out:?}");
+        }
+        let network = PodNetwork::install(dir.path());
+        let containerd = Containerd::start_in(dir, &[], &[shims]);
+        containerd.import_pause();
+        let kubelet = Kubelet::start(plane, &containerd, labels);
+        kubelet.wait_ready(plane);
+        Node {
+            kubelet,
+            containerd,
+            network,
+        }
+    }
+
+    /// Builds an image with `wasmcell image build ARGS` (for the node's platform too, as the
+    /// kubelet asks for it) and imports it into containerd's `k8s.io` namespace.
+    pub fn import(&self, file: &str, args: &[&str]) {
+        let mut all = args.to_vec();
+        all.extend(["--extra-platform", "linux/amd64"]);
+        let tar = self.containerd.build_image(file, &all);
+        self.containerd.import_cri(&tar);
+    }
+
+    /// Writes `wasm` beside containerd's files and imports it as image `name` (entrypoint
+    /// the wasm program).
+    pub fn import_wasm(&self, name: &str, wasm: &[u8]) {
+        let file = name.replace(['/', ':'], "_");
+        let path = self.containerd.dir.path().join(format!("{file}.wasm"));
+        std::fs::write(&path, wasm).unwrap();
+        self.import(
+            &format!("{file}.tar"),
+            &["--name", name, "--wasm", path.to_str().unwrap()],
+        );
     }
 }

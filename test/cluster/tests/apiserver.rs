@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use wasmcell_e2e::cluster::ControlPlane;
+use wasmcell_cluster::ControlPlane;
 
 fn kustomization(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -28,10 +28,6 @@ fn the_deploy_manifests_apply_to_a_kube_apiserver_and_read_back_as_written() {
         "{v}"
     );
 
-    // No controller-manager runs here to make the namespace's default service account, which
-    // admitting a pod needs.
-    let r = plane.kubectl(&["create", "serviceaccount", "default", "-n", "default"]);
-    assert_eq!(r.code, 0, "{r:?}");
     for name in ["", "examples"] {
         let r = plane.kubectl(&["apply", "-k", &kustomization(name)]);
         assert_eq!(r.code, 0, "apply -k {name}: {r:?}");

@@ -1,19 +1,14 @@
-//! A real kubelet runs wasm pods on wasmcell: a control plane (etcd, kube-apiserver v1.36),
-//! containerd with its CRI plugin configured by `wasmcell install`, and a kubelet; the
-//! RuntimeClass from `deploy/`; pods with `runtimeClassName: wasmtime`; kubectl reads their
-//! phase, exit code, logs, OOMKilled, restarts and errors, and CRI their stats.
-//!
-//! The pods name their node (no scheduler runs here), use the node's network (no CNI here) and
-//! mount no service-account token (no controller makes them). Images are imported into
-//! containerd's `k8s.io` namespace.
+//! A real kubelet runs wasm pods on wasmcell: the single-node cluster (`wasmcell_cluster`),
+//! the RuntimeClass from `deploy/`, pods with `runtimeClassName: wasmtime` placed by the
+//! scheduler on the pod network with their service-account token mounted; kubectl reads their
+//! phase, exit code, logs, OOMKilled, restarts and errors, and CRI their stats. Images are
+//! imported into containerd's `k8s.io` namespace.
 #![allow(clippy::unwrap_used)]
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use wasmcell_e2e::cluster::{ControlPlane, Kubelet, NODE_NAME};
-use wasmcell_e2e::cri::cri_config;
-use wasmcell_e2e::{bin_dir, containerd_bin, fixtures, Containerd};
+use wasmcell_cluster::{ControlPlane, Kubelet, Node};
+use wasmcell_e2e::fixtures;
 
 const IMAGE: &str = "wasmcell.dev/examples/probe:0.1.0";
 
@@ -40,13 +35,8 @@ fn pod_with(
         "kind": "Pod",
         "metadata": {"name": name},
         "spec": {
-            "nodeName": NODE_NAME,
             "runtimeClassName": "wasmtime",
-            // The node has no CNI network yet: the pod takes the node's.
-            "hostNetwork": true,
             "restartPolicy": restart,
-            "automountServiceAccountToken": false,
-            "tolerations": [{"operator": "Exists"}],
             "containers": [{
                 "name": "probe",
                 "image": image,
@@ -83,69 +73,18 @@ fn ended(plane: &ControlPlane, kubelet: &Kubelet, name: &str) -> serde_json::Val
 #[test]
 fn a_kubelet_runs_runtimeclass_wasm_pods_and_kubectl_reads_exits_logs_oom_and_restarts() {
     let plane = ControlPlane::start();
-
-    // The node: containerd's CRI configured by wasmcell install, the images imported.
-    let dir = Containerd::new_dir();
-    let socket = dir.path().join("containerd.sock");
-    std::fs::write(
-        dir.path().join("config.toml"),
-        cri_config(dir.path(), &socket),
-    )
-    .unwrap();
-    let out = Command::new(bin_dir().join("wasmcell"))
-        .arg("install")
-        .arg("--config")
-        .arg(dir.path().join("config.toml"))
-        .arg("--shim-dir")
-        .arg(dir.path().join("bin"))
-        .arg("--containerd")
-        .arg(containerd_bin())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "install: {out:?}");
-    let bin = dir.path().join("bin");
-    let c = Containerd::start_in(dir, &[], &[bin]);
-    c.import_pause();
-    let probe = c.dir.path().join("probe.wasm");
-    std::fs::write(&probe, fixtures::PROBE).unwrap();
-    let tar = c.build_image(
-        "probe.tar",
-        &[
-            "--name",
-            IMAGE,
-            "--wasm",
-            probe.to_str().unwrap(),
-            "--extra-platform",
-            "linux/amd64",
-        ],
-    );
-    c.import_cri(&tar);
+    let node = Node::start(&plane, true, "wasmcell.dev/installed=true");
+    node.import_wasm(IMAGE, fixtures::PROBE);
     // Two linear memories of 20 MiB: past a 32 MiB limit only together (each alone stays
     // below the cell's per-memory cap), so the kernel's OOM killer ends it.
-    let hog = c.dir.path().join("hog.wasm");
-    std::fs::write(&hog, fixtures::TWO_MEMORIES).unwrap();
-    let tar = c.build_image(
-        "hog.tar",
-        &[
-            "--name",
-            HOG,
-            "--wasm",
-            hog.to_str().unwrap(),
-            "--extra-platform",
-            "linux/amd64",
-        ],
-    );
-    c.import_cri(&tar);
-    let kubelet = Kubelet::start(&plane, &c, "wasmcell.dev/installed=true");
+    node.import_wasm(HOG, fixtures::TWO_MEMORIES);
+    let (c, kubelet) = (&node.containerd, &node.kubelet);
 
     let runtimeclass = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../deploy/kubernetes/runtimeclass.yaml"
     );
     let r = plane.kubectl(&["apply", "-f", runtimeclass]);
-    assert_eq!(r.code, 0, "{r:?}");
-    // No controller-manager runs to make the namespace's default service account.
-    let r = plane.kubectl(&["create", "serviceaccount", "default", "-n", "default"]);
     assert_eq!(r.code, 0, "{r:?}");
 
     for (name, args, phase, code) in [
@@ -156,7 +95,7 @@ fn a_kubelet_runs_runtimeclass_wasm_pods_and_kubectl_reads_exits_logs_oom_and_re
         std::fs::write(&file, pod(name, &args)).unwrap();
         let r = plane.kubectl(&["apply", "-f", file.to_str().unwrap()]);
         assert_eq!(r.code, 0, "{r:?}");
-        let status = ended(&plane, &kubelet, name);
+        let status = ended(&plane, kubelet, name);
         assert_eq!(status["phase"], phase, "{name}: {status}\n{}", c.log());
         let terminated = &status["containerStatuses"][0]["state"]["terminated"];
         assert_eq!(terminated["exitCode"], code, "{name}: {status}");
@@ -176,7 +115,7 @@ fn a_kubelet_runs_runtimeclass_wasm_pods_and_kubectl_reads_exits_logs_oom_and_re
     std::fs::write(&file, pod_with("wasm-oom", HOG, &[], "Never", Some("32Mi"))).unwrap();
     let r = plane.kubectl(&["apply", "-f", file.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{r:?}");
-    let status = ended(&plane, &kubelet, "wasm-oom");
+    let status = ended(&plane, kubelet, "wasm-oom");
     let terminated = &status["containerStatuses"][0]["state"]["terminated"];
     assert_eq!(terminated["reason"], "OOMKilled", "{status}\n{}", c.log());
     assert_eq!(terminated["exitCode"], 137, "{status}");
@@ -235,9 +174,7 @@ fn a_kubelet_runs_runtimeclass_wasm_pods_and_kubectl_reads_exits_logs_oom_and_re
     // CRI's stats of a running wasm container, as the kubelet reads them: CPU and memory.
     // (The kubelet's own summary API fails on these machines as a whole: cAdvisor finds no
     // device for the root filesystem, /dev/vda.)
-    apply(
-        &c,
-        &plane,
+    plane.apply(
         "wasm-spin",
         &pod_with("wasm-spin", IMAGE, &["spin"], "Never", None),
     );
@@ -279,7 +216,7 @@ fn a_kubelet_runs_runtimeclass_wasm_pods_and_kubectl_reads_exits_logs_oom_and_re
     // events (kubectl describe).
     let junk = c.dir.path().join("junk");
     std::fs::write(&junk, "just some text\n").unwrap();
-    let tar = c.build_image(
+    node.import(
         "junk.tar",
         &[
             "--name",
@@ -288,14 +225,9 @@ fn a_kubelet_runs_runtimeclass_wasm_pods_and_kubectl_reads_exits_logs_oom_and_re
             &format!("{}:/junk", junk.display()),
             "--entrypoint",
             "/junk",
-            "--extra-platform",
-            "linux/amd64",
         ],
     );
-    c.import_cri(&tar);
-    apply(
-        &c,
-        &plane,
+    plane.apply(
         "wasm-junk",
         &pod_with("wasm-junk", "wasmcell.test/junk:1", &[], "Never", None),
     );
@@ -315,9 +247,7 @@ fn a_kubelet_runs_runtimeclass_wasm_pods_and_kubectl_reads_exits_logs_oom_and_re
 
     // A RuntimeClass whose handler this node's containerd does not have: the kubelet's event
     // says so.
-    apply(
-        &c,
-        &plane,
+    plane.apply(
         "runtimeclass-nope",
         &serde_json::json!({
             "apiVersion": "node.k8s.io/v1",
@@ -330,7 +260,7 @@ fn a_kubelet_runs_runtimeclass_wasm_pods_and_kubectl_reads_exits_logs_oom_and_re
     let mut unhandled: serde_json::Value =
         serde_json::from_str(&pod_with("wasm-nohandler", IMAGE, &[], "Never", None)).unwrap();
     unhandled["spec"]["runtimeClassName"] = "nope".into();
-    apply(&c, &plane, "wasm-nohandler", &unhandled.to_string());
+    plane.apply("wasm-nohandler", &unhandled.to_string());
     let said = c.wait_until(Duration::from_secs(60), || {
         plane
             .kubectl(&[
@@ -354,14 +284,5 @@ fn a_kubelet_runs_runtimeclass_wasm_pods_and_kubectl_reads_exits_logs_oom_and_re
         "--wait=true",
         "--timeout=60s",
     ]);
-    assert_eq!(r.code, 0, "{r:?}");
-    drop(kubelet);
-}
-
-/// Writes `manifest` next to containerd's files and applies it.
-fn apply(c: &Containerd, plane: &ControlPlane, name: &str, manifest: &str) {
-    let file = c.dir.path().join(format!("{name}.json"));
-    std::fs::write(&file, manifest).unwrap();
-    let r = plane.kubectl(&["apply", "-f", file.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{r:?}");
 }
