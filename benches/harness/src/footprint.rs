@@ -146,7 +146,7 @@ fn id_argument(pid: i32) -> Option<String> {
 }
 
 /// `roots` and every process descended from them, from the parent pids in `/proc/*/stat`.
-fn with_descendants(roots: &[i32]) -> Vec<i32> {
+pub(crate) fn with_descendants(roots: &[i32]) -> Vec<i32> {
     let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
@@ -181,7 +181,7 @@ fn parent_of(pid: i32) -> Option<i32> {
 }
 
 /// (PSS, RSS) of a process in KiB; zeros for a process gone meanwhile.
-fn memory_kib(pid: i32) -> (u64, u64) {
+pub(crate) fn memory_kib(pid: i32) -> (u64, u64) {
     let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
     let field = |name: &str| -> u64 {
         rollup

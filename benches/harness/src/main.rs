@@ -28,6 +28,7 @@
 
 mod footprint;
 mod isolation;
+mod pods;
 mod progress;
 mod stats;
 mod throughput;
@@ -49,7 +50,14 @@ use crate::progress::Progress;
 use crate::stats::Summary;
 use crate::workload::{Workload, REFERENCE, RUNC};
 
-const SCENARIOS: &[&str] = &["cold", "isolation", "throughput", "footprint", "large"];
+const SCENARIOS: &[&str] = &[
+    "cold",
+    "isolation",
+    "throughput",
+    "footprint",
+    "large",
+    "pods",
+];
 
 struct Options {
     rounds: usize,
@@ -57,6 +65,7 @@ struct Options {
     tasks: usize,
     parallel: Vec<usize>,
     idle: usize,
+    pods: usize,
     component: PathBuf,
     scenarios: Vec<String>,
     json: PathBuf,
@@ -69,6 +78,7 @@ fn parse_args() -> Options {
         tasks: 1000,
         parallel: vec![1, 4, 16],
         idle: 50,
+        pods: 10,
         component: PathBuf::from("target/bench/large-component.wasm"),
         scenarios: SCENARIOS.iter().map(|s| s.to_string()).collect(),
         json: PathBuf::from("target/bench/results.json"),
@@ -91,6 +101,7 @@ fn parse_args() -> Options {
             "--tasks" => o.tasks = number(value()),
             "--parallel" => o.parallel = value().split(',').map(|v| number(v.to_owned())).collect(),
             "--idle" => o.idle = number(value()),
+            "--pods" => o.pods = number(value()),
             "--component" => o.component = PathBuf::from(value()),
             "--scenarios" => {
                 o.scenarios = value().split(',').map(str::to_owned).collect();
@@ -116,7 +127,7 @@ fn usage(problem: &str) -> ! {
     }
     eprintln!(
         "usage: wasmcell-bench [--rounds N (30)] [--large-rounds N (5)] [--tasks N (1000)]\n\
-         \x20      [--parallel P,P,.. (1,4,16)] [--idle N (50)] [--component PATH]\n\
+         \x20      [--parallel P,P,.. (1,4,16)] [--idle N (50)] [--pods N (10)] [--component PATH]\n\
          \x20      [--scenarios {} (all)] [--json PATH]",
         SCENARIOS.join(",")
     );
@@ -232,6 +243,12 @@ fn main() {
         report.insert(
             "footprint_idle".into(),
             footprint(&c, &api, &idle_sides, o.idle),
+        );
+    }
+    if wants("pods") && !interrupted() {
+        report.insert(
+            "pods_through_cri".into(),
+            pods::measure(o.rounds, o.pods, &interrupted),
         );
     }
     if wants("large") && !interrupted() {
