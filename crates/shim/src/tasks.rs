@@ -137,13 +137,11 @@ pub struct Task {
 }
 
 impl Task {
-    /// Whether the kernel's OOM killer ended a process of this cell's cgroup (CRI turns the
-    /// TaskOOM event sent before TaskExit into the `OOMKilled` reason).
+    /// Whether the kernel's OOM killer ended a process of the task's cgroup: a cell's, or runc's
+    /// for a native container (CRI turns the TaskOOM event sent before TaskExit into the
+    /// `OOMKilled` reason, whichever backend ran the container).
     fn oom_killed(&self) -> bool {
-        match (&self.backend, &self.cgroup) {
-            (Backend::Cell(_), Some(cg)) => cg.oom_kills() > 0,
-            _ => false,
-        }
+        self.cgroup.as_ref().is_some_and(|cg| cg.oom_kills() > 0)
     }
 
     fn cell_cgroup(&self) -> Option<&Cgroup> {
