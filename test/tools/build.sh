@@ -3,7 +3,7 @@
 # one from PyPI) into a cache outside the repository, one directory per tool and version, and
 # prints each tool's bin directory. A tool already in the cache is not built again.
 #
-#   test/tools/build.sh containerd crictl nerdctl crane kubernetes etcd cni-plugins kubernetes-validate
+#   test/tools/build.sh containerd crictl critest nerdctl crane kubernetes etcd cni-plugins kubernetes-validate
 #
 # The cache is $WASMCELL_TOOLS_CACHE (default /var/cache/wasmcell-tools).
 set -euo pipefail
@@ -40,6 +40,16 @@ build_containerd() {
 build_crictl() {
   local pkg=sigs.k8s.io/cri-tools v=$CRI_TOOLS_VERSION
   GOBIN="$1/bin" go install -ldflags "-s -w -X $pkg/pkg/version.Version=$v" "$pkg/cmd/crictl@$v"
+}
+
+# critest, cri-tools' CRI conformance suite, is a Go test binary (`go test -c`), which `go
+# install` cannot make: a scratch module requires cri-tools and compiles its test package.
+build_critest() {
+  local pkg=sigs.k8s.io/cri-tools v=$CRI_TOOLS_VERSION
+  printf 'module wasmcell.test/tools/critest\n\ngo 1.25\n' >"$1/wrapper/go.mod"
+  cd "$1/wrapper"
+  go get -t "$pkg/cmd/critest@$v"
+  go test -c -o "$1/bin/critest" -ldflags "-s -w -X $pkg/pkg/version.Version=$v" "$pkg/cmd/critest"
 }
 
 build_crane() {
@@ -128,6 +138,7 @@ for name in "$@"; do
   case "$name" in
     containerd) tool containerd "$CONTAINERD_VERSION" build_containerd ;;
     crictl) tool crictl "$CRI_TOOLS_VERSION" build_crictl ;;
+    critest) tool critest "$CRI_TOOLS_VERSION" build_critest ;;
     crane) tool crane "$CRANE_VERSION" build_crane ;;
     nerdctl) tool nerdctl "$NERDCTL_VERSION" build_nerdctl ;;
     kubernetes) tool kubernetes "$KUBERNETES_VERSION" build_kubernetes ;;
@@ -135,7 +146,7 @@ for name in "$@"; do
     cni-plugins) tool cni-plugins "$CNI_PLUGINS_VERSION" build_cni_plugins ;;
     kubernetes-validate) tool kubernetes-validate "$KUBERNETES_VALIDATE_VERSION" build_kubernetes_validate ;;
     *)
-      echo "tools: unknown tool '$name' (known: containerd crictl crane nerdctl kubernetes etcd cni-plugins kubernetes-validate)" >&2
+      echo "tools: unknown tool '$name' (known: containerd crictl critest crane nerdctl kubernetes etcd cni-plugins kubernetes-validate)" >&2
       exit 2
       ;;
   esac
