@@ -28,6 +28,7 @@
 
 mod footprint;
 mod isolation;
+mod kubelet;
 mod pods;
 mod progress;
 mod stats;
@@ -57,6 +58,7 @@ const SCENARIOS: &[&str] = &[
     "footprint",
     "large",
     "pods",
+    "kubelet",
 ];
 
 struct Options {
@@ -66,6 +68,7 @@ struct Options {
     parallel: Vec<usize>,
     idle: usize,
     pods: usize,
+    kubelet_pods: usize,
     component: PathBuf,
     scenarios: Vec<String>,
     json: PathBuf,
@@ -79,6 +82,7 @@ fn parse_args() -> Options {
         parallel: vec![1, 4, 16],
         idle: 50,
         pods: 10,
+        kubelet_pods: 100,
         component: PathBuf::from("target/bench/large-component.wasm"),
         scenarios: SCENARIOS.iter().map(|s| s.to_string()).collect(),
         json: PathBuf::from("target/bench/results.json"),
@@ -102,6 +106,7 @@ fn parse_args() -> Options {
             "--parallel" => o.parallel = value().split(',').map(|v| number(v.to_owned())).collect(),
             "--idle" => o.idle = number(value()),
             "--pods" => o.pods = number(value()),
+            "--kubelet-pods" => o.kubelet_pods = number(value()),
             "--component" => o.component = PathBuf::from(value()),
             "--scenarios" => {
                 o.scenarios = value().split(',').map(str::to_owned).collect();
@@ -127,7 +132,8 @@ fn usage(problem: &str) -> ! {
     }
     eprintln!(
         "usage: wasmcell-bench [--rounds N (30)] [--large-rounds N (5)] [--tasks N (1000)]\n\
-         \x20      [--parallel P,P,.. (1,4,16)] [--idle N (50)] [--pods N (10)] [--component PATH]\n\
+         \x20      [--parallel P,P,.. (1,4,16)] [--idle N (50)] [--pods N (10)]\n\
+         \x20      [--kubelet-pods N (100)] [--component PATH]\n\
          \x20      [--scenarios {} (all)] [--json PATH]",
         SCENARIOS.join(",")
     );
@@ -249,6 +255,12 @@ fn main() {
         report.insert(
             "pods_through_cri".into(),
             pods::measure(o.rounds, o.pods, &interrupted),
+        );
+    }
+    if wants("kubelet") && !interrupted() {
+        report.insert(
+            "pods_through_the_kubelet".into(),
+            kubelet::measure(o.rounds, o.kubelet_pods, &interrupted),
         );
     }
     if wants("large") && !interrupted() {
