@@ -133,6 +133,17 @@ impl Runc {
         }
         cmd.arg(id).arg(signal.to_string());
         let out = run_command(&mut cmd, RUNC_TIMEOUT)?;
+        self.kill_outcome(out)
+    }
+
+    /// What a `runc kill` that ran means. A container that ended between containerd's decision
+    /// to signal it and runc's kill gets the answer containerd's own runc shim gives then,
+    /// NotFound, which CRI takes as "already stopped" (an error would fail StopPodSandbox for
+    /// a container that did stop).
+    fn kill_outcome(&self, out: crate::process::Output) -> Result<()> {
+        if out.status != 0 && out.stderr.contains("container not running") {
+            return Err(Error::NotFound("process already finished".into()));
+        }
         self.check("kill", out).map(drop)
     }
 
@@ -182,5 +193,50 @@ impl Runc {
         let pids: Option<Vec<u32>> = serde_json::from_str(stdout.trim())
             .map_err(|e| Error::Runc(format!("unreadable `runc ps` output {stdout:?}: {e}")))?;
         Ok(pids.unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::Output;
+
+    fn runc() -> Runc {
+        Runc {
+            binary: "runc".into(),
+            root: "/run/wasmcell-test-runc".into(),
+        }
+    }
+
+    #[test]
+    fn killing_a_container_that_has_just_exited_is_not_found_not_a_failure() {
+        let exited = Output {
+            status: 1,
+            stdout: String::new(),
+            stderr: "time=\"now\" level=error msg=\"container not running\"\n".into(),
+        };
+        let err = runc()
+            .kill_outcome(exited)
+            .expect_err("nothing was signalled");
+        assert!(
+            matches!(&err, Error::NotFound(m) if m == "process already finished"),
+            "{err:?}"
+        );
+        let refused = Output {
+            status: 1,
+            stdout: String::new(),
+            stderr: "permission denied\n".into(),
+        };
+        let err = runc().kill_outcome(refused).expect_err("runc failed");
+        assert!(
+            matches!(&err, Error::Runc(m) if m.contains("permission denied")),
+            "{err:?}"
+        );
+        let sent = Output {
+            status: 0,
+            stdout: String::new(),
+            stderr: String::new(),
+        };
+        assert!(runc().kill_outcome(sent).is_ok());
     }
 }
