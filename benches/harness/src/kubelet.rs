@@ -66,20 +66,7 @@ pub fn measure(rounds: usize, n: usize, stop: &dyn Fn() -> bool) -> Value {
     let plane = ControlPlane::start();
     let node = Node::start(&plane, true, "wasmcell.dev/installed=true");
     node.import_wasm(WASM_IMAGE, fixtures::PROBE);
-    let tar = node.containerd.build_image(
-        "busybox.tar",
-        &[
-            "--name",
-            RUNC_IMAGE,
-            "--platform",
-            "linux/amd64",
-            "--file",
-            "/bin/busybox:/bin/busybox",
-            "--entrypoint",
-            "/bin/busybox",
-        ],
-    );
-    node.containerd.import_cri(&tar);
+    node.containerd.import_busybox_cri(RUNC_IMAGE);
     match measure_on(&plane, rounds, n, stop) {
         Ok(v) => v,
         Err(e) => {

@@ -89,20 +89,7 @@ fn node() -> Containerd {
         ],
     );
     c.import_cri(&tar);
-    let tar = c.build_image(
-        "busybox.tar",
-        &[
-            "--name",
-            "bench.wasmcell/busybox:1",
-            "--platform",
-            "linux/amd64",
-            "--file",
-            "/bin/busybox:/bin/busybox",
-            "--entrypoint",
-            "/bin/busybox",
-        ],
-    );
-    c.import_cri(&tar);
+    c.import_busybox_cri("bench.wasmcell/busybox:1");
     c
 }
 

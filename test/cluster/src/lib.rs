@@ -707,6 +707,32 @@ impl Drop for Kubelet {
     }
 }
 
+/// Writes a CRI configuration for a containerd in `dir` (its `config.toml`) and, with
+/// `install`, has `wasmcell install` (the product's own installer) add the `wasmtime` handler
+/// to it and put the shim into `dir/bin`. Returns `dir/bin`, the directory for the head of
+/// containerd's `PATH`.
+pub fn configure(dir: &Path, install: bool) -> PathBuf {
+    let config = dir.join("config.toml");
+    let socket = dir.join("containerd.sock");
+    std::fs::write(&config, wasmcell_e2e::cri::cri_config(dir, &socket)).unwrap();
+    let shims = dir.join("bin");
+    std::fs::create_dir_all(&shims).unwrap();
+    if install {
+        let out = Command::new(wasmcell_e2e::bin_dir().join("wasmcell"))
+            .arg("install")
+            .arg("--config")
+            .arg(&config)
+            .arg("--shim-dir")
+            .arg(&shims)
+            .arg("--containerd")
+            .arg(wasmcell_e2e::containerd_bin())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "wasmcell install: {out:?}");
+    }
+    shims
+}
+
 /// The test node whole: containerd with its CRI plugin (configured by `wasmcell install`
 /// unless told otherwise) and the pause image, the pod network, and a Ready kubelet.
 /// Dropped in the order that leaves nothing: the kubelet and its pods, containerd, the network.
@@ -726,24 +752,7 @@ impl Node {
     /// the node is as a node installer finds it.
     pub fn start(plane: &ControlPlane, install: bool, labels: &str) -> Node {
         let dir = Containerd::new_dir();
-        let socket = dir.path().join("containerd.sock");
-        let config = dir.path().join("config.toml");
-        std::fs::write(&config, wasmcell_e2e::cri::cri_config(dir.path(), &socket)).unwrap();
-        let shims = dir.path().join("bin");
-        std::fs::create_dir_all(&shims).unwrap();
-        if install {
-            let out = Command::new(wasmcell_e2e::bin_dir().join("wasmcell"))
-                .arg("install")
-                .arg("--config")
-                .arg(&config)
-                .arg("--shim-dir")
-                .arg(&shims)
-                .arg("--containerd")
-                .arg(wasmcell_e2e::containerd_bin())
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "wasmcell install: {out:?}");
-        }
+        let shims = configure(dir.path(), install);
         let network = PodNetwork::install(dir.path());
         let containerd = Containerd::start_in(dir, &[], &[shims]);
         containerd.import_pause();

@@ -17,9 +17,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use wasmcell_cluster::PodNetwork;
-use wasmcell_e2e::cri::{cri_config, Registry};
-use wasmcell_e2e::{bin_dir, containerd_bin, Containerd};
+use wasmcell_cluster::{configure, PodNetwork};
+use wasmcell_e2e::cri::Registry;
+use wasmcell_e2e::Containerd;
 
 /// critest: `WASMCELL_CRITEST` (`make test` sets it to the pinned build), else PATH's.
 fn critest_bin() -> PathBuf {
@@ -234,21 +234,7 @@ fn critest(c: &Containerd, handler: &str, out: &Path) -> Outcome {
 #[test]
 fn critest_passes_for_the_wasmtime_handler_wherever_it_passes_for_runc() {
     let dir = Containerd::new_dir();
-    let socket = dir.path().join("containerd.sock");
-    let config = dir.path().join("config.toml");
-    std::fs::write(&config, cri_config(dir.path(), &socket)).unwrap();
-    let shims = dir.path().join("bin");
-    let out = Command::new(bin_dir().join("wasmcell"))
-        .arg("install")
-        .arg("--config")
-        .arg(&config)
-        .arg("--shim-dir")
-        .arg(&shims)
-        .arg("--containerd")
-        .arg(containerd_bin())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "wasmcell install: {out:?}");
+    let shims = configure(dir.path(), true);
     let network = PodNetwork::install(dir.path());
     let c = Containerd::start_in(dir, &[], &[shims]);
     c.import_pause();

@@ -169,20 +169,7 @@ fn a_native_sidecar_reaches_the_wasm_service_on_localhost_and_the_readiness_prob
     let node = Node::start(&plane, true, "wasmcell.dev/installed=true");
     node.import_wasm("wasmcell.dev/examples/server:0.1.0", fixtures::SERVER);
     let c = &node.containerd;
-    let tar = c.build_image(
-        "busybox.tar",
-        &[
-            "--name",
-            "wasmcell.dev/examples/busybox:0.1.0",
-            "--platform",
-            "linux/amd64",
-            "--file",
-            "/bin/busybox:/bin/busybox",
-            "--entrypoint",
-            "/bin/busybox",
-        ],
-    );
-    c.import_cri(&tar);
+    c.import_busybox_cri("wasmcell.dev/examples/busybox:0.1.0");
     let r = plane.kubectl(&[
         "apply",
         "-f",
@@ -258,20 +245,7 @@ fn deleting_a_pod_honours_its_grace_period() {
     let node = Node::start(&plane, true, "wasmcell.dev/installed=true");
     node.import_wasm("wasmcell.test/probe:1", fixtures::PROBE);
     let c = &node.containerd;
-    let tar = c.build_image(
-        "busybox.tar",
-        &[
-            "--name",
-            "wasmcell.test/busybox:1",
-            "--platform",
-            "linux/amd64",
-            "--file",
-            "/bin/busybox:/bin/busybox",
-            "--entrypoint",
-            "/bin/busybox",
-        ],
-    );
-    c.import_cri(&tar);
+    c.import_busybox_cri("wasmcell.test/busybox:1");
     let r = plane.kubectl(&[
         "apply",
         "-f",

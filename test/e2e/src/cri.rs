@@ -190,6 +190,16 @@ impl Containerd {
         assert_eq!(r.code, 0, "import into k8s.io: {r:?}");
     }
 
+    /// Builds a native busybox image ([`crate::BUSYBOX_BASE_ARGS`]: entrypoint `/bin/busybox`,
+    /// no default arguments) and imports it into the `k8s.io` namespace as `name`.
+    pub fn import_busybox_cri(&self, name: &str) {
+        let mut args = vec!["--name", name];
+        args.extend(crate::BUSYBOX_BASE_ARGS);
+        let file = format!("{}.tar", name.replace(['/', ':'], "_"));
+        let tar = self.build_image(&file, &args);
+        self.import_cri(&tar);
+    }
+
     /// Runs a pod with `handler` whose one container runs `image` with `args`, waits until the
     /// container exits and returns (its exit code, its log). The pod is removed afterwards.
     pub fn run_cri_pod(

@@ -55,19 +55,15 @@ pub fn bin_dir() -> PathBuf {
     deps.parent().unwrap().to_owned()
 }
 
-/// `wasmcell image build` arguments of the native busybox image: the host's static busybox as
-/// `/bin/busybox`, entrypoint `busybox echo hello from busybox`.
-pub const BUSYBOX_IMAGE_ARGS: &[&str] = &[
+/// `wasmcell image build` arguments of a native busybox image: the host's static busybox as
+/// `/bin/busybox`, its entrypoint.
+pub const BUSYBOX_BASE_ARGS: &[&str] = &[
     "--platform",
     "linux/amd64",
     "--file",
     "/bin/busybox:/bin/busybox",
     "--entrypoint",
     "/bin/busybox",
-    "--arg",
-    "echo",
-    "--arg",
-    "hello from busybox",
 ];
 
 /// The directory of the containerd under test (`containerd` and `ctr`):
@@ -450,7 +446,8 @@ impl Containerd {
     /// `/bin/busybox`, entrypoint `busybox echo hello from busybox`, and imports it as `name`.
     pub fn import_busybox(&self, name: &str) -> PathBuf {
         let mut args = vec!["--name", name];
-        args.extend(BUSYBOX_IMAGE_ARGS);
+        args.extend(BUSYBOX_BASE_ARGS);
+        args.extend(["--arg", "echo", "--arg", "hello from busybox"]);
         self.build_and_import(&args)
     }
 
