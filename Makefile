@@ -51,7 +51,8 @@ test: deps build lint tools
 # Benchmarks: wasmcell against the reference shim (benches/reference-shim, on runwasi's
 # containerd-shim-wasm) and runc, on a private containerd; table on stdout, JSON in target/bench.
 bench: deps build tools reference-shim large-component
-	WASMCELL_CONTAINERD_DIR=$$(bash test/tools/build.sh containerd) $(BIN)/wasmcell-bench --json target/bench/results.json --component $(LARGE_COMPONENT)
+	set -e; source test/tools/env.sh; WASMCELL_CONTAINERD_DIR=$$WASMCELL_CONTAINERD2 \
+	  $(BIN)/wasmcell-bench --json target/bench/results.json --component $(LARGE_COMPONENT)
 
 # The benchmark's large program: a componentize-py component (CPython in wasm, about 18 MiB);
 # componentize-py comes from PyPI into a venv under target/bench.

@@ -10,17 +10,9 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 
-containerd2=$(bash test/tools/build.sh containerd)
-WASMCELL_CRICTL=$(bash test/tools/build.sh crictl)/crictl
-WASMCELL_CRITEST=$(bash test/tools/build.sh critest)/critest
-WASMCELL_NERDCTL=$(bash test/tools/build.sh nerdctl)/nerdctl
-WASMCELL_CRANE=$(bash test/tools/build.sh crane)/crane
-WASMCELL_KUBERNETES_VALIDATE=$(bash test/tools/build.sh kubernetes-validate)/kubernetes-validate
-WASMCELL_KUBECTL=$(bash test/tools/build.sh kubernetes)/kubectl
-WASMCELL_ETCD=$(bash test/tools/build.sh etcd)/etcd
-WASMCELL_CNI_PLUGINS=$(bash test/tools/build.sh cni-plugins)
-export WASMCELL_CRICTL WASMCELL_CRITEST WASMCELL_NERDCTL WASMCELL_CRANE WASMCELL_KUBERNETES_VALIDATE WASMCELL_KUBECTL \
-  WASMCELL_ETCD WASMCELL_CNI_PLUGINS
+# shellcheck source=../tools/env.sh
+source test/tools/env.sh
+containerd2=$WASMCELL_CONTAINERD2
 echo "== unit tests, and the end-to-end suites against $("$containerd2/containerd" --version)"
 WASMCELL_CONTAINERD_DIR=$containerd2 cargo test --release --workspace --all-targets 2>&1 \
   | tee -a "$log" || status=$?
