@@ -1,7 +1,10 @@
 //! Pods through CRI, as the kubelet starts them: a private containerd with its CRI plugin and
 //! three runtime handlers (wasmcell's `wasmtime`, the reference shim's `wasmref`, and runc),
 //! the same pod shape on each: a pause sandbox and one container that prints a line and
-//! sleeps (the probe's `sleep` on the wasm handlers, busybox's on runc).
+//! sleeps (the probe's `sleep` on the wasm handlers, busybox's on runc). wasmcell holds its
+//! pods' sandboxes in pause cells; a fourth side is wasmcell with `WASMCELL_PAUSE=runc` (the
+//! pause image's program under runc, as before pause cells), on a second containerd started
+//! with that environment, which its shims inherit.
 //!
 //! - **Pod start**: `crictl run` (RunPodSandbox + CreateContainer + StartContainer) until it
 //!   returns, the handlers in turn each round. crictl's own cost (a process start and a
@@ -28,15 +31,26 @@ struct Side {
     shim: &'static str,
     image: &'static str,
     args: &'static [&'static str],
+    /// Served by the second containerd, whose shims get `WASMCELL_PAUSE=runc`.
+    pause_by_runc: bool,
 }
 
-const SIDES: [Side; 3] = [
+const SIDES: [Side; 4] = [
     Side {
         name: "wasmcell",
         handler: "wasmtime",
         shim: "containerd-shim-wasmcell-v1",
         image: "bench.wasmcell/probe:1",
         args: &["sleep", "3600"],
+        pause_by_runc: false,
+    },
+    Side {
+        name: "wasmcell, pause under runc",
+        handler: "wasmtime",
+        shim: "containerd-shim-wasmcell-v1",
+        image: "bench.wasmcell/probe:1",
+        args: &["sleep", "3600"],
+        pause_by_runc: true,
     },
     Side {
         name: "reference",
@@ -44,6 +58,7 @@ const SIDES: [Side; 3] = [
         shim: "containerd-shim-wasmref-v1",
         image: "bench.wasmcell/probe:1",
         args: &["sleep", "3600"],
+        pause_by_runc: false,
     },
     Side {
         name: "runc",
@@ -51,11 +66,12 @@ const SIDES: [Side; 3] = [
         shim: "containerd-shim-runc-v2",
         image: "bench.wasmcell/busybox:1",
         args: &["sleep", "3600"],
+        pause_by_runc: false,
     },
 ];
 
-/// The CRI containerd, with the images imported.
-fn node() -> Containerd {
+/// The CRI containerd, with the images imported; its shims get `env`.
+fn node(env: &[(&str, &str)]) -> Containerd {
     let dir = Containerd::new_dir();
     let socket = dir.path().join("containerd.sock");
     let plugin = if wasmcell_e2e::containerd_major() >= 2 {
@@ -73,7 +89,7 @@ fn node() -> Containerd {
             ),
     )
     .expect("write the CRI config");
-    let c = Containerd::start_in(dir, &[], &[bin_dir()]);
+    let c = Containerd::start_in(dir, env, &[bin_dir()]);
     c.import_pause();
     let probe = c.dir.path().join("probe.wasm");
     std::fs::write(&probe, fixtures::PROBE).expect("write probe.wasm");
@@ -161,16 +177,24 @@ fn crictl_cost(c: &Containerd, rounds: usize) -> Summary {
 
 /// Pod start and footprint per pod, for each side; prints the table and returns the figures.
 pub fn measure(rounds: usize, per_pod: usize, stop: &dyn Fn() -> bool) -> Value {
-    let c = node();
-    let result = measure_on(&c, rounds, per_pod, stop);
-    remove_all(&c);
+    let nodes = [node(&[]), node(&[("WASMCELL_PAUSE", "runc")])];
+    let result = measure_on(&nodes, rounds, per_pod, stop);
+    for c in &nodes {
+        remove_all(c);
+    }
     match result {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("wasmcell-bench: pods: {e}\n{}", tail(&c.log()));
+            let logs: Vec<String> = nodes.iter().map(|c| tail(&c.log())).collect();
+            eprintln!("wasmcell-bench: pods: {e}\n{}", logs.join("\n--\n"));
             json!({ "error": e })
         }
     }
+}
+
+/// The containerd that serves `side`.
+fn node_of<'a>(nodes: &'a [Containerd; 2], side: &Side) -> &'a Containerd {
+    &nodes[usize::from(side.pause_by_runc)]
 }
 
 fn tail(log: &str) -> String {
@@ -179,16 +203,17 @@ fn tail(log: &str) -> String {
 }
 
 fn measure_on(
-    c: &Containerd,
+    nodes: &[Containerd; 2],
     rounds: usize,
     n: usize,
     stop: &dyn Fn() -> bool,
 ) -> Result<Value, String> {
+    let remove_all_pods = || nodes.iter().for_each(remove_all);
     // Warm-up: the first wasm start fills the compile cache; page cache for all.
-    for side in &SIDES {
-        start(c, side, &format!("warm-{}", side.name))?;
+    for (k, side) in SIDES.iter().enumerate() {
+        start(node_of(nodes, side), side, &format!("warm-{k}"))?;
     }
-    remove_all(c);
+    remove_all_pods();
 
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); SIDES.len()];
     let progress = Progress::new("pods, start through CRI".to_owned(), rounds * SIDES.len());
@@ -197,13 +222,17 @@ fn measure_on(
             return Err("interrupted".to_owned());
         }
         for (i, side) in SIDES.iter().enumerate() {
-            times[i].push(start(c, side, &format!("start-{}-{round}", side.name))?);
+            times[i].push(start(
+                node_of(nodes, side),
+                side,
+                &format!("start-{i}-{round}"),
+            )?);
             progress.advance(1);
         }
-        remove_all(c);
+        remove_all_pods();
     }
     drop(progress);
-    let crictl = crictl_cost(c, rounds);
+    let crictl = crictl_cost(&nodes[0], rounds);
     let starts: Vec<Summary> = times.iter().map(|t| Summary::of(t)).collect();
 
     let mut pss = Vec::new();
@@ -211,9 +240,10 @@ fn measure_on(
         if stop() {
             return Err("interrupted".to_owned());
         }
+        let c = node_of(nodes, side);
         let progress = Progress::new(format!("pods, {n} idle {}", side.name), n);
         for k in 0..n {
-            start(c, side, &format!("idle-{}-{k}", side.name))?;
+            start(c, side, &format!("idle-{k}"))?;
             progress.advance(1);
         }
         drop(progress);
@@ -227,19 +257,25 @@ fn measure_on(
         remove_all(c);
     }
 
-    let [wc, rf, rc] = [0, 1, 2].map(|i| starts[i]);
+    // wasmcell (pause cell), wasmcell (pause under runc), reference, runc.
+    let [wc, wr, rf, rc] = [0, 1, 2, 3].map(|i| starts[i]);
     println!(
         "\n{:<34} {:>10} {:>10} {:>10} {:>10} {:>10}",
         "pods through CRI", "wasmcell", "reference", "runc", "wc/ref", "wc/runc"
     );
-    println!(
-        "{:<34} {:>10.1} {:>10.1} {:>10.1} {:>10.2} {:>10.2}",
-        "  pod start, median (ms)",
-        wc.median,
+    let row = |what: &str, w: f64, r: f64, n: f64| {
+        println!(
+            "{what:<34} {w:>10.1} {r:>10.1} {n:>10.1} {:>10.2} {:>10.2}",
+            w / r,
+            w / n
+        );
+    };
+    row("  pod start, median (ms)", wc.median, rf.median, rc.median);
+    row(
+        "    with its pause under runc",
+        wr.median,
         rf.median,
         rc.median,
-        wc.median / rf.median,
-        wc.median / rc.median
     );
     println!(
         "{:<34} {:>10.1} {:>10.1} {:>10.1}",
@@ -249,23 +285,24 @@ fn measure_on(
         "{:<34} {:>10.1}   (in every figure above alike)",
         "  of which crictl itself (ms)", crictl.median
     );
-    println!(
-        "{:<34} {:>10.0} {:>10.0} {:>10.0} {:>10.2} {:>10.2}",
-        format!("  PSS per idle pod, {n} pods (KiB)"),
+    row(
+        &format!("  PSS per idle pod, {n} pods (KiB)"),
         pss[0],
-        pss[1],
         pss[2],
-        pss[0] / pss[1],
-        pss[0] / pss[2]
+        pss[3],
     );
+    row("    with its pause under runc", pss[1], pss[2], pss[3]);
     Ok(json!({
         "pod_shape": "pause sandbox + one container printing a line and sleeping (probe.wasm on the wasm handlers, busybox on runc)",
-        "start": {"wasmcell": wc.to_json(), "reference": rf.to_json(), "runc": rc.to_json(),
+        "start": {"wasmcell": wc.to_json(), "wasmcell_pause_under_runc": wr.to_json(),
+                  "reference": rf.to_json(), "runc": rc.to_json(),
                   "crictl_version": crictl.to_json(),
                   "ratio_median_wasmcell_over_reference": wc.median / rf.median,
-                  "ratio_median_wasmcell_over_runc": wc.median / rc.median},
-        "footprint_per_pod_pss_kib": {"pods": n, "wasmcell": pss[0], "reference": pss[1], "runc": pss[2],
-                  "ratio_wasmcell_over_reference": pss[0] / pss[1],
-                  "ratio_wasmcell_over_runc": pss[0] / pss[2]},
+                  "ratio_median_wasmcell_over_runc": wc.median / rc.median,
+                  "ratio_median_wasmcell_pause_under_runc_over_runc": wr.median / rc.median},
+        "footprint_per_pod_pss_kib": {"pods": n, "wasmcell": pss[0],
+                  "wasmcell_pause_under_runc": pss[1], "reference": pss[2], "runc": pss[3],
+                  "ratio_wasmcell_over_reference": pss[0] / pss[2],
+                  "ratio_wasmcell_over_runc": pss[0] / pss[3]},
     }))
 }

@@ -23,7 +23,7 @@ use std::path::Path;
 
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
-use wasmcell_task::isolation::{Isolation, NamespaceKind};
+use wasmcell_task::isolation::{sysctl_file, sysctl_namespace, Isolation, NamespaceKind};
 use wasmcell_task::RunSpec;
 
 use crate::sys;
@@ -51,6 +51,12 @@ pub fn pid_namespace(iso: &Isolation) -> Option<bool> {
 /// Joins the namespaces the spec names by path and creates the others. A PID namespace takes
 /// effect for the children of the cell: see `crate::supervisor`.
 pub fn enter_namespaces(iso: &Isolation) -> Result<(), String> {
+    let hosts = [
+        NamespaceKind::Network,
+        NamespaceKind::Ipc,
+        NamespaceKind::Uts,
+    ]
+    .map(|kind| (kind, namespace_id(kind)));
     let mut private_mounts = false;
     for ns in &iso.namespaces {
         match &ns.path {
@@ -77,7 +83,48 @@ pub fn enter_namespaces(iso: &Isolation) -> Result<(), String> {
             .map_err(|e| format!("create the cell's mount namespace: {e}"))?;
         slave_mounts()?;
     }
+    // The spec's sysctls and hostname belong to namespaces the spec names; one of those that
+    // turns out to be the host's own (joined by path) must not be changed from here.
+    let changes_host = |kind: NamespaceKind| {
+        hosts
+            .iter()
+            .any(|(k, id)| *k == kind && id.is_some() && *id == namespace_id(kind))
+    };
+    if let Some(hostname) = &iso.hostname {
+        if changes_host(NamespaceKind::Uts) {
+            return Err("refusing to set the hostname of the host's UTS namespace".into());
+        }
+        nix::unistd::sethostname(hostname)
+            .map_err(|e| format!("set hostname {hostname:?}: {e}"))?;
+    }
+    for (key, value) in &iso.sysctls {
+        let kind =
+            sysctl_namespace(key).ok_or_else(|| format!("sysctl {key} is not namespaced"))?;
+        if changes_host(kind) {
+            return Err(format!(
+                "refusing to set the sysctl {key} in the host's {kind:?} namespace"
+            ));
+        }
+        let file = sysctl_file(key).ok_or_else(|| format!("malformed sysctl key {key:?}"))?;
+        // /proc/sys answers for the namespaces of the process that opens the file: the cell's.
+        std::fs::write(&file, value).map_err(|e| format!("set sysctl {key}={value}: {e}"))?;
+    }
     Ok(())
+}
+
+/// The identity (device and inode) of this thread's namespace of `kind`, if it can be read.
+fn namespace_id(kind: NamespaceKind) -> Option<(u64, u64)> {
+    let name = match kind {
+        NamespaceKind::Network => "net",
+        NamespaceKind::Ipc => "ipc",
+        NamespaceKind::Uts => "uts",
+        NamespaceKind::Mount => "mnt",
+        NamespaceKind::Pid => "pid",
+        NamespaceKind::Cgroup => "cgroup",
+    };
+    let meta = std::fs::metadata(format!("/proc/thread-self/ns/{name}")).ok()?;
+    use std::os::unix::fs::MetadataExt;
+    Some((meta.dev(), meta.ino()))
 }
 
 /// Mounts made in the cell never propagate back to the host.
@@ -136,6 +183,33 @@ pub fn seal_preopens(spec: &RunSpec) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// For a cell that grants nothing (a pause cell): makes the rootfs a mount of its own, as
+/// [`seal_preopens`] does for a guest's, read-only whatever the spec says, since nothing in
+/// the cell writes there.
+pub fn seal_root(spec: &RunSpec) -> Result<(), String> {
+    let root = &spec.rootfs;
+    nix::mount::mount(
+        Some(root),
+        root,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| format!("bind {} onto itself: {e}", root.display()))?;
+    nix::mount::mount(None::<&str>, root, None::<&str>, sealed(true), None::<&str>)
+        .map_err(|e| format!("remount {} read-only: {e}", root.display()))
+}
+
+/// Which seccomp filter [`lock_down`] ends with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    /// The guest's allow-list (`crate::seccomp::install`).
+    Guest,
+    /// None yet: the caller installs a narrower one once it no longer needs the protocol's
+    /// reads and writes (a pause cell: `crate::seccomp::install_pause`).
+    Later,
 }
 
 /// Makes the (sealed) rootfs the cell's `/` and detaches the host's tree.
@@ -248,7 +322,7 @@ fn rlimit_resource(name: &str) -> Option<nix::sys::resource::Resource> {
 /// Applies rlimits, `oom_score_adj`, the pivot into the rootfs, user and groups, capabilities, `no_new_privs` and the
 /// seccomp allow-list, in the order runc uses (limits need privileges, so they come before
 /// dropping them; the filter comes last so that setting up needs no allowed call).
-pub fn lock_down(spec: &RunSpec) -> Result<(), String> {
+pub fn lock_down(spec: &RunSpec, filter: Filter) -> Result<(), String> {
     let iso = &spec.isolation;
     for r in &iso.rlimits {
         let resource = rlimit_resource(&r.kind)
@@ -300,7 +374,10 @@ pub fn lock_down(spec: &RunSpec) -> Result<(), String> {
     sys::set_ambient(&ambient).map_err(|e| format!("set ambient capabilities: {e}"))?;
     // Always: the guest has no use for privilege gains through exec, whatever the spec says.
     nix::sys::prctl::set_no_new_privs().map_err(|e| format!("set no_new_privs: {e}"))?;
-    crate::seccomp::install()
+    match filter {
+        Filter::Guest => crate::seccomp::install(),
+        Filter::Later => Ok(()),
+    }
 }
 
 #[cfg(test)]

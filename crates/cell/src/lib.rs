@@ -25,6 +25,7 @@
 
 mod boundary;
 pub mod cgroup;
+mod pause;
 mod protocol;
 pub mod seccomp;
 mod supervisor;
@@ -32,8 +33,8 @@ mod sys;
 pub mod under_runc;
 
 pub use protocol::{
-    parse_status, write_orders, write_status, Orders, Ready, CONTROL_FD, PROGRAM_FD, START_BYTE,
-    STATUS_FD,
+    parse_status, write_orders, write_status, Orders, Ready, Role, CONTROL_FD, PROGRAM_FD,
+    START_BYTE, STATUS_FD,
 };
 pub use sys::thread_count;
 
@@ -79,7 +80,7 @@ fn run_cell() -> Result<i32, i32> {
             return Err(CELL_FAILURE);
         }
     };
-    let (prepared, grants, ready) = prepared;
+    let (work, ready) = prepared;
     if protocol::write_status(&mut status, Ok(&ready)).is_err() {
         return Err(CELL_FAILURE);
     }
@@ -92,7 +93,21 @@ fn run_cell() -> Result<i32, i32> {
     }
     drop(control);
 
-    run_guest(&prepared, grants)
+    match work {
+        Work::Guest(guest) => {
+            let (prepared, grants) = *guest;
+            run_guest(&prepared, grants)
+        }
+        Work::Pause => pause::hold(),
+    }
+}
+
+/// What a prepared cell runs once it is started.
+enum Work {
+    /// The wasm program, loaded and linked, and what it is granted.
+    Guest(Box<(Prepared, Grants)>),
+    /// Nothing: see [`Role::Pause`].
+    Pause,
 }
 
 /// Runs the guest; its exit status, or 134 with the trap's message on stderr.
@@ -123,7 +138,7 @@ fn read_orders(control: &mut BufReader<File>) -> Result<Orders, String> {
 
 /// Reads the orders, joins the cgroup, enters the namespaces, loads and links the program, opens
 /// what the guest is granted, and locks the cell down.
-fn prepare(control: &mut BufReader<File>) -> Result<(Prepared, Grants, Ready), String> {
+fn prepare(control: &mut BufReader<File>) -> Result<(Work, Ready), String> {
     let orders = read_orders(control)?;
     // First, while the cell is still single-threaded and has loaded nothing: everything after
     // this is charged to the container's cgroup.
@@ -138,11 +153,31 @@ fn prepare(control: &mut BufReader<File>) -> Result<(Prepared, Grants, Ready), S
     };
     let entering = Instant::now();
     boundary::enter_namespaces(&spec.isolation)?;
-    if let Some(init) = boundary::pid_namespace(&spec.isolation) {
-        // Only the child returns; the parent supervises it.
-        supervisor::fork_into_namespace(init)?;
-    }
+    let guest_pid = match boundary::pid_namespace(&spec.isolation) {
+        Some(init) => {
+            // Only the child returns; the parent supervises it.
+            supervisor::fork_into_namespace(init)?;
+            Some(sys::pid_in_host_proc()?)
+        }
+        None => None,
+    };
     let mut boundary_time = entering.elapsed();
+    if orders.role == Role::Pause {
+        drop(sys::take_inherited(PROGRAM_FD));
+        let locking = Instant::now();
+        boundary::seal_root(&spec)?;
+        boundary::lock_down(&spec, boundary::Filter::Later)?;
+        boundary_time += locking.elapsed();
+        let ready = Ready {
+            outcome: None,
+            millis: 0.0,
+            wasm_bytes: 0,
+            boundary_millis: boundary_time.as_secs_f64() * 1000.0,
+            join_millis: join_time.as_secs_f64() * 1000.0,
+            guest_pid,
+        };
+        return Ok((Work::Pause, ready));
+    }
 
     let started = Instant::now();
     let engine = Engine::new().map_err(|e| e.to_string())?;
@@ -167,20 +202,21 @@ fn prepare(control: &mut BufReader<File>) -> Result<(Prepared, Grants, Ready), S
     let (io, stdin_relay) = guest_io(&spec)?;
     let grants = wasmcell_engine::grant(&wasi_setup(&spec), io).map_err(|e| e.to_string())?;
     let locking = Instant::now();
-    boundary::lock_down(&spec)?;
+    boundary::lock_down(&spec, boundary::Filter::Guest)?;
     boundary_time += locking.elapsed();
     // The cell's first thread: created after the lock-down, so it inherits all of it.
     if let Some(relay) = stdin_relay {
         relay.start().map_err(|e| e.to_string())?;
     }
     let ready = Ready {
-        outcome,
+        outcome: Some(outcome),
         millis: started.elapsed().as_secs_f64() * 1000.0,
         wasm_bytes: wasm.len(),
         boundary_millis: boundary_time.as_secs_f64() * 1000.0,
         join_millis: join_time.as_secs_f64() * 1000.0,
+        guest_pid,
     };
-    Ok((prepared, grants, ready))
+    Ok((Work::Guest(Box::new((prepared, grants))), ready))
 }
 
 /// Compiles `wasm` into the cache in a forked child: the compiler's worker threads live and die

@@ -24,17 +24,37 @@ pub struct Orders<S = RunSpec> {
     /// The files the cell writes `0` into to move itself into the container's cgroup
     /// ([`crate::cgroup::join_self`]).
     pub cgroup_join: Vec<PathBuf>,
+    /// What the cell is for.
+    #[serde(default)]
+    pub role: Role,
     /// The run spec.
     pub spec: S,
+}
+
+/// What a cell runs once it has put itself inside the boundary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The wasm program on [`PROGRAM_FD`].
+    #[default]
+    Guest,
+    /// Nothing: the cell holds a pod's namespaces, as the pod's pause container does, reaping
+    /// the orphans of its PID namespace until it is told to end (`crate::pause`).
+    Pause,
 }
 
 /// Sends the orders as one line of JSON.
 pub fn write_orders(
     out: &mut impl Write,
     cgroup_join: Vec<PathBuf>,
+    role: Role,
     spec: &RunSpec,
 ) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(&Orders { cgroup_join, spec })?;
+    let mut line = serde_json::to_vec(&Orders {
+        cgroup_join,
+        role,
+        spec,
+    })?;
     line.push(b'\n');
     out.write_all(&line)
 }
@@ -42,8 +62,9 @@ pub fn write_orders(
 /// What a cell reports once its program is loaded and linked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ready {
-    /// Whether the program came from the compile cache.
-    pub outcome: CacheOutcome,
+    /// Whether the program came from the compile cache; `None` for a cell with no program (a
+    /// [`Role::Pause`] cell).
+    pub outcome: Option<CacheOutcome>,
     /// Milliseconds spent preparing (engine, cache, compile, link).
     pub millis: f64,
     /// Size of the wasm.
@@ -54,15 +75,37 @@ pub struct Ready {
     pub boundary_millis: f64,
     /// Milliseconds the cell took to move itself into its cgroup.
     pub join_millis: f64,
+    /// The pid, in the shim's PID namespace, of the process that runs the guest, when that is
+    /// not the cell's own: in a PID namespace the guest runs in a child of the cell
+    /// (`crate::supervisor`), and it is that child whose namespaces are the container's.
+    pub guest_pid: Option<i32>,
 }
 
-/// Writes the status line: `ok <outcome> <millis> <bytes> <boundary millis> <join millis>` or
-/// `err <message>`.
+impl Ready {
+    /// How the program was loaded, for the log.
+    pub fn loaded(&self) -> String {
+        match self.outcome {
+            Some(outcome) => outcome.to_string(),
+            None => NOTHING_LOADED.to_owned(),
+        }
+    }
+}
+
+/// The status line's word for a cell that loads no program.
+const NOTHING_LOADED: &str = "nothing";
+
+/// Writes the status line: `ok <outcome> <millis> <bytes> <boundary millis> <join millis>
+/// <guest pid or ->` or `err <message>`.
 pub fn write_status(out: &mut impl Write, status: Result<&Ready, &str>) -> std::io::Result<()> {
     let line = match status {
         Ok(r) => format!(
-            "ok {} {:.3} {} {:.3} {:.3}\n",
-            r.outcome, r.millis, r.wasm_bytes, r.boundary_millis, r.join_millis
+            "ok {} {:.3} {} {:.3} {:.3} {}\n",
+            r.loaded(),
+            r.millis,
+            r.wasm_bytes,
+            r.boundary_millis,
+            r.join_millis,
+            r.guest_pid.map_or("-".to_owned(), |p| p.to_string())
         ),
         Err(message) => format!("err {}\n", message.replace('\n', " ")),
     };
@@ -77,8 +120,9 @@ pub fn parse_status(line: &str) -> Result<Ready, String> {
     }
     let mut parts = line.strip_prefix("ok ").unwrap_or_default().split(' ');
     let outcome = match parts.next() {
-        Some("cache-hit") => CacheOutcome::Hit,
-        Some("compiled") => CacheOutcome::Compiled,
+        Some("cache-hit") => Some(CacheOutcome::Hit),
+        Some("compiled") => Some(CacheOutcome::Compiled),
+        Some(NOTHING_LOADED) => None,
         _ if line.is_empty() => {
             return Err("the cell exited before reporting (see the shim log)".to_owned())
         }
@@ -88,12 +132,14 @@ pub fn parse_status(line: &str) -> Result<Ready, String> {
     let wasm_bytes = parts.next().and_then(|b| b.parse().ok()).unwrap_or(0);
     let boundary_millis = parts.next().and_then(|m| m.parse().ok()).unwrap_or(0.0);
     let join_millis = parts.next().and_then(|m| m.parse().ok()).unwrap_or(0.0);
+    let guest_pid = parts.next().and_then(|p| p.parse().ok());
     Ok(Ready {
         outcome,
         millis,
         wasm_bytes,
         boundary_millis,
         join_millis,
+        guest_pid,
     })
 }
 
@@ -104,15 +150,27 @@ mod tests {
     #[test]
     fn status_round_trips() {
         let ready = Ready {
-            outcome: CacheOutcome::Hit,
+            outcome: Some(CacheOutcome::Hit),
             millis: 1.5,
             wasm_bytes: 42,
             boundary_millis: 0.25,
             join_millis: 0.5,
+            guest_pid: None,
         };
         let mut buf = Vec::new();
         write_status(&mut buf, Ok(&ready)).expect("write");
         assert_eq!(parse_status(&String::from_utf8_lossy(&buf)), Ok(ready));
+        let pause = Ready {
+            outcome: None,
+            millis: 0.0,
+            wasm_bytes: 0,
+            boundary_millis: 0.75,
+            join_millis: 0.5,
+            guest_pid: Some(4242),
+        };
+        let mut buf = Vec::new();
+        write_status(&mut buf, Ok(&pause)).expect("write");
+        assert_eq!(parse_status(&String::from_utf8_lossy(&buf)), Ok(pause));
         let mut buf = Vec::new();
         write_status(&mut buf, Err("bad\nthing")).expect("write");
         assert_eq!(

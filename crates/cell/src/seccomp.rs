@@ -253,8 +253,26 @@ const SUPERVISOR: &[libc::c_long] = &[
     libc::SYS_exit_group,
 ];
 
+/// What a pause cell (`crate::pause`) does once it holds its namespaces: wait for signals,
+/// reap children, end.
+const PAUSE: &[libc::c_long] = &[
+    libc::SYS_rt_sigtimedwait,
+    libc::SYS_rt_sigprocmask,
+    libc::SYS_rt_sigreturn,
+    libc::SYS_restart_syscall,
+    libc::SYS_wait4,
+    libc::SYS_waitid,
+    libc::SYS_exit,
+    libc::SYS_exit_group,
+];
+
 fn supervisor_policy() -> Policy {
-    let calls = SUPERVISOR
+    only(SUPERVISOR)
+}
+
+/// A policy that allows `allowed` and refuses everything else.
+fn only(allowed: &[libc::c_long]) -> Policy {
+    let calls = allowed
         .iter()
         .map(|call| (nr(*call), Rule::Always(Action::Allow)))
         .collect();
@@ -268,6 +286,12 @@ fn supervisor_policy() -> Policy {
 /// Installs the supervisor's filter (anything but [`SUPERVISOR`] fails with `EPERM`).
 pub fn install_supervisor() -> Result<(), String> {
     let program = supervisor_policy().compile()?;
+    crate::sys::install_seccomp_filter(&program).map_err(|e| format!("install seccomp filter: {e}"))
+}
+
+/// Installs the pause cell's filter (anything but [`PAUSE`] fails with `EPERM`).
+pub fn install_pause() -> Result<(), String> {
+    let program = only(PAUSE).compile()?;
     crate::sys::install_seccomp_filter(&program).map_err(|e| format!("install seccomp filter: {e}"))
 }
 
@@ -344,5 +368,24 @@ mod tests {
         assert_eq!(answer(libc::SYS_kill), ALLOW);
         assert_eq!(answer(libc::SYS_read), EPERM);
         assert_eq!(answer(libc::SYS_clone), EPERM);
+    }
+
+    #[test]
+    fn a_pause_cell_may_only_wait_for_signals_reap_and_end() {
+        let program = only(PAUSE).compile().expect("compile");
+        let answer = |call| run(&program, AUDIT_ARCH, nr(call), &[0; 6]).expect("run");
+        assert_eq!(answer(libc::SYS_rt_sigtimedwait), ALLOW);
+        assert_eq!(answer(libc::SYS_wait4), ALLOW);
+        assert_eq!(answer(libc::SYS_exit_group), ALLOW);
+        for refused in [
+            libc::SYS_kill,
+            libc::SYS_read,
+            libc::SYS_openat,
+            libc::SYS_socket,
+            libc::SYS_execve,
+            libc::SYS_clone,
+        ] {
+            assert_eq!(answer(refused), EPERM, "{refused}");
+        }
     }
 }

@@ -183,3 +183,13 @@ pub fn install_seccomp_filter(program: &[libc::sock_filter]) -> std::io::Result<
     }
     Ok(())
 }
+
+/// This process's pid as the `/proc` mounted in its mount namespace counts it: the pid in the
+/// shim's PID namespace for a cell that has not pivoted yet, whatever PID namespace the cell
+/// itself is in (`/proc/self` names the reader in the namespace of the procfs instance).
+pub fn pid_in_host_proc() -> Result<i32, String> {
+    let link = std::fs::read_link("/proc/self").map_err(|e| format!("read /proc/self: {e}"))?;
+    link.to_str()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| format!("/proc/self points to {}", link.display()))
+}

@@ -110,12 +110,13 @@ fn prepare(control: std::fs::File) -> Result<(Prepared, Grants, Ready), String> 
         prepared,
         grants,
         Ready {
-            outcome: CacheOutcome::Hit,
+            outcome: Some(CacheOutcome::Hit),
             millis: started.elapsed().as_secs_f64() * 1000.0,
             wasm_bytes: 0,
             // runc built the boundary.
             boundary_millis: 0.0,
             join_millis: 0.0,
+            guest_pid: None,
         },
     ))
 }

@@ -11,7 +11,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use wasmcell_cell::cgroup::Cgroup;
-use wasmcell_cell::{Ready, CONTROL_FD, PROGRAM_FD, START_BYTE, STATUS_FD};
+use wasmcell_cell::{Ready, Role, CONTROL_FD, PROGRAM_FD, START_BYTE, STATUS_FD};
 use wasmcell_task::RunSpec;
 
 use crate::error::{Error, Result};
@@ -32,6 +32,7 @@ impl Cell {
     /// `prepare_timeout` (the compile deadline).
     pub fn spawn(
         spec: &RunSpec,
+        role: Role,
         program: File,
         stdout: OwnedFd,
         stderr: OwnedFd,
@@ -63,7 +64,8 @@ impl Cell {
 
         // The cell moves itself into the cgroup before it loads anything (see
         // `wasmcell_cell::cgroup::join_self` for why it is not moved from here).
-        if let Err(e) = wasmcell_cell::write_orders(&mut control_w, cgroup.self_join_files(), spec)
+        if let Err(e) =
+            wasmcell_cell::write_orders(&mut control_w, cgroup.self_join_files(), role, spec)
         {
             cell.kill(Signal::SIGKILL);
             return Err(Error::io("send the run spec to the cell", e));

@@ -32,6 +32,7 @@ use containerd_shim::protos::topics::{
 use containerd_shim::protos::types::mount::Mount;
 use nix::sys::signal::Signal;
 use wasmcell_cell::cgroup::{Cgroup, Hierarchy};
+use wasmcell_cell::Role;
 use wasmcell_task::{runspec, CgroupPath, Resources, RunSpec, Status, TaskState};
 
 use crate::cell::Cell;
@@ -75,7 +76,36 @@ pub struct Config {
     /// containerd's gRPC socket (the shim's `-address`), where images and their wasm layers are
     /// read; `None` when the shim was not given one.
     pub containerd_address: Option<String>,
+    /// Who holds a pod's sandbox (its pause container).
+    pub pause: PauseBy,
 }
+
+/// Who holds a pod's sandbox: the shim's environment `WASMCELL_PAUSE` (`cell` or `runc`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseBy {
+    /// A pause cell (`wasmcell_cell::Role::Pause`), when the cell can honour the sandbox's spec;
+    /// runc otherwise.
+    Cell,
+    /// runc, running the pause image's program, always.
+    Runc,
+}
+
+impl PauseBy {
+    fn from_env(value: Option<&std::ffi::OsStr>) -> std::result::Result<PauseBy, String> {
+        match value.map(|v| v.to_string_lossy()) {
+            None => Ok(PauseBy::Cell),
+            Some(v) if v == "cell" => Ok(PauseBy::Cell),
+            Some(v) if v == "runc" => Ok(PauseBy::Runc),
+            Some(v) => Err(format!(
+                "WASMCELL_PAUSE={v:?} is neither \"cell\" nor \"runc\"; pods' sandboxes are held by pause cells"
+            )),
+        }
+    }
+}
+
+/// The annotation by which the CRI plugin tells a pod's sandbox (pause) container from the
+/// pod's other containers.
+const CONTAINER_TYPE_ANNOTATION: &str = "io.kubernetes.cri.container-type";
 
 impl Config {
     /// The default configuration for `namespace`, adjusted by the shim's own environment (which
@@ -101,6 +131,10 @@ impl Config {
                 .map(Duration::from_secs)
                 .unwrap_or(Duration::from_secs(300)),
             containerd_address: None,
+            pause: PauseBy::from_env(env("WASMCELL_PAUSE").as_deref()).unwrap_or_else(|e| {
+                log::warn!("{e}");
+                PauseBy::Cell
+            }),
         }
     }
 }
@@ -365,6 +399,32 @@ impl Tasks {
         }
     }
 
+    /// How a container whose program is native runs: a pod's sandbox in a pause cell, when
+    /// that is configured and the cell can honour its spec; anything else under runc.
+    fn native_plan(&self, id: &str, spec: &oci_spec::runtime::Spec, rootfs: &Path) -> Plan {
+        let sandbox = spec
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(CONTAINER_TYPE_ANNOTATION))
+            .is_some_and(|t| t == "sandbox");
+        if !sandbox || self.config.pause == PauseBy::Runc {
+            return Plan::Native;
+        }
+        // The pause cell's own filter (a handful of calls: wait for signals, reap, exit) is
+        // narrower than any profile a sandbox's spec can carry, so it takes the profile's place.
+        let mut spec = spec.clone();
+        if let Some(linux) = spec.linux_mut() {
+            linux.set_seccomp(None);
+        }
+        match RunSpec::from_spec(id, &spec, rootfs, None, &self.config.cache_dir) {
+            Ok(run) => Plan::Cell(Box::new(run), Role::Pause),
+            Err(e) => {
+                log::info!("task {id}: pod sandbox under runc: {e}");
+                Plan::Native
+            }
+        }
+    }
+
     /// Create: mount the rootfs, find the program, prepare a cell or `runc create`.
     pub fn create(&self, req: CreateTaskRequest) -> Result<CreateTaskResponse> {
         let id = req.id.clone();
@@ -394,7 +454,7 @@ impl Tasks {
         let outputs = stdio::open_outputs(&id, &self.config.namespace, &req.stdout, &req.stderr)?;
         let logger_guard = LoggerGuard(outputs.logger_pid);
         let plan = if !entry.kind.is_wasm() {
-            Plan::Native
+            self.native_plan(&id, &spec, &rootfs)
         } else {
             match RunSpec::from_spec(
                 &id,
@@ -405,7 +465,7 @@ impl Tasks {
             ) {
                 Ok(mut run) => {
                     run.program = entry.path.clone();
-                    Plan::Cell(Box::new(run))
+                    Plan::Cell(Box::new(run), Role::Guest)
                 }
                 // Never weaker isolation than asked for: such a container goes to runc.
                 Err(wasmcell_task::Error::Unsupported(reason)) => Plan::CellUnderRunc(reason),
@@ -413,26 +473,33 @@ impl Tasks {
             }
         };
         let (backend, pid, cgroup) = match plan {
-            Plan::Cell(run) => {
+            Plan::Cell(run, role) => {
                 let creating = std::time::Instant::now();
                 let cgroup = CgroupGuard(Some(create_cgroup(&run.cgroup, &run.resources)?));
                 let created = creating.elapsed();
                 let (cell, ready) = Cell::spawn(
                     &run,
+                    role,
                     entry.file,
                     outputs.stdout,
                     outputs.stderr,
                     self.config.prepare_timeout,
                     cgroup.get(),
                 )?;
-                log::info!(
-                    "task {id}: prepared {} ({:?}, {} bytes): {} in {:.1} ms",
-                    entry.path,
-                    entry.kind,
-                    ready.wasm_bytes,
-                    ready.outcome,
-                    ready.millis
-                );
+                match role {
+                    Role::Guest => log::info!(
+                        "task {id}: prepared {} ({:?}, {} bytes): {} in {:.1} ms",
+                        entry.path,
+                        entry.kind,
+                        ready.wasm_bytes,
+                        ready.loaded(),
+                        ready.millis
+                    ),
+                    Role::Pause => log::info!(
+                        "task {id}: pod sandbox held by a pause cell (the image's {} is not run)",
+                        entry.path
+                    ),
+                }
                 log::info!(
                 "task {id}: isolation: cgroup create {:.2} ms, join {:.2} ms, cell boundary {:.2} ms",
                 created.as_secs_f64() * 1000.0,
@@ -444,8 +511,11 @@ impl Tasks {
                     cell.kill(Signal::SIGKILL);
                     return Err(Error::io(format!("write {}", pid_file.display()), e));
                 }
-                let pid = cell.pid;
-                (Backend::Cell(cell), pid, cgroup.disarm())
+                // The task's pid is the process whose namespaces are the container's (CRI
+                // joins a pod's through `/proc/<sandbox pid>/ns`); exits are the cell's.
+                let pid = ready.guest_pid.unwrap_or(cell.pid);
+                let watched = cell.pid;
+                (Backend::Cell(cell), (pid, watched), cgroup.disarm())
             }
             Plan::CellUnderRunc(reason) => {
                 let stdin = stdio::open_native_stdin(&req.stdin)?;
@@ -465,7 +535,7 @@ impl Tasks {
                     },
                     &reason.to_string(),
                 )?;
-                (Backend::Runc, pid, runc_cgroup(&spec, &id))
+                (Backend::Runc, (pid, pid), runc_cgroup(&spec, &id))
             }
             Plan::Native => {
                 drop(entry.file);
@@ -484,9 +554,10 @@ impl Tasks {
                     "task {id}: native entrypoint {}, created with runc",
                     entry.path
                 );
-                (Backend::Runc, pid, runc_cgroup(&spec, &id))
+                (Backend::Runc, (pid, pid), runc_cgroup(&spec, &id))
             }
         };
+        let (pid, watched) = pid;
 
         let mut io = TaskIO::new();
         io.stdin = req.stdin.clone();
@@ -529,7 +600,7 @@ impl Tasks {
             ev.pid = pid as u32;
             self.events.send(TASK_CREATE_EVENT_TOPIC, Box::new(ev));
         }
-        if let Some(code) = self.register(pid, Owner::Task(id)) {
+        if let Some(code) = self.register(watched, Owner::Task(id)) {
             self.task_exited(Arc::clone(&task), code);
         }
         let mut resp = CreateTaskResponse::new();
@@ -855,8 +926,8 @@ fn runc_cgroup(spec: &oci_spec::runtime::Spec, id: &str) -> Option<Cgroup> {
 
 /// How Create runs a container.
 enum Plan {
-    /// A wasm program in a cell.
-    Cell(Box<RunSpec>),
+    /// A wasm program in a cell, or a pod's sandbox held by a pause cell.
+    Cell(Box<RunSpec>, Role),
     /// A wasm program whose spec the cell cannot honour: under runc, with the cell as the
     /// process (`crate::fallback`).
     CellUnderRunc(wasmcell_task::isolation::Unsupported),

@@ -82,6 +82,56 @@ pub struct Isolation {
     pub gid: u32,
     /// `process.user.additionalGids`.
     pub additional_gids: Vec<u32>,
+    /// `hostname`, set in the UTS namespace the spec names.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// `linux.sysctl`, each one of a namespace the spec names (see [`sysctl_namespace`]), in key
+    /// order.
+    #[serde(default)]
+    pub sysctls: Vec<(String, String)>,
+}
+
+/// The namespace a sysctl belongs to, as runc decides it: the System V IPC and POSIX message
+/// queue ones to the IPC namespace, `net.*` to the network namespace, the host and domain
+/// names to the UTS namespace. Any other sysctl is the whole machine's; `None`.
+pub fn sysctl_namespace(key: &str) -> Option<NamespaceKind> {
+    let dotted = key.replace('/', ".");
+    let key = dotted.as_str();
+    const IPC: [&str; 8] = [
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    if IPC.contains(&key) || key.starts_with("fs.mqueue.") {
+        Some(NamespaceKind::Ipc)
+    } else if key.starts_with("net.") {
+        Some(NamespaceKind::Network)
+    } else if key == "kernel.hostname" || key == "kernel.domainname" {
+        Some(NamespaceKind::Uts)
+    } else {
+        None
+    }
+}
+
+/// The file under `/proc/sys` of a sysctl key (`net.ipv4.ip_forward` is `net/ipv4/ip_forward`;
+/// a key written with slashes, which lets a component hold a dot, is taken as it is), or `None`
+/// for a key that could name something outside `/proc/sys`.
+pub fn sysctl_file(key: &str) -> Option<PathBuf> {
+    let relative = if key.contains('/') {
+        key.to_owned()
+    } else {
+        key.replace('.', "/")
+    };
+    let fine = !relative.is_empty()
+        && relative
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..");
+    fine.then(|| PathBuf::from("/proc/sys").join(relative))
 }
 
 /// Something in a spec that the cell does not implement; the container must not run in a cell.
@@ -135,6 +185,39 @@ impl Isolation {
             if linux.intel_rdt().is_some() {
                 return Err(Unsupported("Intel RDT (linux.intelRdt)".into()));
             }
+            let mut sysctls: Vec<(String, String)> = linux
+                .sysctl()
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            sysctls.sort();
+            for (key, _) in &sysctls {
+                let kind = sysctl_namespace(key).ok_or_else(|| {
+                    Unsupported(format!("the sysctl {key}, which is not namespaced"))
+                })?;
+                if sysctl_file(key).is_none() {
+                    return Err(Unsupported(format!("the malformed sysctl key {key:?}")));
+                }
+                if !iso.namespaces.iter().any(|ns| ns.kind == kind) {
+                    return Err(Unsupported(format!(
+                        "the sysctl {key} without a {kind:?} namespace in the spec"
+                    )));
+                }
+            }
+            iso.sysctls = sysctls;
+        }
+        if let Some(hostname) = spec.hostname().as_ref().filter(|h| !h.is_empty()) {
+            if !iso
+                .namespaces
+                .iter()
+                .any(|ns| ns.kind == NamespaceKind::Uts)
+            {
+                return Err(Unsupported(
+                    "a hostname without a UTS namespace in the spec".into(),
+                ));
+            }
+            iso.hostname = Some(hostname.clone());
         }
         if let Some(process) = spec.process() {
             if process
@@ -322,9 +405,87 @@ mod tests {
                 ),
                 "seccomp profile",
             ),
+            (
+                base(
+                    serde_json::json!({"sysctl": {"vm.overcommit_memory": "1"}}),
+                    serde_json::json!({}),
+                ),
+                "not namespaced",
+            ),
+            (
+                base(
+                    serde_json::json!({"sysctl": {"net.ipv4.ping_group_range": "0 0"}}),
+                    serde_json::json!({}),
+                ),
+                "without a Network namespace",
+            ),
+            (
+                base(
+                    serde_json::json!({"namespaces": [{"type": "network"}], "sysctl": {"net/../../etc": "x"}}),
+                    serde_json::json!({}),
+                ),
+                "malformed sysctl key",
+            ),
         ] {
             let e = Isolation::from_spec(&s).expect_err(says).to_string();
             assert!(e.contains(says), "{e}");
         }
+        let mut no_uts = base(serde_json::json!({}), serde_json::json!({}));
+        no_uts.set_hostname(Some("pod".into()));
+        let e = Isolation::from_spec(&no_uts)
+            .expect_err("hostname")
+            .to_string();
+        assert!(e.contains("hostname without a UTS namespace"), "{e}");
+    }
+
+    #[test]
+    fn namespaced_sysctls_and_the_hostname_are_kept() {
+        let mut s = spec(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {"args": ["/pause"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+            "linux": {
+                "namespaces": [{"type": "network", "path": "/run/netns/x"}, {"type": "ipc"}, {"type": "uts"}],
+                "sysctl": {"net.ipv4.ip_unprivileged_port_start": "0", "kernel.shmmni": "8"}
+            }
+        }));
+        s.set_hostname(Some("pod-a".into()));
+        let iso = Isolation::from_spec(&s).expect("supported");
+        assert_eq!(iso.hostname.as_deref(), Some("pod-a"));
+        assert_eq!(
+            iso.sysctls,
+            vec![
+                ("kernel.shmmni".into(), "8".into()),
+                ("net.ipv4.ip_unprivileged_port_start".into(), "0".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn sysctl_keys_map_below_proc_sys_only() {
+        assert_eq!(
+            sysctl_file("net.ipv4.ip_forward"),
+            Some(PathBuf::from("/proc/sys/net/ipv4/ip_forward"))
+        );
+        assert_eq!(
+            sysctl_file("net/ipv4/conf/eth0.100/forwarding"),
+            Some(PathBuf::from("/proc/sys/net/ipv4/conf/eth0.100/forwarding"))
+        );
+        for bad in ["", "net..x", "net/../../etc/shadow", "/etc/passwd", "net."] {
+            assert_eq!(sysctl_file(bad), None, "{bad}");
+        }
+        assert_eq!(
+            sysctl_namespace("fs.mqueue.msg_max"),
+            Some(NamespaceKind::Ipc)
+        );
+        assert_eq!(
+            sysctl_namespace("kernel.domainname"),
+            Some(NamespaceKind::Uts)
+        );
+        assert_eq!(sysctl_namespace("kernel.pid_max"), None);
+        assert_eq!(
+            sysctl_namespace("net/ipv4/conf/eth0.100/forwarding"),
+            Some(NamespaceKind::Network)
+        );
+        assert_eq!(sysctl_namespace("kernel/shmmni"), Some(NamespaceKind::Ipc));
     }
 }

@@ -14,6 +14,12 @@ const IMAGE: &str = "wasmcell.dev/examples/probe:0.1.0";
 
 const HOG: &str = "wasmcell.test/hog:1";
 
+/// The RuntimeClass users apply.
+const RUNTIME_CLASS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../deploy/kubernetes/runtimeclass.yaml"
+);
+
 fn pod(name: &str, args: &[&str]) -> String {
     pod_with(name, IMAGE, args, "Never", None)
 }
@@ -80,11 +86,7 @@ fn a_kubelet_runs_runtimeclass_wasm_pods_and_kubectl_reads_exits_logs_oom_and_re
     node.import_wasm(HOG, fixtures::TWO_MEMORIES);
     let (c, kubelet) = (&node.containerd, &node.kubelet);
 
-    let runtimeclass = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../deploy/kubernetes/runtimeclass.yaml"
-    );
-    let r = plane.kubectl(&["apply", "-f", runtimeclass]);
+    let r = plane.kubectl(&["apply", "-f", RUNTIME_CLASS]);
     assert_eq!(r.code, 0, "{r:?}");
 
     for (name, args, phase, code) in [
@@ -281,6 +283,82 @@ fn a_kubelet_runs_runtimeclass_wasm_pods_and_kubectl_reads_exits_logs_oom_and_re
         "delete",
         "pod",
         "wasm-nohandler",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+}
+
+/// A wasm pod's sandbox is a pause cell, and the pod's containers see what a runc-held sandbox
+/// gives them: the pod's hostname, its sysctls (the pod's own and the CRI plugin's
+/// unprivileged-port one) in the pod's network and IPC namespaces, and with
+/// `shareProcessNamespace` one PID namespace whose init is the sandbox.
+#[test]
+fn a_wasm_pods_sandbox_is_a_pause_cell_with_the_pods_hostname_sysctls_and_pid_namespace() {
+    let plane = ControlPlane::start();
+    let node = Node::start(&plane, true, "wasmcell.dev/installed=true");
+    node.import_wasm(IMAGE, fixtures::PROBE);
+    let c = &node.containerd;
+    c.import_busybox_cri("wasmcell.dev/examples/busybox:0.1.0");
+    let r = plane.kubectl(&["apply", "-f", RUNTIME_CLASS]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let report = "hostname; cat /proc/sys/kernel/shm_rmid_forced \
+                  /proc/sys/net/ipv4/ip_local_port_range \
+                  /proc/sys/net/ipv4/ip_unprivileged_port_start; \
+                  tr '\\0' ' ' < /proc/1/cmdline";
+    let manifest = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "wasm-shared"},
+        "spec": {
+            "runtimeClassName": "wasmtime",
+            "restartPolicy": "Never",
+            "shareProcessNamespace": true,
+            "securityContext": {"sysctls": [
+                {"name": "kernel.shm_rmid_forced", "value": "1"},
+                {"name": "net.ipv4.ip_local_port_range", "value": "40000 40100"}
+            ]},
+            "containers": [
+                {
+                    "name": "report",
+                    "image": "wasmcell.dev/examples/busybox:0.1.0",
+                    "imagePullPolicy": "Never",
+                    "command": ["/bin/busybox", "sh", "-c", report],
+                },
+                {
+                    "name": "probe",
+                    "image": IMAGE,
+                    "imagePullPolicy": "Never",
+                    "args": ["hello"],
+                }
+            ],
+        }
+    });
+    plane.apply("wasm-shared", &manifest.to_string());
+    let status = ended(&plane, &node.kubelet, "wasm-shared");
+    assert_eq!(status["phase"], "Succeeded", "{status}");
+    let sandbox = c.crictl(&["pods", "--name", "wasm-shared", "-q"]).stdout;
+    let sandbox = sandbox.trim();
+    let r = plane.kubectl(&["logs", "wasm-shared", "-c", "report"]);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(
+        lines[..lines.len().min(4)],
+        ["wasm-shared", "1", "40000\t40100", "0"],
+        "the pod's hostname and sysctls: {r:?}"
+    );
+    // (The cell's name is written over the zygote's, padded with NULs, which `tr` made spaces.)
+    let init = lines.get(4).copied().unwrap_or_default().trim_end();
+    assert!(
+        init.contains("containerd-shim-wasmcell-v1 cell ")
+            && init.ends_with(&format!(" {sandbox}")),
+        "the PID namespace's init is the sandbox's pause cell: {init:?}, sandbox {sandbox}"
+    );
+    let r = plane.kubectl(&["logs", "wasm-shared", "-c", "probe"]);
+    assert!(r.stdout.contains("hello"), "{r:?}");
+    let r = plane.kubectl(&[
+        "delete",
+        "pod",
+        "wasm-shared",
         "--wait=true",
         "--timeout=60s",
     ]);

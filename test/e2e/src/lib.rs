@@ -212,6 +212,11 @@ impl Containerd {
     /// Starts containerd with its CRI plugin on ([`cri::cri_config`]) and wasmcell as runtime
     /// handler [`cri::HANDLER`], the pause image imported.
     pub fn start_cri() -> Containerd {
+        Containerd::start_cri_with_env(&[])
+    }
+
+    /// [`Containerd::start_cri`] with extra environment variables (which its shims inherit).
+    pub fn start_cri_with_env(env: &[(&str, &str)]) -> Containerd {
         let dir = Containerd::new_dir();
         let socket = dir.path().join("containerd.sock");
         std::fs::write(
@@ -219,7 +224,7 @@ impl Containerd {
             cri::cri_config(dir.path(), &socket) + &cri::handler_section(),
         )
         .unwrap();
-        let c = Containerd::start_in(dir, &[], &[bin_dir()]);
+        let c = Containerd::start_in(dir, env, &[bin_dir()]);
         c.import_pause();
         c
     }

@@ -186,6 +186,14 @@ fn namespaces_are_created_or_joined_by_path() {
         "the guest runs in the cell's child"
     );
     assert_eq!(ns(&supervisor.to_string(), "pid"), ns("self", "pid"));
+    // The task's pid is the guest's, as a runc container's is its process in the container's
+    // namespaces: `/proc/<task pid>/ns` is how CRI and `kubectl debug` join them.
+    let tasks = c.ctr(&["task", "ls"]).stdout;
+    let task_pid = tasks
+        .lines()
+        .find_map(|l| l.strip_prefix("ns-own "))
+        .and_then(|rest| rest.split_whitespace().next());
+    assert_eq!(task_pid, Some(own.as_str()), "{tasks}");
     assert_eq!(proc_status(supervisor, "CapEff"), mask(&[5]));
     assert_eq!(proc_status(supervisor, "CapBnd"), mask(&[5]));
     assert_eq!(proc_status(supervisor, "NoNewPrivs"), "1");
