@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the workspace's tests (one release build, shared with `make build`): the unit tests, the
-# end-to-end suites and the cluster tier (test/cluster: a kubelet v1.36, which needs containerd
-# 2.2+) against the pinned containerd 2.x (test/tools/versions.env), then the end-to-end suites
+# end-to-end suites, the cluster tier (test/cluster: a kubelet v1.36, which needs containerd
+# 2.2+) and the VM tier (test/vm: the cgroup tests on cgroup v2 with systemd, in a qemu VM)
+# against the pinned containerd 2.x (test/tools/versions.env), then the end-to-end suites
 # again against Debian's containerd 1.6 (the oldest supported). Closes with
 # one line that totals every test binary of both runs: "N passed, N failed".
 set -euo pipefail

@@ -2,7 +2,10 @@
 # Installs the Debian packages wasmcell's build and tests need, only those that are missing.
 set -euo pipefail
 
-packages=(containerd runc protobuf-compiler clang lld wasi-libc libclang-rt-14-dev-wasm32 busybox-static iproute2 libseccomp-dev openssl python3-venv)
+packages=(containerd runc protobuf-compiler clang lld wasi-libc libclang-rt-14-dev-wasm32 busybox-static iproute2 libseccomp-dev openssl python3-venv
+  # The VM tier (test/vm): the machine is debootstrapped and booted with qemu; its disks are
+  # made with mkfs.ext4 and read with debugfs.
+  debootstrap qemu-system-x86 e2fsprogs)
 need=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")

@@ -1,8 +1,9 @@
 //! The cell's cgroup: membership and limits from the spec, removal at delete, OOM →
 //! exit 137 and TaskOOM, linear memory refused inside the guest, metrics, pause/resume, update.
 //!
-//! These tests use the machine's real cgroup filesystem. They expect cgroup v1 (as on the CI
-//! machines) where they read limit files; the shim itself handles v2 as well.
+//! These tests use the machine's real cgroup filesystem and read the limit files of whichever
+//! version it is: v1 on the CI machines, v2 (the unified hierarchy, systemd as PID 1) in the
+//! VM tier, which runs this file inside a VM (`test/vm`).
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -27,7 +28,7 @@ fn start(c: &Containerd, id: &str, flags: &[&str], args: &[&str]) -> i32 {
     pids[0]
 }
 
-/// `/proc/<pid>/cgroup` as (controllers, path), v1 hierarchies only.
+/// `/proc/<pid>/cgroup` as (controllers, path): v1's hierarchies, or v2's one.
 fn cgroups_of(pid: i32) -> Vec<(String, String)> {
     cgroups_of_task(&pid.to_string())
 }
@@ -40,16 +41,20 @@ fn cgroups_of_task(task: &str) -> Vec<(String, String)> {
         .filter_map(|l| {
             let mut f = l.splitn(3, ':');
             let (n, ctrl, path) = (f.next()?, f.next()?, f.next()?);
-            (n != "0").then(|| (ctrl.to_owned(), path.to_owned()))
+            (n != "0" || !is_v1()).then(|| (ctrl.to_owned(), path.to_owned()))
         })
         .collect()
 }
 
+/// A file of `cgroup`: in `controller`'s hierarchy on v1; on v2 (`controller` unused), in the
+/// one hierarchy.
 fn read(controller: &str, cgroup: &str, file: &str) -> String {
-    let p = Path::new(ROOT)
-        .join(controller)
-        .join(cgroup.trim_start_matches('/'))
-        .join(file);
+    let base = if is_v1() {
+        Path::new(ROOT).join(controller)
+    } else {
+        PathBuf::from(ROOT)
+    };
+    let p = base.join(cgroup.trim_start_matches('/')).join(file);
     std::fs::read_to_string(&p)
         .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
         .trim()
@@ -57,6 +62,9 @@ fn read(controller: &str, cgroup: &str, file: &str) -> String {
 }
 
 fn cgroup_dirs(cgroup: &str) -> Vec<PathBuf> {
+    if !is_v1() {
+        return vec![Path::new(ROOT).join(cgroup.trim_start_matches('/'))];
+    }
     ["memory", "cpu", "pids", "freezer", "devices"]
         .iter()
         .map(|c| Path::new(ROOT).join(c).join(cgroup.trim_start_matches('/')))
@@ -80,31 +88,28 @@ fn is_v1() -> bool {
 
 #[test]
 fn cell_joins_the_spec_cgroup_with_its_limits_and_leaves_none_behind() {
-    if !is_v1() {
-        eprintln!("skipped: this test reads cgroup v1 files");
-        return;
-    }
     let c = Containerd::start();
     c.import_wasm(IMG, "probe.wasm", fixtures::PROBE);
 
-    let pid = start(
-        &c,
-        "cg-limits",
-        &[
-            "--memory-limit",
-            "67108864",
-            "--cpu-quota",
-            "50000",
-            "--cpu-period",
-            "100000",
-            "--cpu-shares",
-            "512",
-        ],
-        &["sleep", "600"],
-    );
+    let mut flags = vec![
+        "--memory-limit",
+        "67108864",
+        "--cpu-quota",
+        "50000",
+        "--cpu-period",
+        "100000",
+        "--cpu-shares",
+        "512",
+    ];
+    // (ctr 1.6 has no flag for a cpuset.)
+    let cpuset = wasmcell_e2e::containerd_major() >= 2;
+    if cpuset {
+        flags.extend(["--cpuset-cpus", "0"]);
+    }
+    let pid = start(&c, "cg-limits", &flags, &["sleep", "600"]);
     let want = "/default/cg-limits";
     let groups = cgroups_of(pid);
-    assert!(groups.len() >= 5, "{groups:?}");
+    assert!(groups.len() >= if is_v1() { 5 } else { 1 }, "{groups:?}");
     for (ctrl, path) in &groups {
         assert_eq!(path, want, "hierarchy {ctrl}: the spec's cgroupsPath");
     }
@@ -120,19 +125,36 @@ fn cell_joins_the_spec_cgroup_with_its_limits_and_leaves_none_behind() {
             assert_eq!(path, want, "thread {tid}, hierarchy {ctrl}");
         }
     }
-    assert_eq!(read("memory", want, "memory.limit_in_bytes"), "67108864");
-    assert_eq!(read("cpu", want, "cpu.cfs_quota_us"), "50000");
-    assert_eq!(read("cpu", want, "cpu.cfs_period_us"), "100000");
-    assert_eq!(read("cpu", want, "cpu.shares"), "512");
-    let devices = read("devices", want, "devices.list");
-    assert!(
-        !devices.contains("a *:* rwm"),
-        "the spec denies all devices but its list: {devices}"
-    );
-    assert!(
-        devices.contains("c 1:3 rwm"),
-        "/dev/null allowed: {devices}"
-    );
+    if cpuset {
+        assert_eq!(read("cpuset", want, "cpuset.cpus"), "0");
+    }
+    if is_v1() {
+        assert_eq!(read("memory", want, "memory.limit_in_bytes"), "67108864");
+        assert_eq!(read("cpu", want, "cpu.cfs_quota_us"), "50000");
+        assert_eq!(read("cpu", want, "cpu.cfs_period_us"), "100000");
+        assert_eq!(read("cpu", want, "cpu.shares"), "512");
+        let devices = read("devices", want, "devices.list");
+        assert!(
+            !devices.contains("a *:* rwm"),
+            "the spec denies all devices but its list: {devices}"
+        );
+        assert!(
+            devices.contains("c 1:3 rwm"),
+            "/dev/null allowed: {devices}"
+        );
+    } else {
+        assert_eq!(read("", want, "memory.max"), "67108864");
+        assert_eq!(read("", want, "cpu.max"), "50000 100000");
+        // runc's mapping of shares (2..262144) onto weights (1..10000).
+        assert_eq!(read("", want, "cpu.weight"), "20");
+        let enabled = read("", "/default", "cgroup.subtree_control");
+        for controller in ["cpu", "memory", "pids", "cpuset"] {
+            assert!(
+                enabled.split_whitespace().any(|c| c == controller),
+                "{controller} is enabled for the task's cgroup: {enabled}"
+            );
+        }
+    }
 
     // The systemd form `slice:prefix:name`.
     let spid = start(
@@ -265,24 +287,36 @@ fn task_status(c: &Containerd, id: &str) -> String {
 
 #[test]
 fn metrics_pause_resume_and_update() {
-    if !is_v1() {
-        eprintln!("skipped: this test reads cgroup v1 files");
-        return;
-    }
     let c = Containerd::start();
     c.import_wasm(IMG, "probe.wasm", fixtures::PROBE);
     let id = "cg-metrics";
     let pid = start(&c, id, &["--memory-limit", "67108864"], &["spin"]);
     std::thread::sleep(Duration::from_millis(300));
 
+    // containerd prints v1's and v2's metrics under their own names; CPU in ns or µs.
+    let (usage_key, limit_key, cpu_key, cpu_100ms) = if is_v1() {
+        (
+            "memory.usage_in_bytes",
+            "memory.limit_in_bytes",
+            "cpuacct.usage",
+            100_000_000,
+        )
+    } else {
+        (
+            "memory.usage",
+            "memory.usage_limit",
+            "cpu.usage_usec",
+            100_000,
+        )
+    };
     let m = metrics(&c, id);
-    let usage: u64 = m["memory.usage_in_bytes"].parse().unwrap();
+    let usage: u64 = m[usage_key].parse().unwrap();
     // Pages of the shared binary and cache files may be charged to whoever read them first, so
     // only the cell's own (anonymous) memory is certain to be here.
     assert!(usage >= 64 * 1024, "the cell's memory is counted: {m:?}");
-    assert_eq!(m["memory.limit_in_bytes"], "67108864");
-    let cpu: u64 = m["cpuacct.usage"].parse().unwrap();
-    assert!(cpu > 100_000_000, "a spinning guest used CPU: {m:?}");
+    assert_eq!(m[limit_key], "67108864");
+    let cpu: u64 = m[cpu_key].parse().unwrap();
+    assert!(cpu > cpu_100ms, "a spinning guest used CPU: {m:?}");
     let tasks: u64 = m["pids.current"].parse().unwrap();
     assert!(tasks >= 1, "the cell's threads are counted: {m:?}");
 
@@ -295,10 +329,15 @@ fn metrics_pause_resume_and_update() {
     let frozen_at = cpu_ticks(pid);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(cpu_ticks(pid), frozen_at, "a paused guest does not run");
-    assert_eq!(
-        read("freezer", "/default/cg-metrics", "freezer.state"),
-        "FROZEN"
-    );
+    if is_v1() {
+        assert_eq!(
+            read("freezer", "/default/cg-metrics", "freezer.state"),
+            "FROZEN"
+        );
+    } else {
+        assert_eq!(read("", "/default/cg-metrics", "cgroup.freeze"), "1");
+        assert!(read("", "/default/cg-metrics", "cgroup.events").contains("frozen 1"));
+    }
 
     assert_eq!(c.ctr(&["task", "resume", id]).code, 0);
     assert_eq!(task_status(&c, id), "RUNNING");
@@ -321,17 +360,24 @@ fn metrics_pause_resume_and_update() {
     };
     update(serde_json::json!({"memory": {"limit": 50331648}, "cpu": {"shares": 256}}))
         .expect("update");
-    assert_eq!(
-        read("memory", "/default/cg-metrics", "memory.limit_in_bytes"),
-        "50331648"
-    );
-    assert_eq!(read("cpu", "/default/cg-metrics", "cpu.shares"), "256");
-    assert_eq!(metrics(&c, id)["memory.limit_in_bytes"], "50331648");
+    if is_v1() {
+        assert_eq!(
+            read("memory", "/default/cg-metrics", "memory.limit_in_bytes"),
+            "50331648"
+        );
+        assert_eq!(read("cpu", "/default/cg-metrics", "cpu.shares"), "256");
+    } else {
+        assert_eq!(read("", "/default/cg-metrics", "memory.max"), "50331648");
+        assert_eq!(read("", "/default/cg-metrics", "cpu.weight"), "10");
+    }
+    assert_eq!(metrics(&c, id)[limit_key], "50331648");
     let e = update(serde_json::json!({"blockIO": {"weight": 10}})).expect_err("blockIO");
     assert!(e.to_string().contains("blockIO"), "{e}");
 
     // SIGKILL ends a paused task too.
     assert_eq!(c.ctr(&["task", "pause", id]).code, 0);
     kill_and_delete(&c, id);
-    assert!(!Path::new(ROOT).join("memory/default/cg-metrics").exists());
+    for dir in cgroup_dirs("/default/cg-metrics") {
+        assert!(!dir.exists(), "{} removed at delete", dir.display());
+    }
 }

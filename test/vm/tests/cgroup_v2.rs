@@ -1,0 +1,107 @@
+//! The cgroup v2 suite: the end-to-end cgroup tests (`test/e2e/tests/cgroups.rs`, built by the
+//! same `cargo test`) run inside the VM, against the pinned containerd 2.x, on the unified
+//! hierarchy with systemd as PID 1: limits in `memory.max`, `cpu.max`, `cpu.weight`,
+//! `cpuset.cpus`; OOM kills from `memory.events` with one TaskOOM; v2 metrics; Pause/Resume
+//! through `cgroup.freeze`; Update; the cgroup removed at delete.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use wasmcell_vm::{Image, Share};
+
+/// The newest build of an integration test of the e2e crate (cargo names it `<name>-<hash>`
+/// in `deps/`, and builds every test before it runs any).
+fn e2e_test_binary(name: &str) -> PathBuf {
+    let deps = wasmcell_e2e::bin_dir().join("deps");
+    std::fs::read_dir(&deps)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let file = p.file_name().unwrap().to_string_lossy().into_owned();
+            file.strip_prefix(&format!("{name}-"))
+                .is_some_and(|hash| hash.chars().all(|c| c.is_ascii_hexdigit()))
+        })
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+        .unwrap_or_else(|| panic!("no {name} test binary in {}", deps.display()))
+}
+
+/// A directory of links to `files`, for a [`Share`].
+fn stage(dir: &Path, files: &[(&str, PathBuf)]) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, target) in files {
+        std::os::unix::fs::symlink(target, dir.join(name)).unwrap();
+    }
+    dir.to_owned()
+}
+
+#[test]
+fn the_cgroup_tests_pass_on_the_unified_hierarchy_with_systemd_as_init() {
+    let containerd = wasmcell_e2e::containerd_dir()
+        .expect("WASMCELL_CONTAINERD_DIR: the VM runs the pinned containerd 2.x");
+    assert!(
+        wasmcell_e2e::containerd_major() >= 2,
+        "the VM tier runs containerd 2.x"
+    );
+    let image = Image::get();
+    let scratch = tempfile::tempdir().unwrap();
+    let bin = wasmcell_e2e::bin_dir();
+    let bin = stage(
+        &scratch.path().join("bin"),
+        &[
+            (
+                "containerd-shim-wasmcell-v1",
+                bin.join("containerd-shim-wasmcell-v1"),
+            ),
+            ("wasmcell", bin.join("wasmcell")),
+            ("cgroups", e2e_test_binary("cgroups")),
+        ],
+    );
+    let command = r#"
+echo "init: $(cat /proc/1/comm)"
+echo "cgroup filesystem: $(stat -fc %T /sys/fs/cgroup)"
+echo "controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
+export WASMCELL_BIN_DIR=/mnt/in/bin WASMCELL_CONTAINERD_DIR=/mnt/in/containerd
+# One test at a time: libtest names each as it starts, so a run that hangs shows where.
+cd /tmp && timeout 600 /mnt/in/bin/cgroups --test-threads=1
+"#;
+    let run = image.run(
+        command,
+        &[
+            Share {
+                name: "bin".into(),
+                path: bin,
+            },
+            Share {
+                name: "containerd".into(),
+                path: containerd,
+            },
+        ],
+        Duration::from_secs(720),
+    );
+    eprintln!("the VM ran for {:?}", run.took);
+    assert_eq!(run.status, Some(0), "{}", run.report());
+    let out = &run.output;
+    assert!(out.contains("init: systemd"), "{}", run.report());
+    assert!(
+        out.contains("cgroup filesystem: cgroup2fs"),
+        "{}",
+        run.report()
+    );
+    let controllers = out
+        .lines()
+        .find_map(|l| l.strip_prefix("controllers: "))
+        .unwrap_or_default();
+    for c in ["cpuset", "cpu", "memory", "pids"] {
+        assert!(
+            controllers.split_whitespace().any(|x| x == c),
+            "{c} available: {controllers}"
+        );
+    }
+    assert!(
+        out.contains("test result: ok. 3 passed; 0 failed"),
+        "{}",
+        run.report()
+    );
+}
