@@ -381,3 +381,90 @@ fn metrics_pause_resume_and_update() {
         assert!(!dir.exists(), "{} removed at delete", dir.display());
     }
 }
+
+#[test]
+fn a_killed_shims_cgroup_is_removed_by_shim_delete() {
+    let c = Containerd::start();
+    c.import_wasm(IMG, "probe.wasm", fixtures::PROBE);
+    let events = c.events();
+    start(&c, "cg-orphan", &[], &["sleep", "600"]);
+    let dirs = cgroup_dirs("/default/cg-orphan");
+    assert!(dirs.iter().all(|d| d.exists()), "{dirs:?}");
+    let shims = c.shim_pids();
+    assert_eq!(shims.len(), 1, "{shims:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shims[0]),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+    // containerd sees the shim die and runs `shim delete`, which ends the cell and removes
+    // its cgroup.
+    let exit = events
+        .wait_for("/tasks/exit", "cg-orphan", Duration::from_secs(20))
+        .expect("TaskExit for the dead shim's task");
+    assert_eq!(exit.exit_status(), 137, "{exit:?}");
+    let removed = c.wait_until(Duration::from_secs(10), || dirs.iter().all(|d| !d.exists()));
+    assert!(removed, "the cgroup is removed: {dirs:?}");
+}
+
+/// A cgroup path with `..` in it is never a cell's: the shim only creates, fills, signals and
+/// removes cgroups whose path names a directory below the root, so a path like this cannot
+/// make it signal a process outside the task. Such a container goes to runc, which cleans the
+/// path lexically (below the root, as it does for any container), and the shim says why.
+#[test]
+fn a_cgroup_path_with_dot_dot_is_never_a_cells() {
+    let c = Containerd::start();
+    c.import_wasm(IMG, "probe.wasm", fixtures::PROBE);
+    let r = c.run_wasm_with(
+        &["--cgroup", "/default/../cg-dotdot"],
+        IMG,
+        "cg-dotdot",
+        &["/probe.wasm"],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        c.log()
+            .contains("the cell cannot honour the cgroupsPath \"/default/../cg-dotdot\""),
+        "the shim log says why the container went to runc"
+    );
+    for dir in cgroup_dirs("/cg-dotdot") {
+        assert!(
+            !dir.exists(),
+            "{} removed with the container",
+            dir.display()
+        );
+    }
+}
+
+/// Device rules: on v1 the devices controller refuses what the spec does not allow; on v2
+/// runc would attach an eBPF program. A cell attaches none: every mount it grants is `nodev`,
+/// so the kernel refuses to open any device node there, whatever the rules.
+#[test]
+fn a_guest_cannot_open_a_device_node_of_its_mounts() {
+    let c = Containerd::start();
+    c.import_wasm(IMG, "probe.wasm", fixtures::PROBE);
+    let share = c.dir.path().join("devices");
+    std::fs::create_dir(&share).unwrap();
+    std::fs::write(share.join("plain"), "a plain file\n").unwrap();
+    // A node of /dev/null's numbers (1:3), which the spec's device rules allow.
+    let null = std::ffi::CString::new(share.join("null").to_str().unwrap()).unwrap();
+    // SAFETY: mknod with a valid C string; the result is checked.
+    let rc = unsafe { libc::mknod(null.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) };
+    assert_eq!(rc, 0, "mknod: {}", std::io::Error::last_os_error());
+    let mount = format!(
+        "type=bind,src={},dst=/devices,options=rbind:rw",
+        share.display()
+    );
+    let r = c.run_wasm_with(
+        &["--mount", &mount],
+        IMG,
+        "cg-devices",
+        &["/probe.wasm", "cat", "/devices/plain", "/devices/null"],
+    );
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.contains("a plain file"), "{r:?}");
+    assert!(
+        r.stdout.contains("error: /devices/null: Permission denied"),
+        "the device node is refused: {r:?}"
+    );
+}
