@@ -20,6 +20,15 @@ use crate::process::{map_fds, pipe, spawn_watched};
 /// The argument that makes the shim binary act as a cell.
 pub const CELL_ARG: &str = "cell";
 
+/// How a new cell gets into its cgroup.
+pub enum Placement<'a> {
+    /// It writes itself into this cgroup (created beforehand).
+    JoinItself(&'a Cgroup),
+    /// This puts the cell's pid into its cgroup (a systemd scope, which can only be created
+    /// with a process in it) before the cell gets its orders.
+    BySystemd(&'a dyn Fn(i32) -> Result<()>),
+}
+
 /// A running (or prepared, not yet started) cell.
 pub struct Cell {
     /// The cell's pid.
@@ -28,8 +37,10 @@ pub struct Cell {
 }
 
 impl Cell {
-    /// Starts a cell for `spec` in `cgroup` and waits until it has loaded and linked `program`, at most
-    /// `prepare_timeout` (the compile deadline).
+    /// Starts a cell for `spec` and waits until it has loaded and linked `program`, at most
+    /// `prepare_timeout` (the compile deadline). `place` says how the new cell gets into its
+    /// cgroup ([`Placement`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         spec: &RunSpec,
         role: Role,
@@ -37,7 +48,7 @@ impl Cell {
         stdout: OwnedFd,
         stderr: OwnedFd,
         prepare_timeout: Duration,
-        cgroup: &Cgroup,
+        place: Placement<'_>,
     ) -> Result<(Cell, Ready)> {
         let (control_r, mut control_w) = pipe()?;
         let (mut status_r, status_w) = pipe()?;
@@ -63,10 +74,19 @@ impl Cell {
         };
 
         // The cell moves itself into the cgroup before it loads anything (see
-        // `wasmcell_cell::cgroup::join_self` for why it is not moved from here).
-        if let Err(e) =
-            wasmcell_cell::write_orders(&mut control_w, cgroup.self_join_files(), role, spec)
-        {
+        // `wasmcell_cell::cgroup::join_self` for why it is not moved from here), unless systemd
+        // puts it there.
+        let join = match place {
+            Placement::JoinItself(cgroup) => cgroup.self_join_files(),
+            Placement::BySystemd(place) => match place(pid) {
+                Ok(()) => Vec::new(),
+                Err(e) => {
+                    cell.kill(Signal::SIGKILL);
+                    return Err(e);
+                }
+            },
+        };
+        if let Err(e) = wasmcell_cell::write_orders(&mut control_w, join, role, spec) {
             cell.kill(Signal::SIGKILL);
             return Err(Error::io("send the run spec to the cell", e));
         }

@@ -80,6 +80,7 @@ pub fn create(
         &cell_bundle,
         stdio,
         &[&control_r.as_fd(), &status_w.as_fd(), &compiled.as_fd()],
+        crate::systemd::drives(spec, id),
     )?;
     drop((control_r, status_w, compiled));
 

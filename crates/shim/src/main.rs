@@ -24,6 +24,7 @@ mod runc;
 mod service;
 mod shim;
 mod stdio;
+mod systemd;
 mod tasks;
 mod zygote;
 

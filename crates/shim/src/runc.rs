@@ -68,16 +68,22 @@ impl Runc {
 
     /// `runc create`: returns the pid of the container's init process. `extra_fds` become the
     /// process's fds 3, 4, … (`--preserve-fds`).
+    /// `systemd_cgroup`: runc's systemd cgroup driver (`crate::systemd`); runc records it in
+    /// the container's state, so later commands need not repeat it.
     pub fn create(
         &self,
         id: &str,
         bundle: &Path,
         stdio: NativeStdio,
         extra_fds: &[&dyn AsFd],
+        systemd_cgroup: bool,
     ) -> Result<i32> {
         let pid_file = bundle.join("init.pid");
         let log = bundle.join("runc-log.json");
         let mut cmd = self.command(Some(&log));
+        if systemd_cgroup {
+            cmd.arg("--systemd-cgroup");
+        }
         cmd.arg("create")
             .arg("--bundle")
             .arg(bundle)

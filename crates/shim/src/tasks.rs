@@ -35,7 +35,7 @@ use wasmcell_cell::cgroup::{Cgroup, Hierarchy};
 use wasmcell_cell::Role;
 use wasmcell_task::{runspec, CgroupPath, Resources, RunSpec, Status, TaskState};
 
-use crate::cell::Cell;
+use crate::cell::{Cell, Placement};
 use crate::error::{Error, Result};
 use crate::events::{timestamp, EventSender};
 use crate::fallback;
@@ -159,6 +159,8 @@ pub struct Task {
     /// The task's cgroup: created and removed by the shim for a cell; runc's own for a native
     /// container (read for Stats only), when its path is a cgroupfs one.
     cgroup: Option<Cgroup>,
+    /// The systemd scope unit of a cell's cgroup, with systemd's driver (`crate::systemd`).
+    scope: Option<String>,
     /// Frozen by Pause.
     paused: std::sync::atomic::AtomicBool,
     state: Mutex<TaskState>,
@@ -472,11 +474,34 @@ impl Tasks {
                 Err(e) => return Err(e.into()),
             }
         };
+        let mut scope_unit = None;
         let (backend, pid, cgroup) = match plan {
             Plan::Cell(run, role) => {
                 let creating = std::time::Instant::now();
-                let cgroup = CgroupGuard(Some(create_cgroup(&run.cgroup, &run.resources)?));
+                // With systemd's driver, systemd creates the cgroup (a scope, with the cell in
+                // it) and the limits are written once it exists.
+                let scope = crate::systemd::scope_of(&run.cgroup);
+                let cgroup = CgroupGuard(Some(match scope {
+                    None => create_cgroup(&run.cgroup, &run.resources)?,
+                    Some(_) => Cgroup::at(
+                        Hierarchy::detect().map_err(|e| Error::Internal(e.to_string()))?,
+                        &run.cgroup.relative(),
+                    ),
+                }));
+                let scope = ScopeGuard(scope);
                 let created = creating.elapsed();
+                let by_systemd = |pid: i32| -> Result<()> {
+                    if let Some((unit, slice)) = &scope.0 {
+                        crate::systemd::start_scope(unit, slice, pid, &run.cgroup.relative())?;
+                    }
+                    cgroup.get().apply(&run.resources).map_err(|e| {
+                        Error::Internal(format!("cgroup {}: {e}", run.cgroup.relative().display()))
+                    })
+                };
+                let placement = match &scope.0 {
+                    None => Placement::JoinItself(cgroup.get()),
+                    Some(_) => Placement::BySystemd(&by_systemd),
+                };
                 let (cell, ready) = Cell::spawn(
                     &run,
                     role,
@@ -484,7 +509,7 @@ impl Tasks {
                     outputs.stdout,
                     outputs.stderr,
                     self.config.prepare_timeout,
-                    cgroup.get(),
+                    placement,
                 )?;
                 match role {
                     Role::Guest => log::info!(
@@ -515,6 +540,7 @@ impl Tasks {
                 // joins a pod's through `/proc/<sandbox pid>/ns`); exits are the cell's.
                 let pid = ready.guest_pid.unwrap_or(cell.pid);
                 let watched = cell.pid;
+                scope_unit = scope.disarm();
                 (Backend::Cell(cell), (pid, watched), cgroup.disarm())
             }
             Plan::CellUnderRunc(reason) => {
@@ -549,6 +575,7 @@ impl Tasks {
                         stderr: outputs.stderr.into(),
                     },
                     &[],
+                    crate::systemd::drives(&spec, &id),
                 )?;
                 log::info!(
                     "task {id}: native entrypoint {}, created with runc",
@@ -576,6 +603,7 @@ impl Tasks {
             rootfs: rootfs_guard.disarm(),
             logger_pid,
             cgroup,
+            scope: scope_unit,
             paused: std::sync::atomic::AtomicBool::new(false),
             state: Mutex::new(TaskState::new(&id)),
             changed: Condvar::new(),
@@ -712,6 +740,9 @@ impl Tasks {
             if let Err(e) = self.config.runc.delete(&task.id) {
                 log::error!("task {}: {e}", task.id);
             }
+        }
+        if let Some(unit) = &task.scope {
+            crate::systemd::stop_scope(unit);
         }
         if let Some(cg) = task.cell_cgroup() {
             if let Err(e) = cg.remove() {
@@ -948,6 +979,9 @@ pub fn remove_cell_cgroup(bundle: &Path, id: &str) {
     let (Ok(path), Ok(hierarchy)) = (CgroupPath::parse(path, id), Hierarchy::detect()) else {
         return;
     };
+    if let Some((unit, _)) = crate::systemd::scope_of(&path) {
+        crate::systemd::stop_scope(&unit);
+    }
     if let Err(e) = Cgroup::at(hierarchy, &path.relative()).remove() {
         log::warn!("shim delete {id}: {e}");
     }
@@ -955,6 +989,23 @@ pub fn remove_cell_cgroup(bundle: &Path, id: &str) {
 
 /// Removes a cell's cgroup unless disarmed (on Create failure).
 struct CgroupGuard(Option<Cgroup>);
+
+/// Stops a cell's systemd scope (unit, slice) unless disarmed.
+struct ScopeGuard(Option<(String, String)>);
+
+impl ScopeGuard {
+    fn disarm(mut self) -> Option<String> {
+        self.0.take().map(|(unit, _)| unit)
+    }
+}
+
+impl Drop for ScopeGuard {
+    fn drop(&mut self) {
+        if let Some((unit, _)) = self.0.take() {
+            crate::systemd::stop_scope(&unit);
+        }
+    }
+}
 
 impl CgroupGuard {
     fn get(&self) -> &Cgroup {

@@ -16,6 +16,7 @@ use wasmcell_e2e::{fixtures, Containerd};
 
 const IMG: &str = "wasmcell.test/probe:latest";
 const HOG: &str = "wasmcell.test/hog:latest";
+const BUSYBOX: &str = "wasmcell.test/busybox:latest";
 const ROOT: &str = "/sys/fs/cgroup";
 
 fn start(c: &Containerd, id: &str, flags: &[&str], args: &[&str]) -> i32 {
@@ -80,6 +81,33 @@ fn kill_and_delete(c: &Containerd, id: &str) {
     let d = c.ctr(&["task", "delete", id]);
     assert_eq!(d.code, 0, "{d:?}");
     assert_eq!(c.ctr(&["container", "delete", id]).code, 0);
+}
+
+/// Whether systemd is the machine's init (the VM tier's machine; not the CI hosts).
+fn systemd_is_init() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+}
+
+fn systemctl(args: &[&str]) -> String {
+    let out = std::process::Command::new("systemctl")
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Systemd's scope `unit` is active with cgroup `cgroup`, and `systemctl status` lists `pid`.
+fn assert_scope(unit: &str, cgroup: &str, pid: Option<i32>) {
+    let show = systemctl(&["show", "-p", "ActiveState", "-p", "ControlGroup", unit]);
+    assert!(show.contains("ActiveState=active"), "{unit}: {show}");
+    assert!(
+        show.contains(&format!("ControlGroup={cgroup}")),
+        "{unit}: {show}"
+    );
+    if let Some(pid) = pid {
+        let status = systemctl(&["status", "--no-pager", unit]);
+        assert!(status.contains(&pid.to_string()), "{unit}: {status}");
+    }
 }
 
 fn is_v1() -> bool {
@@ -167,9 +195,36 @@ fn cell_joins_the_spec_cgroup_with_its_limits_and_leaves_none_behind() {
     for (ctrl, path) in cgroups_of(spid) {
         assert_eq!(path, swant, "hierarchy {ctrl}");
     }
+    if systemd_is_init() {
+        // systemd's driver: the cgroup is a transient scope systemd made, with the cell in it,
+        // and a native container's is runc's scope.
+        assert_scope("wc-cg-systemd.scope", swant, Some(spid));
+        c.import_busybox(BUSYBOX);
+        let r = c.run_detached(
+            &["--cgroup", "wasmcelltest-pod1.slice:wc:cg-native"],
+            BUSYBOX,
+            "cg-native",
+            &["/bin/busybox", "sleep", "600"],
+        );
+        assert_eq!(r.code, 0, "{r:?}");
+        assert_scope(
+            "wc-cg-native.scope",
+            "/wasmcelltest.slice/wasmcelltest-pod1.slice/wc-cg-native.scope",
+            None,
+        );
+        kill_and_delete(&c, "cg-native");
+    }
 
     kill_and_delete(&c, "cg-limits");
     kill_and_delete(&c, "cg-systemd");
+    if systemd_is_init() {
+        let show = systemctl(&["show", "-p", "ActiveState", "wc-cg-systemd.scope"]);
+        assert_eq!(
+            show.trim(),
+            "ActiveState=inactive",
+            "the scope is stopped at delete"
+        );
+    }
     for dir in cgroup_dirs(want).into_iter().chain(cgroup_dirs(swant)) {
         assert!(!dir.exists(), "{} removed at delete", dir.display());
     }

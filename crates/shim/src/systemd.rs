@@ -1,0 +1,159 @@
+//! systemd's cgroup driver. A container whose `linux.cgroupsPath` has systemd's form
+//! (`slice:prefix:name`) on a host whose init is systemd gets its cgroup as systemd expects it:
+//! a transient scope unit `prefix-name.scope` in `slice`, which the shim asks systemd for over
+//! D-Bus (`StartTransientUnit`, with `Delegate=yes`, as runc's systemd driver does) with the
+//! cell's pid in it, so that `systemctl status` shows the container and systemd never treats
+//! its cgroup as a stranger. The shim then writes the limits into the scope's cgroup itself,
+//! and stops the unit at delete. Native containers get runc's `--systemd-cgroup`.
+//!
+//! The D-Bus calls go through `busctl` (part of systemd, so present wherever this driver
+//! applies), which keeps a D-Bus client out of the shim. On a host without systemd as init
+//! the same path is taken as a directory layout and created directly, as before.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// How long systemd may take to create a scope and move the process into it.
+const SCOPE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether systemd is the host's init (`sd_booted()`: systemd creates this directory early).
+pub fn running() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+}
+
+/// The scope unit and slice systemd is asked for when `path` has systemd's form and systemd is
+/// the host's init; `None` when the shim creates the cgroup itself.
+pub fn scope_of(path: &wasmcell_task::CgroupPath) -> Option<(String, String)> {
+    match path {
+        wasmcell_task::CgroupPath::Systemd {
+            slice,
+            prefix,
+            name,
+        } if running() => Some((unit_name(prefix, name), slice.clone())),
+        _ => None,
+    }
+}
+
+/// Whether runc gets `--systemd-cgroup` for `spec` (whose cgroupsPath has systemd's form, on a
+/// host whose init is systemd).
+pub fn drives(spec: &oci_spec::runtime::Spec, id: &str) -> bool {
+    let path = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+        .and_then(|p| p.to_str());
+    wasmcell_task::CgroupPath::parse(path, id)
+        .ok()
+        .is_some_and(|p| scope_of(&p).is_some())
+}
+
+/// The scope unit of a `slice:prefix:name` path.
+pub fn unit_name(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        format!("{name}.scope")
+    } else {
+        format!("{prefix}-{name}.scope")
+    }
+}
+
+fn busctl(args: &[&str]) -> Result<String> {
+    let out = Command::new("busctl")
+        .args([
+            "call",
+            "org.freedesktop.systemd1",
+            "/org/freedesktop/systemd1",
+            "org.freedesktop.systemd1.Manager",
+        ])
+        .args(args)
+        .output()
+        .map_err(|e| Error::io("run busctl (systemd's D-Bus client)", e))?;
+    if !out.status.success() {
+        return Err(Error::Internal(format!(
+            "systemd refused {}: {}",
+            args.first().copied().unwrap_or_default(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Asks systemd for the transient scope `unit` in `slice` holding `pid`, and waits until `pid`
+/// is in the scope's cgroup, `relative` below the cgroup root.
+pub fn start_scope(unit: &str, slice: &str, pid: i32, relative: &Path) -> Result<()> {
+    let slice = if slice.is_empty() {
+        "system.slice"
+    } else {
+        slice
+    };
+    let description = format!("wasmcell container {unit}");
+    let pid = pid.to_string();
+    busctl(&[
+        "StartTransientUnit",
+        "ssa(sv)a(sa(sv))",
+        unit,
+        "fail",
+        "5",
+        "Description",
+        "s",
+        &description,
+        "Slice",
+        "s",
+        slice,
+        "Delegate",
+        "b",
+        "true",
+        "DefaultDependencies",
+        "b",
+        "false",
+        "PIDs",
+        "au",
+        "1",
+        &pid,
+        "0",
+    ])?;
+    // The call returns once the job is queued; the move is done when the process's cgroup
+    // (v2's line, or v1's systemd hierarchy) names the scope.
+    let want = format!("/{}", relative.display());
+    let deadline = Instant::now() + SCOPE_TIMEOUT;
+    loop {
+        let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        let placed = cgroups
+            .lines()
+            .any(|l| (l.starts_with("0::") || l.contains(":name=systemd:")) && l.ends_with(&want));
+        if placed {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Internal(format!(
+                "systemd did not move pid {pid} into {unit} within {SCOPE_TIMEOUT:?}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Stops the scope `unit` (systemd kills what is left in it); a unit that is gone is fine.
+pub fn stop_scope(unit: &str) {
+    if let Err(e) = busctl(&["StopUnit", "ss", unit, "replace"]) {
+        if !e.to_string().contains("not loaded") {
+            log::warn!("stop {unit}: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_names_follow_runc() {
+        assert_eq!(
+            unit_name("cri-containerd", "abc"),
+            "cri-containerd-abc.scope"
+        );
+        assert_eq!(unit_name("", "abc"), "abc.scope");
+    }
+}
