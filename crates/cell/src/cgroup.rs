@@ -328,17 +328,15 @@ impl Cgroup {
         self.dirs().into_iter().map(|d| d.join(name)).collect()
     }
 
-    /// The processes in the cgroup.
+    /// The processes in the cgroup. Only real pids: `cgroup.procs` lists a process that the
+    /// reader's PID namespace cannot see as `0`, and `kill(0, …)` would signal the caller's
+    /// own process group.
     pub fn procs(&self) -> Vec<i32> {
         let mut pids: Vec<i32> = self
             .dirs()
             .iter()
             .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
-            .flat_map(|s| {
-                s.lines()
-                    .filter_map(|l| l.trim().parse().ok())
-                    .collect::<Vec<i32>>()
-            })
+            .flat_map(|s| parse_pids(&s))
             .collect();
         pids.sort_unstable();
         pids.dedup();
@@ -495,6 +493,14 @@ fn enable_v2_controllers(dir: &Path) {
     }
 }
 
+/// The pids of a `cgroup.procs` text, without `0` and anything else that is not a process.
+fn parse_pids(text: &str) -> Vec<i32> {
+    text.lines()
+        .filter_map(|l| l.trim().parse::<i32>().ok())
+        .filter(|pid| *pid > 0)
+        .collect()
+}
+
 /// Moves the calling process into a cgroup by writing `0` ("myself") into each of `files`, from
 /// [`Cgroup::self_join_files`]. The process must be single-threaded, which this checks.
 ///
@@ -558,6 +564,11 @@ mod tests {
             Hierarchy::from_mountinfo(v2),
             Hierarchy::V2("/sys/fs/cgroup".into())
         );
+    }
+
+    #[test]
+    fn procs_never_include_pid_zero() {
+        assert_eq!(parse_pids("12\n0\n\n-3\n40\n"), [12, 40]);
     }
 
     #[test]

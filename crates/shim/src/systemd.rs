@@ -59,25 +59,29 @@ pub fn unit_name(prefix: &str, name: &str) -> String {
     }
 }
 
+/// How long one D-Bus call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn busctl(args: &[&str]) -> Result<String> {
-    let out = Command::new("busctl")
-        .args([
-            "call",
-            "org.freedesktop.systemd1",
-            "/org/freedesktop/systemd1",
-            "org.freedesktop.systemd1.Manager",
-        ])
-        .args(args)
-        .output()
-        .map_err(|e| Error::io("run busctl (systemd's D-Bus client)", e))?;
-    if !out.status.success() {
+    let mut cmd = Command::new("busctl");
+    cmd.args([
+        "call",
+        "org.freedesktop.systemd1",
+        "/org/freedesktop/systemd1",
+        "org.freedesktop.systemd1.Manager",
+    ])
+    .args(args);
+    // Through the shim's helper: the daemon's reaper collects every child, so a plain
+    // `Command::output` could find its child's status already taken (ECHILD).
+    let out = crate::process::run_command(&mut cmd, CALL_TIMEOUT)?;
+    if out.status != 0 {
         return Err(Error::Internal(format!(
             "systemd refused {}: {}",
             args.first().copied().unwrap_or_default(),
-            String::from_utf8_lossy(&out.stderr).trim()
+            out.stderr.trim()
         )));
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(out.stdout)
 }
 
 /// Asks systemd for the transient scope `unit` in `slice` holding `pid`, and waits until `pid`

@@ -38,7 +38,9 @@ impl CgroupPath {
         if !path.starts_with('/') {
             let fields: Vec<&str> = path.split(':').collect();
             if let [slice, prefix, name] = fields[..] {
-                if name.is_empty() || name.contains('/') || slice.contains('/') {
+                // Each field becomes part of a directory or unit name: none may hold a path.
+                let pathlike = |f: &str| f.contains('/') || f == "." || f == "..";
+                if name.is_empty() || [slice, prefix, name].into_iter().any(pathlike) {
                     return Err(Unsupported(format!(
                         "the systemd cgroupsPath {path:?} (want slice:prefix:name)"
                     )));
@@ -288,7 +290,15 @@ mod tests {
                 .relative(),
             PathBuf::from("system.slice/p-n.scope")
         );
-        for bad in ["/a/../../etc", "/", "a:b:c/d"] {
+        for bad in [
+            "/a/../../etc",
+            "/",
+            "a:b:c/d",
+            // A prefix with a slash once made `p-n.scope` outside the root.
+            "x.slice:../../../../../T/p:n",
+            "..:p:n",
+            "x.slice:p:..",
+        ] {
             assert!(CgroupPath::parse(Some(bad), "x").is_err(), "{bad}");
         }
     }
