@@ -43,6 +43,8 @@ debootstrap --variant=minbase \
 # powers off; no login prompts; containerd's own service off (each test starts its own).
 echo "/dev/vda / ext4 rw,noatime 0 1" >"$root/etc/fstab"
 echo wasmcell-vm >"$root/etc/hostname"
+# minbase has no netbase; the CRI plugin copies the node's /etc/hosts into each pod.
+printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\twasmcell-vm\n' >"$root/etc/hosts"
 install -m 0755 "$here/guest/wasmcell-vm-run" "$root/usr/local/sbin/wasmcell-vm-run"
 install -m 0644 "$here/guest/wasmcell-vm.service" "$root/etc/systemd/system/wasmcell-vm.service"
 chroot "$root" systemctl enable wasmcell-vm.service >/dev/null 2>&1

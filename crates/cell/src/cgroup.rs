@@ -89,6 +89,15 @@ pub struct Cgroup {
     relative: PathBuf,
 }
 
+/// The key of the OOM killer's kill count in v2's `memory.events` and v1's
+/// `memory.oom_control`.
+pub const OOM_KILL_KEY: &str = "oom_kill";
+
+/// The kill count in the text of [`Cgroup::oom_kill_file`].
+pub fn parse_oom_kills(text: &str) -> u64 {
+    parse_keyed(text).get(OOM_KILL_KEY).copied().unwrap_or(0)
+}
+
 /// Controllers a v2 cgroup needs enabled in its parents.
 const V2_CONTROLLERS: [&str; 4] = ["cpu", "memory", "pids", "cpuset"];
 
@@ -345,15 +354,23 @@ impl Cgroup {
 
     /// How many times the kernel's OOM killer has killed a process of this cgroup.
     pub fn oom_kills(&self) -> u64 {
-        let (file, key) = if self.is_v2() {
-            ("memory.events", "oom_kill")
-        } else {
-            ("memory.oom_control", "oom_kill")
-        };
-        self.read_keyed(file)
+        self.read_keyed(self.oom_kill_file_name())
             .ok()
-            .and_then(|m| m.get(key).copied())
+            .and_then(|m| m.get(OOM_KILL_KEY).copied())
             .unwrap_or(0)
+    }
+
+    /// The file whose [`OOM_KILL_KEY`] line counts the OOM killer's kills in this cgroup.
+    pub fn oom_kill_file(&self) -> Option<PathBuf> {
+        self.file(self.oom_kill_file_name())
+    }
+
+    fn oom_kill_file_name(&self) -> &'static str {
+        if self.is_v2() {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        }
     }
 
     /// Freezes (`true`) or thaws the cgroup and waits until the kernel says it is done.

@@ -33,8 +33,8 @@ mod sys;
 pub mod under_runc;
 
 pub use protocol::{
-    parse_status, write_orders, write_status, Orders, Ready, Role, CONTROL_FD, PROGRAM_FD,
-    START_BYTE, STATUS_FD,
+    parse_status, write_orders, write_status, Orders, Ready, Role, CONTROL_FD, OOM_KILLED,
+    PROGRAM_FD, START_BYTE, STATUS_FD,
 };
 pub use sys::thread_count;
 
@@ -151,15 +151,23 @@ fn prepare(control: &mut BufReader<File>) -> Result<(Work, Ready), String> {
     } else {
         spec.program.clone()
     };
+    // Opened while the host's cgroup filesystem is in view, for the supervisor.
+    let oom_kills = orders
+        .oom_kill_file
+        .as_ref()
+        .and_then(|p| File::open(p).ok());
     let entering = Instant::now();
     boundary::enter_namespaces(&spec.isolation)?;
     let guest_pid = match boundary::pid_namespace(&spec.isolation) {
         Some(init) => {
             // Only the child returns; the parent supervises it.
-            supervisor::fork_into_namespace(init)?;
+            supervisor::fork_into_namespace(init, oom_kills)?;
             Some(sys::pid_in_host_proc()?)
         }
-        None => None,
+        None => {
+            drop(oom_kills);
+            None
+        }
     };
     let mut boundary_time = entering.elapsed();
     if orders.role == Role::Pause {

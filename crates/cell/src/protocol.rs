@@ -27,6 +27,11 @@ pub struct Orders<S = RunSpec> {
     /// What the cell is for.
     #[serde(default)]
     pub role: Role,
+    /// The cgroup file counting the OOM killer's kills, which a cell with a PID namespace
+    /// reads once its guest is killed, and reports ([`OOM_KILLED`]): with systemd's driver the
+    /// cgroup is removed as soon as the last process leaves it, too soon for the shim to read.
+    #[serde(default)]
+    pub oom_kill_file: Option<PathBuf>,
     /// The run spec.
     pub spec: S,
 }
@@ -48,11 +53,13 @@ pub fn write_orders(
     out: &mut impl Write,
     cgroup_join: Vec<PathBuf>,
     role: Role,
+    oom_kill_file: Option<PathBuf>,
     spec: &RunSpec,
 ) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(&Orders {
         cgroup_join,
         role,
+        oom_kill_file,
         spec,
     })?;
     line.push(b'\n');
@@ -91,6 +98,10 @@ impl Ready {
     }
 }
 
+/// The line a cell's supervisor writes on the status pipe, after the status line, when the
+/// OOM killer has killed its guest (`crate::supervisor`).
+pub const OOM_KILLED: &str = "oom";
+
 /// The status line's word for a cell that loads no program.
 const NOTHING_LOADED: &str = "nothing";
 
@@ -117,6 +128,13 @@ pub fn parse_status(line: &str) -> Result<Ready, String> {
     let line = line.trim_end();
     if let Some(message) = line.strip_prefix("err ") {
         return Err(message.to_owned());
+    }
+    if line == OOM_KILLED {
+        return Err(
+            "the cell was killed by the OOM killer before its program was ready: the \
+            container's memory limit is too low to load or compile it"
+                .to_owned(),
+        );
     }
     let mut parts = line.strip_prefix("ok ").unwrap_or_default().split(' ');
     let outcome = match parts.next() {
@@ -181,5 +199,6 @@ mod tests {
             .unwrap_err()
             .contains("exited before reporting"));
         assert!(parse_status("what").unwrap_err().contains("unreadable"));
+        assert!(parse_status("oom\n").unwrap_err().contains("OOM killer"));
     }
 }

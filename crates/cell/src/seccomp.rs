@@ -21,6 +21,7 @@
 //! number, when it is installed).
 
 use std::collections::BTreeMap;
+use std::os::fd::RawFd;
 
 mod bpf;
 
@@ -239,7 +240,8 @@ pub fn install() -> Result<(), String> {
 }
 
 /// What the PID namespace's supervisor (`crate::supervisor`) does once it has locked itself
-/// down: wait for its child, pass signals on, end.
+/// down: wait for its child, pass signals on, end (and report an OOM kill: see
+/// `supervisor_policy`).
 const SUPERVISOR: &[libc::c_long] = &[
     libc::SYS_wait4,
     libc::SYS_waitid,
@@ -267,7 +269,13 @@ const PAUSE: &[libc::c_long] = &[
 ];
 
 fn supervisor_policy() -> Policy {
-    only(SUPERVISOR)
+    let mut policy = only(SUPERVISOR);
+    // Its report of an OOM kill: the count read from one fd, the line written to another.
+    let fd = |fd: RawFd| allow_one_of(0, [fd as u32]);
+    let calls = &mut policy.calls;
+    calls.insert(nr(libc::SYS_pread64), fd(crate::supervisor::OOM_KILLS_FD));
+    calls.insert(nr(libc::SYS_write), fd(crate::supervisor::REPORT_FD));
+    policy
 }
 
 /// A policy that allows `allowed` and refuses everything else.
@@ -361,13 +369,24 @@ mod tests {
     }
 
     #[test]
-    fn the_supervisor_may_only_wait_signal_and_end() {
+    fn the_supervisor_may_only_wait_signal_report_and_end() {
         let program = supervisor_policy().compile().expect("compile");
-        let answer = |call| run(&program, AUDIT_ARCH, nr(call), &[0; 6]).expect("run");
-        assert_eq!(answer(libc::SYS_wait4), ALLOW);
-        assert_eq!(answer(libc::SYS_kill), ALLOW);
-        assert_eq!(answer(libc::SYS_read), EPERM);
-        assert_eq!(answer(libc::SYS_clone), EPERM);
+        let answer = |call, fd: RawFd| {
+            let mut args = [0; 6];
+            args[0] = fd as u64;
+            run(&program, AUDIT_ARCH, nr(call), &args).expect("run")
+        };
+        assert_eq!(answer(libc::SYS_wait4, 0), ALLOW);
+        assert_eq!(answer(libc::SYS_kill, 0), ALLOW);
+        assert_eq!(answer(libc::SYS_read, 0), EPERM);
+        assert_eq!(answer(libc::SYS_clone, 0), EPERM);
+        assert_eq!(answer(libc::SYS_openat, 0), EPERM);
+        use crate::supervisor::{OOM_KILLS_FD, REPORT_FD};
+        assert_eq!(answer(libc::SYS_pread64, OOM_KILLS_FD), ALLOW);
+        assert_eq!(answer(libc::SYS_pread64, REPORT_FD), EPERM);
+        assert_eq!(answer(libc::SYS_write, REPORT_FD), ALLOW);
+        assert_eq!(answer(libc::SYS_write, OOM_KILLS_FD), EPERM);
+        assert_eq!(answer(libc::SYS_write, 2), EPERM);
     }
 
     #[test]

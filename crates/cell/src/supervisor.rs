@@ -12,17 +12,23 @@
 //!   handler for, even from outside, except SIGKILL and SIGSTOP);
 //! - it waits for the child and ends the same way: the same exit status, or killed by the same
 //!   signal, so the shim reports exactly what the guest did (and an OOM kill stays a 137);
-//! - if it is killed itself, the child dies with it (`PR_SET_PDEATHSIG`).
+//! - if it is killed itself, the child dies with it (`PR_SET_PDEATHSIG`);
+//! - when the child was killed by SIGKILL, it reads the cgroup's OOM kill count and, if the
+//!   OOM killer did it, says so on the status pipe before it ends: it is still in the cgroup
+//!   then, so the cgroup still exists, where systemd's driver removes it the moment the last
+//!   process leaves, before the shim could read it.
 //!
-//! Before waiting it closes every fd, drops every capability but `CAP_KILL` (to signal a child
-//! that may run under another uid), sets `no_new_privs` and installs a seccomp filter that
-//! allows waiting, signals and exiting only.
+//! Before waiting it closes every fd but those two, drops every capability but `CAP_KILL` (to
+//! signal a child that may run under another uid), sets `no_new_privs` and installs a seccomp
+//! filter that allows waiting, signals, reading the count, writing the report and exiting only.
 //!
 //! The child, when it is its namespace's init, gets handlers that turn the terminating signals
 //! into an exit with status 128 + signal, the status the shim would report for a kill by that
 //! signal.
 #![allow(unsafe_code)]
 
+use std::fs::File;
+use std::os::fd::{IntoRawFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
@@ -76,14 +82,21 @@ fn handle(signals: &[Signal], handler: extern "C" fn(libc::c_int)) -> Result<(),
     Ok(())
 }
 
+/// The supervisor's fd of the cgroup's OOM kill count, once it is locked down.
+pub const OOM_KILLS_FD: RawFd = 0;
+/// The supervisor's fd of the status pipe, once it is locked down.
+pub const REPORT_FD: RawFd = 1;
+
 /// Forks. Returns in the child, which runs the guest; the parent supervises it and never
-/// returns. `init`: the child is the init of a new namespace.
-pub fn fork_into_namespace(init: bool) -> Result<(), String> {
+/// returns. `init`: the child is the init of a new namespace. `oom_kills`: the cgroup file
+/// that counts OOM kills, for the report.
+pub fn fork_into_namespace(init: bool, oom_kills: Option<File>) -> Result<(), String> {
     // SAFETY: the cell is single-threaded here (nothing has been loaded yet), so the child's
     // copy of the address space is consistent.
     match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork into the PID namespace: {e}"))? {
-        nix::unistd::ForkResult::Parent { child } => supervise(child),
+        nix::unistd::ForkResult::Parent { child } => supervise(child, oom_kills),
         nix::unistd::ForkResult::Child => {
+            drop(oom_kills);
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
                 .map_err(|e| format!("set the parent-death signal: {e}"))?;
             // Were the supervisor killed before the line above (no `getppid` check can tell: the
@@ -105,13 +118,14 @@ pub fn exit_on_terminating_signals() -> Result<(), String> {
 }
 
 /// The supervisor: see the module documentation.
-fn supervise(child: Pid) -> ! {
+fn supervise(child: Pid, oom_kills: Option<File>) -> ! {
     CHILD.store(child.as_raw(), Ordering::Relaxed);
     // Failing to set up forwarding or the lock-down must not leave a guest unsupervised.
     // (It has no fd left to report why: the child's failure to start says enough.)
+    let reporting = oom_kills.is_some();
     if handle(&TERMINATING, forward)
         .and_then(|()| handle(&ALSO_FORWARDED, forward))
-        .and_then(|()| lock_down())
+        .and_then(|()| lock_down(oom_kills))
         .is_err()
     {
         let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
@@ -124,7 +138,12 @@ fn supervise(child: Pid) -> ! {
                 // SAFETY: as above.
                 unsafe { libc::_exit(code) }
             }
-            Ok(WaitStatus::Signaled(_, signal, _)) => die_by(signal),
+            Ok(WaitStatus::Signaled(_, signal, _)) => {
+                if signal == Signal::SIGKILL && reporting {
+                    report_oom_kill();
+                }
+                die_by(signal)
+            }
             Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
             Err(_) => {
                 // SAFETY: as above.
@@ -134,9 +153,48 @@ fn supervise(child: Pid) -> ! {
     }
 }
 
-/// Closes every fd, keeps `CAP_KILL` only, no core dumps, `no_new_privs`, seccomp.
-fn lock_down() -> Result<(), String> {
-    sys::close_fds_from(0);
+/// Writes [`crate::OOM_KILLED`] on the status pipe if the cgroup counts an OOM kill.
+fn report_oom_kill() {
+    let mut text = [0u8; 512];
+    // SAFETY: reads into a buffer of the length given.
+    let n = unsafe { libc::pread(OOM_KILLS_FD, text.as_mut_ptr().cast(), text.len(), 0) };
+    let Ok(n) = usize::try_from(n) else { return };
+    let text = String::from_utf8_lossy(&text[..n]);
+    if crate::cgroup::parse_oom_kills(&text) > 0 {
+        let line = format!("{}\n", crate::OOM_KILLED);
+        // SAFETY: writes the bytes of a live buffer. SIGPIPE is ignored: a shim that has gone
+        // away makes this fail, not kill the supervisor.
+        unsafe { libc::write(REPORT_FD, line.as_ptr().cast(), line.len()) };
+    }
+}
+
+/// Closes every fd (but the OOM kill count and the status pipe, moved to [`OOM_KILLS_FD`] and
+/// [`REPORT_FD`], when there is a count to report), keeps `CAP_KILL` only, no core dumps,
+/// `no_new_privs`, seccomp.
+fn lock_down(oom_kills: Option<File>) -> Result<(), String> {
+    match oom_kills {
+        Some(file) => {
+            let fd = file.into_raw_fd();
+            // SAFETY: dup2 onto the low fds, which the supervisor does not use otherwise (its
+            // stdio is the guest's); the originals are closed below.
+            let moved = unsafe {
+                libc::dup2(fd, OOM_KILLS_FD) == OOM_KILLS_FD
+                    && libc::dup2(crate::STATUS_FD, REPORT_FD) == REPORT_FD
+            };
+            if !moved {
+                return Err(format!(
+                    "keep the OOM report fds: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            sys::close_fds_from(REPORT_FD + 1);
+            let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+            // SAFETY: ignoring a signal.
+            unsafe { sigaction(Signal::SIGPIPE, &ignore) }
+                .map_err(|e| format!("ignore SIGPIPE: {e}"))?;
+        }
+        None => sys::close_fds_from(0),
+    }
     nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0)
         .map_err(|e| format!("no core dumps: {e}"))?;
     const CAP_KILL: u32 = 5;

@@ -26,7 +26,15 @@ pub enum Placement<'a> {
     JoinItself(&'a Cgroup),
     /// This puts the cell's pid into its cgroup (a systemd scope, which can only be created
     /// with a process in it) before the cell gets its orders.
-    BySystemd(&'a dyn Fn(i32) -> Result<()>),
+    BySystemd(&'a Cgroup, &'a dyn Fn(i32) -> Result<()>),
+}
+
+impl Placement<'_> {
+    fn cgroup(&self) -> &Cgroup {
+        match self {
+            Placement::JoinItself(cgroup) | Placement::BySystemd(cgroup, _) => cgroup,
+        }
+    }
 }
 
 /// A running (or prepared, not yet started) cell.
@@ -34,6 +42,10 @@ pub struct Cell {
     /// The cell's pid.
     pub pid: i32,
     control: Mutex<Option<File>>,
+    /// The status pipe after the status line (non-blocking), and what was read of it: a cell
+    /// with a PID namespace writes [`wasmcell_cell::OOM_KILLED`] there when the OOM killer
+    /// killed its guest.
+    after_status: Mutex<(Option<File>, Vec<u8>)>,
 }
 
 impl Cell {
@@ -71,14 +83,16 @@ impl Cell {
         let cell = Cell {
             pid,
             control: Mutex::new(None),
+            after_status: Mutex::new((None, Vec::new())),
         };
+        let oom_kill_file = place.cgroup().oom_kill_file();
 
         // The cell moves itself into the cgroup before it loads anything (see
         // `wasmcell_cell::cgroup::join_self` for why it is not moved from here), unless systemd
         // puts it there.
         let join = match place {
             Placement::JoinItself(cgroup) => cgroup.self_join_files(),
-            Placement::BySystemd(place) => match place(pid) {
+            Placement::BySystemd(_, place) => match place(pid) {
                 Ok(()) => Vec::new(),
                 Err(e) => {
                     cell.kill(Signal::SIGKILL);
@@ -86,13 +100,21 @@ impl Cell {
                 }
             },
         };
-        if let Err(e) = wasmcell_cell::write_orders(&mut control_w, join, role, spec) {
+        if let Err(e) = wasmcell_cell::write_orders(&mut control_w, join, role, oom_kill_file, spec)
+        {
             cell.kill(Signal::SIGKILL);
             return Err(Error::io("send the run spec to the cell", e));
         }
 
         let ready = match wait_status(&mut status_r, prepare_timeout) {
-            Ok(line) => wasmcell_cell::parse_status(&line),
+            Ok((line, rest)) => {
+                let _ = nix::fcntl::fcntl(
+                    status_r.as_fd(),
+                    nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+                );
+                *lock(&cell.after_status) = (Some(status_r), rest);
+                wasmcell_cell::parse_status(&line)
+            }
             Err(e) => {
                 cell.kill(Signal::SIGKILL);
                 return Err(e);
@@ -100,7 +122,7 @@ impl Cell {
         };
         match ready {
             Ok(ready) => {
-                *cell.control.lock().unwrap_or_else(|p| p.into_inner()) = Some(control_w);
+                *lock(&cell.control) = Some(control_w);
                 Ok((cell, ready))
             }
             Err(message) => {
@@ -110,9 +132,25 @@ impl Cell {
         }
     }
 
+    /// Whether the cell said the OOM killer killed its guest: read once the cell has exited
+    /// (its supervisor writes before it ends), after which the pipe is closed.
+    pub fn reported_oom_kill(&self) -> bool {
+        let mut after = lock(&self.after_status);
+        let (pipe, seen) = &mut *after;
+        if let Some(mut file) = pipe.take() {
+            let mut buf = [0u8; 256];
+            while let Ok(n @ 1..) = file.read(&mut buf) {
+                seen.extend_from_slice(&buf[..n]);
+            }
+        }
+        String::from_utf8_lossy(seen)
+            .lines()
+            .any(|l| l == wasmcell_cell::OOM_KILLED)
+    }
+
     /// Lets the prepared guest run.
     pub fn start(&self) -> Result<()> {
-        let mut control = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        let mut control = lock(&self.control);
         let mut file = control
             .take()
             .ok_or_else(|| Error::Internal("cell was already started".into()))?;
@@ -166,24 +204,42 @@ fn dup(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
         .map_err(|e| Error::io("duplicate an fd for the cell", e))
 }
 
-/// Reads the cell's status line, waiting at most `timeout` for it.
-fn wait_status(status: &mut File, timeout: Duration) -> Result<String> {
-    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-    let mut fds = [PollFd::new(status.as_fd(), PollFlags::POLLIN)];
-    let n = poll(
-        &mut fds,
-        PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
-    )
-    .map_err(|e| Error::io("wait for the cell", e))?;
-    if n == 0 {
-        return Err(Error::InvalidArgument(format!(
-            "preparing the wasm (compile or cache load) took longer than the {}s deadline",
-            timeout.as_secs()
-        )));
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Reads the cell's status line, waiting at most `timeout` for it: the line (empty if the cell
+/// closed the pipe without one), and any bytes read past it.
+fn wait_status(status: &mut File, timeout: Duration) -> Result<(String, Vec<u8>)> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut read = Vec::new();
+    loop {
+        if let Some(end) = read.iter().position(|b| *b == b'\n') {
+            let rest = read.split_off(end + 1);
+            return Ok((String::from_utf8_lossy(&read).into_owned(), rest));
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ms = left.as_millis().min(i32::MAX as u128) as i32;
+        let mut fds = [PollFd::new(status.as_fd(), PollFlags::POLLIN)];
+        let n = match poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => r.map_err(|e| Error::io("wait for the cell", e))?,
+        };
+        if n == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "preparing the wasm (compile or cache load) took longer than the {}s deadline",
+                timeout.as_secs()
+            )));
+        }
+        let mut buf = [0u8; 512];
+        match status.read(&mut buf) {
+            Ok(0) => return Ok((String::from_utf8_lossy(&read).into_owned(), Vec::new())),
+            Ok(n) => read.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("read the cell's status", e)),
+        }
     }
-    let mut line = String::new();
-    status
-        .read_to_string(&mut line)
-        .map_err(|e| Error::io("read the cell's status", e))?;
-    Ok(line)
 }

@@ -72,8 +72,14 @@ pub fn create(
     let (mut status_r, status_w) = pipe()?;
     // The pipe holds the orders until the process reads them at `runc start`. runc puts the
     // process in its cgroup, so there is nothing for it to join.
-    wasmcell_cell::write_orders(&mut control_w, Vec::new(), wasmcell_cell::Role::Guest, &run)
-        .map_err(|e| Error::io("send the run spec", e))?;
+    wasmcell_cell::write_orders(
+        &mut control_w,
+        Vec::new(),
+        wasmcell_cell::Role::Guest,
+        None,
+        &run,
+    )
+    .map_err(|e| Error::io("send the run spec", e))?;
     drop(control_w);
     let pid = runc.create(
         id,

@@ -173,11 +173,16 @@ pub struct Task {
 }
 
 impl Task {
-    /// Whether the kernel's OOM killer ended a process of the task's cgroup: a cell's, or runc's
-    /// for a native container (CRI turns the TaskOOM event sent before TaskExit into the
-    /// `OOMKilled` reason, whichever backend ran the container).
+    /// Whether the kernel's OOM killer ended a process of the task's cgroup: a cell's (as its
+    /// supervisor reported, or as the cgroup says), or runc's for a native container (CRI turns
+    /// the TaskOOM event sent before TaskExit into the `OOMKilled` reason, whichever backend
+    /// ran the container).
     fn oom_killed(&self) -> bool {
-        self.cgroup.as_ref().is_some_and(|cg| cg.oom_kills() > 0)
+        let reported = match &self.backend {
+            Backend::Cell(cell) => cell.reported_oom_kill(),
+            Backend::Runc => false,
+        };
+        reported || self.cgroup.as_ref().is_some_and(|cg| cg.oom_kills() > 0)
     }
 
     fn cell_cgroup(&self) -> Option<&Cgroup> {
@@ -369,12 +374,15 @@ impl Tasks {
     fn task_exited(&self, task: Arc<Task>, code: i32) {
         let events = Arc::clone(&self.events);
         let drain = task_has_running_logger(&task);
+        // Read at once: with systemd's driver, systemd removes the scope's cgroup (and its
+        // `memory.events`) as soon as it is empty.
+        let oom_killed = task.oom_killed();
         let finish = move || {
             task.wait_logger();
             let mut st = lock(&task.state);
             let now = SystemTime::now();
             if st.exited(code as u32, now) {
-                if task.oom_killed() {
+                if oom_killed {
                     log::info!("task {}: killed by the OOM killer", task.id);
                     let mut ev = TaskOOM::new();
                     ev.container_id = task.id.clone();
@@ -500,7 +508,7 @@ impl Tasks {
                 };
                 let placement = match &scope.0 {
                     None => Placement::JoinItself(cgroup.get()),
-                    Some(_) => Placement::BySystemd(&by_systemd),
+                    Some(_) => Placement::BySystemd(cgroup.get(), &by_systemd),
                 };
                 let (cell, ready) = Cell::spawn(
                     &run,

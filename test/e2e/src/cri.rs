@@ -26,6 +26,21 @@ pub fn crictl_bin() -> PathBuf {
         .unwrap_or_else(|| "crictl".into())
 }
 
+/// The file [`crictl_bin`] names, looked up in `PATH` when it is a bare name (to hand to a
+/// machine that has no such `PATH`, the VM tier's).
+pub fn crictl_bin_path() -> PathBuf {
+    let bin = crictl_bin();
+    if bin.components().count() > 1 {
+        return bin;
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(&bin))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{} is not in PATH", bin.display()))
+}
+
 /// Whether this host can run the CRI tier (crictl found).
 pub fn available() -> bool {
     Command::new(crictl_bin())
@@ -188,6 +203,18 @@ impl Containerd {
             tar.to_str().unwrap(),
         ]);
         assert_eq!(r.code, 0, "import into k8s.io: {r:?}");
+    }
+
+    /// Builds a wasm image of `wasm` (saved as `file`, the image's entrypoint) and imports it
+    /// into the `k8s.io` namespace as `name`.
+    pub fn import_wasm_cri(&self, name: &str, file: &str, wasm: &[u8]) {
+        let src = self.dir.path().join(file);
+        std::fs::write(&src, wasm).unwrap();
+        let tar = self.build_image(
+            &format!("{}.tar", name.replace(['/', ':'], "_")),
+            &["--name", name, "--wasm", src.to_str().unwrap()],
+        );
+        self.import_cri(&tar);
     }
 
     /// Builds a native busybox image ([`crate::BUSYBOX_BASE_ARGS`]: entrypoint `/bin/busybox`,

@@ -787,6 +787,17 @@ impl Drop for Events {
 }
 
 /// Processes whose parent is one of `parents`.
+/// Every process below `parents`, children first found first.
+fn descendants_of(parents: &[i32]) -> Vec<i32> {
+    let mut all = Vec::new();
+    let mut level = children_of(parents);
+    while !level.is_empty() {
+        all.extend_from_slice(&level);
+        level = children_of(&level);
+    }
+    all
+}
+
 fn children_of(parents: &[i32]) -> Vec<i32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -814,14 +825,24 @@ impl Drop for Containerd {
                 self.log()
             );
         }
-        // Tasks a failed test left running: deleted through containerd, so their shims remove
-        // cgroups and mounts; then anything left under the shims (cells, runc inits) is killed.
-        let tasks = self.ctr(&["task", "ls", "-q"]).stdout;
-        for id in tasks.lines().map(str::trim).filter(|l| !l.is_empty()) {
-            self.ctr(&["task", "delete", "--force", id]);
+        // Tasks a failed test left running, in every namespace (CRI's is `k8s.io`): deleted
+        // through containerd, so their shims remove cgroups and mounts; then anything left
+        // under the shims (the zygote, the cells it forked, runc inits) is killed.
+        let lines = |r: Ran| -> Vec<String> {
+            r.stdout
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        for ns in lines(self.ctr(&["namespace", "ls", "-q"])) {
+            for id in lines(self.ctr(&["-n", &ns, "task", "ls", "-q"])) {
+                self.ctr(&["-n", &ns, "task", "delete", "--force", &id]);
+            }
         }
         let shims = self.shim_pids();
-        for pid in children_of(&shims).into_iter().chain(shims) {
+        for pid in descendants_of(&shims).into_iter().chain(shims) {
             let _ =
                 nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
         }

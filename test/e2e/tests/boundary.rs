@@ -198,13 +198,29 @@ fn namespaces_are_created_or_joined_by_path() {
     assert_eq!(proc_status(supervisor, "CapBnd"), mask(&[5]));
     assert_eq!(proc_status(supervisor, "NoNewPrivs"), "1");
     assert_eq!(proc_status(supervisor, "Seccomp"), "2");
-    assert_eq!(
-        std::fs::read_dir(format!("/proc/{supervisor}/fd"))
-            .unwrap()
-            .count(),
-        0,
-        "the supervisor holds no fd"
+    // Two fds only: the cgroup's OOM kill count and the status pipe, for its report of an OOM
+    // kill.
+    let mut fds: Vec<(String, String)> = std::fs::read_dir(format!("/proc/{supervisor}/fd"))
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let target = std::fs::read_link(e.path()).unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                target.display().to_string(),
+            )
+        })
+        .collect();
+    fds.sort();
+    assert_eq!(fds.len(), 2, "the supervisor's fds: {fds:?}");
+    assert_eq!(fds[0].0, "0");
+    assert!(
+        fds[0].1.ends_with("/default/ns-own/memory.oom_control")
+            || fds[0].1.ends_with("/default/ns-own/memory.events"),
+        "{fds:?}"
     );
+    assert_eq!(fds[1].0, "1");
+    assert!(fds[1].1.starts_with("pipe:"), "{fds:?}");
     // A PID namespace joined by path: the guest is a member, not its init.
     let path = format!("pid:/proc/{own}/ns/pid");
     let member = start_sleeper(&c, "ns-pid-joined", &["--with-ns", &path]).to_string();

@@ -12,6 +12,7 @@ use std::time::Duration;
 use containerd_shim_protos::api::UpdateTaskRequest;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::ttrpc::context;
+use wasmcell_e2e::cri::HANDLER;
 use wasmcell_e2e::{fixtures, Containerd};
 
 const IMG: &str = "wasmcell.test/probe:latest";
@@ -228,12 +229,14 @@ fn cell_joins_the_spec_cgroup_with_its_limits_and_leaves_none_behind() {
     for dir in cgroup_dirs(want).into_iter().chain(cgroup_dirs(swant)) {
         assert!(!dir.exists(), "{} removed at delete", dir.display());
     }
-    // The slices are shared parents, which wasmcell leaves (as runc does); tidy the test's own.
+    remove_test_slice("wasmcelltest-pod1.slice");
+}
+
+/// The slices of a systemd-form path are shared parents, which wasmcell leaves (as runc does);
+/// the tests tidy their own: `slice` inside `wasmcelltest.slice`, then that.
+fn remove_test_slice(slice: &str) {
     for ctrl in std::fs::read_dir(ROOT).unwrap().flatten() {
-        let _ = std::fs::remove_dir(
-            ctrl.path()
-                .join("wasmcelltest.slice/wasmcelltest-pod1.slice"),
-        );
+        let _ = std::fs::remove_dir(ctrl.path().join("wasmcelltest.slice").join(slice));
         let _ = std::fs::remove_dir(ctrl.path().join("wasmcelltest.slice"));
     }
 }
@@ -256,12 +259,14 @@ fn guest_past_the_memory_limit_is_oom_killed_and_reported() {
     let events = c.events();
     for round in 0..10 {
         let id = format!("oom-{round}");
-        let r = c.run_wasm_with(
-            &[pod, "--memory-limit", "33554432"],
-            HOG,
-            &id,
-            &["/hog.wasm"],
-        );
+        // Half the rounds with systemd's path form: with systemd as init their cgroup is a scope
+        // systemd removes as soon as it empties, so the kill must be read before that.
+        let scope = format!("wasmcelltest-oom.slice:wc:{id}");
+        let mut flags = vec![pod, "--memory-limit", "33554432"];
+        if round >= 5 {
+            flags.extend(["--cgroup", &scope]);
+        }
+        let r = c.run_wasm_with(&flags, HOG, &id, &["/hog.wasm"]);
         assert_eq!(r.code, 137, "round {round}: killed by the kernel: {r:?}");
         let ev = events.of_task(&id);
         let topics: Vec<&str> = ev.iter().map(|e| e.topic.as_str()).collect();
@@ -308,6 +313,7 @@ fn guest_past_the_memory_limit_is_oom_killed_and_reported() {
     assert_eq!((r.code, r.stdout.trim()), (0, "allocated 64 MiB"), "{r:?}");
 
     kill_and_delete(&c, "oom-anchor");
+    remove_test_slice("wasmcelltest-oom.slice");
 }
 
 fn metrics(c: &Containerd, id: &str) -> std::collections::HashMap<String, String> {
@@ -413,17 +419,33 @@ fn metrics_pause_resume_and_update() {
         req.resources = Some(any).into();
         client.update(context::with_timeout(10_000_000_000), &req)
     };
-    update(serde_json::json!({"memory": {"limit": 50331648}, "cpu": {"shares": 256}}))
-        .expect("update");
+    update(serde_json::json!({
+        "memory": {"limit": 50331648, "swap": 67108864},
+        "cpu": {"shares": 256},
+        "pids": {"limit": 64}
+    }))
+    .expect("update");
+    let cg = "/default/cg-metrics";
     if is_v1() {
-        assert_eq!(
-            read("memory", "/default/cg-metrics", "memory.limit_in_bytes"),
-            "50331648"
-        );
-        assert_eq!(read("cpu", "/default/cg-metrics", "cpu.shares"), "256");
+        assert_eq!(read("memory", cg, "memory.limit_in_bytes"), "50331648");
+        // memsw exists only where the kernel accounts swap (swapaccount=1).
+        if cgroup_dirs(cg)[0]
+            .join("memory.memsw.limit_in_bytes")
+            .exists()
+        {
+            assert_eq!(
+                read("memory", cg, "memory.memsw.limit_in_bytes"),
+                "67108864"
+            );
+        }
+        assert_eq!(read("cpu", cg, "cpu.shares"), "256");
+        assert_eq!(read("pids", cg, "pids.max"), "64");
     } else {
-        assert_eq!(read("", "/default/cg-metrics", "memory.max"), "50331648");
-        assert_eq!(read("", "/default/cg-metrics", "cpu.weight"), "10");
+        assert_eq!(read("", cg, "memory.max"), "50331648");
+        // The spec's swap is memory plus swap (v1's memsw); v2's swap.max is swap alone.
+        assert_eq!(read("", cg, "memory.swap.max"), "16777216");
+        assert_eq!(read("", cg, "cpu.weight"), "10");
+        assert_eq!(read("", cg, "pids.max"), "64");
     }
     assert_eq!(metrics(&c, id)[limit_key], "50331648");
     let e = update(serde_json::json!({"blockIO": {"weight": 10}})).expect_err("blockIO");
@@ -522,4 +544,104 @@ fn a_guest_cannot_open_a_device_node_of_its_mounts() {
         r.stdout.contains("error: /devices/null: Permission denied"),
         "the device node is refused: {r:?}"
     );
+}
+
+/// The pid and cgroup of a CRI container (`crictl inspect`) or sandbox (`inspectp`).
+fn cri_pid(c: &Containerd, verb: &str, id: &str) -> i32 {
+    let r = c.crictl(&[verb, "-o", "json", id]);
+    assert_eq!(r.code, 0, "{verb}: {r:?}");
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    v["info"]["pid"].as_i64().unwrap() as i32
+}
+
+/// A pod whose cgroup parent is a slice (as the kubelet's systemd driver gives it): the CRI
+/// plugin asks for `slice:cri-containerd:<id>` paths, and the sandbox, a wasm container and a
+/// native sidecar under runc each land in their own scope of that slice, made by systemd where
+/// it is init, all gone after the pod is removed; then the same with the sandbox's pause under
+/// runc. Elsewhere the cells' directories are laid out as systemd would.
+#[test]
+fn a_pod_under_a_slice_puts_every_container_in_its_own_scope() {
+    let pauses: &[&str] = if systemd_is_init() {
+        &["cell", "runc"]
+    } else {
+        &["cell"]
+    };
+    for pause in pauses {
+        let c = Containerd::start_cri_with_env(&[("WASMCELL_PAUSE", pause)]);
+        c.import_wasm_cri(IMG, "probe.wasm", fixtures::PROBE);
+        c.import_busybox_cri(BUSYBOX);
+        let dir = c.dir.path().join("slice-pod");
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, v: serde_json::Value| {
+            let p = dir.join(name);
+            std::fs::write(&p, v.to_string()).unwrap();
+            p.display().to_string()
+        };
+        let pod = write(
+            "pod.json",
+            serde_json::json!({
+                "metadata": {"name": "slice-pod", "namespace": "default", "uid": "uid-slice"},
+                "log_directory": dir.join("logs").display().to_string(),
+                "linux": {
+                    "cgroup_parent": "wasmcelltest-pod2.slice",
+                    "security_context": {"namespace_options": {"network": 2}}
+                }
+            }),
+        );
+        let r = c.crictl(&["runp", "--runtime", HANDLER, &pod]);
+        assert_eq!(r.code, 0, "runp: {r:?}\n{}", c.log());
+        let pod_id = r.stdout.trim().to_owned();
+        let mut members = vec![(pod_id.clone(), cri_pid(&c, "inspectp", &pod_id))];
+        // runc's cgroupfs driver takes a slice path as one directory below its own cgroup (the
+        // kubelet gives slices only with systemd's driver), so the runc parts of this pod are
+        // checked where systemd is init.
+        let images: &[(&str, &str)] = if systemd_is_init() {
+            &[("wasm", IMG), ("sidecar", BUSYBOX)]
+        } else {
+            &[("wasm", IMG)]
+        };
+        for (name, image) in images {
+            let spec = write(
+                &format!("{name}.json"),
+                serde_json::json!({
+                    "metadata": {"name": name},
+                    "image": {"image": image},
+                    // Both images' entrypoints take these.
+                    "args": ["sleep", "600"],
+                    "log_path": format!("{name}.log"),
+                    "linux": {}
+                }),
+            );
+            let r = c.crictl(&["create", &pod_id, &spec, &pod]);
+            assert_eq!(r.code, 0, "create {name}: {r:?}\n{}", c.log());
+            let id = r.stdout.trim().to_owned();
+            assert_eq!(c.crictl(&["start", &id]).code, 0, "{}", c.log());
+            members.push((id.clone(), cri_pid(&c, "inspect", &id)));
+        }
+        let cgroup_of = |id: &str| {
+            format!("/wasmcelltest.slice/wasmcelltest-pod2.slice/cri-containerd-{id}.scope")
+        };
+        for (id, pid) in &members {
+            let want = cgroup_of(id);
+            for (ctrl, path) in cgroups_of(*pid) {
+                assert_eq!(path, want, "pause by {pause}: {id}, hierarchy {ctrl}");
+            }
+            if systemd_is_init() {
+                assert_scope(&format!("cri-containerd-{id}.scope"), &want, Some(*pid));
+            }
+        }
+        assert_eq!(c.crictl(&["stopp", &pod_id]).code, 0);
+        assert_eq!(c.crictl(&["rmp", &pod_id]).code, 0);
+        for (id, _) in &members {
+            for dir in cgroup_dirs(&cgroup_of(id)) {
+                assert!(!dir.exists(), "{} removed with the pod", dir.display());
+            }
+            if systemd_is_init() {
+                let unit = format!("cri-containerd-{id}.scope");
+                let show = systemctl(&["show", "-p", "ActiveState", &unit]);
+                assert_eq!(show.trim(), "ActiveState=inactive", "{unit}");
+            }
+        }
+        remove_test_slice("wasmcelltest-pod2.slice");
+    }
 }

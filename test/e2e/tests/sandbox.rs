@@ -125,13 +125,7 @@ fn run_pod(c: &Containerd, name: &str, check_sandbox: impl Fn(i32, &str)) -> Str
 fn start(env: &[(&str, &str)]) -> Containerd {
     let c = Containerd::start_cri_with_env(env);
     c.import_busybox_cri(BUSYBOX);
-    let probe = c.dir.path().join("probe.wasm");
-    std::fs::write(&probe, fixtures::PROBE).unwrap();
-    let tar = c.build_image(
-        "probe.tar",
-        &["--name", WASM, "--wasm", probe.to_str().unwrap()],
-    );
-    c.import_cri(&tar);
+    c.import_wasm_cri(WASM, "probe.wasm", fixtures::PROBE);
     c
 }
 

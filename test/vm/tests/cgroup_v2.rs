@@ -3,6 +3,7 @@
 //! hierarchy with systemd as PID 1: limits in `memory.max`, `cpu.max`, `cpu.weight`,
 //! `cpuset.cpus`; OOM kills from `memory.events` with one TaskOOM; v2 metrics; Pause/Resume
 //! through `cgroup.freeze`; Update; the cgroup removed at delete and after a killed shim; a
+//! pod under a slice through the CRI plugin, each container in a scope systemd made; a
 //! path with `..` never a cell's; no device node openable by a guest (v2 has no devices
 //! controller: the cell's mounts are `nodev`).
 #![allow(clippy::unwrap_used)]
@@ -58,6 +59,8 @@ fn the_cgroup_tests_pass_on_the_unified_hierarchy_with_systemd_as_init() {
             ),
             ("wasmcell", bin.join("wasmcell")),
             ("cgroups", e2e_test_binary("cgroups")),
+            // For the pods under a slice, through the CRI plugin.
+            ("crictl", wasmcell_e2e::cri::crictl_bin_path()),
         ],
     );
     let command = r#"
@@ -65,6 +68,7 @@ echo "init: $(cat /proc/1/comm)"
 echo "cgroup filesystem: $(stat -fc %T /sys/fs/cgroup)"
 echo "controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
 export WASMCELL_BIN_DIR=/mnt/in/bin WASMCELL_CONTAINERD_DIR=/mnt/in/containerd
+export WASMCELL_CRICTL=/mnt/in/bin/crictl
 # One test at a time: libtest names each as it starts, so a run that hangs shows where.
 cd /tmp && timeout 600 /mnt/in/bin/cgroups --test-threads=1
 "#;
