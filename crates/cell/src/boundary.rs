@@ -375,7 +375,13 @@ pub fn lock_down(spec: &RunSpec, filter: Filter) -> Result<(), String> {
     // Always: the guest has no use for privilege gains through exec, whatever the spec says.
     nix::sys::prctl::set_no_new_privs().map_err(|e| format!("set no_new_privs: {e}"))?;
     match filter {
-        Filter::Guest => crate::seccomp::install(),
+        Filter::Guest => {
+            // The spec's profile first: it must let the allow-list be installed after it.
+            if let Some(profile) = &iso.seccomp {
+                crate::seccomp::install_profile(profile)?;
+            }
+            crate::seccomp::install()
+        }
         Filter::Later => Ok(()),
     }
 }

@@ -24,6 +24,8 @@ use std::collections::BTreeMap;
 use std::os::fd::RawFd;
 
 mod bpf;
+mod profile;
+mod syscalls;
 
 use bpf::{Action, Check, Policy, Rule};
 
@@ -236,7 +238,8 @@ fn allow_list(own_pid: i32) -> Policy {
 /// Needs `no_new_privs`.
 pub fn install() -> Result<(), String> {
     let program = allow_list(std::process::id() as i32).compile()?;
-    crate::sys::install_seccomp_filter(&program).map_err(|e| format!("install seccomp filter: {e}"))
+    crate::sys::install_seccomp_filter(&program, 0)
+        .map_err(|e| format!("install seccomp filter: {e}"))
 }
 
 /// What the PID namespace's supervisor (`crate::supervisor`) does once it has locked itself
@@ -291,16 +294,31 @@ fn only(allowed: &[libc::c_long]) -> Policy {
     }
 }
 
+/// Whether the cell can apply the spec's seccomp `profile` as runc would (see `profile`); why
+/// not, if it cannot.
+pub fn check_profile(profile: &oci_spec::runtime::LinuxSeccomp) -> Result<(), String> {
+    profile::compile(profile).map(drop)
+}
+
+/// Installs the spec's seccomp `profile` (beneath the allow-list [`install`] adds after it).
+pub fn install_profile(profile: &oci_spec::runtime::LinuxSeccomp) -> Result<(), String> {
+    let compiled = profile::compile(profile)?;
+    crate::sys::install_seccomp_filter(&compiled.program, compiled.flags)
+        .map_err(|e| format!("install the spec's seccomp profile: {e}"))
+}
+
 /// Installs the supervisor's filter (anything but [`SUPERVISOR`] fails with `EPERM`).
 pub fn install_supervisor() -> Result<(), String> {
     let program = supervisor_policy().compile()?;
-    crate::sys::install_seccomp_filter(&program).map_err(|e| format!("install seccomp filter: {e}"))
+    crate::sys::install_seccomp_filter(&program, 0)
+        .map_err(|e| format!("install seccomp filter: {e}"))
 }
 
 /// Installs the pause cell's filter (anything but [`PAUSE`] fails with `EPERM`).
 pub fn install_pause() -> Result<(), String> {
     let program = only(PAUSE).compile()?;
-    crate::sys::install_seccomp_filter(&program).map_err(|e| format!("install seccomp filter: {e}"))
+    crate::sys::install_seccomp_filter(&program, 0)
+        .map_err(|e| format!("install seccomp filter: {e}"))
 }
 
 #[cfg(test)]

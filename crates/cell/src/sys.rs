@@ -158,7 +158,10 @@ pub fn thread_count() -> std::io::Result<usize> {
 
 /// Installs a seccomp filter on the calling thread (and so on the threads it creates later).
 /// Needs `no_new_privs` or `CAP_SYS_ADMIN`.
-pub fn install_seccomp_filter(program: &[libc::sock_filter]) -> std::io::Result<()> {
+pub fn install_seccomp_filter(
+    program: &[libc::sock_filter],
+    flags: libc::c_ulong,
+) -> std::io::Result<()> {
     let len = u16::try_from(program.len()).map_err(|_| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
@@ -174,7 +177,7 @@ pub fn install_seccomp_filter(program: &[libc::sock_filter]) -> std::io::Result<
         libc::syscall(
             libc::SYS_seccomp,
             libc::SECCOMP_SET_MODE_FILTER,
-            0,
+            flags,
             &fprog as *const libc::sock_fprog,
         )
     };

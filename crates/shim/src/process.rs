@@ -9,7 +9,6 @@
 //! binary logger's fds 3/4/5), the shim's only `unsafe` code besides the framework's.
 #![allow(unsafe_code)]
 
-use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -182,32 +181,41 @@ fn check_executable(program: &std::path::Path) -> Result<()> {
     }
 }
 
-/// Runs a helper command to completion, capturing its output (at most `timeout`).
+/// Runs a helper command to completion, capturing its output; the whole run, output included,
+/// takes at most `timeout`, after which the command is killed.
 pub fn run_command(cmd: &mut Command, timeout: Duration) -> Result<Output> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    let deadline = Instant::now() + timeout;
     let (mut child, watch) = spawn_watched(cmd)?;
     let pid = child.id() as i32;
-    let mut stderr_pipe = child.stderr.take();
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(p) = stderr_pipe.as_mut() {
-            let _ = p.read_to_string(&mut s);
-        }
-        s
-    });
-    let mut stdout = String::new();
-    if let Some(mut p) = child.stdout.take() {
-        let _ = p.read_to_string(&mut stdout);
-    }
-    let stderr = err_reader.join().unwrap_or_default();
-    let Some(status) = watch.wait(pid, timeout) else {
+    let kill = || {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
-        return Err(Error::Internal(format!(
+    };
+    let late = || {
+        Error::Internal(format!(
             "{:?} did not finish within {timeout:?}",
             cmd.get_program()
-        )));
+        ))
+    };
+    let (stdout, stderr) = match (child.stdout.take(), child.stderr.take()) {
+        (Some(out), Some(err)) => match read_outputs(out.into(), err.into(), deadline) {
+            Ok(both) => both,
+            Err(Late) => {
+                // Still running (its own exit not yet seen): it is ours to kill.
+                if watch.wait(pid, Duration::ZERO).is_none() {
+                    kill();
+                }
+                return Err(late());
+            }
+        },
+        _ => (String::new(), String::new()),
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    let Some(status) = watch.wait(pid, left) else {
+        kill();
+        return Err(late());
     };
     Ok(Output {
         status,
@@ -216,9 +224,99 @@ pub fn run_command(cmd: &mut Command, timeout: Duration) -> Result<Output> {
     })
 }
 
+/// The deadline passed before a command's output ended.
+#[derive(Debug, PartialEq)]
+struct Late;
+
+/// Reads `stdout` and `stderr` to their ends, both at once (a command blocked on a full stderr
+/// pipe must not wait for its stdout to be read), until `deadline`.
+fn read_outputs(
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    deadline: Instant,
+) -> std::result::Result<(String, String), Late> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut pipes = [(Some(stdout), Vec::new()), (Some(stderr), Vec::new())];
+    while pipes.iter().any(|(fd, _)| fd.is_some()) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Late);
+        }
+        let open: Vec<usize> = (0..2).filter(|i| pipes[*i].0.is_some()).collect();
+        let mut fds: Vec<PollFd<'_>> = open
+            .iter()
+            .filter_map(|i| pipes[*i].0.as_ref())
+            .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+            .collect();
+        let ms = left.as_millis().min(i32::MAX as u128) as i32;
+        match poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        ) {
+            Ok(0) => return Err(Late),
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return Err(Late),
+        }
+        let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(true)).collect();
+        drop(fds);
+        for (slot, ready) in open.into_iter().zip(ready) {
+            if !ready {
+                continue;
+            }
+            let (fd, buf) = &mut pipes[slot];
+            let mut chunk = [0u8; 8192];
+            let n = fd
+                .as_ref()
+                .map_or(Ok(0), |f| nix::unistd::read(f, &mut chunk));
+            match n {
+                Ok(0) | Err(_) => *fd = None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+    let [(_, out), (_, err)] = pipes;
+    Ok((
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_reading_ends_at_the_deadline_while_the_command_holds_its_pipes() {
+        // A command that writes, then keeps its output open without ending.
+        let mut child = Command::new("sh")
+            .args(["-c", "echo out; echo err >&2; exec sleep 30"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let out: OwnedFd = child.stdout.take().expect("stdout").into();
+        let err: OwnedFd = child.stderr.take().expect("stderr").into();
+        let started = Instant::now();
+        let r = read_outputs(out, err, started + Duration::from_millis(300));
+        let took = started.elapsed();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(r, Err(Late));
+        assert!(took < Duration::from_secs(5), "{took:?}");
+
+        let mut child = Command::new("sh")
+            .args(["-c", "echo out; echo err >&2"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let out: OwnedFd = child.stdout.take().expect("stdout").into();
+        let err: OwnedFd = child.stderr.take().expect("stderr").into();
+        let r = read_outputs(out, err, Instant::now() + Duration::from_secs(30));
+        let _ = child.wait();
+        assert_eq!(r, Ok(("out\n".to_owned(), "err\n".to_owned())));
+    }
 
     #[test]
     fn programs_are_checked_before_forking() {

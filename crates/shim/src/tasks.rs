@@ -475,7 +475,13 @@ impl Tasks {
             ) {
                 Ok(mut run) => {
                     run.program = entry.path.clone();
-                    Plan::Cell(Box::new(run), Role::Guest)
+                    let profile = run.isolation.seccomp.as_ref();
+                    match profile.map(wasmcell_cell::seccomp::check_profile) {
+                        Some(Err(reason)) => {
+                            Plan::CellUnderRunc(wasmcell_task::isolation::Unsupported(reason))
+                        }
+                        _ => Plan::Cell(Box::new(run), Role::Guest),
+                    }
                 }
                 // Never weaker isolation than asked for: such a container goes to runc.
                 Err(wasmcell_task::Error::Unsupported(reason)) => Plan::CellUnderRunc(reason),

@@ -89,6 +89,10 @@ pub struct Isolation {
     /// order.
     #[serde(default)]
     pub sysctls: Vec<(String, String)>,
+    /// `linux.seccomp`: the spec's own profile, which the cell compiles and installs beneath
+    /// its allow-list (the shim sends a profile the cell cannot honour to runc).
+    #[serde(default)]
+    pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
 }
 
 /// The namespace a sysctl belongs to, as runc decides it: the System V IPC and POSIX message
@@ -173,12 +177,7 @@ impl Isolation {
             {
                 return Err(Unsupported("user namespace id mappings".into()));
             }
-            if linux.seccomp().is_some() {
-                return Err(Unsupported(
-                    "a seccomp profile of the spec (linux.seccomp); the cell applies its own allow-list"
-                        .into(),
-                ));
-            }
+            iso.seccomp = linux.seccomp().clone();
             if linux.mount_label().is_some() {
                 return Err(Unsupported("an SELinux mount label".into()));
             }
@@ -400,13 +399,6 @@ mod tests {
             ),
             (
                 base(
-                    serde_json::json!({"seccomp": {"defaultAction": "SCMP_ACT_ALLOW"}}),
-                    serde_json::json!({}),
-                ),
-                "seccomp profile",
-            ),
-            (
-                base(
                     serde_json::json!({"sysctl": {"vm.overcommit_memory": "1"}}),
                     serde_json::json!({}),
                 ),
@@ -436,6 +428,23 @@ mod tests {
             .expect_err("hostname")
             .to_string();
         assert!(e.contains("hostname without a UTS namespace"), "{e}");
+    }
+
+    #[test]
+    fn the_specs_seccomp_profile_is_kept_for_the_cell() {
+        let s = spec(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {"args": ["/a.wasm"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+            "linux": {"seccomp": {"defaultAction": "SCMP_ACT_ERRNO",
+                      "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}]}}
+        }));
+        let iso = Isolation::from_spec(&s).expect("kept");
+        let profile = iso.seccomp.expect("profile");
+        assert_eq!(
+            profile.default_action(),
+            oci_spec::runtime::LinuxSeccompAction::ScmpActErrno
+        );
+        assert_eq!(profile.syscalls().as_ref().map(Vec::len), Some(1));
     }
 
     #[test]

@@ -1,12 +1,14 @@
-//! The runc fallback: a wasm container whose spec the cell cannot honour (here a seccomp profile
-//! of the spec, as `ctr run --seccomp` and Kubernetes' `RuntimeDefault` give) runs under runc
-//! with the cell as its process, never in a cell with weaker isolation.
+//! The runc fallback: a wasm container whose spec the cell cannot honour (here a user namespace
+//! with id mappings, as `ctr run --uidmap` gives) runs under runc with the cell as its process,
+//! never in a cell with weaker isolation.
 
 use std::time::Duration;
 
 use wasmcell_e2e::{fixtures, proc_status, Containerd};
 
 const IMG: &str = "wasmcell.test/probe:latest";
+/// A user namespace with id mappings, which the cell does not build: runc does.
+const UIDMAP: &str = "0:100000:65536";
 
 #[test]
 fn a_spec_the_cell_cannot_honour_runs_under_runc() {
@@ -15,7 +17,14 @@ fn a_spec_the_cell_cannot_honour_runs_under_runc() {
 
     // Output, args, env and exit status as in a cell.
     let r = c.run_wasm_with(
-        &["--seccomp", "--env", "GREETING=hi"],
+        &[
+            "--uidmap",
+            UIDMAP,
+            "--gidmap",
+            UIDMAP,
+            "--env",
+            "GREETING=hi",
+        ],
         IMG,
         "fb-args",
         &["/probe.wasm", "env"],
@@ -23,7 +32,7 @@ fn a_spec_the_cell_cannot_honour_runs_under_runc() {
     assert_eq!(r.code, 0, "{r:?}\n{}", c.log());
     assert!(r.stdout.contains("GREETING=hi"), "{r:?}");
     let r = c.run_wasm_with(
-        &["--seccomp"],
+        &["--uidmap", UIDMAP, "--gidmap", UIDMAP],
         IMG,
         "fb-exit",
         &["/probe.wasm", "exit", "9"],
@@ -31,14 +40,15 @@ fn a_spec_the_cell_cannot_honour_runs_under_runc() {
     assert_eq!(r.code, 9, "{r:?}");
     assert!(
         c.log().contains(
-            "task fb-args: runs under runc with the cell as its process: the cell cannot honour a seccomp profile"
+            "task fb-args: runs under runc with the cell as its process: the cell cannot honour a User namespace"
         ),
         "the shim's log says why"
     );
 
-    // A running one is a runc container; runc's filter and the cell's allow-list both apply.
+    // A running one is a runc container; the spec's profile (runc's) and the cell's allow-list
+    // both apply.
     let r = c.run_detached(
-        &["--seccomp"],
+        &["--uidmap", UIDMAP, "--gidmap", UIDMAP, "--seccomp"],
         IMG,
         "fb-sleep",
         &["/probe.wasm", "sleep", "600"],
@@ -83,7 +93,7 @@ fn a_spec_the_cell_cannot_honour_runs_under_runc() {
         d.path().join("truncated.wasm").to_str().unwrap(),
     ]);
     let r = c.run_wasm_with(
-        &["--seccomp"],
+        &["--uidmap", UIDMAP, "--gidmap", UIDMAP],
         "wasmcell.test/truncated:latest",
         "fb-bad",
         &["/truncated.wasm"],

@@ -32,16 +32,76 @@ pub enum Action {
     Errno(u16),
     /// The whole process is killed (a call through a foreign architecture's table).
     KillProcess,
+    /// The calling thread is killed (a profile's `SCMP_ACT_KILL`, `SCMP_ACT_KILL_THREAD`).
+    KillThread,
+    /// The thread gets SIGSYS (`SCMP_ACT_TRAP`).
+    Trap,
+    /// A ptrace tracer is told, with this value; without one the call fails with `ENOSYS`.
+    Trace(u16),
+    /// The call runs and is logged (`SCMP_ACT_LOG`).
+    Log,
 }
 
 impl Action {
-    fn ret_value(self) -> u32 {
+    /// The filter's return value for this answer.
+    pub fn ret_value(self) -> u32 {
         match self {
             Action::Allow => libc::SECCOMP_RET_ALLOW,
             Action::Errno(errno) => libc::SECCOMP_RET_ERRNO | u32::from(errno),
             Action::KillProcess => libc::SECCOMP_RET_KILL_PROCESS,
+            Action::KillThread => libc::SECCOMP_RET_KILL_THREAD,
+            Action::Trap => libc::SECCOMP_RET_TRAP,
+            Action::Trace(value) => libc::SECCOMP_RET_TRACE | u32::from(value),
+            Action::Log => libc::SECCOMP_RET_LOG,
         }
     }
+}
+
+/// How a [`Condition`] compares a whole 64-bit argument with its value (unsigned), as
+/// libseccomp's `SCMP_CMP_*` do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compare {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    /// The argument's bits under the mask equal the value.
+    MaskedEq(u64),
+}
+
+/// A comparison of one argument (0 to 5), on all of its 64 bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Condition {
+    pub arg: u8,
+    pub op: Compare,
+    pub value: u64,
+}
+
+impl Condition {
+    /// Whether `args` pass (what the program computes, for tests).
+    pub fn passes(&self, args: &[u64; 6]) -> bool {
+        let a = args[usize::from(self.arg)];
+        let v = self.value;
+        match self.op {
+            Compare::Eq => a == v,
+            Compare::Ne => a != v,
+            Compare::Lt => a < v,
+            Compare::Le => a <= v,
+            Compare::Gt => a > v,
+            Compare::Ge => a >= v,
+            Compare::MaskedEq(mask) => a & mask == v,
+        }
+    }
+}
+
+/// One answer of a call whose answer depends on its arguments: `action` when every condition
+/// holds (no condition: always).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Case {
+    pub conditions: Vec<Condition>,
+    pub action: Action,
 }
 
 /// A condition on the low 32 bits of one argument (0 to 5) that lets a call run; a call that
@@ -66,7 +126,6 @@ impl Check {
     }
 
     /// Whether arguments `args` pass (what the program computes, for tests).
-    #[cfg(test)]
     pub fn passes(&self, args: &[u64; 6]) -> bool {
         let low = |arg: &u8| args[usize::from(*arg)] as u32;
         match self {
@@ -84,6 +143,24 @@ pub enum Rule {
     Always(Action),
     /// Allowed when the check passes, the policy's default answer otherwise.
     Allow(Check),
+    /// The action of the first case whose conditions hold, the policy's default answer when
+    /// none does (a seccomp profile's rules for one call, in order).
+    Cases(Vec<Case>),
+}
+
+impl Rule {
+    /// The answer for `args` (what the program computes, for tests).
+    pub fn answer(&self, args: &[u64; 6], default: Action) -> Action {
+        match self {
+            Rule::Always(action) => *action,
+            Rule::Allow(check) if check.passes(args) => Action::Allow,
+            Rule::Allow(_) => default,
+            Rule::Cases(cases) => cases
+                .iter()
+                .find(|c| c.conditions.iter().all(|k| k.passes(args)))
+                .map_or(default, |c| c.action),
+        }
+    }
 }
 
 /// A whole policy: answers by call number, and the answer for every other number.
@@ -138,6 +215,146 @@ fn ret(action: Action) -> Instruction {
 #[cfg(target_endian = "little")]
 fn low_word_of(arg: u8) -> u32 {
     ARGS_OFFSET + 8 * u32::from(arg)
+}
+
+/// The offset of the high 32 bits of argument `arg`.
+#[cfg(target_endian = "little")]
+fn high_word_of(arg: u8) -> u32 {
+    low_word_of(arg) + 4
+}
+
+/// Where a condition's jumps go: on to the next instruction, or to the case's failure (the
+/// first instruction after the case), resolved once the case's length is known.
+#[derive(Clone, Copy)]
+enum Target {
+    Next,
+    Skip(u8),
+    Fail,
+}
+
+/// An instruction of a case, its jump targets not yet resolved.
+struct Pending {
+    insn: Instruction,
+    jt: Target,
+    jf: Target,
+}
+
+fn plain(insn: Instruction) -> Pending {
+    Pending {
+        insn,
+        jt: Target::Next,
+        jf: Target::Next,
+    }
+}
+
+fn branch(op: u32, k: u32, jt: Target, jf: Target) -> Pending {
+    Pending {
+        insn: jump(op, k, 0, 0),
+        jt,
+        jf,
+    }
+}
+
+/// The instructions of one condition: they fall through when it holds and go to the case's
+/// failure when it does not. Comparisons of 64 bits: the high words decide unless equal.
+fn condition_code(c: &Condition) -> Vec<Pending> {
+    use Target::{Fail, Next, Skip};
+    let (hi, lo) = ((c.value >> 32) as u32, c.value as u32);
+    let load_hi = plain(load(high_word_of(c.arg)));
+    let load_lo = plain(load(low_word_of(c.arg)));
+    match c.op {
+        Compare::Eq => vec![
+            load_hi,
+            branch(libc::BPF_JEQ, hi, Next, Fail),
+            load_lo,
+            branch(libc::BPF_JEQ, lo, Next, Fail),
+        ],
+        Compare::Ne => vec![
+            load_hi,
+            // Another high word: not equal, holds.
+            branch(libc::BPF_JEQ, hi, Next, Skip(2)),
+            load_lo,
+            branch(libc::BPF_JEQ, lo, Fail, Next),
+        ],
+        Compare::MaskedEq(mask) => vec![
+            load_hi,
+            plain(statement(
+                libc::BPF_ALU | libc::BPF_AND | libc::BPF_K,
+                (mask >> 32) as u32,
+            )),
+            branch(libc::BPF_JEQ, hi, Next, Fail),
+            load_lo,
+            plain(statement(
+                libc::BPF_ALU | libc::BPF_AND | libc::BPF_K,
+                mask as u32,
+            )),
+            branch(libc::BPF_JEQ, lo, Next, Fail),
+        ],
+        // Greater: a greater high word holds; an equal one leaves it to the low words.
+        Compare::Gt | Compare::Ge => {
+            let low_op = if c.op == Compare::Gt {
+                libc::BPF_JGT
+            } else {
+                libc::BPF_JGE
+            };
+            vec![
+                load_hi,
+                branch(libc::BPF_JGT, hi, Skip(3), Next),
+                branch(libc::BPF_JEQ, hi, Next, Fail),
+                load_lo,
+                branch(low_op, lo, Next, Fail),
+            ]
+        }
+        // Less: a smaller high word holds; an equal one leaves it to the low words.
+        Compare::Lt | Compare::Le => {
+            let low_op = if c.op == Compare::Lt {
+                libc::BPF_JGE
+            } else {
+                libc::BPF_JGT
+            };
+            vec![
+                load_hi,
+                branch(libc::BPF_JGE, hi, Next, Skip(3)),
+                branch(libc::BPF_JEQ, hi, Next, Fail),
+                load_lo,
+                branch(low_op, lo, Fail, Next),
+            ]
+        }
+    }
+}
+
+/// One case's block: its conditions, then its answer; a failed condition jumps past it.
+fn case_code(case: &Case) -> Result<Vec<Instruction>, String> {
+    let mut pending = Vec::new();
+    for c in &case.conditions {
+        if c.arg > 5 {
+            return Err(format!(
+                "seccomp condition on argument {}: there are six",
+                c.arg
+            ));
+        }
+        pending.extend(condition_code(c));
+    }
+    pending.push(plain(ret(case.action)));
+    let end = pending.len();
+    let resolve = |at: usize, target: Target| -> Result<u8, String> {
+        match target {
+            Target::Next => Ok(0),
+            Target::Skip(n) => Ok(n),
+            Target::Fail => u8::try_from(end - at - 1)
+                .map_err(|_| "a seccomp rule with too many conditions".to_owned()),
+        }
+    };
+    pending
+        .iter()
+        .enumerate()
+        .map(|(at, p)| {
+            let mut insn = p.insn;
+            insn.jt = resolve(at, p.jt)?;
+            insn.jf = resolve(at, p.jf)?;
+            Ok(insn)
+        })
+        .collect()
 }
 
 /// A range of call numbers, from `first` up to the next range's first, and its answer.
@@ -220,6 +437,14 @@ impl Policy {
         let check = match rule {
             Rule::Always(action) => return Ok(vec![ret(*action)]),
             Rule::Allow(check) => check,
+            Rule::Cases(cases) => {
+                let mut block = Vec::new();
+                for case in cases {
+                    block.extend(case_code(case)?);
+                }
+                block.push(ret(self.default));
+                return Ok(block);
+            }
         };
         if check.arg() > 5 {
             return Err(format!(
@@ -312,6 +537,7 @@ pub(crate) mod interpreter {
                     let taken = match c & 0xf0 {
                         op if op == libc::BPF_JEQ => accumulator == insn.k,
                         op if op == libc::BPF_JGE => accumulator >= insn.k,
+                        op if op == libc::BPF_JGT => accumulator > insn.k,
                         op if op == libc::BPF_JSET => accumulator & insn.k != 0,
                         op => return Err(format!("jump op {op:#x}")),
                     };
@@ -335,9 +561,7 @@ mod tests {
     fn expected(policy: &Policy, nr: u32, args: &[u64; 6]) -> u32 {
         match policy.calls.get(&nr) {
             None => policy.default.ret_value(),
-            Some(Rule::Always(action)) => action.ret_value(),
-            Some(Rule::Allow(check)) if check.passes(args) => Action::Allow.ret_value(),
-            Some(Rule::Allow(_)) => policy.default.ret_value(),
+            Some(rule) => rule.answer(args, policy.default).ret_value(),
         }
     }
 
@@ -485,6 +709,78 @@ mod tests {
         };
         let error = policy.compile().expect_err("too long");
         assert!(error.contains("more than the kernel's 4096"), "{error}");
+    }
+
+    /// Values at the edges of every comparison: around the high and low words' boundaries.
+    fn edge_values() -> Vec<u64> {
+        let mut v = Vec::new();
+        for base in [0u64, 1, 0xffff_ffff, 0x1_0000_0000, 0x1_0000_0001, u64::MAX] {
+            v.extend([base.wrapping_sub(1), base, base.wrapping_add(1)]);
+        }
+        v.extend([0x8000_0000, 0x7e01_0000, 0x2000_0000_0000_0005]);
+        v
+    }
+
+    #[test]
+    fn cases_compare_whole_64_bit_arguments_as_their_table_says() {
+        let values = edge_values();
+        let ops = [
+            Compare::Eq,
+            Compare::Ne,
+            Compare::Lt,
+            Compare::Le,
+            Compare::Gt,
+            Compare::Ge,
+            Compare::MaskedEq(0x7e02_0000),
+            Compare::MaskedEq(0xffff_0000_0000_ffff),
+        ];
+        let mut args = Vec::new();
+        for v in &values {
+            for w in [0, 1] {
+                args.push([*v, w, *v, 0, 0, *v]);
+            }
+        }
+        // One policy per comparison: all of them would not fit in one program.
+        for op in ops {
+            let mut calls = BTreeMap::new();
+            let mut nr = 0;
+            for value in &values {
+                let value = match op {
+                    Compare::MaskedEq(mask) => value & mask,
+                    _ => *value,
+                };
+                let case = |arg| Case {
+                    conditions: vec![Condition { arg, op, value }],
+                    action: Action::Errno(7),
+                };
+                calls.insert(nr, Rule::Cases(vec![case(0)]));
+                // The same on the sixth argument, and a second case that two conditions make.
+                calls.insert(
+                    nr + 1,
+                    Rule::Cases(vec![
+                        case(5),
+                        Case {
+                            conditions: vec![
+                                Condition {
+                                    arg: 1,
+                                    op: Compare::Ne,
+                                    value: 0,
+                                },
+                                Condition { arg: 2, op, value },
+                            ],
+                            action: Action::Trap,
+                        },
+                    ]),
+                );
+                nr += 2;
+            }
+            let policy = Policy {
+                arch: ARCH,
+                calls,
+                default: Action::Allow,
+            };
+            assert_same_answers(&policy, 0..nr + 2, &args);
+        }
     }
 
     #[test]
