@@ -27,7 +27,7 @@ mod bpf;
 mod profile;
 mod syscalls;
 
-use bpf::{Action, Check, Policy, Rule};
+use bpf::{Action, Case, Check, Compare, Condition, Policy, Rule};
 
 /// System calls allowed whatever their arguments.
 const ALLOWED: &[libc::c_long] = &[
@@ -51,6 +51,8 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_sched_getaffinity,
     libc::SYS_exit,
     libc::SYS_exit_group,
+    // a sleep interrupted by a stop (a paused cell) resumes through it
+    libc::SYS_restart_syscall,
     // signals (wasmtime turns faults in guest code into traps with handlers on an alt stack)
     libc::SYS_rt_sigaction,
     libc::SYS_rt_sigprocmask,
@@ -82,7 +84,6 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_statx,
     libc::SYS_lseek,
     libc::SYS_getdents64,
-    libc::SYS_fcntl,
     libc::SYS_ftruncate,
     libc::SYS_fallocate,
     libc::SYS_fsync,
@@ -116,7 +117,6 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_connect,
     libc::SYS_getsockname,
     libc::SYS_getpeername,
-    libc::SYS_setsockopt,
     libc::SYS_getsockopt,
     libc::SYS_sendto,
     libc::SYS_recvfrom,
@@ -143,7 +143,6 @@ const ALLOWED_LEGACY: &[libc::c_long] = &[
     libc::SYS_readlink,
     libc::SYS_pipe,
     libc::SYS_dup2,
-    libc::SYS_arch_prctl,
 ];
 #[cfg(not(target_arch = "x86_64"))]
 const ALLOWED_LEGACY: &[libc::c_long] = &[];
@@ -158,6 +157,44 @@ const IOCTLS: &[libc::c_ulong] = &[
     libc::TCGETS,
     libc::TIOCGWINSZ,
 ];
+
+/// `fcntl` commands: fd and status flags, duplicates, locks, seals. Not the ones that make the
+/// kernel signal a process (`F_SETOWN`, `F_SETOWN_EX`, `F_SETSIG`, leases, `F_NOTIFY`) or resize
+/// pipes.
+const FCNTLS: &[libc::c_int] = &[
+    libc::F_DUPFD,
+    libc::F_DUPFD_CLOEXEC,
+    libc::F_GETFD,
+    libc::F_SETFD,
+    libc::F_GETFL,
+    libc::F_SETFL,
+    libc::F_GETLK,
+    libc::F_SETLK,
+    libc::F_SETLKW,
+    libc::F_OFD_GETLK,
+    libc::F_OFD_SETLK,
+    libc::F_OFD_SETLKW,
+    libc::F_ADD_SEALS,
+    libc::F_GET_SEALS,
+    libc::F_GETPIPE_SZ,
+];
+
+/// `setsockopt` options refused: attaching a kernel module's protocol (`TCP_ULP`, kTLS and
+/// others) and socket filters (classic or eBPF programs the kernel would run). Any other option
+/// of the sockets the guest may open is allowed.
+const SOCKOPTS_REFUSED: &[(libc::c_int, libc::c_int)] = &[
+    (libc::SOL_TCP, libc::TCP_ULP),
+    (libc::SOL_SOCKET, libc::SO_ATTACH_FILTER),
+    (libc::SOL_SOCKET, libc::SO_ATTACH_BPF),
+    (libc::SOL_SOCKET, libc::SO_ATTACH_REUSEPORT_CBPF),
+    (libc::SOL_SOCKET, libc::SO_ATTACH_REUSEPORT_EBPF),
+    (libc::SOL_SOCKET, libc::SO_LOCK_FILTER),
+];
+
+/// `arch_prctl` codes: the thread pointer (set once at start, before the filter), from
+/// `asm/prctl.h` (which libc does not carry): `ARCH_SET_FS`, `ARCH_GET_FS`.
+#[cfg(target_arch = "x86_64")]
+const ARCH_PRCTLS: &[libc::c_int] = &[0x1002, 0x1003];
 
 /// `prctl` options: thread names only.
 const PRCTLS: &[libc::c_int] = &[libc::PR_SET_NAME, libc::PR_GET_NAME];
@@ -225,6 +262,16 @@ fn allow_list(own_pid: i32) -> Policy {
         nr(libc::SYS_prctl),
         allow_one_of(0, PRCTLS.iter().map(|o| *o as u32)),
     );
+    calls.insert(
+        nr(libc::SYS_fcntl),
+        allow_one_of(1, FCNTLS.iter().map(|c| *c as u32)),
+    );
+    calls.insert(nr(libc::SYS_setsockopt), sockopts());
+    #[cfg(target_arch = "x86_64")]
+    calls.insert(
+        nr(libc::SYS_arch_prctl),
+        allow_one_of(0, ARCH_PRCTLS.iter().map(|c| *c as u32)),
+    );
     // Signals only to the cell's own threads (the runtime may interrupt a thread).
     calls.insert(nr(libc::SYS_tgkill), allow_one_of(0, [own_pid as u32]));
     Policy {
@@ -232,6 +279,27 @@ fn allow_list(own_pid: i32) -> Policy {
         calls,
         default: REFUSED,
     }
+}
+
+/// `setsockopt`: refused for [`SOCKOPTS_REFUSED`], allowed otherwise.
+fn sockopts() -> Rule {
+    let is = |arg, value: libc::c_int| Condition {
+        arg,
+        op: Compare::Eq,
+        value: value as u64,
+    };
+    let mut cases: Vec<Case> = SOCKOPTS_REFUSED
+        .iter()
+        .map(|(level, option)| Case {
+            conditions: vec![is(1, *level), is(2, *option)],
+            action: REFUSED,
+        })
+        .collect();
+    cases.push(Case {
+        conditions: Vec::new(),
+        action: Action::Allow,
+    });
+    Rule::Cases(cases)
 }
 
 /// Installs the cell's filter on the calling thread (and so on every thread it creates later).
@@ -369,6 +437,75 @@ mod tests {
         assert_eq!(answer(libc::SYS_prctl, option(libc::PR_SET_SECCOMP)), EPERM);
         assert_eq!(answer(libc::SYS_tgkill, [42, 43, 10, 0, 0, 0]), ALLOW);
         assert_eq!(answer(libc::SYS_tgkill, [1, 1, 9, 0, 0, 0]), EPERM);
+        assert_eq!(answer(libc::SYS_restart_syscall, [0; 6]), ALLOW);
+        let fcntl = |cmd: libc::c_int| [3, cmd as u64, 0, 0, 0, 0];
+        for allowed in [
+            libc::F_GETFL,
+            libc::F_SETFL,
+            libc::F_DUPFD_CLOEXEC,
+            libc::F_SETFD,
+        ] {
+            assert_eq!(answer(libc::SYS_fcntl, fcntl(allowed)), ALLOW, "{allowed}");
+        }
+        for refused in [
+            libc::F_SETOWN,
+            15, // F_SETOWN_EX
+            10, // F_SETSIG
+            libc::F_SETLEASE,
+            libc::F_NOTIFY,
+            libc::F_SETPIPE_SZ,
+        ] {
+            assert_eq!(answer(libc::SYS_fcntl, fcntl(refused)), EPERM, "{refused}");
+        }
+        let opt = |level: libc::c_int, name: libc::c_int| [3, level as u64, name as u64, 0, 0, 0];
+        let sol = libc::SOL_SOCKET;
+        assert_eq!(
+            answer(libc::SYS_setsockopt, opt(sol, libc::SO_REUSEADDR)),
+            ALLOW
+        );
+        assert_eq!(
+            answer(
+                libc::SYS_setsockopt,
+                opt(libc::IPPROTO_TCP, libc::TCP_NODELAY)
+            ),
+            ALLOW
+        );
+        assert_eq!(
+            answer(libc::SYS_setsockopt, opt(libc::SOL_TCP, libc::TCP_ULP)),
+            EPERM
+        );
+        assert_eq!(
+            answer(libc::SYS_setsockopt, opt(sol, libc::SO_ATTACH_FILTER)),
+            EPERM
+        );
+        assert_eq!(
+            answer(libc::SYS_setsockopt, opt(sol, libc::SO_ATTACH_BPF)),
+            EPERM
+        );
+        // The same number at another level is another option.
+        assert_eq!(
+            answer(libc::SYS_setsockopt, opt(libc::SOL_IP, libc::TCP_ULP)),
+            ALLOW
+        );
+        #[cfg(target_arch = "x86_64")]
+        {
+            let code = |c: libc::c_int| [c as u64, 0, 0, 0, 0, 0];
+            assert_eq!(
+                answer(libc::SYS_arch_prctl, code(0x1002)),
+                ALLOW,
+                "ARCH_SET_FS"
+            );
+            assert_eq!(
+                answer(libc::SYS_arch_prctl, code(0x1001)),
+                EPERM,
+                "ARCH_SET_GS"
+            );
+            assert_eq!(
+                answer(libc::SYS_arch_prctl, code(0x1012)),
+                EPERM,
+                "ARCH_SET_CPUID"
+            );
+        }
     }
 
     #[test]

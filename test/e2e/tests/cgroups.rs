@@ -451,6 +451,22 @@ fn metrics_pause_resume_and_update() {
     let e = update(serde_json::json!({"blockIO": {"weight": 10}})).expect_err("blockIO");
     assert!(e.to_string().contains("blockIO"), "{e}");
 
+    // A guest paused in the middle of a sleep carries on sleeping once resumed (the kernel
+    // restarts the interrupted call through restart_syscall), and wakes as asked.
+    let sleeper = "cg-sleeper";
+    let r = c.run_detached(&[], IMG, sleeper, &["/probe.wasm", "sleep", "2"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(c.ctr(&["task", "pause", sleeper]).code, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(c.ctr(&["task", "resume", sleeper]).code, 0);
+    let exit = events
+        .wait_for("/tasks/exit", sleeper, Duration::from_secs(20))
+        .expect("the sleeper ends");
+    assert_eq!(exit.exit_status(), 0, "{}", c.log());
+    assert_eq!(c.ctr(&["task", "delete", sleeper]).code, 0);
+    assert_eq!(c.ctr(&["container", "delete", sleeper]).code, 0);
+
     // SIGKILL ends a paused task too.
     assert_eq!(c.ctr(&["task", "pause", id]).code, 0);
     kill_and_delete(&c, id);
