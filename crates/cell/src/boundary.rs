@@ -352,6 +352,10 @@ pub fn lock_down(spec: &RunSpec, filter: Filter) -> Result<(), String> {
     }
 
     let change_user = iso.uid != 0 || iso.gid != 0;
+    // Changing the user clears the parent-death signal (a guest in a PID namespace has one, to
+    // die with its supervisor); it is set again below.
+    let death_signal = nix::sys::prctl::get_pdeathsig()
+        .map_err(|e| format!("read the parent-death signal: {e}"))?;
     if change_user {
         sys::set_keepcaps(true).map_err(|e| format!("keep capabilities: {e}"))?;
     }
@@ -368,6 +372,10 @@ pub fn lock_down(spec: &RunSpec, filter: Filter) -> Result<(), String> {
         nix::unistd::setuid(nix::unistd::Uid::from_raw(iso.uid))
             .map_err(|e| format!("setuid {}: {e}", iso.uid))?;
         sys::set_keepcaps(false).map_err(|e| format!("reset keepcaps: {e}"))?;
+        if let Some(signal) = death_signal {
+            nix::sys::prctl::set_pdeathsig(signal)
+                .map_err(|e| format!("set the parent-death signal again: {e}"))?;
+        }
     }
     sys::capset(mask(&effective), mask(&permitted), mask(&inheritable))
         .map_err(|e| format!("set capabilities: {e}"))?;

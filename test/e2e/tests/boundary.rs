@@ -124,7 +124,26 @@ fn capabilities_and_no_new_privs_follow_the_spec() {
     assert_eq!(proc_status(pid, "CapEff"), want);
     assert_eq!(proc_status(pid, "NoNewPrivs"), "1");
 
-    for id in ["caps-default", "caps-changed", "user"] {
+    // The kernel clears the parent-death signal when a process changes its user: a guest that
+    // has dropped to the spec's user still dies with its supervisor (set again after setuid).
+    let supervisor = c.cell_pids(&["user".to_owned()]);
+    assert_eq!(supervisor.len(), 1, "{supervisor:?}");
+    let events = c.events();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(supervisor[0]),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+    let exit = events
+        .wait_for("/tasks/exit", "user", std::time::Duration::from_secs(10))
+        .expect("the task exits with its supervisor");
+    assert_eq!(exit.exit_status(), 137);
+    let gone = c.wait_until(std::time::Duration::from_secs(5), || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    });
+    assert!(gone, "the guest {pid} died with its supervisor");
+
+    for id in ["caps-default", "caps-changed"] {
         assert_eq!(c.ctr(&["task", "kill", "-s", "KILL", id]).code, 0);
     }
 }
