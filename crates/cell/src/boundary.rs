@@ -57,16 +57,30 @@ pub fn enter_namespaces(iso: &Isolation) -> Result<(), String> {
         NamespaceKind::Uts,
     ]
     .map(|kind| (kind, namespace_id(kind)));
+    // Every path is opened before any namespace is entered, as runc does: a joined mount
+    // namespace would otherwise decide what the later paths name.
+    let files = iso
+        .namespaces
+        .iter()
+        .map(|ns| {
+            ns.path
+                .as_ref()
+                .map(|path| {
+                    File::open(path).map_err(|e| {
+                        format!("open {:?} namespace {}: {e}", ns.kind, path.display())
+                    })
+                })
+                .transpose()
+        })
+        .collect::<Result<Vec<Option<File>>, String>>()?;
     let mut private_mounts = false;
-    for ns in &iso.namespaces {
-        match &ns.path {
-            Some(path) => {
-                let file = File::open(path)
-                    .map_err(|e| format!("open {:?} namespace {}: {e}", ns.kind, path.display()))?;
+    for (ns, file) in iso.namespaces.iter().zip(files) {
+        match (&ns.path, file) {
+            (Some(path), Some(file)) => {
                 nix::sched::setns(file, flag(ns.kind))
                     .map_err(|e| format!("join {:?} namespace {}: {e}", ns.kind, path.display()))?;
             }
-            None => {
+            _ => {
                 nix::sched::unshare(flag(ns.kind))
                     .map_err(|e| format!("create a {:?} namespace: {e}", ns.kind))?;
                 if ns.kind == NamespaceKind::Mount {

@@ -398,3 +398,83 @@ fn the_cell_sees_only_its_rootfs_and_mounts() {
     assert_ne!(r.code, 0, "{r:?}");
     assert!(!data.path().join("new.txt").exists());
 }
+
+/// What a namespace test set up on the host, undone even when the test fails.
+struct HostSetup {
+    netns: String,
+    helper: Option<std::process::Child>,
+    bind: std::path::PathBuf,
+}
+
+impl Drop for HostSetup {
+    fn drop(&mut self) {
+        if let Some(mut h) = self.helper.take() {
+            let _ = h.kill();
+            let _ = h.wait();
+        }
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
+        let _ = nix::mount::umount2(&self.bind, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// A spec that joins a mount namespace and then a network namespace by path: the network path
+/// names what it names in the shim's mount namespace, not what it would name in the joined one
+/// (here: nothing, a tmpfs hides it there), because every path is opened before any is joined.
+#[test]
+fn namespace_paths_are_opened_before_any_is_joined() {
+    let c = Containerd::start();
+    c.import_wasm(IMG, "probe.wasm", fixtures::PROBE);
+    let run = |cmd: &str, args: &[&str]| {
+        let s = std::process::Command::new(cmd).args(args).status().unwrap();
+        assert!(s.success(), "{cmd} {args:?}");
+    };
+    let dir = c.dir.path().to_owned();
+    let mut setup = HostSetup {
+        netns: format!("wasmcelltest-{}", std::process::id()),
+        helper: None,
+        bind: dir.clone(),
+    };
+    run("ip", &["netns", "add", &setup.netns]);
+    // The container's rootfs is mounted below the test's directory at Create; shared, so that it
+    // shows in the helper's mount namespace too (the cell pivots into it from there).
+    let d = dir.to_str().unwrap();
+    run("mount", &["--rbind", d, d]);
+    run("mount", &["--make-rshared", d]);
+    let mut helper = std::process::Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "slave",
+            "sh",
+            "-c",
+            "mount -t tmpfs hidden /run/netns && echo ready && exec sleep 600",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let hpid = helper.id();
+    let stdout = helper.stdout.take().unwrap();
+    setup.helper = Some(helper);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+
+    let netns_path = format!("/run/netns/{}", setup.netns);
+    let mnt = format!("mount:/proc/{hpid}/ns/mnt");
+    let net = format!("network:{netns_path}");
+    let r = c.run_detached(
+        &["--with-ns", &mnt, "--with-ns", &net],
+        IMG,
+        "ns-order",
+        &["/probe.wasm", "sleep", "600"],
+    );
+    assert_eq!(r.code, 0, "{r:?}\n{}", c.log());
+    let guest = c.guest_pids(&["ns-order".to_owned()])[0].to_string();
+    use std::os::unix::fs::MetadataExt;
+    let inode = std::fs::metadata(&netns_path).unwrap().ino();
+    assert_eq!(ns(&guest, "net"), format!("net:[{inode}]"));
+    assert_eq!(c.ctr(&["task", "kill", "-s", "KILL", "ns-order"]).code, 0);
+    drop(setup);
+}
