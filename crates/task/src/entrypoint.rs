@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
@@ -104,14 +104,42 @@ pub fn candidates(arg0: &str, cwd: &str, env: &[(String, String)]) -> Vec<String
         .collect()
 }
 
-/// Opens `path` for reading with `rootfs` as the root directory.
-fn open_in_root(root: &File, path: &str) -> std::io::Result<File> {
+/// Finds `path` with `rootfs` as the root directory, without opening what it names (`O_PATH`:
+/// a FIFO would block, a device's driver would act).
+fn find_in_root(root: &File, path: &str) -> std::io::Result<File> {
     let how = OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY)
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
         .mode(Mode::empty())
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
     let fd: OwnedFd = nix::fcntl::openat2(root, path, how)?;
     Ok(File::from(fd))
+}
+
+/// Opens for reading the regular file `found` (from [`find_in_root`]) refers to: through its
+/// fd's link in /proc, so it is the very inode that was checked.
+fn open_found(found: &File) -> std::io::Result<File> {
+    use std::os::fd::AsRawFd;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(format!("/proc/self/fd/{}", found.as_raw_fd()))
+}
+
+/// What a file that is not regular is, for the error.
+fn special_kind(meta: &std::fs::Metadata) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_fifo() {
+        Some("a FIFO")
+    } else if t.is_char_device() {
+        Some("a character device")
+    } else if t.is_block_device() {
+        Some("a block device")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else {
+        None
+    }
 }
 
 /// Finds `arg0` inside `rootfs` and classifies it.
@@ -125,18 +153,26 @@ pub fn resolve(
         .map_err(|e| Error::io(format!("open rootfs {}", rootfs.display()), e))?;
     let candidates = candidates(arg0, cwd, env);
     for path in &candidates {
-        let file = match open_in_root(&root, path) {
+        let found = match find_in_root(&root, path) {
             Ok(f) => f,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
             Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => continue,
             Err(e) => return Err(Error::io(format!("open entrypoint {path:?} in rootfs"), e)),
         };
-        let meta = file
+        let meta = found
             .metadata()
             .map_err(|e| Error::io(format!("stat entrypoint {path:?}"), e))?;
+        if let Some(kind) = special_kind(&meta) {
+            return Err(Error::EntrypointNotAFile {
+                entrypoint: path.clone(),
+                kind,
+            });
+        }
         if !meta.is_file() {
             continue;
         }
+        let file =
+            open_found(&found).map_err(|e| Error::io(format!("open entrypoint {path:?}"), e))?;
         let mut head = [0u8; 8];
         let mut n = 0;
         while n < head.len() {
@@ -230,5 +266,39 @@ mod tests {
         let found = resolve(&rootfs, "app.wasm", "/", &[("PATH".into(), "/bin".into())])
             .expect("PATH search");
         assert_eq!(found.path, "/bin/app.wasm");
+    }
+
+    #[test]
+    fn special_files_are_refused_without_being_opened() {
+        let host = tempfile::tempdir().expect("tempdir");
+        let rootfs = host.path();
+        // Opening a FIFO for reading would wait for a writer: before this check, forever.
+        nix::unistd::mkfifo(&rootfs.join("fifo.wasm"), Mode::from_bits_truncate(0o644))
+            .expect("mkfifo");
+        let started = std::time::Instant::now();
+        let err = resolve(rootfs, "/fifo.wasm", "/", &[]).expect_err("a FIFO");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert!(
+            err.to_string().contains("is a FIFO, not a regular file"),
+            "{err}"
+        );
+        // A device node (root only: the tests run as root): its driver is never called.
+        let null = nix::sys::stat::makedev(1, 3);
+        let dev = rootfs.join("dev.wasm");
+        if nix::sys::stat::mknod(
+            &dev,
+            nix::sys::stat::SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            null,
+        )
+        .is_ok()
+        {
+            let err = resolve(rootfs, "/dev.wasm", "/", &[]).expect_err("a device");
+            assert!(err.to_string().contains("is a character device"), "{err}");
+        }
+        // A directory of that name is passed over, as before.
+        std::fs::create_dir(rootfs.join("dir.wasm")).expect("mkdir");
+        let err = resolve(rootfs, "/dir.wasm", "/", &[]).expect_err("a directory");
+        assert!(matches!(err, Error::EntrypointNotFound { .. }), "{err}");
     }
 }

@@ -33,6 +33,14 @@ pub enum Error {
         /// Where it was looked for (PATH search), pre-formatted.
         searched: String,
     },
+    /// The entrypoint is a special file (a FIFO, a device node, a socket): never opened.
+    #[error("entrypoint {entrypoint:?} is {kind}, not a regular file; it was not opened")]
+    EntrypointNotAFile {
+        /// The path in the rootfs.
+        entrypoint: String,
+        /// What it is ("a FIFO", ...).
+        kind: &'static str,
+    },
     /// The entrypoint is neither wasm nor a native executable.
     #[error(
         "entrypoint {entrypoint:?} is neither a WebAssembly module or component (no \\0asm magic) \

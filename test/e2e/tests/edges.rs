@@ -102,6 +102,35 @@ fn bad_programs_fail_clearly_and_the_shim_serves_the_next_task() {
         let _ = c.ctr(&["container", "delete", id]);
     }
 
+    // A FIFO as the entrypoint (a rootfs given as a directory): refused at once, never opened
+    // (opening it for reading would wait for a writer forever).
+    let rootfs = d.join("fifo-rootfs");
+    std::fs::create_dir(&rootfs).unwrap();
+    nix::unistd::mkfifo(
+        &rootfs.join("app.wasm"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    let r = c.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--annotation",
+        POD,
+        "--rootfs",
+        rootfs.to_str().unwrap(),
+        "fifo",
+        "/app.wasm",
+    ]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("\"/app.wasm\" is a FIFO, not a regular file"),
+        "{r:?}"
+    );
+    let _ = c.ctr(&["container", "delete", "fifo"]);
+
     assert_eq!(
         c.shim_pids(),
         shims,
