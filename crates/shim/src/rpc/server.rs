@@ -10,12 +10,12 @@
 //! stays open; the `ttrpc` crate closes it instead.
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use containerd_shim::protos::protobuf::Message;
 use containerd_shim::protos::ttrpc::{self, Code, MethodHandler, TtrpcContext};
@@ -27,9 +27,62 @@ use crate::outstanding::Outstanding;
 /// Method handlers by path (`/containerd.task.v2.Task/Create`), as `create_task` returns them.
 pub type Methods = HashMap<String, Box<dyn MethodHandler + Send + Sync>>;
 
-/// How long a read of the rest of a frame or a write of a response may stall before the
-/// connection is given up: containerd writes and reads whole frames at once.
+/// How long reading a whole frame (it begins once the connection is readable) or writing a
+/// response may take before the connection is given up: containerd writes and reads whole
+/// frames at once. The one serving thread is never held longer by a client that trickles.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long one read inside a frame may wait; reads are retried within [`IO_TIMEOUT`].
+const STALL: Duration = Duration::from_secs(1);
+
+/// A connection's reads for one frame, all within one deadline.
+struct FrameReader<'a> {
+    stream: &'a UnixStream,
+    deadline: Instant,
+    /// The socket's read timeout was shortened to the time left (restored on drop).
+    shortened: bool,
+}
+
+impl<'a> FrameReader<'a> {
+    fn new(stream: &'a UnixStream) -> FrameReader<'a> {
+        FrameReader {
+            stream,
+            deadline: Instant::now() + IO_TIMEOUT,
+            shortened: false,
+        }
+    }
+}
+
+impl Read for FrameReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("a frame not read whole within {IO_TIMEOUT:?}"),
+            ));
+        }
+        if left < STALL {
+            self.stream.set_read_timeout(Some(left))?;
+            self.shortened = true;
+        }
+        match (&mut &*self.stream).read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("a frame stalled for {STALL:?}"),
+            )),
+            r => r,
+        }
+    }
+}
+
+impl Drop for FrameReader<'_> {
+    fn drop(&mut self) {
+        if self.shortened {
+            let _ = self.stream.set_read_timeout(Some(STALL));
+        }
+    }
+}
 
 /// A running server; [`Server::shutdown`] stops it.
 pub struct Server {
@@ -161,7 +214,7 @@ fn serve(listener: &UnixListener, woken: &UnixStream, shared: &Arc<Shared>) {
 
 fn accept(listener: &UnixListener) -> io::Result<Open> {
     let (reader, _) = listener.accept()?;
-    reader.set_read_timeout(Some(IO_TIMEOUT))?;
+    reader.set_read_timeout(Some(STALL))?;
     let writer = reader.try_clone()?;
     writer.set_write_timeout(Some(IO_TIMEOUT))?;
     let (cancel, cancelled) = crossbeam_channel::unbounded();
@@ -178,7 +231,8 @@ fn accept(listener: &UnixListener) -> io::Result<Open> {
 
 /// Reads and answers one frame; false when the connection is over.
 fn serve_frame(open: &mut Open, shared: &Arc<Shared>) -> bool {
-    match frame::read(&mut open.reader) {
+    let read = frame::read(&mut FrameReader::new(&open.reader));
+    match read {
         Ok(None) => false,
         Err(e) => {
             log::debug!("ttrpc connection closed: {e}");
@@ -337,6 +391,7 @@ fn write(connection: &Connection, stream_id: u32, kind: u8, flags: u8, bytes: &[
 mod tests {
     use super::*;
     use crate::rpc::client::Client;
+    use std::io::Write;
 
     /// Answers with the request's payload.
     struct Echo;
@@ -461,6 +516,43 @@ mod tests {
         assert_eq!(other.call("t.S", "Echo", b"x".to_vec()), Ok(b"x".to_vec()));
         r.release.send(()).expect("release");
         assert_eq!(answer_on(&mut raw), (1, b"held".to_vec()));
+    }
+
+    #[test]
+    fn a_client_that_trickles_a_frame_is_cut_off_and_others_are_served() {
+        let r = running();
+        let mut trickler = UnixStream::connect(&r.socket).expect("connect");
+        // A header announcing 100 bytes, then one byte every half second for 12 s.
+        let mut header = 100u32.to_be_bytes().to_vec();
+        header.extend(1u32.to_be_bytes());
+        header.extend([REQUEST, 0]);
+        trickler.write_all(&header).expect("header");
+        let mut writer = trickler.try_clone().expect("clone");
+        let started = Instant::now();
+        let dripping = std::thread::spawn(move || {
+            for _ in 0..24 {
+                std::thread::sleep(Duration::from_millis(500));
+                if writer.write_all(b"x").is_err() {
+                    return;
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let mut other = client(&r);
+        assert_eq!(other.call("t.S", "Echo", b"y".to_vec()), Ok(b"y".to_vec()));
+        let answered = started.elapsed();
+        assert!(
+            answered < Duration::from_secs(8),
+            "another client waited {answered:?}"
+        );
+        // The trickler's connection was closed.
+        trickler
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut rest = Vec::new();
+        let _ = trickler.read_to_end(&mut rest);
+        assert!(started.elapsed() < Duration::from_secs(11));
+        let _ = dripping.join();
     }
 
     #[test]
