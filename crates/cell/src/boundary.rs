@@ -19,7 +19,7 @@
 //! (`crate::supervisor`).
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
@@ -167,36 +167,62 @@ fn sealed(read_only: bool) -> MsFlags {
     flags
 }
 
-/// Makes the rootfs and each preopened directory a mount of its own (bound onto itself, in the
-/// cell's mount namespace): the rootfs because `pivot_root` needs a mount point; every preopen
-/// so that, once the host's tree is detached, `..` at the top of the guest's handle leads
-/// nowhere, and so that `ro` is enforced by the kernel as well as by WASI.
-pub fn seal_preopens(spec: &RunSpec) -> Result<(), String> {
-    for p in &spec.preopens {
-        nix::mount::mount(
-            Some(&p.host),
-            &p.host,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .map_err(|e| format!("bind {} onto itself: {e}", p.host.display()))?;
-        nix::mount::mount(
-            None::<&str>,
-            &p.host,
-            None::<&str>,
-            sealed(p.read_only),
-            None::<&str>,
-        )
-        .map_err(|e| format!("remount {} for the guest: {e}", p.host.display()))?;
+/// Gives the rootfs and each preopened directory a mount of its own, sealed: read-only for
+/// `ro` and `rro`, and always no devices, no set-uid, no exec, on every mount below it too
+/// (a read-only grant has no writable submount).
+///
+/// Each is a detached copy of the host's tree at that directory (`open_tree`), all taken
+/// before any is sealed, so the same directory granted read-only at one place and writable at
+/// another is two copies with their own flags. The rootfs's copy is attached at the rootfs
+/// (`pivot_root` needs a mount point); the guest is granted each preopen through its copy
+/// (see [`Sealed`]), whose `..` at the top leads nowhere once the host's tree is detached.
+/// The kernel enforces `ro` beneath WASI's own check.
+pub fn seal_preopens(spec: &RunSpec) -> Result<Sealed, String> {
+    let trees = spec
+        .preopens
+        .iter()
+        .map(|p| {
+            sys::clone_tree(&p.host)
+                .map_err(|e| format!("copy the mounts of the preopen {}: {e}", p.host.display()))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    for (p, tree) in spec.preopens.iter().zip(&trees) {
+        let mut attrs = sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV | sys::MOUNT_ATTR_NOEXEC;
+        if p.read_only {
+            attrs |= sys::MOUNT_ATTR_RDONLY;
+        }
+        sys::set_tree_attrs(tree, attrs)
+            .map_err(|e| format!("seal the mounts of {}: {e}", p.host.display()))?;
     }
-    if !spec.preopens.iter().any(|p| p.host == spec.rootfs) {
-        return Err(format!(
-            "the rootfs {} is not among the preopens",
-            spec.rootfs.display()
-        ));
+    let root = spec
+        .preopens
+        .iter()
+        .position(|p| p.host == spec.rootfs)
+        .ok_or_else(|| {
+            format!(
+                "the rootfs {} is not among the preopens",
+                spec.rootfs.display()
+            )
+        })?;
+    sys::attach_tree(&trees[root], &spec.rootfs)
+        .map_err(|e| format!("mount the rootfs {}: {e}", spec.rootfs.display()))?;
+    Ok(Sealed { trees })
+}
+
+/// The preopens as sealed: one mount tree each, in the spec's order.
+pub struct Sealed {
+    trees: Vec<std::os::fd::OwnedFd>,
+}
+
+impl Sealed {
+    /// The path that opens the `i`th preopen's own mount while the cell still sees the host's
+    /// `/proc`: its fd's link (the guest's runtime opens it there, before the pivot).
+    pub fn path(&self, i: usize) -> Option<PathBuf> {
+        use std::os::fd::AsRawFd;
+        self.trees
+            .get(i)
+            .map(|t| PathBuf::from(format!("/proc/self/fd/{}", t.as_raw_fd())))
     }
-    Ok(())
 }
 
 /// For a cell that grants nothing (a pause cell): makes the rootfs a mount of its own, as

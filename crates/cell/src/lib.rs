@@ -38,6 +38,10 @@ pub use protocol::{
 };
 pub use sys::thread_count;
 
+/// The preopens' mounts as the cell makes them (exposed for the crate's integration tests,
+/// which check the kernel's flags on them).
+pub use boundary::{seal_preopens, Sealed};
+
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::time::Instant;
@@ -205,10 +209,13 @@ fn prepare(control: &mut BufReader<File>) -> Result<(Work, Ready), String> {
     };
     let prepared = Prepared::new(&engine, &program, compiled).map_err(|e| e.to_string())?;
     let sealing = Instant::now();
-    boundary::seal_preopens(&spec)?;
+    let sealed = boundary::seal_preopens(&spec)?;
     boundary_time += sealing.elapsed();
     let (io, stdin_relay) = guest_io(&spec)?;
-    let grants = wasmcell_engine::grant(&wasi_setup(&spec), io).map_err(|e| e.to_string())?;
+    let grants =
+        wasmcell_engine::grant(&wasi_setup(&spec, Some(&sealed)), io).map_err(|e| e.to_string())?;
+    // The runtime holds its own handles now.
+    drop(sealed);
     let locking = Instant::now();
     boundary::lock_down(&spec, boundary::Filter::Guest)?;
     boundary_time += locking.elapsed();
@@ -259,8 +266,9 @@ fn compile_in_child(
     }
 }
 
-/// What the guest is granted: its command line, env and preopens.
-fn wasi_setup(spec: &RunSpec) -> WasiSetup {
+/// What the guest is granted: its command line, env and preopens; `sealed`: the preopens' own
+/// handles (a cell under runc, whose mounts runc made, has none).
+fn wasi_setup(spec: &RunSpec, sealed: Option<&boundary::Sealed>) -> WasiSetup {
     WasiSetup {
         args: spec.args.clone(),
         env: spec.env.clone(),
@@ -268,7 +276,13 @@ fn wasi_setup(spec: &RunSpec) -> WasiSetup {
         preopens: spec
             .preopens
             .iter()
-            .map(|p| (p.host.clone(), p.guest.clone(), p.read_only))
+            .enumerate()
+            .map(|(i, p)| {
+                let host = sealed
+                    .and_then(|s| s.path(i))
+                    .unwrap_or_else(|| p.host.clone());
+                (host, p.guest.clone(), p.read_only)
+            })
             .collect(),
         memory_limit: spec
             .resources

@@ -3,7 +3,7 @@
 #![allow(unsafe_code)]
 
 use std::fs::File;
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// Takes ownership of an fd the shim placed at a fixed number, and marks it close-on-exec.
 pub fn take_inherited(fd: RawFd) -> std::io::Result<File> {
@@ -195,4 +195,95 @@ pub fn pid_in_host_proc() -> Result<i32, String> {
     link.to_str()
         .and_then(|p| p.parse().ok())
         .ok_or_else(|| format!("/proc/self points to {}", link.display()))
+}
+
+/// `struct mount_attr` of `mount_setattr(2)`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// `MOUNT_ATTR_*` flags (`linux/mount.h`).
+pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
+pub const MOUNT_ATTR_NODEV: u64 = 0x4;
+pub const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+
+fn c_path(path: &std::path::Path) -> std::io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+}
+
+fn result(rc: libc::c_long) -> std::io::Result<libc::c_long> {
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// A detached copy of the mount tree at `path`, this one and every mount below it, as it is now
+/// (`open_tree(2)` with `OPEN_TREE_CLONE` and `AT_RECURSIVE`, Linux 5.2+): later mounts on
+/// `path` do not change it.
+pub fn clone_tree(path: &std::path::Path) -> std::io::Result<OwnedFd> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    let c = c_path(path)?;
+    // SAFETY: `c` outlives the call; the returned fd is new and owned here.
+    let fd = result(unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE,
+        )
+    })?;
+    // SAFETY: open_tree returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Sets `attrs` on the detached tree `tree` and every mount in it (`mount_setattr(2)` with
+/// `AT_RECURSIVE`, Linux 5.12+).
+pub fn set_tree_attrs(tree: &OwnedFd, attrs: u64) -> std::io::Result<()> {
+    let attr = MountAttr {
+        attr_set: attrs,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: the empty path and `attr` outlive the call; the size passed is the struct's.
+    result(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })
+    .map(drop)
+}
+
+/// Attaches the detached tree `tree` at `path` (`move_mount(2)`).
+pub fn attach_tree(tree: &OwnedFd, path: &std::path::Path) -> std::io::Result<()> {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    let c = c_path(path)?;
+    // SAFETY: the paths outlive the call.
+    result(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    })
+    .map(drop)
 }

@@ -95,7 +95,7 @@ fn prepare(control: std::fs::File) -> Result<(Prepared, Grants, Ready), String> 
     let prepared = Prepared::new(&engine, &program, compiled).map_err(|e| e.to_string())?;
     let stdin = sys::take_inherited(0).map_err(|e| format!("stdin: {e}"))?;
     let grants = wasmcell_engine::grant(
-        &wasi_setup(&spec),
+        &wasi_setup(&spec, None),
         GuestIo {
             stdin: Some(stdin),
             inherit_output: true,

@@ -41,12 +41,33 @@ pub fn runtime_info(stdin: &[u8]) -> Result<Vec<u8>, String> {
         }
         info.options = Some(options).into();
     }
+    info.features = Some(features()).into();
     info.annotations.insert(
         "wasmcell.io/engine".to_owned(),
         "wasmtime 48.0.8".to_owned(),
     );
     info.write_to_bytes()
         .map_err(|e| format!("encode RuntimeInfo: {e}"))
+}
+
+/// The type URL containerd reads the runtime-spec `Features` document under (JSON).
+const FEATURES_TYPE_URL: &str =
+    "types.containerd.io/opencontainers/runtime-spec/1/features/Features";
+
+/// What this runtime supports, in the runtime-spec's `features` form, which containerd's CRI
+/// reads to tell the kubelet what a runtime handler can do. Only what holds for every container
+/// the shim runs is listed: a cell's preopens honour these mount options (`rro` and `ro` on
+/// every mount below, with `mount_setattr`), and runc, which runs the others, honours them too.
+fn features() -> Any {
+    let doc = serde_json::json!({
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": "1.2.0",
+        "mountOptions": ["bind", "rbind", "ro", "rro", "rw", "rrw"]
+    });
+    let mut any = Any::new();
+    any.type_url = FEATURES_TYPE_URL.to_owned();
+    any.value = doc.to_string().into_bytes();
+    any
 }
 
 #[cfg(test)]
@@ -59,6 +80,11 @@ mod tests {
         let info = RuntimeInfo::parse_from_bytes(&bytes).expect("decodes");
         assert_eq!(info.name, RUNTIME_ID);
         assert_eq!(info.version.version, env!("CARGO_PKG_VERSION"));
+        assert_eq!(info.features.type_url, FEATURES_TYPE_URL);
+        let doc: serde_json::Value =
+            serde_json::from_slice(&info.features.value).expect("JSON features");
+        let options = doc["mountOptions"].as_array().expect("mount options");
+        assert!(options.iter().any(|o| o == "rro"), "{doc}");
     }
 
     #[test]

@@ -121,10 +121,19 @@ pub fn preopens(rootfs: &Path, spec: &Spec) -> Vec<Preopen> {
             );
             continue;
         }
+        // The last of `ro`/`rw` wins, as in mount(8); containerd's recursive `rro` is read-only
+        // too (the cell makes every preopen's flags recursive).
         let read_only = m
             .options()
-            .as_ref()
-            .is_some_and(|o| o.iter().any(|x| x == "ro"));
+            .iter()
+            .flatten()
+            .rev()
+            .find_map(|o| match o.as_str() {
+                "ro" | "rro" => Some(true),
+                "rw" | "rrw" => Some(false),
+                _ => None,
+            })
+            .unwrap_or(false);
         out.push(Preopen {
             host: source.clone(),
             guest: m.destination().to_string_lossy().into_owned(),
@@ -208,10 +217,21 @@ mod tests {
                 {"destination": "/proc", "type": "proc", "source": "proc"},
                 {"destination": "/data", "type": "bind", "source": data, "options": ["rbind", "ro"]},
                 {"destination": "/rw", "source": data, "options": ["bind", "rw"]},
-                {"destination": "/etc/hosts", "type": "bind", "source": file, "options": ["bind"]}
+                {"destination": "/etc/hosts", "type": "bind", "source": file, "options": ["bind"]},
+                {"destination": "/rro", "type": "bind", "source": data, "options": ["rbind", "rro"]},
+                {"destination": "/last", "type": "bind", "source": data, "options": ["ro", "rw"]}
             ]
         }));
         let p = preopens(Path::new("/r"), &s);
+        assert_eq!(
+            p.iter()
+                .skip(3)
+                .map(|x| (x.guest.as_str(), x.read_only))
+                .collect::<Vec<_>>(),
+            [("/rro", true), ("/last", false)],
+            "containerd's recursive rro is read-only; the last of ro and rw wins"
+        );
+        let p: Vec<Preopen> = p.into_iter().take(3).collect();
         assert_eq!(
             p,
             vec![

@@ -1,5 +1,8 @@
 //! What the guest sees of the filesystem, and where its output goes.
 
+use std::time::Duration;
+
+use wasmcell_e2e::cri::HANDLER;
 use wasmcell_e2e::{fixtures, Containerd};
 
 const IMG: &str = "wasmcell.test/probe:latest";
@@ -46,18 +49,25 @@ fn image_files_and_a_read_only_bind_mount() {
         "{r:?}"
     );
 
-    let r = run(
-        &c,
-        &["--mount", &mount],
-        "write-ro",
-        &["write", "/data/new.txt", "x"],
-    );
-    assert_ne!(r.code, 0, "{r:?}");
-    assert!(r.stdout.contains("write /data/new.txt: error"), "{r:?}");
-    assert!(
-        !data.join("new.txt").exists(),
-        "a read-only mount was written"
-    );
+    // `ro`, and containerd's recursive `rro` (the guest's write once reached the host).
+    let rro = mount.replace("rbind:ro", "rbind:rro");
+    for (flags, id) in [(&mount, "write-ro"), (&rro, "write-rro")] {
+        let r = run(
+            &c,
+            &["--mount", flags],
+            id,
+            &["write", "/data/new.txt", "x"],
+        );
+        assert_ne!(r.code, 0, "{id}: {r:?}");
+        assert!(
+            r.stdout.contains("write /data/new.txt: error"),
+            "{id}: {r:?}"
+        );
+        assert!(
+            !data.join("new.txt").exists(),
+            "{id}: a read-only mount was written"
+        );
+    }
 
     for escape in [
         "/data/../../canary.txt",
@@ -156,4 +166,80 @@ fn binary_logger_receives_stdout_and_stderr() {
         r.stderr.contains("/no/such/logger"),
         "names the logger: {r:?}"
     );
+}
+
+/// Through CRI, as the kubelet asks for `recursiveReadOnly: Enabled`: containerd gives the
+/// mount only to a runtime handler whose features list `rro`, and the guest cannot write
+/// there, nor in a mount below it.
+#[test]
+fn a_recursive_read_only_cri_mount_is_read_only_all_the_way_down() {
+    let c = Containerd::start_cri_with_env(&[]);
+    c.import_wasm_cri(IMG, "probe.wasm", fixtures::PROBE);
+    let dir = c.dir.path().join("rro-pod");
+    let data = c.dir.path().join("rro-data");
+    std::fs::create_dir_all(data.join("sub")).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    // A writable mount below the directory granted.
+    let sub = data.join("sub");
+    nix::mount::mount(
+        Some("tmpfs"),
+        &sub,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let _unmount = Unmount(sub.clone());
+    let write = |name: &str, v: serde_json::Value| {
+        let p = dir.join(name);
+        std::fs::write(&p, v.to_string()).unwrap();
+        p.display().to_string()
+    };
+    for (name, target) in [("top", "/data/new.txt"), ("below", "/data/sub/new.txt")] {
+        let pod = write(
+            &format!("pod-{name}.json"),
+            serde_json::json!({
+                "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}")},
+                "log_directory": dir.join("logs").display().to_string(),
+                "linux": {"security_context": {"namespace_options": {"network": 2}}}
+            }),
+        );
+        let ctr = write(
+            &format!("{name}.json"),
+            serde_json::json!({
+                "metadata": {"name": name},
+                "image": {"image": IMG},
+                "args": ["write", target, "x"],
+                "log_path": format!("{name}.log"),
+                "mounts": [{"container_path": "/data", "host_path": data,
+                            "readonly": true, "recursive_read_only": true}],
+                "linux": {}
+            }),
+        );
+        let r = c.crictl(&["run", "--no-pull", "--runtime", HANDLER, &ctr, &pod]);
+        assert_eq!(r.code, 0, "{name}: {r:?}\n{}", c.log());
+        let id = r.stdout.trim().to_owned();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let exit = loop {
+            let r = c.crictl(&["inspect", "-o", "json", &id]);
+            let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+            if v["status"]["state"] == "CONTAINER_EXITED" {
+                break v["status"]["exitCode"].as_i64().unwrap_or(-1);
+            }
+            assert!(std::time::Instant::now() < deadline, "{name}: {v}");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let logs = c.crictl(&["logs", &id]);
+        assert_eq!(exit, 1, "{name}: {logs:?}");
+        assert!(logs.stdout.contains("error"), "{name}: {logs:?}");
+    }
+    assert!(!data.join("new.txt").exists(), "the mount was written");
+    assert!(!sub.join("new.txt").exists(), "the mount below was written");
+    assert_eq!(c.crictl(&["rmp", "-fa"]).code, 0);
 }
