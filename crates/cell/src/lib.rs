@@ -245,11 +245,17 @@ fn compile_in_child(
 ) -> Result<(), String> {
     let (mut report_r, mut report_w) =
         std::io::pipe().map_err(|e| format!("compile report pipe: {e}"))?;
-    let child = sys::fork_run(|| match cache.load(engine, program, wasm) {
-        Ok(_) => 0,
-        Err(e) => {
-            let _ = report_w.write_all(e.to_string().as_bytes());
-            1
+    let child = sys::fork_run(|| {
+        // A cell killed at the prepare deadline takes its compiler with it.
+        if nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_err() {
+            return 1;
+        }
+        match cache.load(engine, program, wasm) {
+            Ok(_) => 0,
+            Err(e) => {
+                let _ = report_w.write_all(e.to_string().as_bytes());
+                1
+            }
         }
     })
     .map_err(|e| format!("fork the compiler: {e}"))?;

@@ -239,3 +239,25 @@ fn second_start_of_a_large_module_is_a_cache_hit() {
     );
     assert_eq!(mode & 0o777, 0o700);
 }
+
+/// A program that takes longer to compile than the prepare deadline fails Create with the
+/// deadline named, and nothing of its cell is left: not the cell, not its compiler.
+#[test]
+fn a_compile_past_the_prepare_deadline_fails_create_and_leaves_no_process() {
+    let c = Containerd::start_with_env(&[("WASMCELL_PREPARE_TIMEOUT_SECS", "1")]);
+    c.import_wasm("wasmcell.test/large:latest", "large.wasm", fixtures::LARGE);
+    let started = std::time::Instant::now();
+    let r = c.run_wasm("wasmcell.test/large:latest", "too-slow", &[]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("took longer than the 1s deadline"),
+        "{r:?}\n{}",
+        c.log()
+    );
+    assert!(started.elapsed() < Duration::from_secs(30), "{r:?}");
+    let gone = c.wait_until(Duration::from_secs(5), || {
+        c.cell_pids(&["too-slow".to_owned()]).is_empty()
+    });
+    assert!(gone, "a cell or its compiler still runs");
+    let _ = c.ctr(&["container", "delete", "too-slow"]);
+}
