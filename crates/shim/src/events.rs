@@ -3,7 +3,9 @@
 //! Every event goes through one [`EventSender`]. The production sender hands events to a single
 //! forwarding thread, so events reach containerd in the order they were sent, and the RPC that
 //! sent them never waits on containerd. That thread makes the ttrpc calls itself
-//! ([`crate::rpc::client`]); if a call fails, the next event connects anew.
+//! ([`crate::rpc::client`]). An event containerd cannot take (it is restarting, say) is sent
+//! again, connecting anew each time, with growing pauses, for up to [`RETRY_FOR`]; the events
+//! after it wait their turn, so a TaskExit never overtakes the TaskOOM before it.
 //!
 //! The envelope is built here rather than by the framework's `RemotePublisher`, which names the
 //! event's type through protobuf reflection: the first use of reflection in a process parses the
@@ -12,7 +14,7 @@
 //! [`type_url`] names them from the topic (a unit test checks them against reflection).
 
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::{CodedOutputStream, Message, MessageDyn};
@@ -28,6 +30,14 @@ const EVENTS_SERVICE: &str = "containerd.services.events.ttrpc.v1.Events";
 
 /// How long containerd may take to accept one event.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long an event is offered to containerd before it is given up (a containerd restart
+/// takes seconds; the kubelet waits for the exit of every container it stops).
+const RETRY_FOR: Duration = Duration::from_secs(120);
+
+/// The first pause between two attempts; each pause doubles, up to [`RETRY_PAUSE_MAX`].
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+const RETRY_PAUSE_MAX: Duration = Duration::from_secs(2);
 
 /// Something that delivers task events to containerd.
 pub trait EventSender: Send + Sync {
@@ -60,18 +70,48 @@ impl RemoteEvents {
             .name("events".into())
             .spawn(move || {
                 for (topic, event) in rx {
-                    let connected = match client.take() {
-                        Some(c) => Ok(c),
-                        None => Client::connect(&address, FORWARD_TIMEOUT)
-                            .map_err(|e| format!("connect to {address}: {e}")),
+                    let request = match request(&namespace, topic, &*event) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            log::error!("cannot publish {topic}: {e}");
+                            delivered.done();
+                            continue;
+                        }
                     };
-                    let sent = connected.and_then(|mut c| {
-                        forward(&mut c, &namespace, topic, &*event)?;
-                        client = Some(c);
-                        Ok(())
-                    });
-                    if let Err(e) = sent {
-                        log::error!("failed to publish {topic}: {e}");
+                    let first = Instant::now();
+                    let mut pause = RETRY_PAUSE;
+                    for attempt in 1.. {
+                        let connected = match client.take() {
+                            Some(c) => Ok(c),
+                            None => Client::connect(&address, FORWARD_TIMEOUT)
+                                .map_err(|e| format!("connect to {address}: {e}")),
+                        };
+                        let sent = connected.and_then(|mut c| {
+                            c.call(EVENTS_SERVICE, "Forward", request.clone())?;
+                            client = Some(c);
+                            Ok(())
+                        });
+                        match sent {
+                            Ok(()) if attempt == 1 => break,
+                            Ok(()) => {
+                                log::info!("published {topic} at attempt {attempt}");
+                                break;
+                            }
+                            Err(e) if first.elapsed() >= RETRY_FOR => {
+                                log::error!(
+                                    "failed to publish {topic} ({attempt} attempts in {:?}): {e}",
+                                    first.elapsed()
+                                );
+                                break;
+                            }
+                            Err(e) => {
+                                if attempt == 1 {
+                                    log::warn!("failed to publish {topic}, retrying: {e}");
+                                }
+                                std::thread::sleep(pause);
+                                pause = (pause * 2).min(RETRY_PAUSE_MAX);
+                            }
+                        }
                     }
                     delivered.done();
                 }
@@ -83,13 +123,8 @@ impl RemoteEvents {
     }
 }
 
-/// Sends one event to containerd's events service, as the framework's publisher would.
-fn forward(
-    client: &mut Client,
-    namespace: &str,
-    topic: &str,
-    event: &dyn MessageDyn,
-) -> Result<(), String> {
+/// The `Forward` request of one event, stamped now, as the framework's publisher builds it.
+fn request(namespace: &str, topic: &str, event: &dyn MessageDyn) -> Result<Vec<u8>, String> {
     let mut any = Any::new();
     any.type_url = match type_url(topic) {
         Some(name) => name.to_owned(),
@@ -103,9 +138,8 @@ fn forward(
     envelope.set_event(any);
     let mut req = ForwardRequest::new();
     req.set_envelope(envelope);
-    let bytes = req.write_to_bytes().map_err(|e| format!("encode: {e}"))?;
     // The answer is `google.protobuf.Empty`: nothing to read in it.
-    client.call(EVENTS_SERVICE, "Forward", bytes).map(drop)
+    req.write_to_bytes().map_err(|e| format!("encode: {e}"))
 }
 
 /// The bytes of `event`. `MessageDyn::write_to_vec_dyn` would look up the message's descriptor
@@ -194,6 +228,70 @@ mod tests {
             );
         }
         assert_eq!(type_url("/tasks/exec-added"), None);
+    }
+
+    /// Records the topics of the events forwarded to it.
+    struct Recorder(Arc<Mutex<Vec<String>>>);
+
+    impl containerd_shim::protos::ttrpc::MethodHandler for Recorder {
+        fn handler(
+            &self,
+            ctx: containerd_shim::protos::ttrpc::TtrpcContext,
+            req: containerd_shim::protos::ttrpc::Request,
+        ) -> containerd_shim::protos::ttrpc::Result<()> {
+            let forward = ForwardRequest::parse_from_bytes(&req.payload).expect("forward");
+            let topic = forward.envelope.topic.clone();
+            self.0.lock().expect("lock").push(topic);
+            let mut res = containerd_shim::protos::ttrpc::Response::new();
+            res.set_status(containerd_shim::protos::ttrpc::get_status(
+                containerd_shim::protos::ttrpc::Code::OK,
+                String::new(),
+            ));
+            containerd_shim::protos::ttrpc::response_to_channel(ctx.mh.stream_id, res, ctx.res_tx)
+        }
+    }
+
+    fn events_service(
+        socket: &std::path::Path,
+        seen: &Arc<Mutex<Vec<String>>>,
+    ) -> crate::rpc::server::Server {
+        let _ = std::fs::remove_file(socket);
+        let listener = std::os::unix::net::UnixListener::bind(socket).expect("bind");
+        let mut methods: crate::rpc::server::Methods = std::collections::HashMap::new();
+        methods.insert(
+            format!("/{EVENTS_SERVICE}/Forward"),
+            Box::new(Recorder(Arc::clone(seen))),
+        );
+        crate::rpc::server::Server::start(listener, methods, &[]).expect("serve")
+    }
+
+    #[test]
+    fn events_sent_while_containerd_is_away_arrive_in_order_once_it_is_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("containerd.sock");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let server = events_service(&socket, &seen);
+        let events = RemoteEvents::connect(socket.to_str().expect("utf-8"), "default".into())
+            .expect("connect");
+        events.send(topics::TASK_START_EVENT_TOPIC, Box::new(TaskStart::new()));
+        events.flush(Duration::from_secs(10));
+        // containerd goes away (its socket too, as at a restart); the task is OOM-killed.
+        server.shutdown(Duration::from_secs(5));
+        let _ = std::fs::remove_file(&socket);
+        events.send(topics::TASK_OOM_EVENT_TOPIC, Box::new(TaskOOM::new()));
+        events.send(topics::TASK_EXIT_EVENT_TOPIC, Box::new(TaskExit::new()));
+        std::thread::sleep(Duration::from_millis(1500));
+        let back = events_service(&socket, &seen);
+        events.flush(Duration::from_secs(20));
+        assert_eq!(
+            *seen.lock().expect("lock"),
+            [
+                topics::TASK_START_EVENT_TOPIC,
+                topics::TASK_OOM_EVENT_TOPIC,
+                topics::TASK_EXIT_EVENT_TOPIC
+            ]
+        );
+        back.shutdown(Duration::from_secs(5));
     }
 
     #[test]

@@ -49,10 +49,11 @@ fn lookup(address: Option<&str>, namespace: &str, id: &str) -> Result<Lookup> {
         Ok(client) => {
             artifact::find_program(&client, id).map_err(|e| Error::InvalidArgument(e.to_string()))
         }
-        Err(e) => {
-            log::warn!("task {id}: cannot read its image ({e}); using the rootfs entrypoint");
-            Ok(Lookup::NoImage)
-        }
+        // containerd asked for this container, so it is there: a socket that does not answer is
+        // a fault to report, not a reason to run the rootfs instead of the image's wasm layer.
+        Err(e) => Err(Error::Internal(format!(
+            "cannot reach containerd at {address} to read the image of container {id}: {e}"
+        ))),
     }
 }
 
@@ -142,4 +143,22 @@ fn sealed_memfd(digest: &str, bytes: &[u8]) -> std::io::Result<File> {
         ),
     )?;
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_containerd_fails_the_lookup_instead_of_using_the_rootfs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("no-containerd.sock");
+        let err =
+            lookup(Some(socket.to_str().expect("utf-8")), "default", "c1").expect_err("an error");
+        assert!(
+            err.to_string().contains("cannot reach containerd at"),
+            "{err}"
+        );
+        assert!(matches!(lookup(None, "default", "c1"), Ok(Lookup::NoImage)));
+    }
 }
