@@ -153,6 +153,16 @@ pub fn handler_section() -> String {
 }
 
 impl Containerd {
+    /// Writes `value` as JSON to `name` in the directory `dir` of this instance's own (created if
+    /// need be), as crictl takes pod and container configs; the file's path.
+    pub fn write_json(&self, dir: &str, name: &str, value: &serde_json::Value) -> String {
+        let dir = self.dir.path().join(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, value.to_string()).unwrap();
+        path.display().to_string()
+    }
+
     /// Runs `crictl` against this containerd's CRI endpoint.
     pub fn crictl(&self, args: &[&str]) -> Ran {
         let out = Command::new("timeout")

@@ -587,12 +587,7 @@ fn a_pod_under_a_slice_puts_every_container_in_its_own_scope() {
         c.import_wasm_cri(IMG, "probe.wasm", fixtures::PROBE);
         c.import_busybox_cri(BUSYBOX);
         let dir = c.dir.path().join("slice-pod");
-        std::fs::create_dir_all(&dir).unwrap();
-        let write = |name: &str, v: serde_json::Value| {
-            let p = dir.join(name);
-            std::fs::write(&p, v.to_string()).unwrap();
-            p.display().to_string()
-        };
+        let write = |name: &str, v: serde_json::Value| c.write_json("slice-pod", name, &v);
         let pod = write(
             "pod.json",
             serde_json::json!({

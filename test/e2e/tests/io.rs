@@ -178,7 +178,6 @@ fn a_recursive_read_only_cri_mount_is_read_only_all_the_way_down() {
     let dir = c.dir.path().join("rro-pod");
     let data = c.dir.path().join("rro-data");
     std::fs::create_dir_all(data.join("sub")).unwrap();
-    std::fs::create_dir_all(&dir).unwrap();
     // A writable mount below the directory granted.
     let sub = data.join("sub");
     nix::mount::mount(
@@ -196,11 +195,7 @@ fn a_recursive_read_only_cri_mount_is_read_only_all_the_way_down() {
         }
     }
     let _unmount = Unmount(sub.clone());
-    let write = |name: &str, v: serde_json::Value| {
-        let p = dir.join(name);
-        std::fs::write(&p, v.to_string()).unwrap();
-        p.display().to_string()
-    };
+    let write = |name: &str, v: serde_json::Value| c.write_json("rro-pod", name, &v);
     for (name, target) in [("top", "/data/new.txt"), ("below", "/data/sub/new.txt")] {
         let pod = write(
             &format!("pod-{name}.json"),

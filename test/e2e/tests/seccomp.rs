@@ -15,6 +15,14 @@ fn under_runc(c: &Containerd, id: &str) -> bool {
         .any(|l| l.contains(&format!("task {id}:")) && l.contains("under runc"))
 }
 
+/// `ctr run`'s flag for the seccomp profile `profile`, written as `name`.
+fn profile_flag(c: &Containerd, name: &str, profile: serde_json::Value) -> String {
+    format!(
+        "--seccomp-profile={}",
+        c.write_json("profiles", name, &profile)
+    )
+}
+
 #[test]
 fn containerds_default_profile_runs_in_a_cell_with_both_filters() {
     let c = Containerd::start();
@@ -46,19 +54,16 @@ fn a_profiles_answers_reach_the_guest() {
     let c = Containerd::start();
     c.import_wasm(IMG, "probe.wasm", fixtures::PROBE);
     // Everything allowed but opening files, which fails with EACCES.
-    let profile = c.dir.path().join("no-open.json");
-    std::fs::write(
-        &profile,
+    let flag = profile_flag(
+        &c,
+        "no-open.json",
         serde_json::json!({
             "defaultAction": "SCMP_ACT_ALLOW",
             "architectures": ["SCMP_ARCH_X86_64"],
             "syscalls": [{"names": ["openat", "open", "openat2"], "action": "SCMP_ACT_ERRNO",
                           "errnoRet": libc::EACCES}]
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let flag = format!("--seccomp-profile={}", profile.display());
+        }),
+    );
     let r = c.run_wasm_with(
         &["--seccomp", &flag],
         IMG,
@@ -85,17 +90,14 @@ fn a_profile_the_cell_cannot_honour_goes_to_runc_with_the_reason_logged() {
     let c = Containerd::start();
     c.import_wasm(IMG, "probe.wasm", fixtures::PROBE);
     // A user-space notifier: only runc (with a seccomp agent) can carry it out.
-    let profile = c.dir.path().join("notify.json");
-    std::fs::write(
-        &profile,
+    let flag = profile_flag(
+        &c,
+        "notify.json",
         serde_json::json!({
             "defaultAction": "SCMP_ACT_ALLOW",
             "syscalls": [{"names": ["mount"], "action": "SCMP_ACT_NOTIFY"}]
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let flag = format!("--seccomp-profile={}", profile.display());
+        }),
+    );
     let r = c.run_wasm_with(
         &["--seccomp", &flag],
         IMG,
@@ -113,12 +115,7 @@ fn a_runtime_default_pod_runs_its_wasm_container_in_a_cell() {
     let c = Containerd::start_cri_with_env(&[]);
     c.import_wasm_cri(IMG, "probe.wasm", fixtures::PROBE);
     let dir = c.dir.path().join("rd-pod");
-    std::fs::create_dir_all(&dir).unwrap();
-    let write = |name: &str, v: serde_json::Value| {
-        let p = dir.join(name);
-        std::fs::write(&p, v.to_string()).unwrap();
-        p.display().to_string()
-    };
+    let write = |name: &str, v: serde_json::Value| c.write_json("rd-pod", name, &v);
     let pod = write(
         "pod.json",
         serde_json::json!({
