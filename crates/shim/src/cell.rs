@@ -16,6 +16,7 @@ use wasmcell_task::RunSpec;
 
 use crate::error::{Error, Result};
 use crate::process::{map_fds, pipe, spawn_watched};
+use crate::tasks::lock;
 
 /// The argument that makes the shim binary act as a cell.
 pub const CELL_ARG: &str = "cell";
@@ -202,10 +203,6 @@ fn exec_cell(id: &str, fds: [BorrowedFd<'_>; crate::zygote::CELL_FDS]) -> Result
 fn dup(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
     fd.try_clone_to_owned()
         .map_err(|e| Error::io("duplicate an fd for the cell", e))
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Reads the cell's status line, waiting at most `timeout` for it: the line (empty if the cell

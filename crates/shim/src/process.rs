@@ -286,17 +286,23 @@ fn read_outputs(
 mod tests {
     use super::*;
 
-    #[test]
-    fn output_reading_ends_at_the_deadline_while_the_command_holds_its_pipes() {
-        // A command that writes, then keeps its output open without ending.
+    /// `sh -c script` with its stdout and stderr piped: the child and the pipes' read ends.
+    fn sh(script: &str) -> (std::process::Child, OwnedFd, OwnedFd) {
         let mut child = Command::new("sh")
-            .args(["-c", "echo out; echo err >&2; exec sleep 30"])
+            .args(["-c", script])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn");
-        let out: OwnedFd = child.stdout.take().expect("stdout").into();
-        let err: OwnedFd = child.stderr.take().expect("stderr").into();
+        let out = child.stdout.take().expect("stdout").into();
+        let err = child.stderr.take().expect("stderr").into();
+        (child, out, err)
+    }
+
+    #[test]
+    fn output_reading_ends_at_the_deadline_while_the_command_holds_its_pipes() {
+        // A command that writes, then keeps its output open without ending.
+        let (mut child, out, err) = sh("echo out; echo err >&2; exec sleep 30");
         let started = Instant::now();
         let r = read_outputs(out, err, started + Duration::from_millis(300));
         let took = started.elapsed();
@@ -305,14 +311,7 @@ mod tests {
         assert_eq!(r, Err(Late));
         assert!(took < Duration::from_secs(5), "{took:?}");
 
-        let mut child = Command::new("sh")
-            .args(["-c", "echo out; echo err >&2"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let out: OwnedFd = child.stdout.take().expect("stdout").into();
-        let err: OwnedFd = child.stderr.take().expect("stderr").into();
+        let (mut child, out, err) = sh("echo out; echo err >&2");
         let r = read_outputs(out, err, Instant::now() + Duration::from_secs(30));
         let _ = child.wait();
         assert_eq!(r, Ok(("out\n".to_owned(), "err\n".to_owned())));
