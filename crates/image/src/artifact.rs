@@ -20,7 +20,14 @@
 //! must start with the wasm magic: its bytes go through the host compile cache like any other
 //! module. Loading such a layer as native code was runwasi's CVE-2026-47218.
 
-use crate::oci::{self, Descriptor, ImageConfig, Index, Manifest};
+use std::fs::File;
+use std::io::{Seek, Write};
+use std::os::unix::fs::FileExt;
+
+use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+use nix::sys::memfd::{memfd_create, MFdFlags};
+
+use crate::oci::{self, Descriptor, Digester, ImageConfig, Index, Manifest};
 
 /// Largest manifest, index or config read (containerd's own limit for manifests).
 pub const MAX_JSON_BLOB: i64 = 4 << 20;
@@ -34,8 +41,10 @@ pub trait ContentSource {
     fn container_image(&self, container_id: &str) -> Result<Option<String>, String>;
     /// The descriptor an image name points at, or `None` when there is no such image.
     fn image_target(&self, image: &str) -> Result<Option<Descriptor>, String>;
-    /// The bytes of a blob, or `None` when the content store does not have it.
-    fn read_blob(&self, digest: &str) -> Result<Option<Vec<u8>>, String>;
+    /// Writes the blob `digest` into `into`, asking the store for no more than `size` bytes
+    /// (containerd's Read stops there); `Ok(false)` when the content store does not have it.
+    /// The caller bounds what it accepts as well: `into` refuses bytes past `size`.
+    fn read_blob(&self, digest: &str, size: u64, into: &mut dyn Write) -> Result<bool, String>;
 }
 
 /// Which OCI wasm layout a program came from.
@@ -48,7 +57,7 @@ pub enum WasmLayout {
 }
 
 /// A wasm program read from an image's layer.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct LayerProgram {
     /// The image it came from.
     pub image: String,
@@ -56,8 +65,11 @@ pub struct LayerProgram {
     pub layout: WasmLayout,
     /// The layer's descriptor.
     pub layer: Descriptor,
-    /// The layer's bytes: a wasm module or component (checked by its magic).
-    pub wasm: Vec<u8>,
+    /// The layer's bytes, a wasm module or component (checked by its magic), in an anonymous
+    /// file sealed against every change and positioned at its start: the layer streams into it
+    /// from containerd, so a large layer is held once, and the cell maps it as it maps a
+    /// rootfs file.
+    pub wasm: File,
     /// Layers passed over because they claim to be precompiled, with the reason.
     pub skipped: Vec<String>,
 }
@@ -275,16 +287,21 @@ impl Walk<'_> {
         if layer.size == 0 {
             return Err(self.error(format!("{what} is empty")));
         }
-        let wasm = self.read(&layer, &what, MAX_WASM_LAYER)?;
-        if !wasm.starts_with(b"\0asm") {
-            let head: Vec<String> = wasm.iter().take(8).map(|b| format!("{b:02x}")).collect();
-            let kind = if wasm.starts_with(b"\x7fELF") {
+        let wasm = self.read_wasm(&layer, &what)?;
+        let mut head = [0u8; 8];
+        let got = wasm
+            .read_at(&mut head, 0)
+            .map_err(|e| self.error(format!("read back {what}: {e}")))?;
+        let head = &head[..got];
+        if !head.starts_with(b"\0asm") {
+            let hex: Vec<String> = head.iter().map(|b| format!("{b:02x}")).collect();
+            let kind = if head.starts_with(b"\x7fELF") {
                 "an ELF file: native code, as a precompiled module is; wasmcell never loads \
                  native code from an image, publish the .wasm instead"
             } else {
                 "not WebAssembly (no \\0asm magic)"
             };
-            return Err(self.error(format!("{what} starts with {}: {kind}", head.join(" "))));
+            return Err(self.error(format!("{what} starts with {}: {kind}", hex.join(" "))));
         }
         Ok(Lookup::Layer(Box::new(LayerProgram {
             image: self.image.to_owned(),
@@ -372,45 +389,127 @@ impl Walk<'_> {
             .map_err(|e| self.error(format!("{what} ({}) is malformed: {e}", desc.media_type)))
     }
 
-    /// Reads a blob and checks it against its descriptor's size and digest.
+    /// Reads a blob into memory and checks it against its descriptor's size and digest.
     fn read(&self, desc: &Descriptor, what: &str, limit: i64) -> Result<Vec<u8>, ImageError> {
+        let mut bytes = Vec::new();
+        self.read_into(desc, what, limit, &mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// Streams a wasm layer into a sealed anonymous file and checks it against its
+    /// descriptor's size and digest.
+    fn read_wasm(&self, desc: &Descriptor, what: &str) -> Result<File, ImageError> {
+        let io = |doing: &str, e: std::io::Error| self.error(format!("{doing} for {what}: {e}"));
+        let name = format!("wasmcell-layer-{}", desc.digest.replace(':', "-"));
+        let fd = memfd_create(
+            name.as_str(),
+            MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+        )
+        .map_err(|e| io("create an anonymous file", e.into()))?;
+        let mut file = File::from(fd);
+        self.read_into(desc, what, MAX_WASM_LAYER, &mut file)?;
+        file.rewind().map_err(|e| io("rewind", e))?;
+        fcntl(
+            &file,
+            FcntlArg::F_ADD_SEALS(
+                SealFlag::F_SEAL_SHRINK
+                    | SealFlag::F_SEAL_GROW
+                    | SealFlag::F_SEAL_WRITE
+                    | SealFlag::F_SEAL_SEAL,
+            ),
+        )
+        .map_err(|e| io("seal the anonymous file", e.into()))?;
+        Ok(file)
+    }
+
+    /// Streams a blob into `sink`, taking at most the size its descriptor gives (itself at
+    /// most `limit`), and checks the size and digest of what came.
+    fn read_into(
+        &self,
+        desc: &Descriptor,
+        what: &str,
+        limit: i64,
+        sink: &mut dyn Write,
+    ) -> Result<(), ImageError> {
         if desc.size < 0 || desc.size > limit {
             return Err(self.error(format!(
                 "{what} has size {} in its descriptor; wasmcell reads at most {limit} bytes",
                 desc.size
             )));
         }
-        if oci::digest_like(&desc.digest, &[]).is_none() {
+        let Some(digester) = Digester::like(&desc.digest) else {
             return Err(self.error(format!(
                 "{what}: digest {:?} is not sha256:… or sha512:…",
                 desc.digest
             )));
-        }
-        let bytes = self
-            .source
-            .read_blob(&desc.digest)
-            .map_err(|e| self.error(format!("read {what} from containerd's content store: {e}")))?
-            .ok_or_else(|| {
-                self.error(format!(
-                    "{what} is not in containerd's content store (was the image pulled or \
-                     imported completely?)"
-                ))
-            })?;
-        if bytes.len() as i64 != desc.size {
+        };
+        let size = desc.size as u64;
+        let mut checked = Checked {
+            sink,
+            digester,
+            written: 0,
+            size,
+            overflow: false,
+        };
+        let found = self.source.read_blob(&desc.digest, size, &mut checked);
+        if checked.overflow {
             return Err(self.error(format!(
-                "{what} is {} bytes, but its descriptor says {} (truncated or replaced content)",
-                bytes.len(),
-                desc.size
+                "{what} is longer than the {size} bytes its descriptor says (replaced content); \
+                 wasmcell stopped reading there"
             )));
         }
-        let actual = oci::digest_like(&desc.digest, &bytes).unwrap_or_default();
+        let found = found
+            .map_err(|e| self.error(format!("read {what} from containerd's content store: {e}")))?;
+        if !found {
+            return Err(self.error(format!(
+                "{what} is not in containerd's content store (was the image pulled or imported \
+                 completely?)"
+            )));
+        }
+        if checked.written != size {
+            return Err(self.error(format!(
+                "{what} is {} bytes, but its descriptor says {size} (truncated or replaced \
+                 content)",
+                checked.written
+            )));
+        }
+        let actual = checked.digester.finish();
         if actual != desc.digest {
             return Err(self.error(format!(
                 "{what} does not match its digest: the content store holds {actual} (corrupt \
                  or tampered content)"
             )));
         }
-        Ok(bytes)
+        Ok(())
+    }
+}
+
+/// A writer that passes bytes on while hashing them, and refuses any byte past `size`.
+struct Checked<'a> {
+    sink: &'a mut dyn Write,
+    digester: Digester,
+    written: u64,
+    size: u64,
+    overflow: bool,
+}
+
+impl Write for Checked<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.written + buf.len() as u64 > self.size {
+            self.overflow = true;
+            return Err(std::io::Error::other(format!(
+                "more than the {} bytes asked for",
+                self.size
+            )));
+        }
+        self.sink.write_all(buf)?;
+        self.digester.update(buf);
+        self.written += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.sink.flush()
     }
 }
 
@@ -446,6 +545,8 @@ mod tests {
     struct Store {
         image: Option<Descriptor>,
         blobs: HashMap<String, Vec<u8>>,
+        /// Bytes the reader has taken, over all reads.
+        written: std::cell::Cell<usize>,
     }
 
     impl ContentSource for Store {
@@ -455,8 +556,17 @@ mod tests {
         fn image_target(&self, _: &str) -> Result<Option<Descriptor>, String> {
             Ok(self.image.clone())
         }
-        fn read_blob(&self, digest: &str) -> Result<Option<Vec<u8>>, String> {
-            Ok(self.blobs.get(digest).cloned())
+        /// Writes the whole blob in 64 KiB pieces whatever `size` says, as a content store
+        /// that ignored it would, so that the reader's own bound is what the tests see.
+        fn read_blob(&self, digest: &str, _: u64, into: &mut dyn Write) -> Result<bool, String> {
+            let Some(blob) = self.blobs.get(digest) else {
+                return Ok(false);
+            };
+            for piece in blob.chunks(64 << 10) {
+                into.write_all(piece).map_err(|e| e.to_string())?;
+                self.written.set(self.written.get() + piece.len());
+            }
+            Ok(true)
         }
     }
 
@@ -528,6 +638,13 @@ mod tests {
         )
     }
 
+    /// What a program's sealed file holds.
+    fn bytes(p: &LayerProgram) -> Vec<u8> {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut &p.wasm, &mut out).expect("read the program's file");
+        out
+    }
+
     fn layer_of(l: Lookup) -> LayerProgram {
         match l {
             Lookup::Layer(p) => *p,
@@ -543,7 +660,7 @@ mod tests {
                 .expect("ok"),
         );
         assert_eq!(p.layout, WasmLayout::Cncf);
-        assert_eq!(p.wasm, WASM);
+        assert_eq!(bytes(&p), WASM);
         assert_eq!(p.default_argv0(), "/app.wasm");
     }
 
@@ -593,7 +710,7 @@ mod tests {
             INDEX_MEDIA_TYPE,
             json!({"schemaVersion": 2, "manifests": [other, wasm]}),
         ));
-        assert_eq!(layer_of(s.lookup().expect("ok")).wasm, WASM);
+        assert_eq!(bytes(&layer_of(s.lookup().expect("ok"))), WASM);
 
         let mut none = Store::default();
         none.image = Some(none.json(
@@ -679,6 +796,40 @@ mod tests {
     }
 
     #[test]
+    fn a_descriptor_that_understates_its_blob_bounds_the_read() {
+        let mut s = Store::image(cncf(), &[(WASM_LAYER_MEDIA_TYPE, WASM)]);
+        let layer = s.manifest()["layers"][0]["digest"]
+            .as_str()
+            .expect("digest")
+            .to_owned();
+        // The descriptor says 8 bytes; the store holds 8 MiB under that digest.
+        let mut huge = WASM.to_vec();
+        huge.resize(8 << 20, 0);
+        s.blobs.insert(layer.clone(), huge);
+        let e = s.error();
+        assert!(
+            e.contains("is longer than the 8 bytes its descriptor says") && e.contains(&layer),
+            "{e}"
+        );
+        assert!(
+            s.written.get() < 64 << 10,
+            "the reader took {} bytes",
+            s.written.get()
+        );
+    }
+
+    #[test]
+    fn the_program_file_is_sealed_and_starts_at_its_beginning() {
+        let s = Store::image(cncf(), &[(WASM_LAYER_MEDIA_TYPE, WASM)]);
+        let mut p = layer_of(s.lookup().expect("ok"));
+        let mut first = [0u8; 4];
+        std::io::Read::read_exact(&mut p.wasm, &mut first).expect("read");
+        assert_eq!(&first, b"\0asm");
+        assert!(p.wasm.write_at(b"x", 0).is_err(), "the file can be written");
+        assert!(p.wasm.set_len(1 << 20).is_err(), "the file can grow");
+    }
+
+    #[test]
     fn malformed_manifests_and_configs_are_named() {
         let mut s = Store::image(cncf(), &[(WASM_LAYER_MEDIA_TYPE, WASM)]);
         s.image = Some(s.put(MANIFEST_MEDIA_TYPE, b"{\"config\": 1"));
@@ -733,7 +884,7 @@ mod tests {
             m["layers"][0]["annotations"] = json!({"runwasi.io/precompiled": "true"});
         });
         let p = layer_of(s.lookup().expect("ok"));
-        assert_eq!(p.wasm, WASM);
+        assert_eq!(bytes(&p), WASM);
         assert_eq!(p.skipped.len(), 1, "{:?}", p.skipped);
 
         // Alone: refused, and its bytes are never read.

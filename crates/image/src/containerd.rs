@@ -6,6 +6,7 @@
 //! containerd that stops answering fails a Create instead of hanging it.
 
 use std::cell::RefCell;
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -130,15 +131,30 @@ impl ContentSource for Containerd {
             .map(descriptor))
     }
 
-    fn read_blob(&self, digest: &str) -> Result<Option<Vec<u8>>, String> {
-        let chunks: Option<Vec<ReadContentResponse>> = self.call(
-            "/containerd.services.content.v1.Content/Read",
-            &ReadContentRequest {
-                digest: digest.to_owned(),
-                offset: 0,
-                size: 0,
+    fn read_blob(&self, digest: &str, size: u64, into: &mut dyn Write) -> Result<bool, String> {
+        const METHOD: &str = "/containerd.services.content.v1.Content/Read";
+        // containerd reads the whole blob for a size of 0; one byte is then enough to find a
+        // blob that is longer than its descriptor said.
+        let request = ReadContentRequest {
+            digest: digest.to_owned(),
+            offset: 0,
+            size: i64::try_from(size.max(1)).unwrap_or(i64::MAX),
+        };
+        let answer = self.connection.borrow_mut().call_each(
+            METHOD,
+            &[("containerd-namespace", &self.namespace)],
+            CALL_DEADLINE,
+            &request.encode_to_vec(),
+            &mut |message| {
+                let chunk = ReadContentResponse::decode(message)
+                    .map_err(|e| format!("undecodable answer: {e}"))?;
+                into.write_all(&chunk.data).map_err(|e| e.to_string())
             },
-        )?;
-        Ok(chunks.map(|chunks| chunks.into_iter().flat_map(|c| c.data).collect()))
+        );
+        match answer {
+            Ok(()) => Ok(true),
+            Err(CallError::Status { code, .. }) if code == NOT_FOUND => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
     }
 }

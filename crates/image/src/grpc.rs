@@ -52,6 +52,11 @@ const MAX_FRAME: usize = 16_384;
 /// Frames the server sends may be larger only if the client allowed it, which it does not;
 /// anything above this is a broken peer.
 const MAX_FRAME_READ: usize = 1 << 24;
+/// The largest response message the client takes (gRPC's usual receive limit); containerd
+/// sends a blob as messages of 1 MiB.
+const MAX_MESSAGE: usize = 16 << 20;
+/// RST_STREAM's error code for a stream the client no longer wants.
+const CANCEL: u32 = 0x8;
 /// Credit is given back once this much data has arrived since the last top-up.
 const TOP_UP: u32 = 256 << 20;
 
@@ -143,6 +148,26 @@ impl<S: Read + Write> Connection<S> {
         timeout: Duration,
         request: &[u8],
     ) -> Result<Vec<Vec<u8>>, CallError> {
+        let mut messages = Vec::new();
+        self.call_each(method, metadata, timeout, request, &mut |m| {
+            messages.push(m.to_vec());
+            Ok(())
+        })?;
+        Ok(messages)
+    }
+
+    /// Like [`Connection::call`], but hands each response message to `each` as soon as it has
+    /// arrived whole, so that a long stream (a blob) is never held in memory at once. The
+    /// messages come before the call's status: when the call fails, what `each` was given is
+    /// to be thrown away. An error from `each` ends the call at once with that error.
+    pub fn call_each(
+        &mut self,
+        method: &str,
+        metadata: &[(&str, &str)],
+        timeout: Duration,
+        request: &[u8],
+        each: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<(), CallError> {
         let id = self.next_stream;
         self.next_stream += 2;
         let deadline = format!("{}m", timeout.as_millis().clamp(1, 99_999_999));
@@ -185,13 +210,28 @@ impl<S: Read + Write> Connection<S> {
         self.stream
             .write_all(&out)
             .map_err(|e| transport(&format!("send {method}"), e))?;
-        let answer = self.receive(id, method)?;
-        answer.into_messages(method)
+        let mut answer = Answer {
+            status: None,
+            grpc_status: None,
+            grpc_message: None,
+            pending: Vec::new(),
+            each,
+            refused: false,
+        };
+        if let Err(e) = self.receive(id, method, &mut answer) {
+            if answer.refused {
+                // The caller wants no more of this stream: tell the server to stop sending it.
+                // Frames already on their way are passed over by later calls, which read only
+                // their own stream's data.
+                let _ = self.send(RST_STREAM, 0, id, &CANCEL.to_be_bytes(), method);
+            }
+            return Err(e);
+        }
+        answer.end(method)
     }
 
     /// Reads frames until stream `id` has ended.
-    fn receive(&mut self, id: u32, method: &str) -> Result<Answer, CallError> {
-        let mut answer = Answer::default();
+    fn receive(&mut self, id: u32, method: &str, answer: &mut Answer) -> Result<(), CallError> {
         // Data received on this stream since credit was last given back: a stream's window is
         // its own, so it is counted apart from the connection's.
         let mut stream_unacknowledged = 0u32;
@@ -249,9 +289,9 @@ impl<S: Read + Write> Connection<S> {
                     if stream == id {
                         let data = unpad(&payload, flags, false)
                             .ok_or_else(|| bad_frame(method, "DATA"))?;
-                        answer.data.extend_from_slice(data);
+                        answer.data(data, method)?;
                         if flags & END_STREAM != 0 {
-                            return Ok(answer);
+                            return Ok(());
                         }
                     }
                 }
@@ -266,7 +306,7 @@ impl<S: Read + Write> Connection<S> {
                     let ends = *ends;
                     answer.take_headers(fields);
                     if ends {
-                        return Ok(answer);
+                        return Ok(());
                     }
                 }
                 block = None;
@@ -339,15 +379,19 @@ impl<S: Read + Write> Connection<S> {
 }
 
 /// What arrived for the call's stream.
-#[derive(Default)]
-struct Answer {
+struct Answer<'a> {
     status: Option<String>,
     grpc_status: Option<String>,
     grpc_message: Option<String>,
-    data: Vec<u8>,
+    /// Data of a message not yet whole: a message's 5-byte prefix and what has come of it.
+    pending: Vec<u8>,
+    /// Where whole messages go.
+    each: &'a mut dyn FnMut(&[u8]) -> Result<(), String>,
+    /// Whether `each` has refused a message.
+    refused: bool,
 }
 
-impl Answer {
+impl Answer<'_> {
     fn take_headers(&mut self, fields: Vec<(Vec<u8>, Vec<u8>)>) {
         for (name, value) in fields {
             let value = String::from_utf8_lossy(&value).into_owned();
@@ -360,7 +404,53 @@ impl Answer {
         }
     }
 
-    fn into_messages(self, method: &str) -> Result<Vec<Vec<u8>>, CallError> {
+    /// Takes the data of a DATA frame and hands on each message it completes.
+    fn data(&mut self, mut data: &[u8], method: &str) -> Result<(), CallError> {
+        while !data.is_empty() {
+            if self.pending.len() < 5 {
+                let take = (5 - self.pending.len()).min(data.len());
+                self.pending.extend_from_slice(&data[..take]);
+                data = &data[take..];
+                if self.pending.len() < 5 {
+                    return Ok(());
+                }
+                if self.pending[0] != 0 {
+                    return Err(CallError::Transport(format!(
+                        "{method}: a compressed message, which the client never asked for"
+                    )));
+                }
+                let len = self.announced();
+                if len > MAX_MESSAGE {
+                    return Err(CallError::Transport(format!(
+                        "{method}: a message of {len} bytes, more than the {MAX_MESSAGE} the \
+                         client takes"
+                    )));
+                }
+                self.pending.reserve(len);
+            }
+            let missing = self.announced() + 5 - self.pending.len();
+            let take = missing.min(data.len());
+            self.pending.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if take == missing {
+                if let Err(why) = (self.each)(&self.pending[5..]) {
+                    self.refused = true;
+                    return Err(CallError::Transport(format!("{method}: {why}")));
+                }
+                self.pending.clear();
+            }
+        }
+        Ok(())
+    }
+
+    /// The length the pending message's prefix announces.
+    fn announced(&self) -> usize {
+        let p = &self.pending;
+        u32::from_be_bytes([p[1], p[2], p[3], p[4]]) as usize
+    }
+
+    /// The call's outcome once its stream has ended.
+    fn end(self, method: &str) -> Result<(), CallError> {
         if let Some(status) = self.status.as_deref().filter(|s| *s != "200") {
             return Err(CallError::Transport(format!(
                 "{method}: HTTP status {status}"
@@ -380,30 +470,12 @@ impl Answer {
                 )))
             }
         }
-        let mut messages = Vec::new();
-        let mut rest = self.data.as_slice();
-        while !rest.is_empty() {
-            let (head, body) = rest.split_at(rest.len().min(5));
-            if head.len() < 5 {
-                return Err(CallError::Transport(format!(
-                    "{method}: a truncated message"
-                )));
-            }
-            if head[0] != 0 {
-                return Err(CallError::Transport(format!(
-                    "{method}: a compressed message, which the client never asked for"
-                )));
-            }
-            let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-            if body.len() < len {
-                return Err(CallError::Transport(format!(
-                    "{method}: a truncated message"
-                )));
-            }
-            messages.push(body[..len].to_vec());
-            rest = &body[len..];
+        if !self.pending.is_empty() {
+            return Err(CallError::Transport(format!(
+                "{method}: a truncated message"
+            )));
         }
-        Ok(messages)
+        Ok(())
     }
 }
 
@@ -649,6 +721,56 @@ mod tests {
         frame(&mut input, CONTINUATION, END_HEADERS, 1, b);
         let (result, _) = call(input);
         assert_eq!(result.unwrap(), vec![b"one".to_vec(), b"two".to_vec()]);
+    }
+
+    #[test]
+    fn messages_are_handed_on_as_they_complete_and_a_refusal_cancels_the_stream() {
+        let (_, mut input) = answer_begun();
+        let mut three = message(b"one");
+        three.extend_from_slice(&message(b"two"));
+        three.extend_from_slice(&message(b"three"));
+        // Split mid-prefix and mid-body, as a server may.
+        frame(&mut input, DATA, 0, 1, &three[..3]);
+        frame(&mut input, DATA, 0, 1, &three[3..10]);
+        frame(&mut input, DATA, 0, 1, &three[10..]);
+        let peer = Scripted {
+            input: std::io::Cursor::new(input),
+            written: Vec::new(),
+        };
+        let mut c = Connection::over(peer).unwrap();
+        let mut seen = Vec::new();
+        let r = c.call_each(
+            "/containerd.services.content.v1.Content/Read",
+            &[],
+            Duration::from_secs(30),
+            b"request",
+            &mut |m| {
+                seen.push(m.to_vec());
+                if seen.len() == 2 {
+                    return Err("enough".to_owned());
+                }
+                Ok(())
+            },
+        );
+        assert_eq!(seen, vec![b"one".to_vec(), b"two".to_vec()]);
+        let e = r.expect_err("refused");
+        assert!(e.to_string().contains("enough"), "{e}");
+        let reset = frames(&c.stream.written)
+            .into_iter()
+            .find(|f| f.0 == RST_STREAM)
+            .expect("a RST_STREAM");
+        assert_eq!((reset.2, reset.3), (1, CANCEL.to_be_bytes().to_vec()));
+    }
+
+    #[test]
+    fn a_message_above_the_limit_is_refused_from_its_prefix() {
+        let (_, mut input) = answer_begun();
+        let mut prefix = vec![0u8];
+        prefix.extend_from_slice(&u32::try_from(MAX_MESSAGE + 1).unwrap().to_be_bytes());
+        frame(&mut input, DATA, 0, 1, &prefix);
+        let (result, _) = call(input);
+        let e = result.expect_err("refused");
+        assert!(e.to_string().contains("more than the"), "{e}");
     }
 
     #[test]

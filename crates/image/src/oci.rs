@@ -135,10 +135,45 @@ pub fn precompiled_claim(layer: &Descriptor) -> Option<String> {
 /// The `algorithm:hex` digest of `bytes` with the algorithm of `like` (sha256 or sha512), or
 /// `None` for an algorithm wasmcell does not know.
 pub fn digest_like(like: &str, bytes: &[u8]) -> Option<String> {
-    match like.split_once(':').map(|(a, _)| a) {
-        Some("sha256") => Some(format!("sha256:{}", hex::encode(Sha256::digest(bytes)))),
-        Some("sha512") => Some(format!("sha512:{}", hex::encode(Sha512::digest(bytes)))),
-        _ => None,
+    let mut digester = Digester::like(like)?;
+    digester.update(bytes);
+    Some(digester.finish())
+}
+
+/// A digest computed as the bytes go by, so that a blob streamed from containerd is checked
+/// without being held whole.
+pub enum Digester {
+    /// sha256
+    Sha256(Sha256),
+    /// sha512
+    Sha512(Sha512),
+}
+
+impl Digester {
+    /// A digester with the algorithm of `like` (`sha256:…` or `sha512:…`), or `None` for an
+    /// algorithm wasmcell does not know.
+    pub fn like(like: &str) -> Option<Digester> {
+        match like.split_once(':').map(|(a, _)| a) {
+            Some("sha256") => Some(Digester::Sha256(Sha256::new())),
+            Some("sha512") => Some(Digester::Sha512(Sha512::new())),
+            _ => None,
+        }
+    }
+
+    /// Adds `bytes`.
+    pub fn update(&mut self, bytes: &[u8]) {
+        match self {
+            Digester::Sha256(h) => h.update(bytes),
+            Digester::Sha512(h) => h.update(bytes),
+        }
+    }
+
+    /// The `algorithm:hex` digest of everything added.
+    pub fn finish(self) -> String {
+        match self {
+            Digester::Sha256(h) => format!("sha256:{}", hex::encode(h.finalize())),
+            Digester::Sha512(h) => format!("sha512:{}", hex::encode(h.finalize())),
+        }
     }
 }
 

@@ -6,12 +6,9 @@
 //! cell hashes them and loads the host compile cache's entry or compiles into it. Nothing from
 //! the image is ever deserialized as native code.
 
-use std::fs::File;
-use std::io::{Seek, Write};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use nix::fcntl::{fcntl, FcntlArg, SealFlag};
-use nix::sys::memfd::{memfd_create, MFdFlags};
 use oci_spec::runtime::Spec;
 use wasmcell_image::artifact::{self, Lookup};
 use wasmcell_image::containerd::Containerd;
@@ -103,46 +100,27 @@ fn from_layer(id: &str, spec: &mut Spec, program: artifact::LayerProgram) -> Res
     for skipped in &program.skipped {
         log::warn!("task {id}: image {}: {skipped}", program.image);
     }
-    let kind = entrypoint::classify(&name, &program.wasm[..program.wasm.len().min(8)])?;
+    let mut head = [0u8; 8];
+    let got = program
+        .wasm
+        .read_at(&mut head, 0)
+        .map_err(|e| Error::io(format!("read {name}"), e))?;
+    let kind = entrypoint::classify(&name, &head[..got])?;
     if let Some(process) = spec.process_mut() {
         if process.args().as_ref().is_none_or(Vec::is_empty) {
             process.set_args(Some(vec![program.default_argv0()]));
         }
     }
-    let file = sealed_memfd(&program.layer.digest, &program.wasm)
-        .map_err(|e| Error::io(format!("hand {name} to the cell"), e))?;
     log::info!(
         "task {id}: program is {name} ({:?} layout, {} bytes)",
         program.layout,
-        program.wasm.len()
+        program.layer.size
     );
     Ok(Entrypoint {
-        file,
+        file: program.wasm,
         path: name,
         kind,
     })
-}
-
-/// An anonymous, read-only-sealed file holding `bytes`, positioned at its start.
-fn sealed_memfd(digest: &str, bytes: &[u8]) -> std::io::Result<File> {
-    let name = format!("wasmcell-layer-{}", digest.replace(':', "-"));
-    let fd = memfd_create(
-        name.as_str(),
-        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
-    )?;
-    let mut file = File::from(fd);
-    file.write_all(bytes)?;
-    file.rewind()?;
-    fcntl(
-        &file,
-        FcntlArg::F_ADD_SEALS(
-            SealFlag::F_SEAL_SHRINK
-                | SealFlag::F_SEAL_GROW
-                | SealFlag::F_SEAL_WRITE
-                | SealFlag::F_SEAL_SEAL,
-        ),
-    )?;
-    Ok(file)
 }
 
 #[cfg(test)]

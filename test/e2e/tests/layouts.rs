@@ -193,3 +193,55 @@ fn cncf_artifacts_run_through_cri_on_containerd_2_and_ctr_says_why_it_cannot() {
     let hits = log.matches("): cache-hit in").count();
     assert!(hits >= 3, "cache hits in the log: {hits}\n{log}");
 }
+
+/// A wasm layer streams from containerd's content store into the anonymous file the cell
+/// maps: the shim never holds the layer in its own memory, so a large layer costs the shim
+/// (which lives outside the pod's cgroup) no more than a small one.
+#[test]
+fn a_large_wasm_layer_streams_through_the_shim_without_being_held() {
+    const MIB: usize = 96;
+    let c = Containerd::start();
+    if containerd_major() < 2 {
+        return; // containerd 1.6.20 cannot import the runwasi layout (see above).
+    }
+    let program = Program {
+        name: "large",
+        wasm: fixtures::big_module(MIB),
+        says: "hello from a big module",
+    };
+    let (image, imported, platform) = build(&c, "runwasi", &program, false);
+    assert_eq!(imported.code, 0, "import {image}: {imported:?}");
+    let mut args = vec!["run", "-d", "--runtime", wasmcell_e2e::RUNTIME];
+    args.extend(["--platform", platform.expect("a wasm platform")]);
+    args.extend([image.as_str(), "large"]);
+    let r = c.ctr(&args);
+    assert_eq!(r.code, 0, "ctr run -d {image}: {r:?}\n{}", c.log());
+    let stopped = c.wait_until(std::time::Duration::from_secs(60), || {
+        c.ctr(&["task", "ls"])
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("large ") && l.contains("STOPPED"))
+    });
+    assert!(stopped, "the task did not run to its end\n{}", c.log());
+    // The peak resident memory of each shim process, in KiB.
+    let peaks: Vec<u64> = c
+        .shim_pids()
+        .iter()
+        .map(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .expect("VmHWM")
+        })
+        .collect();
+    assert!(!peaks.is_empty(), "no shim is running\n{}", c.log());
+    let limit_kib = ((MIB as u64) << 10) / 3;
+    eprintln!("shim peaks (KiB): {peaks:?}");
+    assert!(
+        peaks.iter().all(|&p| p < limit_kib),
+        "a shim's peak resident memory (KiB) reached a third of the {MIB} MiB layer: {peaks:?}"
+    );
+    assert_eq!(c.ctr(&["task", "delete", "large"]).code, 0);
+}
