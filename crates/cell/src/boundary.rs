@@ -359,7 +359,10 @@ fn rlimit_resource(name: &str) -> Option<nix::sys::resource::Resource> {
     })
 }
 
-/// Applies rlimits, `oom_score_adj`, the pivot into the rootfs, user and groups, capabilities, `no_new_privs` and the
+/// The umask of a process whose spec gives none (runc's).
+const DEFAULT_UMASK: u32 = 0o022;
+
+/// Applies rlimits, `oom_score_adj`, the umask, the pivot into the rootfs, user and groups, capabilities, `no_new_privs` and the
 /// seccomp allow-list, in the order runc uses (limits need privileges, so they come before
 /// dropping them; the filter comes last so that setting up needs no allowed call).
 pub fn lock_down(spec: &RunSpec, filter: Filter) -> Result<(), String> {
@@ -374,6 +377,11 @@ pub fn lock_down(spec: &RunSpec, filter: Filter) -> Result<(), String> {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string())
             .map_err(|e| format!("set oom_score_adj {adj}: {e}"))?;
     }
+    // Files the guest creates in its grants get the spec's umask, as a process runc starts
+    // does (runc's own default when the spec gives none).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
+        iso.umask.unwrap_or(DEFAULT_UMASK),
+    ));
     // Read while /proc is still in view.
     let last_cap = last_cap();
     pivot_into(&spec.rootfs)?;

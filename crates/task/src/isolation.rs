@@ -82,6 +82,9 @@ pub struct Isolation {
     pub gid: u32,
     /// `process.user.additionalGids`.
     pub additional_gids: Vec<u32>,
+    /// `process.user.umask`; none means runc's default, 0022.
+    #[serde(default)]
+    pub umask: Option<u32>,
     /// `hostname`, set in the UTS namespace the spec names.
     #[serde(default)]
     pub hostname: Option<String>,
@@ -265,6 +268,7 @@ impl Isolation {
             iso.uid = user.uid();
             iso.gid = user.gid();
             iso.additional_gids = user.additional_gids().clone().unwrap_or_default();
+            iso.umask = user.umask();
         }
         Ok(iso)
     }

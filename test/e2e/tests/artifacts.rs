@@ -579,3 +579,64 @@ fn a_container_whose_image_is_gone_runs_its_rootfs_entrypoint() {
     // `ctr task start` deletes the task once it has exited.
     assert_eq!(c.ctr(&["container", "delete", "gone"]).code, 0);
 }
+
+/// Files the guest creates get the spec's `process.user.umask`, and runc's 0022 when the spec
+/// gives none.
+#[test]
+fn files_the_guest_creates_follow_the_specs_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = Containerd::start();
+    let api = c.api();
+    let probe = probe_file(&c);
+    let name = "wasmcell.test/umask:1";
+    let tar = c.build_image(
+        "umask.tar",
+        &["--name", name, "--layout", "rootfs", "--wasm", &probe],
+    );
+    import(&c, &tar);
+    let data = c.dir.path().join("umask-data");
+    std::fs::create_dir(&data).unwrap();
+    for (umask, want) in [(Some(0o077), 0o600), (Some(0o002), 0o664), (None, 0o644)] {
+        let id = format!(
+            "umask-{}",
+            umask.map_or("none".into(), |u| format!("{u:o}"))
+        );
+        let file = format!("{id}.txt");
+        let d = defaults_of(&tar);
+        let args = vec![
+            "/probe.wasm".to_owned(),
+            "write".to_owned(),
+            format!("/data/{file}"),
+            "x".to_owned(),
+        ];
+        let mut spec = c.default_spec(&id, &args, &d.env, &d.cwd);
+        if let Some(u) = umask {
+            spec["process"]["user"]["umask"] = json!(u);
+        }
+        spec["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/data", "type": "bind",
+            "source": data, "options": ["rbind", "rw"]
+        }));
+        let r = api
+            .run(
+                ContainerRequest {
+                    id: &id,
+                    image: name,
+                    runtime: RUNTIME,
+                    spec,
+                    parent: String::new(),
+                    plain_stdio: false,
+                    layers: d.tar_layers,
+                },
+                c.dir.path(),
+            )
+            .unwrap_or_else(|e| panic!("{id}: {e}\n{}", c.log()));
+        assert_eq!(r.exit, 0, "{id}: {r:?}");
+        let mode = std::fs::metadata(data.join(&file))
+            .unwrap_or_else(|e| panic!("{id}: {e}: {r:?}"))
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, want, "{id}: mode {mode:o}, want {want:o}");
+    }
+}
