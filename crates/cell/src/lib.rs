@@ -25,6 +25,7 @@
 
 mod boundary;
 pub mod cgroup;
+pub mod compiler;
 mod pause;
 mod protocol;
 pub mod seccomp;
@@ -46,9 +47,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::time::Instant;
 
-use wasmcell_engine::{
-    CacheOutcome, CompileCache, Engine, Grants, GuestIo, Outcome, Prepared, WasiSetup,
-};
+use wasmcell_engine::{CompileCache, Engine, Grants, GuestIo, Outcome, Prepared, WasiSetup};
 use wasmcell_task::stdio::StdinRelay;
 use wasmcell_task::RunSpec;
 
@@ -197,16 +196,11 @@ fn prepare(control: &mut BufReader<File>) -> Result<(Work, Ready), String> {
     let mut file = sys::take_inherited(PROGRAM_FD).map_err(|e| format!("program fd: {e}"))?;
     let wasm = wasmcell_engine::read_wasm(&mut file, &program).map_err(|e| e.to_string())?;
     drop(file);
-    let (compiled, outcome) = match cache.lookup(&engine, &wasm) {
-        Some(hit) => (hit, CacheOutcome::Hit),
-        None => {
-            compile_in_child(&cache, &engine, &program, &wasm)?;
-            let compiled = cache.lookup(&engine, &wasm).ok_or_else(|| {
-                format!("{program}: compiled, but the compile cache does not return it")
-            })?;
-            (compiled, CacheOutcome::Compiled)
-        }
-    };
+    let (compiled, outcome) = cache
+        .load(&engine, &program, &wasm, |w| {
+            compiler::compile_locked_down(&engine, &program, w)
+        })
+        .map_err(|e| e.to_string())?;
     let prepared = Prepared::new(&engine, &program, compiled).map_err(|e| e.to_string())?;
     let sealing = Instant::now();
     let sealed = boundary::seal_preopens(&spec)?;
@@ -232,44 +226,6 @@ fn prepare(control: &mut BufReader<File>) -> Result<(Work, Ready), String> {
         guest_pid,
     };
     Ok((Work::Guest(Box::new((prepared, grants))), ready))
-}
-
-/// Compiles `wasm` into the cache in a forked child: the compiler's worker threads live and die
-/// there, so the cell stays single-threaded until it has locked itself down (capability sets
-/// and namespaces joined with `setns` are per thread).
-fn compile_in_child(
-    cache: &CompileCache,
-    engine: &Engine,
-    program: &str,
-    wasm: &[u8],
-) -> Result<(), String> {
-    let (mut report_r, mut report_w) =
-        std::io::pipe().map_err(|e| format!("compile report pipe: {e}"))?;
-    let child = sys::fork_run(|| {
-        // A cell killed at the prepare deadline takes its compiler with it.
-        if nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_err() {
-            return 1;
-        }
-        match cache.load(engine, program, wasm) {
-            Ok(_) => 0,
-            Err(e) => {
-                let _ = report_w.write_all(e.to_string().as_bytes());
-                1
-            }
-        }
-    })
-    .map_err(|e| format!("fork the compiler: {e}"))?;
-    drop(report_w);
-    let mut message = String::new();
-    let _ = report_r.read_to_string(&mut message);
-    match nix::sys::wait::waitpid(child, None) {
-        Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
-        Ok(nix::sys::wait::WaitStatus::Exited(_, _)) => Err(message),
-        Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) => Err(format!(
-            "compiling {program} was killed by {sig:?} (a memory limit too low for compiling it?)"
-        )),
-        other => Err(format!("compiling {program}: {other:?}")),
-    }
 }
 
 /// What the guest is granted: its command line, env and preopens; `sealed`: the preopens' own

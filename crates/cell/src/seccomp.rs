@@ -339,6 +339,73 @@ const PAUSE: &[libc::c_long] = &[
     libc::SYS_exit_group,
 ];
 
+/// What the compile child (`crate::compiler`) does once locked down: allocate, run the
+/// compiler's worker threads, write the compiled program to its pipe, end. No file, socket,
+/// process or identity call: it cannot reach the cache or anything else.
+const COMPILER: &[libc::c_long] = &[
+    libc::SYS_brk,
+    libc::SYS_munmap,
+    libc::SYS_mremap,
+    libc::SYS_madvise,
+    libc::SYS_futex,
+    libc::SYS_set_robust_list,
+    libc::SYS_rseq,
+    libc::SYS_sched_yield,
+    libc::SYS_sched_getaffinity,
+    libc::SYS_rt_sigaction,
+    libc::SYS_rt_sigprocmask,
+    libc::SYS_rt_sigreturn,
+    libc::SYS_sigaltstack,
+    libc::SYS_restart_syscall,
+    libc::SYS_getpid,
+    libc::SYS_gettid,
+    libc::SYS_clock_gettime,
+    libc::SYS_clock_nanosleep,
+    libc::SYS_nanosleep,
+    libc::SYS_getrandom,
+    libc::SYS_close,
+    libc::SYS_exit,
+    libc::SYS_exit_group,
+];
+
+fn compiler_policy(out_fd: RawFd) -> Policy {
+    let mut policy = only(COMPILER);
+    let no_exec = || {
+        Rule::Allow(Check::BitsClear {
+            arg: 2,
+            mask: libc::PROT_EXEC as u32,
+        })
+    };
+    let calls = &mut policy.calls;
+    calls.insert(nr(libc::SYS_mmap), no_exec());
+    calls.insert(nr(libc::SYS_mprotect), no_exec());
+    calls.insert(
+        nr(libc::SYS_clone),
+        Rule::Allow(Check::BitsSet {
+            arg: 0,
+            mask: libc::CLONE_THREAD as u32,
+        }),
+    );
+    calls.insert(
+        nr(libc::SYS_clone3),
+        Rule::Always(Action::Errno(libc::ENOSYS as u16)),
+    );
+    calls.insert(
+        nr(libc::SYS_prctl),
+        allow_one_of(0, PRCTLS.iter().map(|o| *o as u32)),
+    );
+    calls.insert(nr(libc::SYS_write), allow_one_of(0, [out_fd as u32]));
+    policy
+}
+
+/// Installs the compile child's filter: [`COMPILER`], memory never executable, threads only,
+/// and writes to `out_fd` only.
+pub fn install_compiler(out_fd: RawFd) -> Result<(), String> {
+    let program = compiler_policy(out_fd).compile()?;
+    crate::sys::install_seccomp_filter(&program, 0)
+        .map_err(|e| format!("install seccomp filter: {e}"))
+}
+
 fn supervisor_policy() -> Policy {
     let mut policy = only(SUPERVISOR);
     // Its report of an OOM kill: the count read from one fd, the line written to another.
@@ -542,6 +609,42 @@ mod tests {
         assert_eq!(answer(libc::SYS_write, REPORT_FD), ALLOW);
         assert_eq!(answer(libc::SYS_write, OOM_KILLS_FD), EPERM);
         assert_eq!(answer(libc::SYS_write, 2), EPERM);
+    }
+
+    #[test]
+    fn the_compiler_may_only_compute_and_write_its_pipe() {
+        let program = compiler_policy(5).compile().expect("compile");
+        let answer =
+            |call, args: [u64; 6]| run(&program, AUDIT_ARCH, nr(call), &args).expect("run");
+        assert_eq!(answer(libc::SYS_write, [5, 0, 0, 0, 0, 0]), ALLOW);
+        assert_eq!(answer(libc::SYS_write, [2, 0, 0, 0, 0, 0]), EPERM);
+        assert_eq!(answer(libc::SYS_futex, [0; 6]), ALLOW);
+        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        assert_eq!(answer(libc::SYS_mmap, [0, 4096, rw, 0, 0, 0]), ALLOW);
+        let rx = (libc::PROT_READ | libc::PROT_EXEC) as u64;
+        assert_eq!(answer(libc::SYS_mmap, [0, 4096, rx, 0, 0, 0]), EPERM);
+        assert_eq!(answer(libc::SYS_mprotect, [0, 4096, rx, 0, 0, 0]), EPERM);
+        let thread = (libc::CLONE_THREAD | libc::CLONE_VM) as u64;
+        assert_eq!(answer(libc::SYS_clone, [thread, 0, 0, 0, 0, 0]), ALLOW);
+        assert_eq!(answer(libc::SYS_clone, [0; 6]), EPERM);
+        for refused in [
+            libc::SYS_openat,
+            libc::SYS_open,
+            libc::SYS_rename,
+            libc::SYS_renameat2,
+            libc::SYS_unlinkat,
+            libc::SYS_linkat,
+            libc::SYS_socket,
+            libc::SYS_connect,
+            libc::SYS_execve,
+            libc::SYS_kill,
+            libc::SYS_ptrace,
+            libc::SYS_setuid,
+            libc::SYS_read,
+            libc::SYS_pwrite64,
+        ] {
+            assert_eq!(answer(refused, [0; 6]), EPERM, "{refused}");
+        }
     }
 
     #[test]

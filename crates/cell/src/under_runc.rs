@@ -42,7 +42,9 @@ pub fn compile_main(args: &[String]) -> ! {
         let mut file = sys::take_inherited(PROGRAM_FD).map_err(|e| format!("program fd: {e}"))?;
         let wasm = wasmcell_engine::read_wasm(&mut file, program).map_err(|e| e.to_string())?;
         cache
-            .load(&engine, program, &wasm)
+            .load(&engine, program, &wasm, |w| {
+                crate::compiler::compile_locked_down(&engine, program, w)
+            })
             .map_err(|e| e.to_string())?;
         Ok(cache.entry_for(&wasm).to_string_lossy().into_owned())
     })();

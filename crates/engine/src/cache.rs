@@ -11,12 +11,25 @@
 //! deserialized.
 //!
 //! Concurrent first starts of the same module take an exclusive `flock` on `<sha256>.lock`, so a
-//! module is compiled once per node even when many pods start it at the same moment.
+//! module is compiled once per node even when many pods start it at the same moment. The wait
+//! for that lock is bounded ([`LOCK_WAIT`]); the lock file goes when its entry is written.
+//!
+//! **Who does what.** [`CompileCache::load`] takes the compiler as an argument: the cell passes
+//! one that compiles in a locked-down child (no privileges, no file system, a seccomp filter),
+//! which only hands back the compiled bytes. This process hashes the input, names the entry and
+//! writes it, so a compiler subverted by hostile wasm can at most spoil the entry of that same
+//! wasm, never plant code under another program's name.
+//!
+//! **Bounded.** After each write the oldest entries go until the cache is under its size cap
+//! ([`DEFAULT_CAP`]); stale temporary and lock files left by killed writers go too. An entry
+//! that fails to load is compiled again and replaced by rename, never deleted first: another task
+//! may be using it. A full disk fails with an error that says so.
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
@@ -50,10 +63,20 @@ impl std::fmt::Display for CacheOutcome {
     }
 }
 
+/// How long a start waits for another process compiling the same program before it fails.
+pub const LOCK_WAIT: Duration = Duration::from_secs(120);
+/// The cache's size cap: past it, the least recently used entries are removed.
+pub const DEFAULT_CAP: u64 = 4 << 30;
+/// Temporary and lock files older than this were left by a writer that was killed.
+const STALE: Duration = Duration::from_secs(600);
+/// A hit refreshes its entry's time at most this often, for the least-recently-used order.
+const TOUCH_EVERY: Duration = Duration::from_secs(3600);
+
 /// The compile cache of one engine configuration.
 #[derive(Debug, Clone)]
 pub struct CompileCache {
     dir: PathBuf,
+    cap: u64,
 }
 
 /// Creates `dir` (mode 0700) if needed and checks that only we can use it.
@@ -100,7 +123,16 @@ impl CompileCache {
         ensure_private_dir(root)?;
         let dir = root.join(engine.compat_key());
         ensure_private_dir(&dir)?;
-        Ok(CompileCache { dir })
+        Ok(CompileCache {
+            dir,
+            cap: DEFAULT_CAP,
+        })
+    }
+
+    /// The same cache with another size cap, in bytes.
+    pub fn with_cap(mut self, cap: u64) -> CompileCache {
+        self.cap = cap;
+        self
     }
 
     /// The directory holding this engine's entries.
@@ -125,12 +157,15 @@ impl CompileCache {
         self.try_deserialize(engine, is_component(wasm), &self.entry_path(&key))
     }
 
-    /// Returns the compiled program for `wasm`, from the cache or by compiling it (once).
+    /// Returns the compiled program for `wasm`, from the cache or by compiling it (once per
+    /// node) with `compile`, which gets the wasm and returns what [`precompile`] returns for
+    /// it.
     pub fn load(
         &self,
         engine: &Engine,
         program: &str,
         wasm: &[u8],
+        compile: impl FnOnce(&[u8]) -> Result<Vec<u8>>,
     ) -> Result<(Program, CacheOutcome)> {
         let key = hex::encode(Sha256::digest(wasm));
         let path = self.entry_path(&key);
@@ -138,29 +173,66 @@ impl CompileCache {
         if let Some(p) = self.try_deserialize(engine, component, &path) {
             return Ok((p, CacheOutcome::Hit));
         }
-        let lock_path = self.dir.join(format!("{key}.lock"));
-        let lock = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(|e| Error::io(format!("open {}", lock_path.display()), e))?;
-        lock.lock()
-            .map_err(|e| Error::io(format!("lock {}", lock_path.display()), e))?;
+        let lock = self.lock(&key, LOCK_WAIT)?;
         // Someone else may have compiled it while we waited for the lock.
         if let Some(p) = self.try_deserialize(engine, component, &path) {
             return Ok((p, CacheOutcome::Hit));
         }
-        let compiled = if component {
-            engine.wasmtime().precompile_component(wasm)
-        } else {
-            engine.wasmtime().precompile_module(wasm)
+        let compiled = compile(wasm)?;
+        self.store(&key, &compiled)?;
+        lock.release();
+        self.evict(&path);
+        let p = self
+            .try_deserialize(engine, component, &path)
+            .ok_or_else(|| Error::Cache {
+                dir: self.dir.clone(),
+                reason: format!(
+                    "the compiler's output for {program} does not load: {}",
+                    path.display()
+                ),
+            })?;
+        Ok((p, CacheOutcome::Compiled))
+    }
+
+    /// Takes the compile lock of entry `key`, waiting at most `wait` for another holder.
+    fn lock(&self, key: &str, wait: Duration) -> Result<EntryLock> {
+        let path = self.dir.join(format!("{key}.lock"));
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+        let started = std::time::Instant::now();
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(EntryLock { path, _file: file }),
+                Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < wait => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(Error::Cache {
+                        dir: self.dir.clone(),
+                        reason: format!(
+                            "another process has been compiling the same program for more \
+                             than {} s (it holds {})",
+                            wait.as_secs(),
+                            path.display()
+                        ),
+                    })
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(Error::io(format!("lock {}", path.display()), e))
+                }
+            }
         }
-        .map_err(|e| Error::Compile {
-            program: program.to_owned(),
-            reason: format!("{e:#}"),
-        })?;
+    }
+
+    /// Writes entry `key` whole: a temporary file, synced, renamed over whatever was there
+    /// (a task still using the old file keeps its copy).
+    fn store(&self, key: &str, compiled: &[u8]) -> Result<()> {
+        let path = self.entry_path(key);
         let tmp = self.dir.join(format!(".{key}.{}.tmp", std::process::id()));
         let write = || -> std::io::Result<()> {
             let mut f = OpenOptions::new()
@@ -168,27 +240,76 @@ impl CompileCache {
                 .create_new(true)
                 .mode(0o600)
                 .open(&tmp)?;
-            f.write_all(&compiled)?;
+            f.write_all(compiled)?;
             f.sync_all()?;
             std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
             std::fs::rename(&tmp, &path)
         };
-        if let Err(e) = write() {
+        write().map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
-            return Err(Error::io(format!("write {}", path.display()), e));
-        }
-        drop(lock);
-        let p = self
-            .try_deserialize(engine, component, &path)
-            .ok_or_else(|| Error::Cache {
-                dir: self.dir.clone(),
-                reason: format!("cannot load the entry just written: {}", path.display()),
-            })?;
-        Ok((p, CacheOutcome::Compiled))
+            if e.kind() == std::io::ErrorKind::StorageFull {
+                Error::Cache {
+                    dir: self.dir.clone(),
+                    reason: format!(
+                        "its file system is full: no room for the {} bytes compiled for {} \
+                         (free space there, or give the cache a smaller cap)",
+                        compiled.len(),
+                        path.display()
+                    ),
+                }
+            } else {
+                Error::io(format!("write {}", path.display()), e)
+            }
+        })
     }
 
-    /// Deserializes an entry if it exists, is ours and loads; a stale or corrupt entry is
-    /// removed so that it gets compiled again.
+    /// Removes temporary and lock files left by killed writers, then the least recently used
+    /// entries (never `keep`) until the cache is within its cap. Best effort: the cache stays
+    /// usable whatever fails here.
+    fn evict(&self, keep: &Path) {
+        let Ok(dir) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let now = SystemTime::now();
+        let mut entries = Vec::new();
+        let mut total = 0u64;
+        for e in dir.flatten() {
+            let path = e.path();
+            let Ok(meta) = e.metadata() else { continue };
+            let age = meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .unwrap_or_default();
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(".tmp") || name.ends_with(".lock") {
+                if age > STALE {
+                    let _ = std::fs::remove_file(&path);
+                }
+            } else if name.ends_with(".cwasm") {
+                total += meta.len();
+                if path != keep {
+                    entries.push((age, meta.len(), path));
+                }
+            }
+        }
+        // Oldest first.
+        entries.sort_by_key(|e| std::cmp::Reverse(e.0));
+        for (_, len, path) in entries {
+            if total <= self.cap {
+                break;
+            }
+            if std::fs::remove_file(&path).is_ok() {
+                log::info!("compile cache over its cap: removed {}", path.display());
+                total -= len;
+            }
+        }
+    }
+
+    /// Deserializes an entry if it exists, is ours and loads. An entry that does not load is
+    /// left in place (another task may be using it): the caller compiles it again and the new
+    /// entry replaces it.
     fn try_deserialize(&self, engine: &Engine, component: bool, path: &Path) -> Option<Program> {
         if !entry_is_ours(path) {
             return None;
@@ -206,12 +327,56 @@ impl CompileCache {
             }
         };
         match loaded {
-            Ok(p) => Some(p),
+            Ok(p) => {
+                touch(path);
+                Some(p)
+            }
             Err(e) => {
-                log::warn!("dropping unusable cache entry {}: {e:#}", path.display());
-                let _ = std::fs::remove_file(path);
+                log::warn!("cache entry {} does not load: {e:#}", path.display());
                 None
             }
+        }
+    }
+}
+
+/// Compiles `wasm` (a module or a component) to what the cache stores. In this process:
+/// callers that take hostile input run it in a locked-down child (see the module documentation).
+pub fn precompile(engine: &Engine, program: &str, wasm: &[u8]) -> Result<Vec<u8>> {
+    if is_component(wasm) {
+        engine.wasmtime().precompile_component(wasm)
+    } else {
+        engine.wasmtime().precompile_module(wasm)
+    }
+    .map_err(|e| Error::Compile {
+        program: program.to_owned(),
+        reason: format!("{e:#}"),
+    })
+}
+
+/// The compile lock of one entry. Released once the entry is written: the lock file goes
+/// first (a waiter that opened it still takes it, finds the entry and loads it).
+struct EntryLock {
+    path: PathBuf,
+    _file: File,
+}
+
+impl EntryLock {
+    fn release(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Sets an entry's modification time to now, at most every [`TOUCH_EVERY`], so that eviction
+/// takes the least recently used entries first.
+fn touch(path: &Path) {
+    let old = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|m| SystemTime::now().duration_since(m).ok())
+        .is_some_and(|age| age > TOUCH_EVERY);
+    if old {
+        if let Ok(f) = File::options().append(true).open(path) {
+            let _ = f.set_modified(SystemTime::now());
         }
     }
 }
@@ -263,15 +428,149 @@ mod tests {
 
     const HELLO: &str = r#"(module (func (export "_start")))"#;
 
+    /// A compiler in this process.
+    fn here(engine: &Engine) -> impl FnOnce(&[u8]) -> Result<Vec<u8>> + '_ {
+        move |w| precompile(engine, "hello", w)
+    }
+
+    /// A module of `n` functions, so that its compiled form is larger than its text.
+    fn module(n: usize) -> Vec<u8> {
+        let funcs: String = (0..n)
+            .map(|i| format!("(func (export \"f{i}\") (result i32) i32.const {i})"))
+            .collect();
+        wat::parse_str(format!("(module {funcs})")).expect("wat")
+    }
+
+    /// The names of the files in the cache's directory.
+    fn files(cache: &CompileCache) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(cache.dir())
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn an_entry_is_written_by_the_caller_and_its_lock_file_goes() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let engine = Engine::new().expect("engine");
+        let cache = CompileCache::open(&root.path().join("cache"), &engine).expect("open");
+        let wasm = wat::parse_str(HELLO).expect("wat");
+        let (_, outcome) = cache
+            .load(&engine, "hello", &wasm, |w| {
+                // The compiler only returns bytes: it has no say in where they go.
+                precompile(&engine, "hello", w)
+            })
+            .expect("load");
+        assert_eq!(outcome, CacheOutcome::Compiled);
+        let key = hex::encode(Sha256::digest(&wasm));
+        assert_eq!(files(&cache), vec![format!("{key}.cwasm")]);
+    }
+
+    #[test]
+    fn a_compiler_that_returns_something_else_fails_the_load() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let engine = Engine::new().expect("engine");
+        let cache = CompileCache::open(&root.path().join("cache"), &engine).expect("open");
+        let wasm = wat::parse_str(HELLO).expect("wat");
+        let err = match cache.load(&engine, "hello", &wasm, |_| Ok(b"forged".to_vec())) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("forged bytes loaded"),
+        };
+        assert!(err.contains("does not load"), "{err}");
+    }
+
+    #[test]
+    fn the_lock_wait_is_bounded() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let engine = Engine::new().expect("engine");
+        let cache = CompileCache::open(&root.path().join("cache"), &engine).expect("open");
+        let held = cache.lock("k", Duration::ZERO).expect("first lock");
+        let err = match cache.lock("k", Duration::from_millis(100)) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("a held lock was taken"),
+        };
+        assert!(err.contains("has been compiling the same program"), "{err}");
+        held.release();
+        assert!(files(&cache).is_empty(), "{:?}", files(&cache));
+    }
+
+    #[test]
+    fn the_oldest_entries_go_past_the_cap_and_stale_leftovers_go_too() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let engine = Engine::new().expect("engine");
+        let cache = CompileCache::open(&root.path().join("cache"), &engine).expect("open");
+        let programs: Vec<Vec<u8>> = (1..=3).map(module).collect();
+        let mut sizes = Vec::new();
+        for (i, wasm) in programs.iter().enumerate() {
+            cache.load(&engine, "m", wasm, here(&engine)).expect("load");
+            let path = cache.entry_for(wasm);
+            sizes.push(std::fs::metadata(&path).expect("entry").len());
+            // Make the first entry the least recently used.
+            let age = Duration::from_secs(100 * (3 - i as u64));
+            let f = File::options().append(true).open(&path).expect("open");
+            f.set_modified(SystemTime::now() - age).expect("set time");
+        }
+        let stale = SystemTime::now() - STALE - Duration::from_secs(1);
+        for leftover in [".dead.1.tmp", "dead.lock"] {
+            let f = File::create(cache.dir().join(leftover)).expect("leftover");
+            f.set_modified(stale).expect("set time");
+        }
+        // Room for the newest two only.
+        let small = cache.clone().with_cap(sizes[1] + sizes[2]);
+        small.evict(&cache.entry_for(&programs[2]));
+        let mut want: Vec<String> = programs[1..]
+            .iter()
+            .map(|w| format!("{}.cwasm", hex::encode(Sha256::digest(w))))
+            .collect();
+        want.sort();
+        assert_eq!(files(&cache), want);
+    }
+
+    #[test]
+    fn a_full_file_system_fails_the_load_and_says_so() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let mnt = root.path().join("small");
+        std::fs::create_dir(&mnt).expect("mkdir");
+        // A 16 KiB tmpfs: root can mount one; elsewhere the test has nothing to show.
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=16k,mode=0700", "tmpfs"])
+            .arg(&mnt)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("skipped: cannot mount a tmpfs here");
+            return;
+        }
+        let engine = Engine::new().expect("engine");
+        let result = CompileCache::open(&mnt.join("cache"), &engine).and_then(|cache| {
+            let wasm = module(400);
+            cache
+                .load(&engine, "big", &wasm, here(&engine))
+                .map(|_| files(&cache))
+        });
+        let _ = std::process::Command::new("umount").arg(&mnt).status();
+        let err = match result {
+            Err(e) => e.to_string(),
+            Ok(files) => panic!("stored in 16 KiB: {files:?}"),
+        };
+        assert!(err.contains("file system is full"), "{err}");
+    }
+
     #[test]
     fn compiles_once_then_hits() {
         let root = tempfile::tempdir().expect("tempdir");
         let engine = Engine::new().expect("engine");
         let cache = CompileCache::open(&root.path().join("cache"), &engine).expect("open");
         let wasm = wat::parse_str(HELLO).expect("wat");
-        let (_, first) = cache.load(&engine, "hello", &wasm).expect("first");
+        let (_, first) = cache
+            .load(&engine, "hello", &wasm, here(&engine))
+            .expect("first");
         assert_eq!(first, CacheOutcome::Compiled);
-        let (_, second) = cache.load(&engine, "hello", &wasm).expect("second");
+        let (_, second) = cache
+            .load(&engine, "hello", &wasm, here(&engine))
+            .expect("second");
         assert_eq!(second, CacheOutcome::Hit);
     }
 
@@ -299,8 +598,31 @@ mod tests {
             std::fs::Permissions::from_mode(0o600),
         )
         .expect("chmod");
-        let (_, outcome) = cache.load(&engine, "hello", &wasm).expect("load");
+        let (_, outcome) = cache
+            .load(&engine, "hello", &wasm, here(&engine))
+            .expect("load");
         assert_eq!(outcome, CacheOutcome::Compiled);
+    }
+
+    #[test]
+    fn an_entry_that_does_not_load_stays_until_its_replacement_is_renamed_over_it() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let engine = Engine::new().expect("engine");
+        let cache = CompileCache::open(&root.path().join("c"), &engine).expect("open");
+        let wasm = wat::parse_str(HELLO).expect("wat");
+        let path = cache.entry_for(&wasm);
+        std::fs::write(&path, b"not compiled code").expect("plant");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        // A task that has the old entry open keeps reading what it opened.
+        let mut held = File::open(&path).expect("open");
+        assert!(cache.lookup(&engine, &wasm).is_none());
+        assert!(path.exists(), "a failed load deleted the entry");
+        cache
+            .load(&engine, "hello", &wasm, here(&engine))
+            .expect("load");
+        let mut old = Vec::new();
+        held.read_to_end(&mut old).expect("read");
+        assert_eq!(old, b"not compiled code");
     }
 
     #[test]
@@ -308,7 +630,9 @@ mod tests {
         let root = tempfile::tempdir().expect("tempdir");
         let engine = Engine::new().expect("engine");
         let cache = CompileCache::open(&root.path().join("c"), &engine).expect("open");
-        let err = match cache.load(&engine, "/bad.wasm", b"\0asm\x01\0\0\0\xff\xff") {
+        let err = match cache.load(&engine, "/bad.wasm", b"\0asm\x01\0\0\0\xff\xff", |w| {
+            precompile(&engine, "/bad.wasm", w)
+        }) {
             Err(e) => e,
             Ok(_) => panic!("garbage compiled"),
         };
