@@ -65,8 +65,11 @@ impl std::fmt::Display for CacheOutcome {
 
 /// How long a start waits for another process compiling the same program before it fails.
 pub const LOCK_WAIT: Duration = Duration::from_secs(120);
-/// The cache's size cap: past it, the least recently used entries are removed.
+/// The cache's size cap unless [`CAP_ENV`] sets another: past it, the least recently used
+/// entries are removed.
 pub const DEFAULT_CAP: u64 = 4 << 30;
+/// The environment variable that sets the cache's size cap, in bytes.
+pub const CAP_ENV: &str = "WASMCELL_CACHE_MAX_BYTES";
 /// Temporary and lock files older than this were left by a writer that was killed.
 const STALE: Duration = Duration::from_secs(600);
 /// A hit refreshes its entry's time at most this often, for the least-recently-used order.
@@ -125,7 +128,7 @@ impl CompileCache {
         ensure_private_dir(&dir)?;
         Ok(CompileCache {
             dir,
-            cap: DEFAULT_CAP,
+            cap: configured_cap(),
         })
     }
 
@@ -336,6 +339,18 @@ impl CompileCache {
                 None
             }
         }
+    }
+}
+
+/// The size cap [`CAP_ENV`] sets, else [`DEFAULT_CAP`]; a value that is not a number is
+/// reported and ignored.
+fn configured_cap() -> u64 {
+    match std::env::var(CAP_ENV) {
+        Ok(v) => v.trim().parse().unwrap_or_else(|_| {
+            log::warn!("{CAP_ENV}={v:?} is not a number of bytes; the cap is {DEFAULT_CAP}");
+            DEFAULT_CAP
+        }),
+        Err(_) => DEFAULT_CAP,
     }
 }
 

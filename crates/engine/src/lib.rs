@@ -14,7 +14,9 @@ mod cache;
 mod error;
 mod run;
 
-pub use cache::{load_cache_entry, precompile, read_wasm, CacheOutcome, CompileCache, Program};
+pub use cache::{
+    load_cache_entry, precompile, read_wasm, CacheOutcome, CompileCache, Program, CAP_ENV,
+};
 pub use error::{Error, Result};
 pub use run::{
     grant, linear_memory_cap, run, Grants, GuestIo, Outcome, Prepared, WasiSetup, TRAP_EXIT_CODE,

@@ -119,6 +119,9 @@ fn compile(cache_dir: &Path, timeout: Duration, name: &str, program: File) -> Re
         .arg(name)
         .env_clear()
         .stdin(Stdio::null());
+    if let Some(cap) = std::env::var_os(wasmcell_engine::CAP_ENV) {
+        cmd.env(wasmcell_engine::CAP_ENV, cap);
+    }
     let staged = map_fds(&mut cmd, &[(&program.as_fd(), PROGRAM_FD)])?;
     let out = run_command(&mut cmd, timeout)?;
     drop((staged, program));
