@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the pinned third-party tools (test/tools/versions.env) from the Go module proxy (and
-# one from PyPI) into a cache outside the repository, one directory per tool and version, and
+# one from PyPI, one from crates.io) into a cache outside the repository, one directory per tool and version, and
 # prints each tool's bin directory. A tool already in the cache is not built again.
 #
 #   test/tools/build.sh containerd crictl critest nerdctl crane kubernetes etcd cni-plugins kubernetes-validate
@@ -128,6 +128,11 @@ build_cni_plugins() {
     "$pkg/plugins/main/bridge@$v" "$pkg/plugins/main/loopback@$v" "$pkg/plugins/ipam/host-local@$v"
 }
 
+# cargo-fuzz (crates.io), for the fuzz targets in fuzz/ (test/scripts/fuzz.sh).
+build_cargo_fuzz() {
+  cargo install --quiet --locked --root "$1" cargo-fuzz --version "$CARGO_FUZZ_VERSION"
+}
+
 build_kubernetes_validate() {
   python3 -m venv "$1/venv"
   "$1/venv/bin/pip" install -q "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
@@ -145,8 +150,9 @@ for name in "$@"; do
     etcd) tool etcd "$ETCD_VERSION" build_etcd ;;
     cni-plugins) tool cni-plugins "$CNI_PLUGINS_VERSION" build_cni_plugins ;;
     kubernetes-validate) tool kubernetes-validate "$KUBERNETES_VALIDATE_VERSION" build_kubernetes_validate ;;
+    cargo-fuzz) tool cargo-fuzz "$CARGO_FUZZ_VERSION" build_cargo_fuzz ;;
     *)
-      echo "tools: unknown tool '$name' (known: containerd crictl critest crane nerdctl kubernetes etcd cni-plugins kubernetes-validate)" >&2
+      echo "tools: unknown tool '$name' (known: containerd crictl critest crane nerdctl kubernetes etcd cni-plugins kubernetes-validate cargo-fuzz)" >&2
       exit 2
       ;;
   esac

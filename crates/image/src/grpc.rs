@@ -96,6 +96,9 @@ pub struct Connection<S: Read + Write = UnixStream> {
     unacknowledged: u32,
     /// How much data is let arrive before credit is given back ([`TOP_UP`]; less in tests).
     top_up: u32,
+    /// Why the connection cannot carry another call: a header block failed to decode, so the
+    /// HPACK table it shares with the server is no longer known.
+    broken: Option<String>,
 }
 
 impl Connection<UnixStream> {
@@ -132,6 +135,7 @@ impl<S: Read + Write> Connection<S> {
             stream,
             decoder: fluke_hpack::Decoder::new(),
             next_stream: 1,
+            broken: None,
             unacknowledged: 0,
             top_up: TOP_UP,
         })
@@ -168,6 +172,11 @@ impl<S: Read + Write> Connection<S> {
         request: &[u8],
         each: &mut dyn FnMut(&[u8]) -> Result<(), String>,
     ) -> Result<(), CallError> {
+        if let Some(why) = &self.broken {
+            return Err(CallError::Transport(format!(
+                "{method}: the connection broke in an earlier call ({why})"
+            )));
+        }
         let id = self.next_stream;
         self.next_stream += 2;
         let deadline = format!("{}m", timeout.as_millis().clamp(1, 99_999_999));
@@ -299,8 +308,17 @@ impl<S: Read + Write> Connection<S> {
             }
             let complete = matches!(kind, HEADERS | CONTINUATION) && flags & END_HEADERS != 0;
             if let (true, Some((stream, ends, fragments))) = (complete, block.as_ref()) {
-                let fields = self.decoder.decode(fragments).map_err(|e| {
-                    transport(&format!("{method}: decode headers"), format!("{e:?}"))
+                // The decoder panics on some malformed blocks (a truncated table size
+                // update): a broken server must fail the call, not the shim.
+                let decoder = &mut self.decoder;
+                let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    decoder.decode(fragments).map_err(|e| format!("{e:?}"))
+                }))
+                .unwrap_or_else(|_| Err("a malformed header block".to_owned()));
+                let fields = decoded.map_err(|e| {
+                    let e = transport(&format!("{method}: decode headers"), e);
+                    self.broken = Some(e.to_string());
+                    e
                 })?;
                 if *stream == id {
                     let ends = *ends;
@@ -771,6 +789,31 @@ mod tests {
         let (result, _) = call(input);
         let e = result.expect_err("refused");
         assert!(e.to_string().contains("more than the"), "{e}");
+    }
+
+    #[test]
+    fn a_header_block_the_decoder_cannot_take_fails_the_call_and_the_connection() {
+        // A dynamic table size update whose integer never ends (found by fuzz/grpc_answer):
+        // the HPACK decoder panics on it.
+        let mut input = Vec::new();
+        frame(
+            &mut input,
+            HEADERS,
+            END_HEADERS,
+            1,
+            &[0x3f, 0xff, 0xff, 0xff, 0xff, 0xff],
+        );
+        let peer = Scripted {
+            input: std::io::Cursor::new(input),
+            written: Vec::new(),
+        };
+        let mut c = Connection::over(peer).unwrap();
+        let first = c.call("/a.B/C", &[], Duration::from_secs(1), b"");
+        let e = first.expect_err("an error");
+        assert!(e.to_string().contains("decode headers"), "{e}");
+        let second = c.call("/a.B/C", &[], Duration::from_secs(1), b"");
+        let e = second.expect_err("an error");
+        assert!(e.to_string().contains("broke in an earlier call"), "{e}");
     }
 
     #[test]

@@ -483,10 +483,11 @@ impl Policy {
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 pub(crate) mod interpreter {
-    //! The part of classic BPF the compiler emits, run as the kernel runs it, so tests can ask
-    //! a compiled program for its answer to any call.
+    //! The part of classic BPF the compiler emits, run as the kernel runs it, so tests (and
+    //! the fuzz target `fuzz/fuzz_targets/seccomp_policy.rs`) can ask a compiled program for
+    //! its answer to any call.
     use super::*;
 
     /// The program's return value for a call, or why the program is not one the kernel would
