@@ -24,7 +24,7 @@ export $(TARGET_RUSTFLAGS) := $(STATIC_RUSTFLAGS)
 # List the targets.
 help:
 	@grep -B1 -E '^[a-z-]+:' Makefile | grep -E '^#' | sed 's/^# //'; \
-	 echo "targets: deps tools build test bench demo lint install installer-image clean"
+	 echo "targets: deps tools build test soak bench demo lint install installer-image clean"
 
 # Install the Debian packages the build, the wasm fixtures and the tests need (as root).
 deps:
@@ -41,12 +41,20 @@ lint:
 
 # Build the pinned third-party tools (test/tools/versions.env) once, into a cache outside the repo.
 tools:
-	bash test/tools/build.sh containerd crictl critest nerdctl crane kubernetes-validate kubernetes etcd cni-plugins >/dev/null
+	bash test/tools/build.sh containerd crictl critest nerdctl crane kubernetes-validate kubernetes etcd cni-plugins cargo-fuzz >/dev/null
 
 # The whole test suite: unit tests and the end-to-end suites against a private containerd 2.x,
 # then against Debian's containerd 1.6.
 test: deps build lint tools
 	bash test/scripts/cargo-test.sh
+
+# The long runs (docs/reliability.md): 1,000 exit statuses and 2,000 run/delete cycles of every
+# kind of task on a private containerd 2.x (make test runs both shortened), then every fuzz
+# target for 10 minutes.
+soak: deps build tools
+	set -e; source test/tools/env.sh; WASMCELL_SOAK=full WASMCELL_CONTAINERD_DIR=$$WASMCELL_CONTAINERD2 \
+	  $(CARGO) test --release -p wasmcell-e2e --test soak -- --nocapture --test-threads=1
+	bash test/scripts/fuzz.sh 600
 
 # Benchmarks: wasmcell against the reference shim (benches/reference-shim, on runwasi's
 # containerd-shim-wasm) and runc, on a private containerd; table on stdout, JSON in target/bench.

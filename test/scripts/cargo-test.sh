@@ -3,7 +3,8 @@
 # end-to-end suites, the cluster tier (test/cluster: a kubelet v1.36, which needs containerd
 # 2.2+) and the VM tier (test/vm: the cgroup tests on cgroup v2 with systemd, in a qemu VM)
 # against the pinned containerd 2.x (test/tools/versions.env), then the end-to-end suites
-# again against Debian's containerd 1.6 (the oldest supported). Closes with
+# again against Debian's containerd 1.6 (the oldest supported), then a short run of the fuzz
+# targets (fuzz/). Closes with
 # one line that totals every test binary of both runs: "N passed, N failed".
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -21,6 +22,9 @@ WASMCELL_CONTAINERD_DIR=$containerd2 cargo test --release --workspace --all-targ
 echo "== the end-to-end suites against $(/usr/bin/containerd --version)"
 WASMCELL_CONTAINERD_DIR=/usr/bin cargo test --release -p wasmcell-e2e --tests 2>&1 \
   | tee -a "$log" || status=$?
+
+echo "== the fuzz targets, 20 s each (make soak runs them 10 minutes each)"
+bash test/scripts/fuzz.sh 20 || status=$?
 
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "%d passed, %d failed\n", p, f }' "$log"

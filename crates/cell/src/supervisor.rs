@@ -37,11 +37,14 @@ use nix::unistd::Pid;
 
 use crate::sys;
 
-/// Signals whose default action ends a process; the child exits on them when it is init.
-const TERMINATING: [Signal; 8] = [
+/// Signals whose default action ends a process and that a user sends (`ctr task kill -s`);
+/// the child exits on them when it is init. (SIGPIPE is not here: Rust ignores it, so a write
+/// to a closed pipe fails instead.)
+const TERMINATING: [Signal; 9] = [
     Signal::SIGHUP,
     Signal::SIGINT,
     Signal::SIGQUIT,
+    Signal::SIGABRT,
     Signal::SIGUSR1,
     Signal::SIGUSR2,
     Signal::SIGALRM,

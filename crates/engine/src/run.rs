@@ -71,6 +71,7 @@ impl Prepared {
                 let mut linker = wasmtime::Linker::<CoreState>::new(engine.wasmtime());
                 wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |t| &mut t.wasi)
                     .map_err(|e| Error::Engine(format!("{e:#}")))?;
+                exit_with_any_status(&mut linker).map_err(|e| Error::Engine(format!("{e:#}")))?;
                 match module.get_export("_start") {
                     Some(wasmtime::ExternType::Func(_)) => {}
                     _ => {
@@ -223,6 +224,23 @@ fn build_ctx(setup: &WasiSetup, io: GuestIo) -> Result<WasiCtxBuilder> {
         })?;
     }
     Ok(b)
+}
+
+/// Replaces WASI preview 1's `proc_exit` with one that exits with any status the guest asks
+/// for. wasmtime's own traps on 126 and above (a convention of its command line, which keeps
+/// those for itself), so `exit(127)` in a guest would end as a trap; a container's exit status
+/// is the program's, 0 to 255, as for a native process (the kernel keeps the low 8 bits).
+fn exit_with_any_status(linker: &mut wasmtime::Linker<CoreState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    linker.func_wrap(
+        "wasi_snapshot_preview1",
+        "proc_exit",
+        |_: wasmtime::Caller<'_, CoreState>, status: i32| -> wasmtime::Result<()> {
+            Err(I32Exit(status).into())
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 /// Sorts a guest failure into an exit or a trap.
