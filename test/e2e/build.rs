@@ -25,6 +25,20 @@ fn main() {
         std::fs::write(out.join(format!("{name}.wasm")), wasm).expect("write fixture");
     }
 
+    // The hog again, sleeping 8 s before it grows.
+    let hog = std::fs::read_to_string(src.join("two_memories.wat")).expect("read two_memories.wat");
+    let no_delay = "(global $delay i64 (i64.const 0))";
+    assert!(
+        hog.contains(no_delay),
+        "two_memories.wat declares {no_delay}"
+    );
+    let delayed = hog.replace(no_delay, "(global $delay i64 (i64.const 8000000000))");
+    std::fs::write(
+        out.join("delayed_hog.wasm"),
+        wat::parse_str(delayed).expect("delayed hog"),
+    )
+    .expect("write delayed hog");
+
     std::fs::write(
         out.join("large.wasm"),
         wat::parse_str(large_wat(12000)).expect("large"),

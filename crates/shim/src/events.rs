@@ -53,23 +53,27 @@ pub trait EventSender: Send + Sync {
 
 /// Forwards events to containerd's ttrpc events service from one thread, in order.
 pub struct RemoteEvents {
-    tx: Mutex<mpsc::Sender<(&'static str, Box<dyn MessageDyn + Send>)>>,
+    tx: Mutex<mpsc::Sender<Queued>>,
     /// Events queued and not yet handed to containerd.
     pending: Arc<Outstanding>,
 }
+
+/// An event waiting to be published: its topic, the event, and when it was raised.
+type Queued = (&'static str, Box<dyn MessageDyn + Send>, Instant);
 
 impl RemoteEvents {
     /// Connects to containerd's ttrpc address (`TTRPC_ADDRESS`) and starts the forwarding thread.
     pub fn connect(ttrpc_address: &str, namespace: String) -> std::io::Result<RemoteEvents> {
         let address = ttrpc_address.to_owned();
         let mut client = Some(Client::connect(&address, FORWARD_TIMEOUT)?);
-        let (tx, rx) = mpsc::channel::<(&'static str, Box<dyn MessageDyn + Send>)>();
+        let (tx, rx) = mpsc::channel::<Queued>();
         let pending = Arc::new(Outstanding::default());
         let delivered = Arc::clone(&pending);
         std::thread::Builder::new()
             .name("events".into())
             .spawn(move || {
-                for (topic, event) in rx {
+                for (topic, event, raised) in rx {
+                    let about = subject(&*event);
                     let request = match request(&namespace, topic, &*event) {
                         Ok(r) => r,
                         Err(e) => {
@@ -92,21 +96,28 @@ impl RemoteEvents {
                             Ok(())
                         });
                         match sent {
-                            Ok(()) if attempt == 1 => break,
                             Ok(()) => {
-                                log::info!("published {topic} at attempt {attempt}");
+                                // Said when containerd was away (this event's retries, or an
+                                // earlier event's ahead of it in the queue).
+                                let waited = raised.elapsed();
+                                if attempt > 1 || waited >= RETRY_PAUSE {
+                                    log::info!(
+                                        "published {topic}{about} at attempt {attempt}, \
+                                         {waited:.1?} after it was raised"
+                                    );
+                                }
                                 break;
                             }
                             Err(e) if first.elapsed() >= RETRY_FOR => {
                                 log::error!(
-                                    "failed to publish {topic} ({attempt} attempts in {:?}): {e}",
+                                    "failed to publish {topic}{about} ({attempt} attempts in {:?}): {e}",
                                     first.elapsed()
                                 );
                                 break;
                             }
                             Err(e) => {
                                 if attempt == 1 {
-                                    log::warn!("failed to publish {topic}, retrying: {e}");
+                                    log::warn!("failed to publish {topic}{about}, retrying: {e}");
                                 }
                                 std::thread::sleep(pause);
                                 pause = (pause * 2).min(RETRY_PAUSE_MAX);
@@ -121,6 +132,17 @@ impl RemoteEvents {
             pending,
         })
     }
+}
+
+/// ` for <container id>` when the event names a container, for the log.
+fn subject(event: &dyn MessageDyn) -> String {
+    let descriptor = event.descriptor_dyn();
+    descriptor
+        .field_by_name("container_id")
+        .map(|field| field.get_singular_field_or_default(event).to_string())
+        .filter(|id| !id.is_empty())
+        .map(|id| format!(" for {id}"))
+        .unwrap_or_default()
 }
 
 /// The `Forward` request of one event, stamped now, as the framework's publisher builds it.
@@ -174,7 +196,7 @@ impl EventSender for RemoteEvents {
     fn send(&self, topic: &'static str, event: Box<dyn MessageDyn + Send>) {
         let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
         self.pending.add();
-        if tx.send((topic, event)).is_err() {
+        if tx.send((topic, event, Instant::now())).is_err() {
             self.pending.done();
             log::error!("events thread is gone: dropping {topic}");
         }
@@ -205,6 +227,14 @@ mod tests {
     use containerd_shim::protos::events::task::{
         TaskCreate, TaskDelete, TaskExit, TaskOOM, TaskPaused, TaskResumed, TaskStart,
     };
+
+    #[test]
+    fn the_log_names_the_container_an_event_is_about() {
+        let mut exit = TaskExit::new();
+        exit.container_id = "c1".into();
+        assert_eq!(subject(&exit), " for c1");
+        assert_eq!(subject(&TaskExit::new()), "");
+    }
 
     #[test]
     fn type_names_match_the_protobuf_descriptors() {

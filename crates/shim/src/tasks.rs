@@ -813,19 +813,14 @@ impl Tasks {
     /// Pids: the cell, or the container's processes as runc lists them.
     pub fn pids(&self, req: PidsRequest) -> Result<PidsResponse> {
         let task = self.get(&req.id)?;
+        let status = lock(&task.state).status();
         let pids = match &task.backend {
-            Backend::Cell(_) => {
-                let running = matches!(
-                    lock(&task.state).status(),
-                    Status::Created | Status::Running
-                );
-                if running {
-                    vec![task.pid]
-                } else {
-                    vec![]
-                }
-            }
-            Backend::Runc => self.config.runc.ps(&task.id)?,
+            Backend::Runc if status != Status::Stopped => self.config.runc.ps(&task.id)?,
+            // A task that has ended but is not deleted still names its process: containerd,
+            // reloading its shims after a restart, takes a shim whose task lists no process for
+            // one whose task was never created and deletes it, and with it the exit status and
+            // events of a task that ended while containerd was away.
+            _ => vec![task.pid],
         };
         let mut resp = PidsResponse::new();
         resp.processes = pids

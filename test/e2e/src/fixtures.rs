@@ -12,6 +12,8 @@ pub const MISSING_IMPORT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/miss
 pub const BUSY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/busy.wasm"));
 /// Grows two linear memories to 20 MiB each (WAT): past a 32 MiB limit only together.
 pub const TWO_MEMORIES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/two_memories.wasm"));
+/// [`TWO_MEMORIES`] sleeping 8 s before it grows.
+pub const DELAYED_HOG: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/delayed_hog.wasm"));
 /// A large generated module (slow to compile, fast to load).
 pub const LARGE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/large.wasm"));
 /// The multi-purpose C program (`probe.c`, wasi-libc).
@@ -61,6 +63,7 @@ pub const ALL: &[(&str, &[u8])] = &[
     ("missing_import.wasm", MISSING_IMPORT),
     ("busy.wasm", BUSY),
     ("two_memories.wasm", TWO_MEMORIES),
+    ("delayed_hog.wasm", DELAYED_HOG),
     ("large.wasm", LARGE),
     ("probe.wasm", PROBE),
     ("probe_component.wasm", PROBE_COMPONENT),

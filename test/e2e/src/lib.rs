@@ -307,6 +307,13 @@ impl Containerd {
     /// Restarts containerd on its (possibly changed) `config.toml`, as a service manager
     /// would: SIGTERM, wait, start again. Running tasks and their shims stay.
     pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Stops containerd (SIGTERM, and waits), leaving tasks and shims running, until
+    /// [`Containerd::start_again`].
+    pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(child.id() as i32),
@@ -314,6 +321,10 @@ impl Containerd {
             );
             let _ = child.wait();
         }
+    }
+
+    /// Starts containerd again after [`Containerd::stop`]; returns once it answers.
+    pub fn start_again(&mut self) {
         self.spawn();
     }
 
@@ -541,6 +552,15 @@ impl Containerd {
     /// Pids of the wasmcell shims this containerd started (their `-address` is our socket).
     pub fn shim_pids(&self) -> Vec<i32> {
         self.shim_pids_of("containerd-shim-wasmcell-v1")
+    }
+
+    /// The pid of the wasmcell shim started for task `id` (its `-id`).
+    pub fn shim_pid_of(&self, id: &str) -> Option<i32> {
+        self.shim_pids().into_iter().find(|pid| {
+            cmdline(*pid)
+                .windows(2)
+                .any(|w| w[0] == "-id" && w[1] == id)
+        })
     }
 
     /// Pids of the shims named `binary` (for example `containerd-shim-runc-v2`) that this
