@@ -1,7 +1,8 @@
 //! The filesystem escape corpus: a guest tries a few hundred crafted paths (`..`
 //! chains, absolute host paths, symlinks in the image and in a bind mount that point out of the
 //! rootfs, `/proc/self/...`, `/dev/fd/...`) against every preopen, to read a canary file on the
-//! host and to write next to it. Nothing may succeed.
+//! host and to write next to it. Nothing may succeed: as root, as a user without privileges,
+//! and in a cell under runc.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
@@ -115,44 +116,63 @@ fn no_crafted_path_reads_or_writes_outside_the_preopens() {
     ];
     let flags: Vec<&str> = mounts.iter().map(String::as_str).collect();
 
-    let reads = corpus(&canary, "secret.txt");
-    let mut run = vec!["/probe.wasm", "read-each"];
-    run.extend(reads.iter().map(String::as_str));
-    let r = c.run_wasm_with(&flags, img, "escape-read", &run);
-    assert_eq!(r.code, 0, "{r:?}");
-    assert_eq!(
-        r.stdout.lines().count(),
-        reads.len(),
-        "one answer per path: {r:?}"
-    );
+    // As root in a cell, as a user without privileges, and in a cell under runc (the
+    // fallback, here for a user namespace's id mappings).
+    for (mode, extra) in [
+        ("root", vec![]),
+        ("user", vec!["--user", "1000:1000"]),
+        (
+            "runc",
+            vec!["--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536"],
+        ),
+    ] {
+        let mut flags = flags.clone();
+        flags.extend(extra);
+        let reads = corpus(&canary, "secret.txt");
+        let mut run = vec!["/probe.wasm", "read-each"];
+        run.extend(reads.iter().map(String::as_str));
+        let r = c.run_wasm_with(&flags, img, &format!("escape-read-{mode}"), &run);
+        assert_eq!(r.code, 0, "{mode}: {r:?}\n{}", c.log());
+        assert_eq!(
+            r.stdout.lines().count(),
+            reads.len(),
+            "one answer per path: {r:?}"
+        );
+        assert!(
+            !r.stdout.contains(SECRET),
+            "{mode}: a path read the canary:\n{}",
+            r.stdout
+        );
+
+        let writes = corpus(&canary, "escaped.txt");
+        let mut run = vec!["/probe.wasm", "write-each", MARK];
+        run.extend(writes.iter().map(String::as_str));
+        let w = c.run_wasm_with(&flags, img, &format!("escape-write-{mode}"), &run);
+        assert_eq!(w.code, 0, "{w:?}");
+        assert_eq!(w.stdout.lines().count(), writes.len(), "{w:?}");
+        let mut in_canary: Vec<String> = std::fs::read_dir(&canary)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        in_canary.sort();
+        assert_eq!(
+            in_canary,
+            ["secret.txt"],
+            "{mode}: nothing was written next to the canary"
+        );
+        assert_eq!(
+            std::fs::read_to_string(canary.join("secret.txt")).unwrap(),
+            SECRET
+        );
+    }
     assert!(
-        !r.stdout.contains(SECRET),
-        "a path read the canary:\n{}",
-        r.stdout
+        c.log()
+            .contains("task escape-read-runc: runs under runc with the cell as its process"),
+        "the runc round ran under runc"
     );
-
+    let reads = corpus(&canary, "secret.txt");
     let writes = corpus(&canary, "escaped.txt");
-    let mut run = vec!["/probe.wasm", "write-each", MARK];
-    run.extend(writes.iter().map(String::as_str));
-    let w = c.run_wasm_with(&flags, img, "escape-write", &run);
-    assert_eq!(w.code, 0, "{w:?}");
-    assert_eq!(w.stdout.lines().count(), writes.len(), "{w:?}");
-    let mut in_canary: Vec<String> = std::fs::read_dir(&canary)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    in_canary.sort();
-    assert_eq!(
-        in_canary,
-        ["secret.txt"],
-        "nothing was written next to the canary"
-    );
-    assert_eq!(
-        std::fs::read_to_string(canary.join("secret.txt")).unwrap(),
-        SECRET
-    );
-
     let total = reads.len() + writes.len();
     assert!(total >= 200, "the corpus has {total} paths");
     // The corpus is not vacuous: the same probe reads and writes inside its preopens.
