@@ -103,6 +103,12 @@ fn no_crafted_path_reads_or_writes_outside_the_preopens() {
         args.extend(["--symlink", l]);
     }
     c.build_and_import(&args);
+    // The same image run as a user without privileges (ctr 1.6 has no --user: the image
+    // config's User sets process.user).
+    let img_user = "wasmcell.test/escape-user:latest";
+    args[1] = img_user;
+    args.extend(["--user", "1000:1000"]);
+    c.build_and_import(&args);
 
     let mounts = [
         format!(
@@ -118,11 +124,12 @@ fn no_crafted_path_reads_or_writes_outside_the_preopens() {
 
     // As root in a cell, as a user without privileges, and in a cell under runc (the
     // fallback, here for a user namespace's id mappings).
-    for (mode, extra) in [
-        ("root", vec![]),
-        ("user", vec!["--user", "1000:1000"]),
+    for (mode, img, extra) in [
+        ("root", img, vec![]),
+        ("user", img_user, vec![]),
         (
             "runc",
+            img,
             vec!["--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536"],
         ),
     ] {
