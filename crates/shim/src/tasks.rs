@@ -6,7 +6,9 @@
 //!
 //! Exits come from the framework's reaper through one subscription. An exit can arrive before its
 //! pid is registered (a process that dies at once); it is kept as *unclaimed* and matched when
-//! the pid is registered, so no exit is lost.
+//! the pid is registered, so no exit is lost. Only an exit reaped after the Create that
+//! registers the pid began can be that process's: pids are reused, and an older exit of the
+//! same number (a helper the shim reaped as subreaper) would end a new task before it started.
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
@@ -234,7 +236,30 @@ enum Owner {
 #[derive(Default)]
 struct Pids {
     owners: HashMap<i32, Owner>,
-    unclaimed: VecDeque<(i32, i32)>,
+    /// Exits of pids nobody has registered yet: pid, status, when it was reaped.
+    unclaimed: VecDeque<(i32, i32, Instant)>,
+}
+
+impl Pids {
+    /// Keeps the exit of a pid nobody has registered (yet).
+    fn keep_exit(&mut self, pid: i32, code: i32, reaped: Instant) {
+        self.unclaimed.push_back((pid, code, reaped));
+        if self.unclaimed.len() > UNCLAIMED_EXITS {
+            self.unclaimed.pop_front();
+        }
+    }
+
+    /// The kept exit of `pid` if it was reaped after `began`; older exits of the same pid, a
+    /// process before it with the same number, are dropped.
+    fn take_exit(&mut self, pid: i32, began: Instant) -> Option<i32> {
+        while let Some(i) = self.unclaimed.iter().position(|(p, _, _)| *p == pid) {
+            let (_, code, reaped) = self.unclaimed.remove(i)?;
+            if reaped >= began {
+                return Some(code);
+            }
+        }
+        None
+    }
 }
 
 /// The tasks of one shim.
@@ -332,14 +357,16 @@ impl Tasks {
             .ok_or_else(|| Error::NotFound(format!("task {id} not found")))
     }
 
-    /// Registers `pid`; returns its exit status if it has already exited.
-    fn register(&self, pid: i32, owner: Owner) -> Option<i32> {
+    /// Registers `pid`, a process started after `began`; returns its exit status if it has
+    /// already exited. An unclaimed exit of the same pid from before `began` was another
+    /// process's, and is dropped.
+    fn register(&self, pid: i32, owner: Owner, began: Instant) -> Option<i32> {
         let mut pids = lock(&self.pids);
-        if let Some(i) = pids.unclaimed.iter().position(|(p, _)| *p == pid) {
-            return pids.unclaimed.remove(i).map(|(_, code)| code);
+        let code = pids.take_exit(pid, began);
+        if code.is_none() {
+            pids.owners.insert(pid, owner);
         }
-        pids.owners.insert(pid, owner);
-        None
+        code
     }
 
     fn on_exit(&self, pid: i32, code: i32) {
@@ -348,10 +375,7 @@ impl Tasks {
             match pids.owners.remove(&pid) {
                 Some(o) => o,
                 None => {
-                    pids.unclaimed.push_back((pid, code));
-                    if pids.unclaimed.len() > UNCLAIMED_EXITS {
-                        pids.unclaimed.pop_front();
-                    }
+                    pids.keep_exit(pid, code, Instant::now());
                     return;
                 }
             }
@@ -437,6 +461,8 @@ impl Tasks {
 
     /// Create: mount the rootfs, find the program, prepare a cell or `runc create`.
     pub fn create(&self, req: CreateTaskRequest) -> Result<CreateTaskResponse> {
+        // Every process of this task is started after this instant.
+        let began = Instant::now();
         let id = req.id.clone();
         if id.is_empty() {
             return Err(Error::InvalidArgument("task id is empty".into()));
@@ -628,7 +654,10 @@ impl Tasks {
         lock(&self.tasks).insert(id.clone(), Arc::clone(&task));
 
         if let Some(lpid) = logger_pid {
-            if self.register(lpid, Owner::Logger(id.clone())).is_some() {
+            if self
+                .register(lpid, Owner::Logger(id.clone()), began)
+                .is_some()
+            {
                 task.logger_exited();
             }
         }
@@ -642,7 +671,7 @@ impl Tasks {
             ev.pid = pid as u32;
             self.events.send(TASK_CREATE_EVENT_TOPIC, Box::new(ev));
         }
-        if let Some(code) = self.register(watched, Owner::Task(id)) {
+        if let Some(code) = self.register(watched, Owner::Task(id), began) {
             self.task_exited(Arc::clone(&task), code);
         }
         let mut resp = CreateTaskResponse::new();
@@ -1049,5 +1078,25 @@ fn no_exec(exec_id: &str) -> Result<()> {
         Err(Error::NotFound(format!(
             "exec {exec_id} not found (exec is not implemented by wasmcell)"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exit_reaped_before_a_create_began_is_not_its_process() {
+        let mut pids = Pids::default();
+        let long_ago = Instant::now();
+        // A helper with pid 4242 exited and was reaped; later a Create began, and its cell
+        // got the same pid.
+        pids.keep_exit(4242, 0, long_ago);
+        let began = long_ago + Duration::from_millis(10);
+        assert_eq!(pids.take_exit(4242, began), None);
+        assert!(pids.unclaimed.is_empty(), "the stale exit is dropped");
+        // A cell that died at once, before its pid was registered, keeps its exit.
+        pids.keep_exit(4242, 137, began + Duration::from_millis(1));
+        assert_eq!(pids.take_exit(4242, began), Some(137));
     }
 }

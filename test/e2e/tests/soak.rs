@@ -219,7 +219,7 @@ fn every_exit_status_is_exact_on_every_path() {
 }
 
 /// What a run may leave behind, counted.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 struct Leftovers {
     shims: Vec<i32>,
     shim_fds: usize,
@@ -341,10 +341,19 @@ fn run_delete_cycles_of_every_kind_leave_nothing_behind() {
     rss.push(rss_kib(shim));
     let elapsed = started.elapsed().as_secs_f64();
     // Deletes finish their clean-up within moments of `ctr run --rm` returning.
+    // The shim's fd count may dip below its start (a connection containerd had open then),
+    // never rise above it.
+    let same = |a: &Leftovers| {
+        a.shim_fds <= before.shim_fds
+            && Leftovers {
+                shim_fds: before.shim_fds,
+                ..a.clone()
+            } == before
+    };
     let mut after = leftovers(&c, &ids);
     c.wait_until(Duration::from_secs(5), || {
         after = leftovers(&c, &ids);
-        after == before
+        same(&after)
     });
     eprintln!(
         "soak: {cycles} cycles in {elapsed:.0} s ({:.0} ms each); shim RSS KiB at each quarter \
@@ -354,7 +363,11 @@ fn run_delete_cycles_of_every_kind_leave_nothing_behind() {
         before.shim_fds,
         after.shim_fds,
     );
-    assert_eq!(after, before, "left behind\n{}", c.log());
+    assert!(
+        same(&after),
+        "left behind: {after:?}, at the start {before:?}\n{}",
+        c.log()
+    );
     // containerd's own count wanders a little with its background work (gc, event streams).
     assert!(
         fds(containerd) <= containerd_fds + 4,
