@@ -53,7 +53,7 @@ test: deps build lint tools
 # target for 10 minutes.
 soak: deps build tools
 	set -e; source test/tools/env.sh; WASMCELL_SOAK=full WASMCELL_CONTAINERD_DIR=$$WASMCELL_CONTAINERD2 \
-	  $(CARGO) test --release -p wasmcell-e2e --test soak -- --nocapture --test-threads=1
+	  $(CARGO) test --release -p wasmcell-e2e --test soak -- --nocapture
 	bash test/scripts/fuzz.sh 600
 
 # Benchmarks: wasmcell against the reference shim (benches/reference-shim, on runwasi's
