@@ -31,12 +31,18 @@ pub const CELL_IN_RUNC_ARG: &str = "cell-in-runc";
 /// The argument that makes the shim binary compile a program into the cache.
 pub const COMPILE_ARG: &str = "compile";
 
-/// `compile <cache-dir> <program>`: see the module documentation. Never returns.
+/// `compile <cache-dir> <program> [<cgroup file>...]`: joins the cgroup through the files
+/// given (the container's, which the shim made), then loads or compiles; see the module
+/// documentation. Never returns.
 pub fn compile_main(args: &[String]) -> ! {
     let result = (|| -> Result<String, String> {
-        let [dir, program] = args else {
-            return Err(format!("usage: {COMPILE_ARG} <cache-dir> <program>"));
+        let [dir, program, join @ ..] = args else {
+            return Err(format!(
+                "usage: {COMPILE_ARG} <cache-dir> <program> [<cgroup file>...]"
+            ));
         };
+        let join: Vec<std::path::PathBuf> = join.iter().map(Into::into).collect();
+        crate::cgroup::join_self(&join).map_err(|e| e.to_string())?;
         let engine = Engine::new().map_err(|e| e.to_string())?;
         let cache = CompileCache::open(dir.as_ref(), &engine).map_err(|e| e.to_string())?;
         let mut file = sys::take_inherited(PROGRAM_FD).map_err(|e| format!("program fd: {e}"))?;

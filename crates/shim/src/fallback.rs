@@ -5,8 +5,10 @@
 //!
 //! How (the cell's side is `wasmcell_cell::under_runc`):
 //! 1. the program is loaded from, or compiled into, the host compile cache by the shim binary in
-//!    `compile` mode, on the host, before anything is created: bad wasm fails Create with its
-//!    own message, as for a cell;
+//!    `compile` mode before runc creates anything: bad wasm fails Create with its own message, as
+//!    for a cell. With a cgroupfs path the shim makes the container's cgroup first and the
+//!    compiler joins it, so compiling is charged to the container and bounded by its limits;
+//!    the compile itself runs in a locked-down child (`wasmcell_cell::compiler`);
 //! 2. a copy of the spec is written to `<bundle>/runc-cell/config.json`: the process becomes
 //!    the shim binary in `cell-in-runc` mode, bound read-only below `/.wasmcell` in the
 //!    container; a dynamically linked build runs through the host's dynamic loader, bound there
@@ -25,6 +27,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use oci_spec::runtime::Spec;
+use wasmcell_cell::cgroup::{Cgroup, Hierarchy};
 use wasmcell_cell::under_runc::{CELL_IN_RUNC_ARG, COMPILE_ARG};
 use wasmcell_cell::PROGRAM_FD;
 use wasmcell_task::isolation::Isolation;
@@ -57,7 +60,16 @@ pub fn create(
 ) -> Result<i32> {
     log::warn!("task {id}: runs under runc with the cell as its process: {reason}");
     let (name, file) = program;
-    let compiled = compile(cache_dir, prepare_timeout, name, file)?;
+    // Compiling is charged to the container: its cgroup is made now, with its limits, and
+    // the compiler joins it; runc takes the cgroup over at create. A systemd path is systemd's
+    // to make (runc asks it for a scope), so there the compiler stays in the shim's cgroup.
+    let cgroup = compile_cgroup(spec, id)?;
+    let join = cgroup
+        .0
+        .as_ref()
+        .map(Cgroup::self_join_files)
+        .unwrap_or_default();
+    let compiled = compile(cache_dir, prepare_timeout, name, file, &join)?;
     let run = run_spec(id, spec, rootfs)?;
 
     let cell_bundle = bundle.join(BUNDLE_DIR);
@@ -89,6 +101,8 @@ pub fn create(
         crate::systemd::drives(spec, id),
     )?;
     drop((control_r, status_w, compiled));
+    // runc's now.
+    cgroup.disarm();
 
     // Nobody waits for the cell's status under runc; the log gets it.
     let id = id.to_owned();
@@ -109,14 +123,61 @@ pub fn create(
     Ok(pid)
 }
 
+/// The container's cgroup (cgroupfs paths), made before runc makes it so that the compiler
+/// can join it; removed again unless runc took it over.
+struct CompileCgroup(Option<Cgroup>);
+
+impl CompileCgroup {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CompileCgroup {
+    fn drop(&mut self) {
+        if let Some(cg) = self.0.take() {
+            let _ = cg.remove();
+        }
+    }
+}
+
+fn compile_cgroup(spec: &Spec, id: &str) -> Result<CompileCgroup> {
+    let path = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+        .and_then(|p| p.to_str());
+    let Some(path) = path else {
+        return Ok(CompileCgroup(None));
+    };
+    let path =
+        CgroupPath::parse(Some(path), id).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    if !matches!(path, CgroupPath::Fs(_)) {
+        return Ok(CompileCgroup(None));
+    }
+    let resources =
+        Resources::from_spec(spec).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let hierarchy = Hierarchy::detect().map_err(|e| Error::Internal(e.to_string()))?;
+    let cg = Cgroup::create(hierarchy, &path.relative(), &resources)
+        .map_err(|e| Error::Internal(format!("cgroup {}: {e}", path.relative().display())))?;
+    Ok(CompileCgroup(Some(cg)))
+}
+
 /// Loads `name` from the compile cache or compiles it into the cache (the shim binary in
-/// `compile` mode), and opens the entry.
-fn compile(cache_dir: &Path, timeout: Duration, name: &str, program: File) -> Result<File> {
+/// `compile` mode, which first joins the cgroup of `join`'s files), and opens the entry.
+fn compile(
+    cache_dir: &Path,
+    timeout: Duration,
+    name: &str,
+    program: File,
+    join: &[PathBuf],
+) -> Result<File> {
     let exe = std::env::current_exe().map_err(|e| Error::io("find the shim binary", e))?;
     let mut cmd = Command::new(exe);
     cmd.arg(COMPILE_ARG)
         .arg(cache_dir)
         .arg(name)
+        .args(join)
         .env_clear()
         .stdin(Stdio::null());
     if let Some(cap) = std::env::var_os(wasmcell_engine::CAP_ENV) {
@@ -126,7 +187,16 @@ fn compile(cache_dir: &Path, timeout: Duration, name: &str, program: File) -> Re
     let out = run_command(&mut cmd, timeout)?;
     drop((staged, program));
     if out.status != 0 {
-        return Err(Error::InvalidArgument(out.stderr.trim().to_owned()));
+        let why = out.stderr.trim();
+        return Err(Error::InvalidArgument(if why.is_empty() {
+            format!(
+                "compiling {name} ended with status {} and no message (killed: by the \
+                 container's memory limit?)",
+                out.status
+            )
+        } else {
+            why.to_owned()
+        }));
     }
     let path = PathBuf::from(out.stdout.trim());
     if !path.starts_with(cache_dir) {

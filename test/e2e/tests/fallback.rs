@@ -105,3 +105,35 @@ fn a_spec_the_cell_cannot_honour_runs_under_runc() {
     assert_eq!(c.runc_containers(), Vec::<String>::new());
     assert_eq!(c.bundles(), Vec::<String>::new());
 }
+
+/// Compiling a fallback task's program is charged to the task's own cgroup, so its memory
+/// limit bounds the compiler too: a limit too small for compiling a large module fails
+/// Create, saying the compiler was killed, and leaves no cgroup behind. With a limit that
+/// fits, the same task runs.
+#[test]
+fn a_fallback_tasks_compiler_runs_in_its_cgroup() {
+    let c = Containerd::start();
+    let large = "wasmcell.test/large:latest";
+    c.import_wasm(large, "large.wasm", fixtures::LARGE);
+    let userns = ["--uidmap", UIDMAP, "--gidmap", UIDMAP];
+    let small = [&userns[..], &["--memory-limit", "16777216"]].concat();
+    let r = c.run_wasm_with(&small, large, "fb-small", &[]);
+    assert_ne!(r.code, 0, "compiled within 16 MiB: {r:?}");
+    assert!(r.stderr.contains("killed"), "{r:?}\n{}", c.log());
+    let leftover = [
+        "/sys/fs/cgroup/memory/default/fb-small",
+        "/sys/fs/cgroup/default/fb-small",
+    ];
+    assert!(
+        leftover.iter().all(|p| !std::path::Path::new(p).exists()),
+        "the compile's cgroup is left behind"
+    );
+    let enough = [&userns[..], &["--memory-limit", "1073741824"]].concat();
+    let r = c.run_wasm_with(&enough, large, "fb-enough", &[]);
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (0, "large module ok\n"),
+        "{r:?}\n{}",
+        c.log()
+    );
+}

@@ -311,3 +311,141 @@ fn malformed_bundles_sent_straight_to_the_shim_fail_cleanly() {
     );
     assert_eq!((r.code, r.stdout.as_str()), (0, "hello from C\n"), "{r:?}");
 }
+
+/// Images through containerd's content store: every field of a working CNCF wasm artifact's
+/// index, manifest and config, mutated in turn as the specs above are. Each Create fails with
+/// an error that names the image or runs; no shim panics; the pod's shim serves on.
+#[test]
+fn generated_malformed_images_fail_cleanly_and_the_shim_keeps_serving() {
+    use std::collections::HashMap;
+
+    const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    const WASM_CONFIG: &str = "application/vnd.wasm.config.v0+json";
+    const WASM_LAYER: &str = "application/wasm";
+
+    let c = Containerd::start();
+    let api = c.api();
+    c.import_wasm(IMG, "probe.wasm", fixtures::PROBE);
+    let r = c.run_detached(
+        &[&format!("--annotation={POD}=image-pod")],
+        IMG,
+        "anchor",
+        &["/probe.wasm", "sleep", "3600"],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let shims = c.shim_pids();
+
+    let layer = api.put_blob(WASM_LAYER, fixtures::PROBE, HashMap::new());
+    let config = json!({"architecture": "wasm", "os": "wasip1", "layerDigests": [layer.digest]});
+    let manifest_of = |config: &Value| {
+        let bytes = serde_json::to_vec(config).unwrap();
+        let d = api.put_blob(WASM_CONFIG, &bytes, HashMap::new());
+        json!({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST,
+            "config": {"mediaType": WASM_CONFIG, "digest": d.digest, "size": d.size},
+            "layers": [{
+                "mediaType": WASM_LAYER, "digest": layer.digest, "size": layer.size,
+                "annotations": {"org.opencontainers.image.title": "probe.wasm"}
+            }],
+        })
+    };
+    let index_of = |manifest: &Value| {
+        let bytes = serde_json::to_vec(manifest).unwrap();
+        let d = api.put_blob(MANIFEST, &bytes, HashMap::new());
+        json!({
+            "schemaVersion": 2,
+            "mediaType": INDEX,
+            "manifests": [{
+                "mediaType": MANIFEST, "digest": d.digest, "size": d.size,
+                "platform": {"os": "wasip1", "architecture": "wasm"}
+            }],
+        })
+    };
+    // The image's target: an index (whose manifest and config are the working ones, or the
+    // mutated one given).
+    let run = |n: usize, index: &Value| {
+        let id = format!("image-{n}");
+        let name = format!("wasmcell.test/mutated-{n}:1");
+        let bytes = serde_json::to_vec(index).unwrap();
+        let target = api.put_blob(INDEX, &bytes, HashMap::new());
+        api.put_image(&name, target);
+        let args = vec!["/probe.wasm".to_owned(), "hello".to_owned()];
+        let mut spec = c.default_spec(&id, &args, &[], "/");
+        spec["annotations"] = json!({ POD: "image-pod" });
+        api.run(
+            ContainerRequest {
+                id: &id,
+                image: &name,
+                runtime: RUNTIME,
+                spec,
+                parent: String::new(),
+                plain_stdio: false,
+                layers: vec![],
+            },
+            c.dir.path(),
+        )
+    };
+    let good_manifest = manifest_of(&config);
+    let good_index = index_of(&good_manifest);
+    let control = run(0, &good_index).unwrap_or_else(|e| panic!("the working image: {e}"));
+    assert_eq!(control.stdout, "hello from C\n", "{control:?}");
+
+    let mutations = [
+        Mutation::Remove,
+        Mutation::Null,
+        Mutation::OtherType,
+        Mutation::Extreme,
+        Mutation::Hostile,
+    ];
+    let mut variants = Vec::new();
+    for (doc, template) in [
+        ("index", &good_index),
+        ("manifest", &good_manifest),
+        ("config", &config),
+    ] {
+        let mut all = Vec::new();
+        paths(template, &mut Vec::new(), &mut all);
+        for path in &all {
+            for m in mutations {
+                if let Some(bad) = mutate(template, path, m) {
+                    variants.push((doc, path.clone(), m, bad));
+                }
+            }
+        }
+    }
+    let (mut ran, mut refused, mut named) = (0, 0, 0);
+    for (n, (doc, path, m, bad)) in variants.iter().enumerate() {
+        let index = match *doc {
+            "index" => bad.clone(),
+            "manifest" => index_of(bad),
+            _ => index_of(&manifest_of(bad)),
+        };
+        match run(n + 1, &index) {
+            Ok(_) => ran += 1,
+            Err(e) => {
+                refused += 1;
+                named += usize::from(e.contains("image wasmcell.test/mutated-"));
+                assert!(
+                    e.len() > 12 && !e.contains("panicked"),
+                    "{doc} {path:?} {m:?}: an error that says nothing: {e}"
+                );
+            }
+        }
+    }
+    eprintln!(
+        "malformed images: {} generated, {ran} ran, {refused} refused with an error \
+         ({named} of them naming the image)",
+        variants.len()
+    );
+    assert!(variants.len() >= 100, "only {} images", variants.len());
+    let log = c.log();
+    assert!(!log.contains("panicked"), "a shim panicked\n{log}");
+    assert!(
+        c.shim_pids().contains(&shims[0]),
+        "the pod's shim is gone\n{log}"
+    );
+    let after = run(variants.len() + 1, &good_index).unwrap_or_else(|e| panic!("after: {e}"));
+    assert_eq!(after.stdout, "hello from C\n", "{after:?}");
+}
