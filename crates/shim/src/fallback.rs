@@ -155,8 +155,15 @@ fn compile_cgroup(spec: &Spec, id: &str) -> Result<CompileCgroup> {
     if !matches!(path, CgroupPath::Fs(_)) {
         return Ok(CompileCgroup(None));
     }
-    let resources =
-        Resources::from_spec(spec).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    // Settings the cell's cgroup code does not write (block I/O, ...) are often why the task
+    // is here: runc writes them at create, and the compiler stays in the shim's cgroup.
+    let resources = match Resources::from_spec(spec) {
+        Ok(r) => r,
+        Err(why) => {
+            log::info!("task {id}: compiling in the shim's cgroup: {why}");
+            return Ok(CompileCgroup(None));
+        }
+    };
     let hierarchy = Hierarchy::detect().map_err(|e| Error::Internal(e.to_string()))?;
     let cg = Cgroup::create(hierarchy, &path.relative(), &resources)
         .map_err(|e| Error::Internal(format!("cgroup {}: {e}", path.relative().display())))?;
