@@ -150,15 +150,15 @@ fn compile_cgroup(spec: &Spec, id: &str) -> Result<CompileCgroup> {
     let Some(path) = path else {
         return Ok(CompileCgroup(None));
     };
-    let path =
-        CgroupPath::parse(Some(path), id).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-    if !matches!(path, CgroupPath::Fs(_)) {
-        return Ok(CompileCgroup(None));
-    }
-    // Settings the cell's cgroup code does not write (block I/O, ...) are often why the task
-    // is here: runc writes them at create, and the compiler stays in the shim's cgroup.
-    let resources = match Resources::from_spec(spec) {
-        Ok(r) => r,
+    // What the cell refuses is often why the task is here: a path it does not take (`..`),
+    // settings its cgroup code does not write (block I/O, ...). runc resolves and writes those
+    // at create; the compiler then stays in the shim's cgroup.
+    let parsed =
+        CgroupPath::parse(Some(path), id).and_then(|p| Resources::from_spec(spec).map(|r| (p, r)));
+    let (path, resources) = match parsed {
+        Ok((path @ CgroupPath::Fs(_), resources)) => (path, resources),
+        // systemd makes a systemd path's scope when runc asks for it.
+        Ok(_) => return Ok(CompileCgroup(None)),
         Err(why) => {
             log::info!("task {id}: compiling in the shim's cgroup: {why}");
             return Ok(CompileCgroup(None));
