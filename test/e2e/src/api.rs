@@ -77,6 +77,27 @@ pub struct ContainerRequest<'a> {
     pub plain_stdio: bool,
 }
 
+impl<'a> ContainerRequest<'a> {
+    /// A wasmcell container of `image` with `spec`, its rootfs the image's filesystem `layers`
+    /// applied to an empty snapshot (how the tests run images imported with `--no-unpack`).
+    pub fn wasmcell(
+        id: &'a str,
+        image: &'a str,
+        spec: serde_json::Value,
+        layers: Vec<Descriptor>,
+    ) -> ContainerRequest<'a> {
+        ContainerRequest {
+            id,
+            image,
+            runtime: crate::RUNTIME,
+            spec,
+            parent: String::new(),
+            layers,
+            plain_stdio: false,
+        }
+    }
+}
+
 /// Clients made by this process, to name their leases apart.
 static CLIENTS: AtomicUsize = AtomicUsize::new(0);
 

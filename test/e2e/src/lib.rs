@@ -449,6 +449,27 @@ impl Containerd {
         spec
     }
 
+    /// Builds a rootfs image named `name` holding the probe fixture as `/probe.wasm` and imports
+    /// it without unpacking (what containerd 1.6 can do with any image); its defaults and
+    /// layers, for containers created through the API ([`api::ContainerRequest::wasmcell`]).
+    pub fn import_probe_unpacked(&self, name: &str) -> image::ImageDefaults {
+        // The image names the program after its file: /probe.wasm.
+        let dir = self.dir.path().join("unpacked-probe");
+        std::fs::create_dir_all(&dir).expect("make a directory for the probe");
+        let probe = dir.join("probe.wasm");
+        std::fs::write(&probe, fixtures::PROBE).expect("write the probe");
+        let file = format!("{}.tar", name.replace(['/', ':'], "_"));
+        let probe = probe.to_str().expect("utf-8 path");
+        let tar = self.build_image(
+            &file,
+            &["--name", name, "--layout", "rootfs", "--wasm", probe],
+        );
+        let tar = tar.to_str().expect("utf-8 path");
+        let r = self.ctr(&["image", "import", "--no-unpack", "--all-platforms", tar]);
+        assert_eq!(r.code, 0, "import {name}: {r:?}");
+        image::defaults_of(Path::new(tar))
+    }
+
     /// The path of a blob in this containerd's content store.
     pub fn blob_path(&self, digest: &str) -> PathBuf {
         let hex = digest.strip_prefix("sha256:").expect("sha256 digest");

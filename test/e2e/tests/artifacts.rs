@@ -587,13 +587,8 @@ fn files_the_guest_creates_follow_the_specs_umask() {
     use std::os::unix::fs::PermissionsExt;
     let c = Containerd::start();
     let api = c.api();
-    let probe = probe_file(&c);
     let name = "wasmcell.test/umask:1";
-    let tar = c.build_image(
-        "umask.tar",
-        &["--name", name, "--layout", "rootfs", "--wasm", &probe],
-    );
-    import(&c, &tar);
+    let d = c.import_probe_unpacked(name);
     let data = c.dir.path().join("umask-data");
     std::fs::create_dir(&data).unwrap();
     for (umask, want) in [(Some(0o077), 0o600), (Some(0o002), 0o664), (None, 0o644)] {
@@ -602,7 +597,6 @@ fn files_the_guest_creates_follow_the_specs_umask() {
             umask.map_or("none".into(), |u| format!("{u:o}"))
         );
         let file = format!("{id}.txt");
-        let d = defaults_of(&tar);
         let args = vec![
             "/probe.wasm".to_owned(),
             "write".to_owned(),
@@ -617,19 +611,9 @@ fn files_the_guest_creates_follow_the_specs_umask() {
             "destination": "/data", "type": "bind",
             "source": data, "options": ["rbind", "rw"]
         }));
+        let request = ContainerRequest::wasmcell(&id, name, spec, d.tar_layers.clone());
         let r = api
-            .run(
-                ContainerRequest {
-                    id: &id,
-                    image: name,
-                    runtime: RUNTIME,
-                    spec,
-                    parent: String::new(),
-                    plain_stdio: false,
-                    layers: d.tar_layers,
-                },
-                c.dir.path(),
-            )
+            .run(request, c.dir.path())
             .unwrap_or_else(|e| panic!("{id}: {e}\n{}", c.log()));
         assert_eq!(r.exit, 0, "{id}: {r:?}");
         let mode = std::fs::metadata(data.join(&file))

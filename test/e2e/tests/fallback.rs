@@ -144,49 +144,17 @@ fn a_fallback_tasks_compiler_runs_in_its_cgroup() {
 fn cgroup_settings_only_runc_writes_send_the_task_to_runc_and_it_runs() {
     use serde_json::json;
     use wasmcell_e2e::api::ContainerRequest;
-    use wasmcell_e2e::image::defaults_of;
 
     let c = Containerd::start();
     let api = c.api();
-    let probe = c.dir.path().join("probe.wasm");
-    std::fs::write(&probe, fixtures::PROBE).unwrap();
     let name = "wasmcell.test/blkio:1";
-    let tar = c.build_image(
-        "blkio.tar",
-        &[
-            "--name",
-            name,
-            "--layout",
-            "rootfs",
-            "--wasm",
-            probe.to_str().unwrap(),
-        ],
-    );
-    let r = c.ctr(&[
-        "image",
-        "import",
-        "--no-unpack",
-        "--all-platforms",
-        tar.to_str().unwrap(),
-    ]);
-    assert_eq!(r.code, 0, "import: {r:?}");
-    let d = defaults_of(&tar);
+    let d = c.import_probe_unpacked(name);
     let args = vec!["/probe.wasm".to_owned(), "hello".to_owned()];
     let mut spec = c.default_spec("fb-blkio", &args, &d.env, &d.cwd);
     spec["linux"]["resources"]["blockIO"] = json!({"weight": 500});
+    let request = ContainerRequest::wasmcell("fb-blkio", name, spec, d.tar_layers);
     let r = api
-        .run(
-            ContainerRequest {
-                id: "fb-blkio",
-                image: name,
-                runtime: wasmcell_e2e::RUNTIME,
-                spec,
-                parent: String::new(),
-                plain_stdio: false,
-                layers: d.tar_layers,
-            },
-            c.dir.path(),
-        )
+        .run(request, c.dir.path())
         .unwrap_or_else(|e| panic!("{e}\n{}", c.log()));
     assert_eq!((r.exit, r.stdout.as_str()), (0, "hello from C\n"), "{r:?}");
     let log = c.log();

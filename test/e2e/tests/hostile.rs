@@ -8,8 +8,7 @@
 
 use serde_json::{json, Value};
 use wasmcell_e2e::api::ContainerRequest;
-use wasmcell_e2e::image::defaults_of;
-use wasmcell_e2e::{fixtures, Containerd, RUNTIME};
+use wasmcell_e2e::{fixtures, Containerd};
 
 const IMG: &str = "wasmcell.test/hostile:1";
 const POD: &str = "io.kubernetes.cri.sandbox-id";
@@ -58,6 +57,15 @@ enum Mutation {
     Hostile,
 }
 
+/// Every mutation, each applied at every path.
+const MUTATIONS: [Mutation; 5] = [
+    Mutation::Remove,
+    Mutation::Null,
+    Mutation::OtherType,
+    Mutation::Extreme,
+    Mutation::Hostile,
+];
+
 fn mutate(spec: &Value, path: &[String], m: Mutation) -> Option<Value> {
     let mut out = spec.clone();
     if let Mutation::Remove = m {
@@ -92,50 +100,14 @@ fn mutate(spec: &Value, path: &[String], m: Mutation) -> Option<Value> {
     Some(out)
 }
 
-fn request<'a>(
-    id: &'a str,
-    spec: Value,
-    layers: &[containerd_client::types::Descriptor],
-) -> ContainerRequest<'a> {
-    ContainerRequest {
-        id,
-        image: IMG,
-        runtime: RUNTIME,
-        spec,
-        parent: String::new(),
-        plain_stdio: false,
-        layers: layers.to_vec(),
-    }
-}
-
 #[test]
 fn generated_hostile_specs_fail_cleanly_and_the_shim_keeps_serving() {
     let c = Containerd::start();
     let api = c.api();
-    let probe = c.dir.path().join("probe.wasm");
-    std::fs::write(&probe, fixtures::PROBE).unwrap();
-    let tar = c.build_image(
-        "hostile.tar",
-        &[
-            "--name",
-            IMG,
-            "--layout",
-            "rootfs",
-            "--wasm",
-            probe.to_str().unwrap(),
-        ],
-    );
-    let r = c.ctr(&[
-        "image",
-        "import",
-        "--no-unpack",
-        "--all-platforms",
-        tar.to_str().unwrap(),
-    ]);
-    assert_eq!(r.code, 0, "import: {r:?}");
-    let d = defaults_of(&tar);
+    let d = c.import_probe_unpacked(IMG);
     let layers = d.tar_layers.clone();
-    let request = |id: &'static str, spec: Value| request(id, spec, &layers);
+    let request =
+        |id: &'static str, spec: Value| ContainerRequest::wasmcell(id, IMG, spec, layers.clone());
     let base = |id: &str, args: &[&str]| {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let mut spec = c.default_spec(id, &args, &d.env, &d.cwd);
@@ -154,13 +126,6 @@ fn generated_hostile_specs_fail_cleanly_and_the_shim_keeps_serving() {
     let template = base("template", &["/probe.wasm", "hello"]);
     let mut all = Vec::new();
     paths(&template, &mut Vec::new(), &mut all);
-    let mutations = [
-        Mutation::Remove,
-        Mutation::Null,
-        Mutation::OtherType,
-        Mutation::Extreme,
-        Mutation::Hostile,
-    ];
     let (mut ran, mut refused) = (0, 0);
     let mut kinds = std::collections::BTreeSet::new();
     let mut n = 0;
@@ -169,7 +134,7 @@ fn generated_hostile_specs_fail_cleanly_and_the_shim_keeps_serving() {
         if path.first().is_some_and(|p| p == "annotations") {
             continue;
         }
-        for m in mutations {
+        for m in MUTATIONS {
             let Some(mut spec) = mutate(&template, path, m) else {
                 continue;
             };
@@ -181,7 +146,8 @@ fn generated_hostile_specs_fail_cleanly_and_the_shim_keeps_serving() {
                     linux.insert("cgroupsPath".into(), json!(format!("/default/{id}")));
                 }
             }
-            match api.run(self::request(&id, spec, &layers), c.dir.path()) {
+            let request = ContainerRequest::wasmcell(&id, IMG, spec, layers.clone());
+            match api.run(request, c.dir.path()) {
                 Ok(_) => ran += 1,
                 Err(e) => {
                     refused += 1;
@@ -375,15 +341,7 @@ fn generated_malformed_images_fail_cleanly_and_the_shim_keeps_serving() {
         let mut spec = c.default_spec(&id, &args, &[], "/");
         spec["annotations"] = json!({ POD: "image-pod" });
         api.run(
-            ContainerRequest {
-                id: &id,
-                image: &name,
-                runtime: RUNTIME,
-                spec,
-                parent: String::new(),
-                plain_stdio: false,
-                layers: vec![],
-            },
+            ContainerRequest::wasmcell(&id, &name, spec, vec![]),
             c.dir.path(),
         )
     };
@@ -392,13 +350,6 @@ fn generated_malformed_images_fail_cleanly_and_the_shim_keeps_serving() {
     let control = run(0, &good_index).unwrap_or_else(|e| panic!("the working image: {e}"));
     assert_eq!(control.stdout, "hello from C\n", "{control:?}");
 
-    let mutations = [
-        Mutation::Remove,
-        Mutation::Null,
-        Mutation::OtherType,
-        Mutation::Extreme,
-        Mutation::Hostile,
-    ];
     let mut variants = Vec::new();
     for (doc, template) in [
         ("index", &good_index),
@@ -408,7 +359,7 @@ fn generated_malformed_images_fail_cleanly_and_the_shim_keeps_serving() {
         let mut all = Vec::new();
         paths(template, &mut Vec::new(), &mut all);
         for path in &all {
-            for m in mutations {
+            for m in MUTATIONS {
                 if let Some(bad) = mutate(template, path, m) {
                     variants.push((doc, path.clone(), m, bad));
                 }

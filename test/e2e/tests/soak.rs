@@ -75,6 +75,17 @@ fn run(c: &Containerd, path: Path, id: &str, flags: &[&str], args: &[&str]) -> R
     c.ctr(&[a, args.to_vec()].concat())
 }
 
+/// Runs the trapping program as task `id` in a cell (`Path::Cell`) or under runc
+/// (`Path::Fallback`).
+fn trap(c: &Containerd, path: Path, id: &str) -> Ran {
+    let mut a = vec!["run", "--rm", "--runtime", RUNTIME, POD];
+    if path == Path::Fallback {
+        a.extend_from_slice(FALLBACK);
+    }
+    a.extend(["--platform", "wasi/wasm", TRAP, id]);
+    c.ctr(&a)
+}
+
 /// Starts task `id` on `path` sleeping, signals it with `signal`, and returns the exit status
 /// its TaskExit event reports.
 fn signalled(
@@ -183,20 +194,8 @@ fn every_exit_status_is_exact_on_every_path() {
     }
     for path in [Path::Cell, Path::Fallback] {
         let id = format!("trap-{path:?}").to_lowercase();
-        let mut a = vec![
-            "run",
-            "--rm",
-            "--runtime",
-            RUNTIME,
-            POD,
-            "--platform",
-            "wasi/wasm",
-        ];
-        if path == Path::Fallback {
-            a.extend_from_slice(FALLBACK);
-        }
-        a.extend([TRAP, &id]);
-        check(id.clone(), i64::from(c.ctr(&a).code), 134);
+        let code = trap(&c, path, &id).code;
+        check(id, i64::from(code), 134);
     }
     // WASI 0.2's exit carries ok or err only: err is 1.
     for code in &component_codes {
@@ -302,20 +301,7 @@ fn run_delete_cycles_of_every_kind_leave_nothing_behind() {
                 ]);
                 (c.ctr(&a), 137)
             }
-            _ => {
-                let a = [
-                    "run",
-                    "--rm",
-                    "--runtime",
-                    RUNTIME,
-                    POD,
-                    "--platform",
-                    "wasi/wasm",
-                    TRAP,
-                    &id,
-                ];
-                (c.ctr(&a), 134)
-            }
+            _ => (trap(&c, Path::Cell, &id), 134),
         };
         (id, r, want)
     };
