@@ -112,12 +112,11 @@ fn ensure_private_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Checks that a cache entry is a regular file of ours that nobody else can write.
-fn entry_is_ours(path: &Path) -> bool {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) => m.is_file() && m.uid() == nix::unistd::geteuid().as_raw() && m.mode() & 0o022 == 0,
-        Err(_) => false,
-    }
+/// The metadata of a cache entry if it is a regular file of ours that nobody else can write.
+fn entry_is_ours(path: &Path) -> Option<std::fs::Metadata> {
+    std::fs::symlink_metadata(path).ok().filter(|m| {
+        m.is_file() && m.uid() == nix::unistd::geteuid().as_raw() && m.mode() & 0o022 == 0
+    })
 }
 
 impl CompileCache {
@@ -183,7 +182,7 @@ impl CompileCache {
         }
         let compiled = compile(wasm)?;
         self.store(&key, &compiled)?;
-        lock.release();
+        drop(lock);
         self.evict(&path);
         let p = self
             .try_deserialize(engine, component, &path)
@@ -314,9 +313,7 @@ impl CompileCache {
     /// left in place (another task may be using it): the caller compiles it again and the new
     /// entry replaces it.
     fn try_deserialize(&self, engine: &Engine, component: bool, path: &Path) -> Option<Program> {
-        if !entry_is_ours(path) {
-            return None;
-        }
+        let meta = entry_is_ours(path)?;
         // SAFETY: `path` is in a directory only this user can write (checked by
         // `ensure_private_dir`), the file is ours and not writable by others (`entry_is_ours`),
         // and every file in it was written by `load` from `precompile_*` of an engine with the
@@ -331,7 +328,7 @@ impl CompileCache {
         };
         match loaded {
             Ok(p) => {
-                touch(path);
+                touch(path, &meta);
                 Some(p)
             }
             Err(e) => {
@@ -368,24 +365,25 @@ pub fn precompile(engine: &Engine, program: &str, wasm: &[u8]) -> Result<Vec<u8>
     })
 }
 
-/// The compile lock of one entry. Released once the entry is written: the lock file goes
-/// first (a waiter that opened it still takes it, finds the entry and loads it).
+/// The compile lock of one entry, released when dropped, whether the compile succeeded or
+/// not. The lock file goes before the lock: a waiter that opened it still takes it, then finds
+/// the entry (or compiles it itself).
 struct EntryLock {
     path: PathBuf,
     _file: File,
 }
 
-impl EntryLock {
-    fn release(self) {
+impl Drop for EntryLock {
+    fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
     }
 }
 
 /// Sets an entry's modification time to now, at most every [`TOUCH_EVERY`], so that eviction
-/// takes the least recently used entries first.
-fn touch(path: &Path) {
-    let old = std::fs::metadata(path)
-        .and_then(|m| m.modified())
+/// takes the least recently used entries first. `meta`: the entry's, as just read.
+fn touch(path: &Path, meta: &std::fs::Metadata) {
+    let old = meta
+        .modified()
         .ok()
         .and_then(|m| SystemTime::now().duration_since(m).ok())
         .is_some_and(|age| age > TOUCH_EVERY);
@@ -507,7 +505,7 @@ mod tests {
             Ok(_) => panic!("a held lock was taken"),
         };
         assert!(err.contains("has been compiling the same program"), "{err}");
-        held.release();
+        drop(held);
         assert!(files(&cache).is_empty(), "{:?}", files(&cache));
     }
 
@@ -656,5 +654,6 @@ mod tests {
                 .starts_with("/bad.wasm is not valid WebAssembly"),
             "{err}"
         );
+        assert!(files(&cache).is_empty(), "left behind: {:?}", files(&cache));
     }
 }
