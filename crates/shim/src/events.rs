@@ -73,7 +73,6 @@ impl RemoteEvents {
             .name("events".into())
             .spawn(move || {
                 for (topic, event, raised) in rx {
-                    let about = subject(&*event);
                     let request = match request(&namespace, topic, &*event) {
                         Ok(r) => r,
                         Err(e) => {
@@ -102,22 +101,27 @@ impl RemoteEvents {
                                 let waited = raised.elapsed();
                                 if attempt > 1 || waited >= RETRY_PAUSE {
                                     log::info!(
-                                        "published {topic}{about} at attempt {attempt}, \
-                                         {waited:.1?} after it was raised"
+                                        "published {topic}{} at attempt {attempt}, \
+                                         {waited:.1?} after it was raised",
+                                        subject(&*event)
                                     );
                                 }
                                 break;
                             }
                             Err(e) if first.elapsed() >= RETRY_FOR => {
                                 log::error!(
-                                    "failed to publish {topic}{about} ({attempt} attempts in {:?}): {e}",
+                                    "failed to publish {topic}{} ({attempt} attempts in {:?}): {e}",
+                                    subject(&*event),
                                     first.elapsed()
                                 );
                                 break;
                             }
                             Err(e) => {
                                 if attempt == 1 {
-                                    log::warn!("failed to publish {topic}{about}, retrying: {e}");
+                                    log::warn!(
+                                        "failed to publish {topic}{}, retrying: {e}",
+                                        subject(&*event)
+                                    );
                                 }
                                 std::thread::sleep(pause);
                                 pause = (pause * 2).min(RETRY_PAUSE_MAX);
@@ -134,7 +138,9 @@ impl RemoteEvents {
     }
 }
 
-/// ` for <container id>` when the event names a container, for the log.
+/// ` for <container id>` when the event names a container, for the log. Through reflection,
+/// which costs its first use a parse of the whole `.proto` file (see the module documentation):
+/// only the log lines of an event that could not be published at once call it.
 fn subject(event: &dyn MessageDyn) -> String {
     let descriptor = event.descriptor_dyn();
     descriptor
