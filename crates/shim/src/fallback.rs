@@ -27,7 +27,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use oci_spec::runtime::Spec;
-use wasmcell_cell::cgroup::{Cgroup, Hierarchy};
+use wasmcell_cell::cgroup::Cgroup;
 use wasmcell_cell::under_runc::{CELL_IN_RUNC_ARG, COMPILE_ARG};
 use wasmcell_cell::PROGRAM_FD;
 use wasmcell_task::isolation::Isolation;
@@ -37,6 +37,7 @@ use wasmcell_task::{runspec, RunSpec};
 use crate::error::{Error, Result};
 use crate::process::{map_fds, pipe, run_command};
 use crate::runc::{NativeStdio, Runc};
+use crate::tasks::{create_cgroup, CgroupGuard};
 
 /// Where the cell's files are bound in the container.
 const CELL_DIR: &str = "/.wasmcell";
@@ -102,7 +103,7 @@ pub fn create(
     )?;
     drop((control_r, status_w, compiled));
     // runc's now.
-    cgroup.disarm();
+    let _ = cgroup.disarm();
 
     // Nobody waits for the cell's status under runc; the log gets it.
     let id = id.to_owned();
@@ -124,31 +125,15 @@ pub fn create(
 }
 
 /// The container's cgroup (cgroupfs paths), made before runc makes it so that the compiler
-/// can join it; removed again unless runc took it over.
-struct CompileCgroup(Option<Cgroup>);
-
-impl CompileCgroup {
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for CompileCgroup {
-    fn drop(&mut self) {
-        if let Some(cg) = self.0.take() {
-            let _ = cg.remove();
-        }
-    }
-}
-
-fn compile_cgroup(spec: &Spec, id: &str) -> Result<CompileCgroup> {
+/// can join it; removed again unless runc takes it over.
+fn compile_cgroup(spec: &Spec, id: &str) -> Result<CgroupGuard> {
     let path = spec
         .linux()
         .as_ref()
         .and_then(|l| l.cgroups_path().as_ref())
         .and_then(|p| p.to_str());
     let Some(path) = path else {
-        return Ok(CompileCgroup(None));
+        return Ok(CgroupGuard(None));
     };
     // What the cell refuses is often why the task is here: a path it does not take (`..`),
     // settings its cgroup code does not write (block I/O, ...). runc resolves and writes those
@@ -158,16 +143,13 @@ fn compile_cgroup(spec: &Spec, id: &str) -> Result<CompileCgroup> {
     let (path, resources) = match parsed {
         Ok((path @ CgroupPath::Fs(_), resources)) => (path, resources),
         // systemd makes a systemd path's scope when runc asks for it.
-        Ok(_) => return Ok(CompileCgroup(None)),
+        Ok(_) => return Ok(CgroupGuard(None)),
         Err(why) => {
             log::info!("task {id}: compiling in the shim's cgroup: {why}");
-            return Ok(CompileCgroup(None));
+            return Ok(CgroupGuard(None));
         }
     };
-    let hierarchy = Hierarchy::detect().map_err(|e| Error::Internal(e.to_string()))?;
-    let cg = Cgroup::create(hierarchy, &path.relative(), &resources)
-        .map_err(|e| Error::Internal(format!("cgroup {}: {e}", path.relative().display())))?;
-    Ok(CompileCgroup(Some(cg)))
+    Ok(CgroupGuard(Some(create_cgroup(&path, &resources)?)))
 }
 
 /// Loads `name` from the compile cache or compiles it into the cache (the shim binary in
