@@ -5,7 +5,9 @@ set -euo pipefail
 packages=(containerd runc protobuf-compiler clang lld wasi-libc libclang-rt-14-dev-wasm32 busybox-static iproute2 libseccomp-dev openssl python3-venv
   # The VM tier (test/vm): the machine is debootstrapped and booted with qemu; its disks are
   # made with mkfs.ext4 and read with debugfs.
-  debootstrap qemu-system-x86 e2fsprogs)
+  debootstrap qemu-system-x86 e2fsprogs
+  # The fuzz targets (fuzz/): libFuzzer is C++, built by the libfuzzer-sys crate with `c++`.
+  g++)
 need=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")

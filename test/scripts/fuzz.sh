@@ -9,6 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 seconds=${1:-30}
 shift || true
+if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+  echo "fuzz: libFuzzer needs the nightly toolchain, which rustup does not have here" >&2
+  exit 1
+fi
 PATH="$(bash test/tools/build.sh cargo-fuzz):$PATH"
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
