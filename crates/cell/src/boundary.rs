@@ -126,19 +126,59 @@ pub fn enter_namespaces(iso: &Isolation) -> Result<(), String> {
     Ok(())
 }
 
-/// The identity (device and inode) of this thread's namespace of `kind`, if it can be read.
-fn namespace_id(kind: NamespaceKind) -> Option<(u64, u64)> {
-    let name = match kind {
+/// The name of a namespace of `kind` below `/proc/<pid>/ns`.
+fn proc_name(kind: NamespaceKind) -> &'static str {
+    match kind {
         NamespaceKind::Network => "net",
         NamespaceKind::Ipc => "ipc",
         NamespaceKind::Uts => "uts",
         NamespaceKind::Mount => "mnt",
         NamespaceKind::Pid => "pid",
         NamespaceKind::Cgroup => "cgroup",
-    };
-    let meta = std::fs::metadata(format!("/proc/thread-self/ns/{name}")).ok()?;
+    }
+}
+
+/// The identity (device and inode) of this thread's namespace of `kind`, if it can be read.
+fn namespace_id(kind: NamespaceKind) -> Option<(u64, u64)> {
+    let meta = std::fs::metadata(format!("/proc/thread-self/ns/{}", proc_name(kind))).ok()?;
     use std::os::unix::fs::MetadataExt;
     Some((meta.dev(), meta.ino()))
+}
+
+/// The namespaces of process `pid` (a container's init that runc made) that are not this
+/// process's own, each opened, all before any is joined. The user namespace is left out: a
+/// process joining it would become root there with every capability, more than a compiler
+/// that drops to `nobody` should hold.
+pub fn namespaces_of(pid: i32) -> Result<Vec<(NamespaceKind, File)>, String> {
+    use std::os::unix::fs::MetadataExt;
+    let kinds = [
+        NamespaceKind::Cgroup,
+        NamespaceKind::Ipc,
+        NamespaceKind::Uts,
+        NamespaceKind::Network,
+        NamespaceKind::Pid,
+        NamespaceKind::Mount,
+    ];
+    let mut opened = Vec::new();
+    for kind in kinds {
+        let path = format!("/proc/{pid}/ns/{}", proc_name(kind));
+        let file = File::open(&path).map_err(|e| format!("open {path}: {e}"))?;
+        let meta = file.metadata().map_err(|e| format!("stat {path}: {e}"))?;
+        if namespace_id(kind) != Some((meta.dev(), meta.ino())) {
+            opened.push((kind, file));
+        }
+    }
+    Ok(opened)
+}
+
+/// Joins each namespace of `namespaces` (from [`namespaces_of`]); a PID namespace applies to
+/// the children forked afterwards, a mount namespace needs a single-threaded caller.
+pub fn join_namespaces(namespaces: &[(NamespaceKind, File)]) -> Result<(), String> {
+    for (kind, file) in namespaces {
+        nix::sched::setns(file, flag(*kind))
+            .map_err(|e| format!("join the container's {kind:?} namespace: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Mounts made in the cell never propagate back to the host.

@@ -546,6 +546,53 @@ pub fn join_self(files: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
+/// The files through which a process moves itself with [`join_self`] into the cgroups of
+/// process `pid`, in every hierarchy mounted here (a hybrid host's unified one too), whoever
+/// made them: runc through systemd, runc on its own, or the cell.
+pub fn join_files_of(pid: i32) -> Result<Vec<PathBuf>> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(err("read mountinfo"))?;
+    let file = format!("/proc/{pid}/cgroup");
+    let member = std::fs::read_to_string(&file).map_err(err(format!("read {file}")))?;
+    Ok(join_files(&info, &member))
+}
+
+/// [`join_files_of`] from the texts of `/proc/self/mountinfo` and `/proc/<pid>/cgroup`. A v1
+/// line (`3:cpu,cpuacct:/path`) goes to the `cgroup` mount whose options carry all of its
+/// controllers (or its `name=`), the v2 line (`0::/path`) to the `cgroup2` mount.
+fn join_files(mountinfo: &str, member: &str) -> Vec<PathBuf> {
+    let mounts: Vec<(&str, &str, Vec<&str>)> = mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let mount_point = left.split(' ').nth(4)?;
+            let mut right = right.split(' ');
+            let fstype = right.next()?;
+            let options = right.nth(1).unwrap_or_default().split(',').collect();
+            Some((fstype, mount_point, options))
+        })
+        .collect();
+    member
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let (mount_point, file) = if controllers.is_empty() {
+                let (_, mount_point, _) = mounts.iter().find(|(t, _, _)| *t == "cgroup2")?;
+                (mount_point, "cgroup.procs")
+            } else {
+                let (_, mount_point, _) = mounts.iter().find(|(t, _, options)| {
+                    *t == "cgroup" && controllers.split(',').all(|c| options.contains(&c))
+                })?;
+                (mount_point, "tasks")
+            };
+            let path = path.trim_start_matches('/');
+            // A path the reader's cgroup namespace cannot name has no file here.
+            (!path.split('/').any(|c| c == ".."))
+                .then(|| Path::new(mount_point).join(path).join(file))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -580,6 +627,34 @@ mod tests {
         assert_eq!(
             Hierarchy::from_mountinfo(v2),
             Hierarchy::V2("/sys/fs/cgroup".into())
+        );
+    }
+
+    #[test]
+    fn a_process_cgroups_map_to_the_join_files_of_each_hierarchy() {
+        let info = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
+                    32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
+                    33 31 0:30 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
+                    40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd\n\
+                    41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
+        let member = "5:memory:/k8s/c1\n3:cpuacct,cpu:/k8s/c1\n1:name=systemd:/s/x.scope\n\
+                      0::/s/x.scope\n9:pids:/k8s/c1\n2:blkio:/../escape\n";
+        assert_eq!(
+            join_files(info, member),
+            [
+                "/sys/fs/cgroup/memory/k8s/c1/tasks",
+                "/sys/fs/cgroup/cpu,cpuacct/k8s/c1/tasks",
+                "/sys/fs/cgroup/systemd/s/x.scope/tasks",
+                "/sys/fs/cgroup/unified/s/x.scope/cgroup.procs",
+            ]
+            .map(PathBuf::from)
+        );
+        let v2 = "30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(
+            join_files(v2, "0::/kubepods/pod1/c2\n"),
+            [PathBuf::from(
+                "/sys/fs/cgroup/kubepods/pod1/c2/cgroup.procs"
+            )]
         );
     }
 

@@ -13,8 +13,12 @@
 //! (`PR_SET_PDEATHSIG`, set again after the user change clears it), so a cell killed at the
 //! prepare deadline takes its compiler along.
 
-use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::fs::File;
+use std::io::{PipeReader, Read, Write};
+use std::os::fd::{AsFd, AsRawFd};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sched::CloneFlags;
 
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -31,12 +35,35 @@ const FAILED: u8 = b'e';
 /// Compiles `wasm` (named `program` in messages) in a locked-down child and returns what
 /// `wasmcell_engine::precompile` returns for it.
 pub fn compile_locked_down(engine: &Engine, program: &str, wasm: &[u8]) -> Result<Vec<u8>> {
+    compile_locked_down_in(engine, program, wasm, None)
+}
+
+/// [`compile_locked_down`] with the child first joining the mount namespace `mount` (a
+/// container's), which its parent could not join and still reach the compile cache. The
+/// parent's other namespaces, PID namespace for children included, are the child's.
+pub fn compile_locked_down_in(
+    engine: &Engine,
+    program: &str,
+    wasm: &[u8],
+    mount: Option<&File>,
+) -> Result<Vec<u8>> {
     let io = |doing: &str, e: std::io::Error| Error::io(format!("{doing} for {program}"), e);
     let (mut answer_r, mut answer_w) =
         std::io::pipe().map_err(|e| io("make the compiler's pipe", e))?;
-    let parent = nix::unistd::getpid();
+    // The child knows its parent is alive while this pipe has a writer: `getppid` cannot tell
+    // it in a PID namespace its parent is not in.
+    let (alive_r, alive_w) = std::io::pipe().map_err(|e| io("make the compiler's pipe", e))?;
+    let alive_w_fd = alive_w.as_raw_fd();
     let child = crate::sys::fork_run(|| {
-        let answer = match lock_down(parent, answer_w.as_raw_fd()) {
+        // The child's copy of the writer; it leaves by `_exit`, so nothing closes it again.
+        let _ = nix::unistd::close(alive_w_fd);
+        let walls = mount
+            .map_or(Ok(()), |ns| {
+                nix::sched::setns(ns, CloneFlags::CLONE_NEWNS)
+                    .map_err(|e| format!("join the container's mount namespace: {e}"))
+            })
+            .and_then(|()| lock_down(&alive_r, answer_w.as_raw_fd()));
+        let answer = match walls {
             Ok(()) => wasmcell_engine::precompile(engine, program, wasm).map_err(|e| match e {
                 Error::Compile { reason, .. } => reason,
                 other => other.to_string(),
@@ -53,10 +80,12 @@ pub fn compile_locked_down(engine: &Engine, program: &str, wasm: &[u8]) -> Resul
         i32::from(written.is_err() || answer.is_err())
     })
     .map_err(|e| io("fork the compiler", e))?;
+    drop(alive_r);
     drop(answer_w);
     let mut answer = Vec::new();
     let read = answer_r.read_to_end(&mut answer);
     let status = waitpid(child, None);
+    drop(alive_w);
     read.map_err(|e| io("read the compiler's answer", e))?;
     let failed = |reason: String| Error::Compile {
         program: program.to_owned(),
@@ -79,15 +108,17 @@ pub fn compile_locked_down(engine: &Engine, program: &str, wasm: &[u8]) -> Resul
 /// The child's walls, in the order they can be raised: the parent-death signal, the user
 /// change (which needs privileges and clears that signal), the signal again, `no_new_privs`,
 /// the filter.
-fn lock_down(parent: nix::unistd::Pid, out_fd: i32) -> std::result::Result<(), String> {
+fn lock_down(alive: &PipeReader, out_fd: i32) -> std::result::Result<(), String> {
     let die_with_parent = || {
         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
             .map_err(|e| format!("set the parent-death signal: {e}"))?;
-        // The parent may have ended before the signal was set.
-        if nix::unistd::getppid() != parent {
-            return Err("the cell ended".to_owned());
+        // The parent may have ended before the signal was set: then the pipe has no writer.
+        let mut fds = [PollFd::new(alive.as_fd(), PollFlags::POLLIN)];
+        match nix::poll::poll(&mut fds, PollTimeout::ZERO) {
+            Ok(0) => Ok(()),
+            Ok(_) => Err("the parent ended".to_owned()),
+            Err(e) => Err(format!("poll the parent's pipe: {e}")),
         }
-        Ok::<(), String>(())
     };
     die_with_parent()?;
     if nix::unistd::geteuid().is_root() {

@@ -287,3 +287,39 @@ pub fn attach_tree(tree: &OwnedFd, path: &std::path::Path) -> std::io::Result<()
     })
     .map(drop)
 }
+
+/// Receives one file sent with `SCM_RIGHTS` over the unix socket `socket` (the shim sends the
+/// compiled program of a cell under runc this way, once it has compiled it).
+pub fn receive_file(socket: &File) -> std::io::Result<File> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(std::io::Error::from)?;
+    let mut fds = Vec::new();
+    for cmsg in msg.cmsgs().map_err(std::io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(received) = cmsg {
+            fds.extend(received);
+        }
+    }
+    // SAFETY: the kernel just installed these descriptors in this process for this message;
+    // nothing else owns them.
+    let mut owned = fds.into_iter().map(|fd| unsafe { File::from_raw_fd(fd) });
+    match (owned.next(), owned.next()) {
+        (Some(file), None) => Ok(file),
+        (None, _) => Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the shim sent no file (it ended, or compiling failed)",
+        )),
+        (Some(_), Some(_)) => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the shim sent more than one file",
+        )),
+    }
+}

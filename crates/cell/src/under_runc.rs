@@ -6,14 +6,16 @@
 //!
 //! Two modes of the shim binary serve it:
 //!
-//! - [`compile_main`] (`compile <cache-dir> <program>`), run by the shim on the host before
-//!   `runc create`: loads the wasm on fd [`PROGRAM_FD`] from the compile cache or compiles it
-//!   into the cache, and prints the entry's path. Bad wasm fails here, so Create reports it.
+//! - [`compile_main`] (`compile <cache-dir> <program> <container pid>`), run by the shim once
+//!   `runc create` has made the container and before `runc start`: joins the container's
+//!   cgroups and namespaces (its compiler child the mount namespace too), loads the wasm on fd
+//!   [`PROGRAM_FD`] from the compile cache or compiles it into the cache, and prints the
+//!   entry's path. Bad wasm fails here, so Create reports it.
 //! - [`main`] (`cell-in-runc <id>`), the container's process: fds 0-2 are the container's stdio
 //!   (runc's), [`CONTROL_FD`] carries the orders with the run spec (paths as the container sees them), the
-//!   status goes to [`STATUS_FD`] as for a cell, and [`PROGRAM_FD`] is the compiled program,
-//!   opened by the shim from the cache (the container cannot see the cache). There is no start
-//!   byte: `runc start` is the start.
+//!   status goes to [`STATUS_FD`] as for a cell, and [`PROGRAM_FD`] is a unix socket on which
+//!   the shim sends the compiled program, opened from the cache once compiled (the container
+//!   cannot see the cache). There is no start byte: `runc start` is the start.
 //!
 //! [`CONTROL_FD`]: crate::CONTROL_FD
 //! [`STATUS_FD`]: crate::STATUS_FD
@@ -22,6 +24,7 @@
 use std::io::{BufReader, Write};
 
 use wasmcell_engine::{CacheOutcome, CompileCache, Engine, Grants, GuestIo, Prepared};
+use wasmcell_task::isolation::NamespaceKind;
 
 use crate::{protocol, read_orders, run_guest, sys, wasi_setup, Ready, CELL_FAILURE};
 use crate::{CONTROL_FD, PROGRAM_FD, STATUS_FD};
@@ -31,25 +34,39 @@ pub const CELL_IN_RUNC_ARG: &str = "cell-in-runc";
 /// The argument that makes the shim binary compile a program into the cache.
 pub const COMPILE_ARG: &str = "compile";
 
-/// `compile <cache-dir> <program> [<cgroup file>...]`: joins the cgroup through the files
-/// given (the container's, which the shim made), then loads or compiles; see the module
-/// documentation. Never returns.
+/// `compile <cache-dir> <program> [<container pid>]`: with a pid (the init of a container runc
+/// has created but not started), first joins that container's cgroups and namespaces, so the
+/// compile is charged to the container and runs where its guest will; then loads or compiles;
+/// see the module documentation. Never returns.
 pub fn compile_main(args: &[String]) -> ! {
     let result = (|| -> Result<String, String> {
-        let [dir, program, join @ ..] = args else {
-            return Err(format!(
-                "usage: {COMPILE_ARG} <cache-dir> <program> [<cgroup file>...]"
-            ));
+        let (dir, program, container) = match args {
+            [dir, program] => (dir, program, None),
+            [dir, program, pid] => {
+                let pid = pid
+                    .parse::<i32>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| format!("not a container pid: {pid:?}"))?;
+                (dir, program, Some(pid))
+            }
+            _ => {
+                return Err(format!(
+                    "usage: {COMPILE_ARG} <cache-dir> <program> [<container pid>]"
+                ))
+            }
         };
-        let join: Vec<std::path::PathBuf> = join.iter().map(Into::into).collect();
-        crate::cgroup::join_self(&join).map_err(|e| e.to_string())?;
+        let mount = match container {
+            Some(pid) => enter_container(pid)?,
+            None => None,
+        };
         let engine = Engine::new().map_err(|e| e.to_string())?;
         let cache = CompileCache::open(dir.as_ref(), &engine).map_err(|e| e.to_string())?;
         let mut file = sys::take_inherited(PROGRAM_FD).map_err(|e| format!("program fd: {e}"))?;
         let wasm = wasmcell_engine::read_wasm(&mut file, program).map_err(|e| e.to_string())?;
         cache
             .load(&engine, program, &wasm, |w| {
-                crate::compiler::compile_locked_down(&engine, program, w)
+                crate::compiler::compile_locked_down_in(&engine, program, w, mount.as_ref())
             })
             .map_err(|e| e.to_string())?;
         Ok(cache.entry_for(&wasm).to_string_lossy().into_owned())
@@ -64,6 +81,21 @@ pub fn compile_main(args: &[String]) -> ! {
             std::process::exit(1)
         }
     }
+}
+
+/// Joins the cgroups and the namespaces of the container whose init is `pid`, all but its
+/// mount namespace, which only the compiler child joins (this process keeps the host's to
+/// reach the compile cache); returns that one. Everything is opened before anything is joined.
+fn enter_container(pid: i32) -> Result<Option<std::fs::File>, String> {
+    let join = crate::cgroup::join_files_of(pid).map_err(|e| e.to_string())?;
+    let mut namespaces = crate::boundary::namespaces_of(pid)?;
+    crate::cgroup::join_self(&join).map_err(|e| e.to_string())?;
+    let mount = namespaces
+        .iter()
+        .position(|(kind, _)| *kind == NamespaceKind::Mount)
+        .map(|i| namespaces.remove(i).1);
+    crate::boundary::join_namespaces(&namespaces)?;
+    Ok(mount)
 }
 
 /// `cell-in-runc <id>`: see the module documentation. Never returns.
@@ -97,7 +129,10 @@ fn prepare(control: std::fs::File) -> Result<(Prepared, Grants, Ready), String> 
     let spec = read_orders(&mut BufReader::new(control))?.spec;
     let program = spec.args.first().cloned().unwrap_or_default();
     let engine = Engine::new().map_err(|e| e.to_string())?;
-    let compiled = sys::take_inherited(PROGRAM_FD).map_err(|e| format!("program fd: {e}"))?;
+    let socket = sys::take_inherited(PROGRAM_FD).map_err(|e| format!("program fd: {e}"))?;
+    let compiled =
+        sys::receive_file(&socket).map_err(|e| format!("receive the compiled program: {e}"))?;
+    drop(socket);
     let compiled = wasmcell_engine::load_cache_entry(&engine, &program, compiled)
         .map_err(|e| e.to_string())?;
     let prepared = Prepared::new(&engine, &program, compiled).map_err(|e| e.to_string())?;

@@ -226,10 +226,7 @@ fn wait_status(status: &mut File, timeout: Duration) -> Result<(String, Vec<u8>)
             r => r.map_err(|e| Error::io("wait for the cell", e))?,
         };
         if n == 0 {
-            return Err(Error::InvalidArgument(format!(
-                "preparing the wasm (compile or cache load) took longer than the {}s deadline",
-                timeout.as_secs()
-            )));
+            return Err(Error::prepare_deadline(timeout));
         }
         let mut buf = [0u8; 512];
         match status.read(&mut buf) {

@@ -30,6 +30,9 @@ pub enum Error {
     /// runc failed.
     #[error("runc: {0}")]
     Runc(String),
+    /// A helper command did not finish within its time.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// Anything else, with context.
     #[error("{0}")]
     Internal(String),
@@ -41,6 +44,15 @@ impl Error {
         Error::Internal(format!("{context}: {e}"))
     }
 
+    /// Loading or compiling a task's program passed the prepare deadline (its process is
+    /// killed); the same words for a cell and for the fallback's compiler.
+    pub fn prepare_deadline(timeout: std::time::Duration) -> Error {
+        Error::InvalidArgument(format!(
+            "preparing the wasm (compile or cache load) took longer than the {}s deadline",
+            timeout.as_secs()
+        ))
+    }
+
     /// The ttrpc code containerd will see.
     pub fn code(&self) -> Code {
         use wasmcell_task::Error as T;
@@ -50,6 +62,7 @@ impl Error {
             Error::InvalidArgument(_) => Code::INVALID_ARGUMENT,
             Error::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
             Error::NotImplemented(_) => Code::UNIMPLEMENTED,
+            Error::DeadlineExceeded(_) => Code::DEADLINE_EXCEEDED,
             Error::Task(T::InvalidState { .. }) => Code::FAILED_PRECONDITION,
             Error::Task(T::Io { .. }) => Code::INTERNAL,
             Error::Task(_) => Code::INVALID_ARGUMENT,

@@ -4,30 +4,32 @@
 //! log says why.
 //!
 //! How (the cell's side is `wasmcell_cell::under_runc`):
-//! 1. the program is loaded from, or compiled into, the host compile cache by the shim binary in
-//!    `compile` mode before runc creates anything: bad wasm fails Create with its own message, as
-//!    for a cell. With a cgroupfs path the shim makes the container's cgroup first and the
-//!    compiler joins it, so compiling is charged to the container and bounded by its limits;
-//!    the compile itself runs in a locked-down child (`wasmcell_cell::compiler`);
-//! 2. a copy of the spec is written to `<bundle>/runc-cell/config.json`: the process becomes
+//! 1. a copy of the spec is written to `<bundle>/runc-cell/config.json`: the process becomes
 //!    the shim binary in `cell-in-runc` mode, bound read-only below `/.wasmcell` in the
 //!    container; a dynamically linked build runs through the host's dynamic loader, bound there
 //!    too with the libraries it was loaded with (a wasm image has no C library); its env is
 //!    empty (the guest's env goes in the run spec, so nothing in it steers the host side);
-//! 3. `runc create --preserve-fds 3` hands the process the run spec pipe, the status pipe and the
-//!    compiled program, opened here from the cache (the container cannot see the cache);
+//! 2. `runc create --preserve-fds 3` hands the process the run spec pipe, the status pipe and a
+//!    socket for its program;
+//! 3. the program is loaded from, or compiled into, the host compile cache by the shim binary in
+//!    `compile` mode, which joins the created container's cgroups and namespaces first, so
+//!    compiling is charged to the container, bounded by its limits and kept to its namespaces
+//!    whatever made them (runc, systemd); the compile itself runs in a locked-down child
+//!    (`wasmcell_cell::compiler`) under the prepare deadline. Bad wasm fails Create with its own
+//!    message, as for a cell, and the container is deleted. The entry, opened here (the
+//!    container cannot see the cache), goes to the process over its socket;
 //! 4. from then on the task is a runc task: Start, Kill, Pause, Stats, Update and Delete go
 //!    through runc, as for a native container.
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use oci_spec::runtime::Spec;
-use wasmcell_cell::cgroup::Cgroup;
 use wasmcell_cell::under_runc::{CELL_IN_RUNC_ARG, COMPILE_ARG};
 use wasmcell_cell::PROGRAM_FD;
 use wasmcell_task::isolation::Isolation;
@@ -37,7 +39,6 @@ use wasmcell_task::{runspec, RunSpec};
 use crate::error::{Error, Result};
 use crate::process::{map_fds, pipe, run_command};
 use crate::runc::{NativeStdio, Runc};
-use crate::tasks::{create_cgroup, CgroupGuard};
 
 /// Where the cell's files are bound in the container.
 const CELL_DIR: &str = "/.wasmcell";
@@ -61,16 +62,6 @@ pub fn create(
 ) -> Result<i32> {
     log::warn!("task {id}: runs under runc with the cell as its process: {reason}");
     let (name, file) = program;
-    // Compiling is charged to the container: its cgroup is made now, with its limits, and
-    // the compiler joins it; runc takes the cgroup over at create. A systemd path is systemd's
-    // to make (runc asks it for a scope), so there the compiler stays in the shim's cgroup.
-    let cgroup = compile_cgroup(spec, id)?;
-    let join = cgroup
-        .0
-        .as_ref()
-        .map(Cgroup::self_join_files)
-        .unwrap_or_default();
-    let compiled = compile(cache_dir, prepare_timeout, name, file, &join)?;
     let run = run_spec(id, spec, rootfs)?;
 
     let cell_bundle = bundle.join(BUNDLE_DIR);
@@ -83,6 +74,8 @@ pub fn create(
 
     let (control_r, mut control_w) = pipe()?;
     let (mut status_r, status_w) = pipe()?;
+    let (program_r, program_w) =
+        UnixStream::pair().map_err(|e| Error::io("make the program socket", e))?;
     // The pipe holds the orders until the process reads them at `runc start`. runc puts the
     // process in its cgroup, so there is nothing for it to join.
     wasmcell_cell::write_orders(
@@ -98,12 +91,22 @@ pub fn create(
         id,
         &cell_bundle,
         stdio,
-        &[&control_r.as_fd(), &status_w.as_fd(), &compiled.as_fd()],
+        &[&control_r.as_fd(), &status_w.as_fd(), &program_r.as_fd()],
         crate::systemd::drives(spec, id),
     )?;
-    drop((control_r, status_w, compiled));
-    // runc's now.
-    let _ = cgroup.disarm();
+    drop((control_r, status_w, program_r));
+    // The container exists, stopped before its process: compiling now runs in its cgroups
+    // (charged to it, bounded by its limits, whatever made them) and its namespaces.
+    let compiled = compile(cache_dir, prepare_timeout, name, file, pid).and_then(|compiled| {
+        send_file(&program_w, &compiled).map_err(|e| Error::io("send the compiled program", e))
+    });
+    if let Err(e) = compiled {
+        if let Err(cleanup) = runc.delete(id) {
+            log::warn!("task {id}: removing the container after a failed compile: {cleanup}");
+        }
+        return Err(e);
+    }
+    drop(program_w);
 
     // Nobody waits for the cell's status under runc; the log gets it.
     let id = id.to_owned();
@@ -124,56 +127,48 @@ pub fn create(
     Ok(pid)
 }
 
-/// The container's cgroup (cgroupfs paths), made before runc makes it so that the compiler
-/// can join it; removed again unless runc takes it over.
-fn compile_cgroup(spec: &Spec, id: &str) -> Result<CgroupGuard> {
-    let path = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.cgroups_path().as_ref())
-        .and_then(|p| p.to_str());
-    let Some(path) = path else {
-        return Ok(CgroupGuard(None));
-    };
-    // What the cell refuses is often why the task is here: a path it does not take (`..`),
-    // settings its cgroup code does not write (block I/O, ...). runc resolves and writes those
-    // at create; the compiler then stays in the shim's cgroup.
-    let parsed =
-        CgroupPath::parse(Some(path), id).and_then(|p| Resources::from_spec(spec).map(|r| (p, r)));
-    let (path, resources) = match parsed {
-        Ok((path @ CgroupPath::Fs(_), resources)) => (path, resources),
-        // systemd makes a systemd path's scope when runc asks for it.
-        Ok(_) => return Ok(CgroupGuard(None)),
-        Err(why) => {
-            log::info!("task {id}: compiling in the shim's cgroup: {why}");
-            return Ok(CgroupGuard(None));
-        }
-    };
-    Ok(CgroupGuard(Some(create_cgroup(&path, &resources)?)))
+/// Sends `file` over `socket` with `SCM_RIGHTS` (to the cell under runc, which maps it).
+fn send_file(socket: &UnixStream, file: &File) -> std::io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let fds = [file.as_raw_fd()];
+    let byte = [0u8];
+    sendmsg::<()>(
+        socket.as_raw_fd(),
+        &[std::io::IoSlice::new(&byte)],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map(drop)
+    .map_err(std::io::Error::from)
 }
 
 /// Loads `name` from the compile cache or compiles it into the cache (the shim binary in
-/// `compile` mode, which first joins the cgroup of `join`'s files), and opens the entry.
+/// `compile` mode, which first joins the cgroups and namespaces of the container whose init
+/// is `pid`), and opens the entry.
 fn compile(
     cache_dir: &Path,
     timeout: Duration,
     name: &str,
     program: File,
-    join: &[PathBuf],
+    pid: i32,
 ) -> Result<File> {
     let exe = std::env::current_exe().map_err(|e| Error::io("find the shim binary", e))?;
     let mut cmd = Command::new(exe);
     cmd.arg(COMPILE_ARG)
         .arg(cache_dir)
         .arg(name)
-        .args(join)
+        .arg(pid.to_string())
         .env_clear()
         .stdin(Stdio::null());
     if let Some(cap) = std::env::var_os(wasmcell_engine::CAP_ENV) {
         cmd.env(wasmcell_engine::CAP_ENV, cap);
     }
     let staged = map_fds(&mut cmd, &[(&program.as_fd(), PROGRAM_FD)])?;
-    let out = run_command(&mut cmd, timeout)?;
+    let out = run_command(&mut cmd, timeout).map_err(|e| match e {
+        Error::DeadlineExceeded(_) => Error::prepare_deadline(timeout),
+        other => other,
+    })?;
     drop((staged, program));
     if out.status != 0 {
         let why = out.stderr.trim();

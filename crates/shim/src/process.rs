@@ -194,7 +194,7 @@ pub fn run_command(cmd: &mut Command, timeout: Duration) -> Result<Output> {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
     };
     let late = || {
-        Error::Internal(format!(
+        Error::DeadlineExceeded(format!(
             "{:?} did not finish within {timeout:?}",
             cmd.get_program()
         ))

@@ -977,7 +977,7 @@ impl Tasks {
 }
 
 /// Creates a cell's cgroup with its limits.
-pub(crate) fn create_cgroup(path: &CgroupPath, resources: &Resources) -> Result<Cgroup> {
+fn create_cgroup(path: &CgroupPath, resources: &Resources) -> Result<Cgroup> {
     let hierarchy = Hierarchy::detect().map_err(|e| Error::Internal(e.to_string()))?;
     Cgroup::create(hierarchy, &path.relative(), resources)
         .map_err(|e| Error::Internal(format!("cgroup {}: {e}", path.relative().display())))
@@ -1025,9 +1025,8 @@ pub fn remove_cell_cgroup(bundle: &Path, id: &str) {
     }
 }
 
-/// Removes a cgroup the shim made unless disarmed (on Create failure): a cell's, or the one a
-/// fallback task's compiler joins before runc takes it over.
-pub(crate) struct CgroupGuard(pub(crate) Option<Cgroup>);
+/// Removes a cell's cgroup unless disarmed (on Create failure).
+struct CgroupGuard(Option<Cgroup>);
 
 /// Stops a cell's systemd scope (unit, slice) unless disarmed.
 struct ScopeGuard(Option<(String, String)>);
@@ -1053,7 +1052,7 @@ impl CgroupGuard {
             .unwrap_or_else(|| unreachable!("armed guard"))
     }
 
-    pub(crate) fn disarm(mut self) -> Option<Cgroup> {
+    fn disarm(mut self) -> Option<Cgroup> {
         self.0.take()
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use wasmcell_e2e::{fixtures, proc_status, Containerd};
+use wasmcell_e2e::{cmdline, fixtures, proc_status, Containerd};
 
 const IMG: &str = "wasmcell.test/probe:latest";
 /// A user namespace with id mappings, which the cell does not build: runc does.
@@ -69,10 +69,12 @@ fn a_spec_the_cell_cannot_honour_runs_under_runc() {
         .expect("the task's pid");
     assert_eq!(proc_status(pid, "Seccomp"), "2");
     assert_eq!(proc_status(pid, "NoNewPrivs"), "1");
-    let filters: u32 = proc_status(pid, "Seccomp_filters").parse().unwrap();
+    // The cell installs its filter once it has loaded the program, just after Start.
+    let filters = || proc_status(pid, "Seccomp_filters").parse::<u32>().unwrap_or(0);
     assert!(
-        filters >= 2,
-        "runc's profile plus the cell's own filter: {filters}"
+        c.wait_until(Duration::from_secs(5), || filters() >= 2),
+        "runc's profile plus the cell's own filter: {}",
+        filters()
     );
     // The container's init: SIGTERM ends it (143), as a cell.
     let events = c.events();
@@ -139,7 +141,7 @@ fn a_fallback_tasks_compiler_runs_in_its_cgroup() {
 }
 
 /// A spec with cgroup settings the cell does not write (here a block I/O weight) goes to runc,
-/// which writes them; its compiler then stays in the shim's cgroup, and the task runs.
+/// which writes them, and the task runs.
 #[test]
 fn cgroup_settings_only_runc_writes_send_the_task_to_runc_and_it_runs() {
     use serde_json::json;
@@ -159,8 +161,121 @@ fn cgroup_settings_only_runc_writes_send_the_task_to_runc_and_it_runs() {
     assert_eq!((r.exit, r.stdout.as_str()), (0, "hello from C\n"), "{r:?}");
     let log = c.log();
     assert!(log.contains("task fb-blkio: runs under runc"), "{log}");
-    assert!(
-        log.contains("task fb-blkio: compiling in the shim's cgroup"),
-        "{log}"
+}
+
+/// While a fallback task's program compiles, the compiler is in the container runc created:
+/// in each of its cgroups and in its mount, network, IPC, UTS and PID namespaces, as the
+/// guest will be. The compiler is seen from outside, through `/proc`, while it works on a
+/// module large enough to take a while.
+#[test]
+fn a_fallback_tasks_compiler_runs_in_its_containers_cgroups_and_namespaces() {
+    let c = Containerd::start();
+    let large = "wasmcell.test/large:latest";
+    c.import_wasm(large, "large.wasm", fixtures::LARGE);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut last = None;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(seen) = compiler_beside_its_container() {
+                    last = Some(seen);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            last
+        })
+    };
+    let r = c.run_wasm_with(
+        &["--uidmap", UIDMAP, "--gidmap", UIDMAP],
+        large,
+        "fb-where",
+        &[],
     );
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (0, "large module ok\n"),
+        "{r:?}\n{}",
+        c.log()
+    );
+    let (compiler, container) = watcher
+        .join()
+        .unwrap()
+        .expect("no compiler was seen beside a created container");
+    assert_eq!(compiler, container, "the compiler's cgroups and namespaces");
+    assert_ne!(
+        compiler.namespaces,
+        where_is("self").expect("this process").namespaces,
+        "the compiler is in the test's own namespaces"
+    );
+}
+
+/// A fallback task whose program takes longer to compile than the prepare deadline fails
+/// Create with the deadline named, as a cell does; its compiler is killed and its container
+/// deleted.
+#[test]
+fn a_fallback_compile_past_the_prepare_deadline_fails_create_and_leaves_nothing() {
+    let c = Containerd::start_with_env(&[("WASMCELL_PREPARE_TIMEOUT_SECS", "1")]);
+    let large = "wasmcell.test/large:latest";
+    c.import_wasm(large, "large.wasm", fixtures::LARGE);
+    let r = c.run_wasm_with(
+        &["--uidmap", UIDMAP, "--gidmap", UIDMAP],
+        large,
+        "fb-late",
+        &[],
+    );
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("took longer than the 1s deadline"),
+        "{r:?}\n{}",
+        c.log()
+    );
+    let gone = c.wait_until(Duration::from_secs(5), || {
+        compiler_beside_its_container().is_none() && c.runc_containers().is_empty()
+    });
+    assert!(gone, "a compiler or the runc container is left");
+    let _ = c.ctr(&["container", "delete", "fb-late"]);
+    assert_eq!(c.bundles(), Vec::<String>::new());
+}
+
+/// A process's cgroups (the text of `/proc/<pid>/cgroup`) and namespaces.
+#[derive(Debug, PartialEq)]
+struct Place {
+    cgroups: String,
+    namespaces: Vec<String>,
+}
+
+fn where_is(pid: &str) -> Option<Place> {
+    let namespaces = ["mnt", "net", "ipc", "uts", "pid", "cgroup"]
+        .iter()
+        .map(|ns| std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).ok())
+        .collect::<Option<Vec<_>>>()?
+        .into_iter()
+        .map(|l| l.display().to_string())
+        .collect();
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    Some(Place {
+        cgroups,
+        namespaces,
+    })
+}
+
+/// The shim's `compile <cache> <program> <container pid>` process, if one runs: where its
+/// compiler child is, and where that container's init is.
+fn compiler_beside_its_container() -> Option<(Place, Place)> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let args = cmdline(pid);
+        if args.get(1).map(String::as_str) != Some("compile") || args.len() != 5 {
+            continue;
+        }
+        let init = &args[4];
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+        let child = children.split_whitespace().next()?;
+        return Some((where_is(child)?, where_is(init)?));
+    }
+    None
 }
