@@ -70,7 +70,11 @@ fn a_spec_the_cell_cannot_honour_runs_under_runc() {
     assert_eq!(proc_status(pid, "Seccomp"), "2");
     assert_eq!(proc_status(pid, "NoNewPrivs"), "1");
     // The cell installs its filter once it has loaded the program, just after Start.
-    let filters = || proc_status(pid, "Seccomp_filters").parse::<u32>().unwrap_or(0);
+    let filters = || {
+        proc_status(pid, "Seccomp_filters")
+            .parse::<u32>()
+            .unwrap_or(0)
+    };
     assert!(
         c.wait_until(Duration::from_secs(5), || filters() >= 2),
         "runc's profile plus the cell's own filter: {}",
