@@ -42,11 +42,17 @@ use crate::shim::WasmcellShim;
 /// What the daemon writes to `start` once it serves; anything else is why it could not.
 const READY: &[u8] = b"ready";
 
-/// The Task methods answered on a thread of their own: Create may compile a program for
-/// seconds, and Wait lasts as long as the task. The serving thread answers the others itself.
-const OWN_THREAD_METHODS: &[&str] = &[
-    "/containerd.task.v2.Task/Create",
-    "/containerd.task.v2.Task/Wait",
+/// The Task methods the serving thread answers itself: they take no task's lock and start no
+/// process, so they never wait. Every other method may wait (for a compile, the task's exit, a
+/// task's state lock held across a runc call, runc itself, the events flush) and is answered on
+/// a thread of its own.
+const INLINE_METHODS: &[&str] = &[
+    "/containerd.task.v2.Task/Connect",
+    "/containerd.task.v2.Task/CloseIO",
+    "/containerd.task.v2.Task/Stats",
+    "/containerd.task.v2.Task/Exec",
+    "/containerd.task.v2.Task/ResizePty",
+    "/containerd.task.v2.Task/Checkpoint",
 ];
 
 /// How long the daemon, once idle, waits for its last answers (Shutdown's own) to be written.
@@ -196,7 +202,7 @@ fn set_up(
         &mut containerd_shim::Config::default(),
     );
     let service: Arc<dyn Task + Send + Sync> = Arc::new(shim.task_service(&opts.ttrpc_address)?);
-    let server = Server::start(listener, create_task(service), OWN_THREAD_METHODS)
+    let server = Server::start(listener, create_task(service), INLINE_METHODS)
         .map_err(|e| format!("start the ttrpc server on {}: {e}", socket.display()))?;
     Ok((shim, server))
 }

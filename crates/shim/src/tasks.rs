@@ -10,7 +10,7 @@
 //! registers the pid began can be that process's: pids are reused, and an older exit of the
 //! same number (a helper the shim reaped as subreaper) would end a new task before it started.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -267,8 +267,24 @@ pub struct Tasks {
     config: Config,
     events: Arc<dyn EventSender>,
     tasks: Mutex<HashMap<String, Arc<Task>>>,
+    /// Ids whose Create is under way (see [`Reservation`]).
+    creating: Mutex<HashSet<String>>,
     pids: Mutex<Pids>,
     on_idle: Box<dyn Fn() + Send + Sync>,
+}
+
+/// An id whose Create is under way, from its first check to the task's entry in the registry
+/// (or Create's failure): a second Create of the same id meanwhile answers AlreadyExists
+/// instead of building a second cell and cgroup that the first one's would orphan.
+struct Reservation<'a> {
+    tasks: &'a Tasks,
+    id: String,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        lock(&self.tasks.creating).remove(&self.id);
+    }
 }
 
 /// Unmounts the rootfs we mounted unless disarmed (on Create failure).
@@ -331,6 +347,7 @@ impl Tasks {
             config,
             events,
             tasks: Mutex::new(HashMap::new()),
+            creating: Mutex::new(HashSet::new()),
             pids: Mutex::new(Pids::default()),
             on_idle,
         });
@@ -355,6 +372,20 @@ impl Tasks {
             .get(id)
             .cloned()
             .ok_or_else(|| Error::NotFound(format!("task {id} not found")))
+    }
+
+    /// Reserves `id` for a Create, or answers AlreadyExists when a task of that id exists or
+    /// is being created.
+    fn reserve(&self, id: &str) -> Result<Reservation<'_>> {
+        let mut creating = lock(&self.creating);
+        if creating.contains(id) || lock(&self.tasks).contains_key(id) {
+            return Err(Error::AlreadyExists(format!("task {id} already exists")));
+        }
+        creating.insert(id.to_owned());
+        Ok(Reservation {
+            tasks: self,
+            id: id.to_owned(),
+        })
     }
 
     /// Registers `pid`, a process started after `began`; returns its exit status if it has
@@ -467,9 +498,7 @@ impl Tasks {
         if id.is_empty() {
             return Err(Error::InvalidArgument("task id is empty".into()));
         }
-        if lock(&self.tasks).contains_key(&id) {
-            return Err(Error::AlreadyExists(format!("task {id} already exists")));
-        }
+        let _reservation = self.reserve(&id)?;
         if req.terminal {
             return Err(Error::NotImplemented(
                 "terminal (tty) tasks are not implemented by wasmcell yet".into(),

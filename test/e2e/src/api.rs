@@ -21,7 +21,7 @@ use containerd_client::services::v1::{
     images_client::ImagesClient, leases_client::LeasesClient, tasks_client::TasksClient,
     ApplyRequest, Container, CreateContainerRequest, CreateImageRequest, CreateRequest,
     CreateTaskRequest, DeleteContainerRequest, DeleteImageRequest, DeleteRequest,
-    DeleteTaskRequest, Image, KillRequest, StartRequest, WaitRequest, WriteAction,
+    DeleteTaskRequest, GetRequest, Image, KillRequest, StartRequest, WaitRequest, WriteAction,
     WriteContentRequest,
 };
 use containerd_client::tonic::{transport::Channel, Code, Request, Status};
@@ -284,6 +284,23 @@ impl Api {
             .and_then(|_| self.wait(id).map(drop));
         self.remove(id);
         killed
+    }
+
+    /// The status of a task as its shim's State answers it (containerd's task Get), by name:
+    /// `CREATED`, `RUNNING`, `STOPPED`, `PAUSED`...
+    pub fn status(&self, id: &str) -> Result<String, String> {
+        let mut tasks = TasksClient::new(self.channel.clone());
+        let got = self
+            .timed(
+                "task get",
+                tasks.get(self.req(GetRequest {
+                    container_id: id.to_owned(),
+                    exec_id: String::new(),
+                })),
+            )
+            .map_err(|s| failed("get task", s))?;
+        let process = got.into_inner().process.unwrap_or_default();
+        Ok(process.status().as_str_name().to_owned())
     }
 
     /// Waits for a task to exit; its exit status.

@@ -202,3 +202,87 @@ fn a_daemon_that_cannot_start_fails_start_with_the_reason_and_leaves_nothing() {
     );
     assert_nothing_left(b, &address, &id, &out);
 }
+
+/// Requests that wait (here a Start whose `runc start` hangs) are answered off the daemon's
+/// serving thread: the State of another container of the same pod's shim is answered while
+/// that Start still hangs.
+#[test]
+fn a_hung_runc_holds_up_no_other_containers_state() {
+    use serde_json::json;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use wasmcell_e2e::api::ContainerRequest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let runc = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v runc"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let hung = dir.path().join("hung");
+    let wrapper = dir.path().join("runc");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n\
+             case \" $* \" in *\" start hung \"*) touch {hung}; sleep 8; touch {hung}.done;; esac\n\
+             exec {runc} \"$@\"\n",
+            hung = hung.display(),
+            runc = runc.trim()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let c = Containerd::start_with_env(&[("WASMCELL_RUNC", wrapper.to_str().unwrap())]);
+    let name = "wasmcell.test/probe-unpacked:1";
+    let d = c.import_probe_unpacked(name);
+    let spec = |id: &str, args: &[&str]| {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let mut spec = c.default_spec(id, &args, &d.env, &d.cwd);
+        spec["annotations"] = json!({"io.kubernetes.cri.sandbox-id": "one-pod"});
+        spec
+    };
+    let api = c.api();
+    let running = spec("running", &["/probe.wasm", "sleep", "600"]);
+    api.start_detached(
+        ContainerRequest::wasmcell("running", name, running, d.tar_layers.clone()),
+        c.dir.path(),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", c.log()));
+    // Under runc (a block I/O weight), started through the wrapper that hangs.
+    let mut under_runc = spec("hung", &["/probe.wasm", "hello"]);
+    under_runc["linux"]["resources"]["blockIO"] = json!({"weight": 500});
+    let started = std::sync::Arc::new(AtomicBool::new(false));
+    let starting = {
+        let (started, socket) = (started.clone(), c.socket.clone());
+        let (layers, out) = (d.tar_layers.clone(), c.dir.path().to_owned());
+        std::thread::spawn(move || {
+            let api = wasmcell_e2e::api::Api::connect(&socket);
+            let r = api.start_detached(
+                ContainerRequest::wasmcell("hung", name, under_runc, layers),
+                &out,
+            );
+            started.store(true, Ordering::SeqCst);
+            r
+        })
+    };
+    assert!(
+        c.wait_until(Duration::from_secs(30), || hung.exists()),
+        "runc start of the hung container never ran\n{}",
+        c.log()
+    );
+    let status = api.status("running");
+    let answered_while_hung = !dir.path().join("hung.done").exists();
+    assert_eq!(status.as_deref(), Ok("RUNNING"), "{}", c.log());
+    assert!(answered_while_hung, "State waited for the hung runc start");
+    assert!(!started.load(Ordering::SeqCst));
+    starting.join().unwrap().unwrap();
+    api.stop("running").unwrap();
+    let _ = api.stop("hung");
+}

@@ -261,3 +261,73 @@ fn a_compile_past_the_prepare_deadline_fails_create_and_leaves_no_process() {
     assert!(gone, "a cell or its compiler still runs");
     let _ = c.ctr(&["container", "delete", "too-slow"]);
 }
+
+/// Two Creates of one id sent at once to a shim: one creates the task, the other answers
+/// AlreadyExists at once, and after Delete nothing of either is left (no cell, no cgroup).
+#[test]
+fn two_creates_of_one_id_make_one_task_and_orphan_nothing() {
+    use containerd_shim_protos::api::{CreateTaskRequest, DeleteRequest, KillRequest};
+    use containerd_shim_protos::ttrpc::context;
+
+    let c = Containerd::start();
+    let probe = "wasmcell.test/probe:latest";
+    c.import_wasm(probe, "probe.wasm", fixtures::PROBE);
+    let r = run_in_pod(&c, probe, "anchor", true, &["/probe.wasm", "sleep", "600"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let client = c.shim_client("anchor");
+    let args = vec!["/large.wasm".to_owned()];
+    let spec = c.default_spec("twin", &args, &[], "/");
+    let bundle = c.dir.path().join("bundles").join("twin");
+    std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
+    // Slow to compile, so the two Creates overlap.
+    std::fs::write(bundle.join("rootfs/large.wasm"), fixtures::LARGE).unwrap();
+    std::fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec(&spec).unwrap(),
+    )
+    .unwrap();
+    let mut req = CreateTaskRequest::new();
+    req.id = "twin".into();
+    req.bundle = bundle.to_string_lossy().into_owned();
+    let creates: Vec<_> = (0..2)
+        .map(|_| {
+            let (client, req) = (client.clone(), req.clone());
+            std::thread::spawn(move || {
+                client
+                    .create(context::with_timeout(120_000_000_000), &req)
+                    .map(drop)
+                    .map_err(|e| format!("{e:?}"))
+            })
+        })
+        .collect();
+    let answers: Vec<Result<(), String>> = creates.into_iter().map(|t| t.join().unwrap()).collect();
+    let created = answers.iter().filter(|a| a.is_ok()).count();
+    assert_eq!(created, 1, "{answers:?}\n{}", c.log());
+    assert!(
+        answers
+            .iter()
+            .any(|a| a.as_ref().is_err_and(|e| e.contains("already exists"))),
+        "{answers:?}"
+    );
+    let mut kill = KillRequest::new();
+    kill.id = "twin".into();
+    kill.signal = 9;
+    let _ = client.kill(context::with_timeout(10_000_000_000), &kill);
+    let mut del = DeleteRequest::new();
+    del.id = "twin".into();
+    client
+        .delete(context::with_timeout(30_000_000_000), &del)
+        .unwrap_or_else(|e| panic!("delete: {e:?}\n{}", c.log()));
+    let gone = c.wait_until(Duration::from_secs(5), || {
+        c.cell_pids(&["twin".to_owned()]).is_empty()
+    });
+    assert!(gone, "a cell of twin is left\n{}", c.log());
+    let cgroups = [
+        "/sys/fs/cgroup/memory/default/twin",
+        "/sys/fs/cgroup/default/twin",
+    ];
+    assert!(
+        cgroups.iter().all(|p| !std::path::Path::new(p).exists()),
+        "a cgroup of twin is left"
+    );
+}

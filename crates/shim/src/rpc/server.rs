@@ -1,7 +1,7 @@
-//! The daemon's ttrpc server: one thread that accepts connections and reads their requests, and
-//! answers each request itself, except the methods named when it starts, which get a thread of
-//! their own so that a call that takes long (Create compiling a program, Wait lasting as long as
-//! the task) holds up nothing else.
+//! The daemon's ttrpc server: one thread that accepts connections and reads their requests. It
+//! answers itself only the methods named when it starts, those that never wait; every other
+//! request gets a thread of its own, so that a call that takes long (Create compiling a
+//! program, Wait lasting as long as the task, a runc that hangs) holds up nothing else.
 //!
 //! Requests are handed to the generated method handlers of `containerd-shim-protos`, which
 //! decode the request, call the service and pass the encoded response back on a channel, as
@@ -93,7 +93,8 @@ pub struct Server {
 
 struct Shared {
     methods: Methods,
-    own_thread: Vec<String>,
+    /// Methods the serving thread answers itself.
+    inline: Vec<String>,
     /// Requests read and not yet answered.
     in_flight: Outstanding,
 }
@@ -115,17 +116,14 @@ struct Open {
 }
 
 impl Server {
-    /// Starts serving `methods` on `listener`; `own_thread` names the methods (by path) that
-    /// are answered on a thread of their own.
-    pub fn start(
-        listener: UnixListener,
-        methods: Methods,
-        own_thread: &[&str],
-    ) -> io::Result<Server> {
+    /// Starts serving `methods` on `listener`; `inline` names the methods (by path) that the
+    /// serving thread answers itself, those that never wait. Every other request is answered
+    /// on a thread of its own.
+    pub fn start(listener: UnixListener, methods: Methods, inline: &[&str]) -> io::Result<Server> {
         let (wake, woken) = UnixStream::pair()?;
         let shared = Arc::new(Shared {
             methods,
-            own_thread: own_thread.iter().map(|m| (*m).to_owned()).collect(),
+            inline: inline.iter().map(|m| (*m).to_owned()).collect(),
             in_flight: Outstanding::default(),
         });
         let serving = Arc::clone(&shared);
@@ -297,7 +295,7 @@ fn dispatch(shared: &Arc<Shared>, connection: &Arc<Connection>, header: Header, 
         }
     };
     let path = format!("/{}/{}", request.service, request.method);
-    if !shared.own_thread.contains(&path) {
+    if shared.inline.contains(&path) {
         call(shared, connection, header, &path, request);
         drop(in_flight);
         return;
@@ -440,7 +438,8 @@ mod tests {
         methods.insert("/t.S/Echo".into(), Box::new(Echo));
         methods.insert("/t.S/Held".into(), Box::new(Held(Mutex::new(held))));
         methods.insert("/t.S/Undecodable".into(), Box::new(Undecodable));
-        let server = Server::start(listener, methods, &["/t.S/Held"]).expect("start");
+        let inline = ["/t.S/Echo", "/t.S/Undecodable"];
+        let server = Server::start(listener, methods, &inline).expect("start");
         Running {
             _dir: dir,
             socket,
