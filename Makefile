@@ -10,7 +10,7 @@ PREFIX ?= /usr/local
 TARGET ?= $(shell rustc -vV | sed -n 's/^host: //p')
 BIN := target/$(TARGET)/release
 export CARGO_BUILD_TARGET := $(TARGET)
-# Static, position-dependent binaries (README "Design": containerd executes the shim twice per
+# Static, position-dependent binaries (docs/design.md: containerd executes the shim twice per
 # container, and a static binary skips the dynamic loader). getrandom must then call the
 # getrandom(2) wrapper directly: its default looks the wrapper up with dlsym, which finds
 # nothing in a static binary, and falls back to /dev/urandom, which a cell cannot open.

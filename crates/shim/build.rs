@@ -5,7 +5,7 @@
 //! private memory per container, half of its footprint) and costs 0.45 ms of CPU and about 240
 //! page faults per exec (four execs per container). Linked without PIE those pages stay shared
 //! file pages. The price is that the binary's own code sits at a fixed address (libraries,
-//! stack, heap, compiled guests and guest memory stay randomized); README "Design" weighs it.
+//! stack, heap, compiled guests and guest memory stay randomized); docs/design.md weighs it.
 //! `WASMCELL_PIE=1 cargo build` builds a position-independent binary instead.
 //!
 //! `make build` also links it statically (`-C target-feature=+crt-static -C

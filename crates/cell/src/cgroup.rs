@@ -7,8 +7,9 @@
 //! compiling is charged to the container, as the compile deadline and memory limit expect). The
 //! shim reads the cgroup for Stats and OOM, freezes it for Pause, and removes it at Delete.
 //!
-//! With the systemd path form the directories are created directly, as a cgroupfs driver would;
-//! wasmcell does not ask systemd for a transient scope unit (see the README).
+//! With the systemd path form and systemd running, the shim asks systemd for a transient scope
+//! unit holding the cell, and this module writes the limits once systemd has made the cgroup
+//! (`docs/design.md`).
 
 use std::collections::HashMap;
 use std::io::ErrorKind;

@@ -3,7 +3,7 @@
 //! CRI plugin where `ctr` cannot go. Each program runs twice: the second start must be a hit
 //! of the compile cache.
 //!
-//! What each containerd does with each layout (the README's "Older containerd" section says
+//! What each containerd does with each layout (the README's "Which containerd runs which layout" says
 //! the same to users):
 //! - `rootfs`: every containerd unpacks and runs it.
 //! - `runwasi`: containerd 1.7.7+/2.x skip its wasm layer when unpacking and run it; 1.6.20
