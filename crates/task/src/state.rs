@@ -1,7 +1,8 @@
 //! The task lifecycle as an explicit state machine.
 //!
 //! `Created → Running → Stopped → Deleted`, with `Created → Stopped` when a task is killed or
-//! deleted before it starts. An invalid transition is an [`Error::InvalidState`] (containerd's
+//! deleted before it starts, and `Running ⇄ Paused` (a paused task that exits, or is killed
+//! with SIGKILL, which thaws it, goes on from there). An invalid transition is an [`Error::InvalidState`] (containerd's
 //! FailedPrecondition), never a panic; a second exit is reported as such so that the shim never
 //! publishes a duplicate TaskExit.
 
@@ -17,6 +18,8 @@ pub enum Status {
     Created,
     /// Started and not yet exited.
     Running,
+    /// Running, with its processes frozen.
+    Paused,
     /// Exited; the exit status is known.
     Stopped,
     /// Deleted; nothing is left.
@@ -28,6 +31,7 @@ impl fmt::Display for Status {
         f.write_str(match self {
             Status::Created => "created",
             Status::Running => "running",
+            Status::Paused => "paused",
             Status::Stopped => "stopped",
             Status::Deleted => "deleted",
         })
@@ -97,7 +101,7 @@ impl TaskState {
     /// Records the exit; returns `false` (and changes nothing) if an exit was already recorded.
     pub fn exited(&mut self, code: u32, at: SystemTime) -> bool {
         match self.status {
-            Status::Created | Status::Running => {
+            Status::Created | Status::Running | Status::Paused => {
                 self.status = Status::Stopped;
                 self.exit = Some(ExitStatus { code, at });
                 true
@@ -109,9 +113,45 @@ impl TaskState {
     /// Checks that a signal can be delivered.
     pub fn check_kill(&self) -> Result<()> {
         match self.status {
-            Status::Created | Status::Running => Ok(()),
+            Status::Created | Status::Running | Status::Paused => Ok(()),
             _ => Err(self.invalid("kill")),
         }
+    }
+
+    /// Checks that the task can be paused (`frozen`) or resumed.
+    pub fn check_freeze(&self, frozen: bool) -> Result<()> {
+        match (self.status, frozen) {
+            (Status::Running, true) | (Status::Paused, false) => Ok(()),
+            (_, true) => Err(self.invalid("pause")),
+            (_, false) => Err(self.invalid("resume")),
+        }
+    }
+
+    /// `Running → Paused` (`frozen`) or `Paused → Running`.
+    pub fn frozen(&mut self, frozen: bool) -> Result<()> {
+        self.check_freeze(frozen)?;
+        self.status = if frozen {
+            Status::Paused
+        } else {
+            Status::Running
+        };
+        Ok(())
+    }
+
+    /// `Paused → Running` after SIGKILL, which thaws a frozen task so that it can die; any
+    /// other status stays.
+    pub fn thawed_by_kill(&mut self) {
+        if self.status == Status::Paused {
+            self.status = Status::Running;
+        }
+    }
+
+    /// Whether the task has not exited yet (created, running or paused).
+    pub fn is_alive(&self) -> bool {
+        matches!(
+            self.status,
+            Status::Created | Status::Running | Status::Paused
+        )
     }
 
     /// `Stopped → Deleted`; a running task must be killed first.
@@ -157,5 +197,26 @@ mod tests {
         assert!(t.started().is_err());
         let err = t.check_start().expect_err("stopped");
         assert_eq!(err.to_string(), "task b is stopped: cannot start");
+    }
+
+    #[test]
+    fn pause_and_resume() {
+        let mut t = TaskState::new("c");
+        assert!(t.frozen(true).is_err(), "a created task cannot be paused");
+        t.started().expect("start");
+        assert!(t.frozen(false).is_err(), "a running task cannot be resumed");
+        t.frozen(true).expect("pause");
+        assert_eq!(t.status(), Status::Paused);
+        assert!(t.frozen(true).is_err(), "no second pause");
+        assert!(t.check_kill().is_ok());
+        t.frozen(false).expect("resume");
+        assert_eq!(t.status(), Status::Running);
+        t.frozen(true).expect("pause");
+        t.thawed_by_kill();
+        assert_eq!(t.status(), Status::Running);
+        t.frozen(true).expect("pause");
+        assert!(t.exited(137, SystemTime::now()), "a paused task exits");
+        let err = t.frozen(false).expect_err("stopped");
+        assert_eq!(err.to_string(), "task c is stopped: cannot resume");
     }
 }

@@ -1,4 +1,4 @@
-//! The shim daemon (`crates/shim/src/daemon.rs`): `shim start` forks it instead of executing
+//! The shim daemon (`crates/shim/src/daemon`): `shim start` forks it instead of executing
 //! the binary again. It must look and behave as an executed daemon would (nothing of `start`'s
 //! pipes or command line, signals handled, every exit reaped), and a daemon that cannot start
 //! must fail `start` with the reason and leave nothing behind.

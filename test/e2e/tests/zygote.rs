@@ -1,4 +1,4 @@
-//! The zygote (`crates/shim/src/zygote.rs`): cells are forked by a single-threaded helper of
+//! The zygote (`crates/shim/src/backend/zygote.rs`): cells are forked by a single-threaded helper of
 //! the shim and look exactly like executed cells; a dead zygote loses no exit and the shim goes
 //! on executing cells; `WASMCELL_NO_ZYGOTE` turns it off.
 #![allow(clippy::unwrap_used)]

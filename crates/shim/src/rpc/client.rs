@@ -1,6 +1,6 @@
 //! A ttrpc client for unary calls, made from the calling thread: it writes the request and
 //! reads until the response to it arrives. One call at a time per client, which is how the
-//! events forwarder (`crate::events`) uses it.
+//! events forwarder (`crate::service::events`) uses it.
 
 use std::os::unix::net::UnixStream;
 use std::time::Duration;

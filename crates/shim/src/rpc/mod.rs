@@ -19,4 +19,5 @@
 
 pub mod client;
 pub mod frame;
+pub mod outstanding;
 pub mod server;

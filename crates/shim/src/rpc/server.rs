@@ -22,7 +22,8 @@ use containerd_shim::protos::ttrpc::{self, Code, MethodHandler, TtrpcContext};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::frame::{self, Frame, Header, REQUEST, RESPONSE};
-use crate::outstanding::Outstanding;
+use crate::rpc::outstanding::Outstanding;
+use crate::sync::lock;
 
 /// Method handlers by path (`/containerd.task.v2.Task/Create`), as `create_task` returns them.
 pub type Methods = HashMap<String, Box<dyn MethodHandler + Send + Sync>>;
@@ -159,10 +160,6 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The serving thread: waits for the listener, the connections and the wake-up socket at once.

@@ -36,22 +36,21 @@ use wasmcell_task::isolation::Isolation;
 use wasmcell_task::resources::{CgroupPath, Resources};
 use wasmcell_task::{runspec, RunSpec};
 
+use super::config::Config;
+use super::runc::{NativeStdio, RuncTask};
 use crate::error::{Error, Result};
-use crate::process::{map_fds, pipe, run_command};
-use crate::runc::{NativeStdio, Runc};
+use crate::host::process::{map_fds, pipe, run_command};
 
 /// Where the cell's files are bound in the container.
 const CELL_DIR: &str = "/.wasmcell";
 /// The bundle of the runc container, below the task's bundle.
 const BUNDLE_DIR: &str = "runc-cell";
 
-/// Creates the runc container of a wasm task; returns its pid. `reason`: what the cell cannot
-/// honour, for the log.
+/// Creates the runc container of a wasm task. `reason`: what the cell cannot honour, for the
+/// log.
 #[allow(clippy::too_many_arguments)]
 pub fn create(
-    runc: &Runc,
-    cache_dir: &Path,
-    prepare_timeout: Duration,
+    config: &Config,
     id: &str,
     bundle: &Path,
     spec: &Spec,
@@ -59,7 +58,7 @@ pub fn create(
     program: (&str, File),
     stdio: NativeStdio,
     reason: &str,
-) -> Result<i32> {
+) -> Result<RuncTask> {
     log::warn!("task {id}: runs under runc with the cell as its process: {reason}");
     let (name, file) = program;
     let run = run_spec(id, spec, rootfs)?;
@@ -67,9 +66,9 @@ pub fn create(
     let cell_bundle = bundle.join(BUNDLE_DIR);
     std::fs::create_dir_all(&cell_bundle)
         .map_err(|e| Error::io(format!("create {}", cell_bundle.display()), e))?;
-    let config = runc_spec(spec, rootfs, id)?;
+    let runc_config = runc_spec(spec, rootfs, id)?;
     let config_path = cell_bundle.join("config.json");
-    std::fs::write(&config_path, config)
+    std::fs::write(&config_path, runc_config)
         .map_err(|e| Error::io(format!("write {}", config_path.display()), e))?;
 
     let (control_r, mut control_w) = pipe()?;
@@ -87,23 +86,30 @@ pub fn create(
     )
     .map_err(|e| Error::io("send the run spec", e))?;
     drop(control_w);
-    let pid = runc.create(
+    let task = RuncTask::create_with(
+        &config.runc,
         id,
+        bundle,
+        spec,
         &cell_bundle,
         stdio,
         &[&control_r.as_fd(), &status_w.as_fd(), &program_r.as_fd()],
-        crate::systemd::drives(spec, id),
     )?;
     drop((control_r, status_w, program_r));
     // The container exists, stopped before its process: compiling now runs in its cgroups
     // (charged to it, bounded by its limits, whatever made them) and its namespaces.
-    let compiled = compile(cache_dir, prepare_timeout, name, file, pid).and_then(|compiled| {
+    let compiled = compile(
+        &config.cache_dir,
+        config.prepare_timeout,
+        name,
+        file,
+        task.pid(),
+    )
+    .and_then(|compiled| {
         send_file(&program_w, &compiled).map_err(|e| Error::io("send the compiled program", e))
     });
     if let Err(e) = compiled {
-        if let Err(cleanup) = runc.delete(id) {
-            log::warn!("task {id}: removing the container after a failed compile: {cleanup}");
-        }
+        task.discard();
         return Err(e);
     }
     drop(program_w);
@@ -124,7 +130,7 @@ pub fn create(
             Err(_) => {}
         }
     });
-    Ok(pid)
+    Ok(task)
 }
 
 /// Sends `file` over `socket` with `SCM_RIGHTS` (to the cell under runc, which maps it).

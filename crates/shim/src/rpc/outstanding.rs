@@ -5,6 +5,8 @@
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::sync::{lock, wait_timeout};
+
 /// The count, and a condition signalled whenever it goes down.
 #[derive(Default)]
 pub struct Outstanding {
@@ -14,7 +16,7 @@ pub struct Outstanding {
 
 impl Outstanding {
     fn count(&self) -> MutexGuard<'_, usize> {
-        self.count.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.count)
     }
 
     /// One more piece of work handed off.
@@ -39,11 +41,7 @@ impl Outstanding {
             if left.is_zero() {
                 break;
             }
-            n = self
-                .finished
-                .wait_timeout(n, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            n = wait_timeout(&self.finished, n, left).0;
         }
         *n
     }

@@ -73,7 +73,7 @@ fn busctl(args: &[&str]) -> Result<String> {
     .args(args);
     // Through the shim's helper: the daemon's reaper collects every child, so a plain
     // `Command::output` could find its child's status already taken (ECHILD).
-    let out = crate::process::run_command(&mut cmd, CALL_TIMEOUT)?;
+    let out = crate::host::process::run_command(&mut cmd, CALL_TIMEOUT)?;
     if out.status != 0 {
         return Err(Error::Internal(format!(
             "systemd refused {}: {}",

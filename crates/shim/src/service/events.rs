@@ -1,6 +1,6 @@
-//! Task events, in order.
+//! Task events, in order, to containerd.
 //!
-//! Every event goes through one [`EventSender`]. The production sender hands events to a single
+//! Every event goes through one [`EventSender`] (the task core's seam). This sender hands events to a single
 //! forwarding thread, so events reach containerd in the order they were sent, and the RPC that
 //! sent them never waits on containerd. That thread makes the ttrpc calls itself
 //! ([`crate::rpc::client`]). An event containerd cannot take (it is restarting, say) is sent
@@ -22,8 +22,10 @@ use containerd_shim::protos::shim::event::Envelope;
 use containerd_shim::protos::shim::events::ForwardRequest;
 use containerd_shim::protos::topics;
 
-use crate::outstanding::Outstanding;
 use crate::rpc::client::Client;
+use crate::rpc::outstanding::Outstanding;
+use crate::sync::lock;
+use crate::task::events::{timestamp, EventSender};
 
 /// containerd's events service, as its ttrpc API names it.
 const EVENTS_SERVICE: &str = "containerd.services.events.ttrpc.v1.Events";
@@ -38,18 +40,6 @@ const RETRY_FOR: Duration = Duration::from_secs(120);
 /// The first pause between two attempts; each pause doubles, up to [`RETRY_PAUSE_MAX`].
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 const RETRY_PAUSE_MAX: Duration = Duration::from_secs(2);
-
-/// Something that delivers task events to containerd.
-pub trait EventSender: Send + Sync {
-    /// Queues `event` under `topic` (for example `/tasks/exit`).
-    fn send(&self, topic: &'static str, event: Box<dyn MessageDyn + Send>);
-
-    /// Waits, at most `timeout`, until every queued event has been delivered (or failed), so a
-    /// shim about to exit does not drop its last events.
-    fn flush(&self, timeout: Duration) {
-        let _ = timeout;
-    }
-}
 
 /// Forwards events to containerd's ttrpc events service from one thread, in order.
 pub struct RemoteEvents {
@@ -200,7 +190,7 @@ fn type_url(topic: &str) -> Option<&'static str> {
 
 impl EventSender for RemoteEvents {
     fn send(&self, topic: &'static str, event: Box<dyn MessageDyn + Send>) {
-        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = lock(&self.tx);
         self.pending.add();
         if tx.send((topic, event, Instant::now())).is_err() {
             self.pending.done();
@@ -214,17 +204,6 @@ impl EventSender for RemoteEvents {
             log::warn!("{undelivered} events not delivered before exit");
         }
     }
-}
-
-/// Converts a system time to the protobuf timestamp containerd expects.
-pub fn timestamp(
-    t: std::time::SystemTime,
-) -> containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp {
-    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let mut ts = containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp::new();
-    ts.seconds = d.as_secs() as i64;
-    ts.nanos = d.subsec_nanos() as i32;
-    ts
 }
 
 #[cfg(test)]

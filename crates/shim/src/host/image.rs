@@ -15,7 +15,6 @@ use wasmcell_image::containerd::Containerd;
 use wasmcell_task::entrypoint::{self, Entrypoint};
 
 use crate::error::{Error, Result};
-use crate::tasks::Config;
 
 /// The image lookup of a container, running in a thread of its own from the start of Create so
 /// that its round trips to containerd (about a millisecond) overlap the rootfs mount.
@@ -24,10 +23,10 @@ pub struct PendingLookup {
     outcome: Result<std::thread::JoinHandle<Result<Lookup>>>,
 }
 
-/// Starts looking up the image of container `id` in containerd's content store.
-pub fn start_lookup(config: &Config, id: &str) -> PendingLookup {
-    let address = config.containerd_address.clone();
-    let namespace = config.namespace.clone();
+/// Starts looking up the image of container `id` in containerd's content store, through its
+/// gRPC socket `address` (none: the container's program is its rootfs entrypoint).
+pub fn start_lookup(address: Option<String>, namespace: &str, id: &str) -> PendingLookup {
+    let namespace = namespace.to_owned();
     let owned_id = id.to_owned();
     PendingLookup {
         started: std::time::Instant::now(),

@@ -1,6 +1,7 @@
-//! Native containers (the pod's pause container, sidecars, busybox…) go to runc, with the same
-//! task semantics as a cell: `runc create` makes the process and hands it our stdio fds,
-//! `runc start` lets it run, and its exit reaches us as its subreaper.
+//! The runc backend: native containers (the pod's pause container, sidecars, busybox…) go to
+//! runc, with the same task semantics as a cell: `runc create` makes the process and hands it
+//! our stdio fds, `runc start` lets it run, and its exit reaches us as its subreaper. The runc
+//! fallback (`super::fallback`) makes runc tasks too.
 
 use std::fs::File;
 use std::os::fd::{AsFd, RawFd};
@@ -8,8 +9,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use containerd_shim::protos::protobuf::well_known_types::any::Any;
+use wasmcell_cell::cgroup::{Cgroup, Hierarchy};
+use wasmcell_task::CgroupPath;
+
+use super::Backend;
 use crate::error::{Error, Result};
-use crate::process::{map_fds, run_command, spawn_watched};
+use crate::host::process::{map_fds, run_command, spawn_watched, Output};
+use crate::host::systemd;
 
 /// How long a runc command may take.
 const RUNC_TIMEOUT: Duration = Duration::from_secs(60);
@@ -31,6 +38,125 @@ pub struct NativeStdio {
     pub stdout: File,
     /// Standard error.
     pub stderr: File,
+}
+
+/// A task run by runc: its container's id, bundle and init pid, and the cgroup runc puts it
+/// in, for Stats and OOM (when its path is a cgroupfs one).
+pub struct RuncTask {
+    runc: Runc,
+    id: String,
+    bundle: PathBuf,
+    pid: i32,
+    cgroup: Option<Cgroup>,
+}
+
+impl RuncTask {
+    /// `runc create` of the container of `spec` in `bundle`, with the process's `stdio` and
+    /// `extra_fds` (see [`Runc::create`]).
+    pub fn create_with(
+        runc: &Runc,
+        id: &str,
+        bundle: &Path,
+        spec: &oci_spec::runtime::Spec,
+        runc_bundle: &Path,
+        stdio: NativeStdio,
+        extra_fds: &[&dyn AsFd],
+    ) -> Result<RuncTask> {
+        let pid = runc.create(id, runc_bundle, stdio, extra_fds, systemd::drives(spec, id))?;
+        Ok(RuncTask {
+            runc: runc.clone(),
+            id: id.to_owned(),
+            bundle: bundle.to_owned(),
+            pid,
+            cgroup: runc_cgroup(spec, id),
+        })
+    }
+
+    /// `runc create` of a native container (its bundle is containerd's).
+    pub fn create(
+        runc: &Runc,
+        id: &str,
+        bundle: &Path,
+        spec: &oci_spec::runtime::Spec,
+        stdio: NativeStdio,
+    ) -> Result<RuncTask> {
+        RuncTask::create_with(runc, id, bundle, spec, bundle, stdio, &[])
+    }
+
+    /// The container's init pid.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Removes the container (`runc delete --force`), for a Create that fails after it.
+    pub fn discard(&self) {
+        if let Err(e) = self.runc.delete(&self.id) {
+            log::warn!("task {}: removing the container: {e}", self.id);
+        }
+    }
+}
+
+impl Backend for RuncTask {
+    fn start(&self) -> Result<()> {
+        self.runc.start(&self.id)
+    }
+
+    fn signal(&self, signal: u32, all: bool) -> Result<()> {
+        self.runc.kill(&self.id, signal, all)
+    }
+
+    fn kill_unstarted(&self) {
+        if let Err(e) = self.runc.kill(&self.id, libc::SIGKILL as u32, true) {
+            log::warn!("task {}: {e}", self.id);
+        }
+    }
+
+    fn freeze(&self, frozen: bool) -> Result<()> {
+        self.runc.freeze(&self.id, frozen)
+    }
+
+    fn update(&self, _resources: &oci_spec::runtime::LinuxResources, json: &[u8]) -> Result<()> {
+        let file = self.bundle.join("update-resources.json");
+        self.runc.update(&self.id, &file, json)
+    }
+
+    fn processes(&self, pid: u32, ended: bool) -> Result<Vec<u32>> {
+        if ended {
+            Ok(vec![pid])
+        } else {
+            self.runc.ps(&self.id)
+        }
+    }
+
+    fn oom_killed(&self) -> bool {
+        self.cgroup.as_ref().is_some_and(|cg| cg.oom_kills() > 0)
+    }
+
+    fn stats(&self) -> Result<Any> {
+        let cg = self.cgroup.as_ref().ok_or_else(|| {
+            Error::NotImplemented(format!(
+                "stats of task {}: its cgroup is managed by systemd through runc",
+                self.id
+            ))
+        })?;
+        crate::host::metrics::collect(cg)
+    }
+
+    fn remove(&self) {
+        if let Err(e) = self.runc.delete(&self.id) {
+            log::error!("task {}: {e}", self.id);
+        }
+    }
+}
+
+/// The cgroup runc puts a container in, for Stats; `None` for systemd paths (runc asks
+/// systemd, which may place it differently) or when it cannot be read.
+fn runc_cgroup(spec: &oci_spec::runtime::Spec, id: &str) -> Option<Cgroup> {
+    let path = spec.linux().as_ref()?.cgroups_path().as_ref()?.to_str()?;
+    match CgroupPath::parse(Some(path), id).ok()? {
+        p @ CgroupPath::Fs(_) => Some(Cgroup::at(Hierarchy::detect().ok()?, &p.relative())),
+        CgroupPath::Systemd { .. } => None,
+    }
 }
 
 impl Runc {
@@ -55,7 +181,7 @@ impl Runc {
             .unwrap_or_else(|| "no message in runc's log".to_owned())
     }
 
-    fn check(&self, what: &str, out: crate::process::Output) -> Result<String> {
+    fn check(&self, what: &str, out: Output) -> Result<String> {
         if out.status == 0 {
             return Ok(out.stdout);
         }
@@ -68,7 +194,7 @@ impl Runc {
 
     /// `runc create`: returns the pid of the container's init process. `extra_fds` become the
     /// process's fds 3, 4, … (`--preserve-fds`).
-    /// `systemd_cgroup`: runc's systemd cgroup driver (`crate::systemd`); runc records it in
+    /// `systemd_cgroup`: runc's systemd cgroup driver (`crate::host::systemd`); runc records it in
     /// the container's state, so later commands need not repeat it.
     pub fn create(
         &self,
@@ -146,7 +272,7 @@ impl Runc {
     /// to signal it and runc's kill gets the answer containerd's own runc shim gives then,
     /// NotFound, which CRI takes as "already stopped" (an error would fail StopPodSandbox for
     /// a container that did stop).
-    fn kill_outcome(&self, out: crate::process::Output) -> Result<()> {
+    fn kill_outcome(&self, out: Output) -> Result<()> {
         if out.status != 0 && out.stderr.contains("container not running") {
             return Err(Error::NotFound("process already finished".into()));
         }
@@ -205,7 +331,7 @@ impl Runc {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::process::Output;
+    use crate::host::process::Output;
 
     fn runc() -> Runc {
         Runc {

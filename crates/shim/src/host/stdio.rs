@@ -11,7 +11,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use wasmcell_task::stdio::{self, BinaryLogger, OutputTarget};
 
 use crate::error::{Error, Result};
-use crate::process::{map_fds, pipe, spawn_watched};
+use crate::host::process::{map_fds, pipe, spawn_watched};
 
 /// How long a binary logger may take to say it is ready.
 const LOGGER_READY_TIMEOUT: Duration = Duration::from_secs(10);

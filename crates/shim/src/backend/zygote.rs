@@ -49,9 +49,10 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 use wasmcell_cell::{CONTROL_FD, PROGRAM_FD, STATUS_FD};
 
-use crate::cell::CELL_ARG;
+use crate::backend::cell::CELL_ARG;
 use crate::error::{Error, Result};
-use crate::proctitle::Cmdline;
+use crate::host::proctitle::Cmdline;
+use crate::sync::lock;
 
 /// The fds a request carries, in this order: the cell's stdout, stderr, control (read end),
 /// status (write end) and program. They become fds 1, 2, [`CONTROL_FD`], [`STATUS_FD`] and
@@ -105,7 +106,7 @@ pub fn get() -> Option<&'static Zygote> {
 impl Zygote {
     /// Has the zygote fork a cell for container `id` with `fds` (see [`CELL_FDS`]); its pid.
     pub fn spawn_cell(&self, id: &str, fds: [BorrowedFd<'_>; CELL_FDS]) -> Result<i32> {
-        let replies = self.replies.lock().unwrap_or_else(|p| p.into_inner());
+        let replies = lock(&self.replies);
         // A reply that arrived after an earlier request gave up waiting is stale.
         while replies.try_recv().is_ok() {}
         let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();

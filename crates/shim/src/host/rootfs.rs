@@ -13,9 +13,12 @@
 //! mount namespace), so [`unmount`] unmounts the target itself directly and reads mountinfo
 //! only when that says something is in the way.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use containerd_shim::protos::types::mount::Mount;
 use nix::mount::MsFlags;
+
+use crate::error::Error;
 
 /// Option words `mount(8)` and containerd treat as flags rather than filesystem data; a mount
 /// with any of them is left to the framework.
@@ -107,6 +110,48 @@ pub fn unmount(target: &Path) {
         log::warn!("unmount {t}: {e}; retrying lazily");
         if let Err(e) = containerd_shim::mount::umount_recursive(Some(&t), libc::MNT_DETACH) {
             log::error!("cannot unmount {t}: {e}");
+        }
+    }
+}
+
+/// The rootfs the shim mounted for a task: unmounted again when dropped, unless kept (on
+/// Create's success, for Delete to unmount).
+pub struct MountedRootfs(Option<PathBuf>);
+
+impl MountedRootfs {
+    /// Mounts containerd's `mounts` on `<bundle>/rootfs`, in order; nothing when there are none
+    /// (the bundle has its rootfs already).
+    pub fn mount(bundle: &Path, mounts: &[Mount]) -> Result<MountedRootfs, Error> {
+        if mounts.is_empty() {
+            return Ok(MountedRootfs(None));
+        }
+        let target = bundle.join("rootfs");
+        std::fs::create_dir_all(&target)
+            .map_err(|e| Error::io(format!("create {}", target.display()), e))?;
+        let guard = MountedRootfs(Some(target.clone()));
+        for m in mounts {
+            mount(&m.type_, &m.source, &m.options, &target).map_err(|e| {
+                Error::Internal(format!(
+                    "mount {} ({}) on {}: {e}",
+                    m.source,
+                    m.type_,
+                    target.display()
+                ))
+            })?;
+        }
+        Ok(guard)
+    }
+
+    /// Keeps the mount; its path, for Delete.
+    pub fn keep(mut self) -> Option<PathBuf> {
+        self.0.take()
+    }
+}
+
+impl Drop for MountedRootfs {
+    fn drop(&mut self) {
+        if let Some(target) = self.0.take() {
+            unmount(&target);
         }
     }
 }

@@ -2,6 +2,8 @@
 //! `error.rs`. RPCs wasmcell does not implement yet answer NotImplemented (never the generated
 //! default, which would say NotFound).
 
+pub mod events;
+
 use std::sync::Arc;
 
 use containerd_shim::api::{
@@ -14,7 +16,7 @@ use containerd_shim::api::{
 use containerd_shim::{Task, TtrpcContext, TtrpcResult};
 
 use crate::error::Error;
-use crate::tasks::Tasks;
+use crate::task::Tasks;
 
 /// The Task service containerd talks to.
 pub struct Service {

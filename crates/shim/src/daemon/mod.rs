@@ -11,7 +11,7 @@
 //! 1. takes the shape an executed daemon would have: `/dev/null` as stdio (containerd reads
 //!    `start`'s output until every copy of it is closed), default signal handlers (the framework
 //!    installed its own in `start`), a subreaper, and a command line without `start`;
-//! 2. blocks SIGCHLD, SIGTERM and SIGINT, then forks the zygote (`crate::zygote`) while it still
+//! 2. blocks SIGCHLD, SIGTERM and SIGINT, then forks the zygote (`crate::backend::zygote`) while it still
 //!    has one thread, then limits malloc to one arena for its own threads;
 //! 3. reads those signals through a signalfd in one thread, which hands every exit to the
 //!    framework's exit monitor exactly as the framework's own reaper would, and ignores SIGTERM
@@ -23,21 +23,24 @@
 #![allow(unsafe_code)]
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
 
 use containerd_shim::protos::shim::shim_ttrpc::{create_task, Task};
-use containerd_shim::{Flags, Shim, StartOpts};
-use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{ForkResult, Pid};
+use containerd_shim::{ExitSignal, StartOpts};
+use nix::sys::signal::{SigHandler, Signal};
+use nix::unistd::ForkResult;
 
-use crate::proctitle::Cmdline;
+use crate::backend::config::Config;
+use crate::backend::launch::HostLauncher;
+use crate::host::process::ExitWatch;
+use crate::host::proctitle::Cmdline;
 use crate::rpc::server::Server;
-use crate::shim::WasmcellShim;
+use crate::service::events::RemoteEvents;
+use crate::service::Service;
+use crate::task::Tasks;
 
 /// What the daemon writes to `start` once it serves; anything else is why it could not.
 const READY: &[u8] = b"ready";
@@ -140,7 +143,7 @@ fn serve(opts: &StartOpts, socket: &Path, listener: UnixListener, mut to_start: 
             std::process::exit(1)
         }
     };
-    let (mut shim, server) = serving;
+    let (exit, server) = serving;
     if to_start.write_all(READY).is_err() {
         // `start` is gone, so containerd never got the address: nobody will use this daemon.
         log::error!("shim start went away before the daemon served; exiting");
@@ -148,8 +151,9 @@ fn serve(opts: &StartOpts, socket: &Path, listener: UnixListener, mut to_start: 
     }
     drop(to_start);
     log::info!("shim daemon serving {}", socket.display());
-    shim.wait();
+    exit.wait();
     log::info!("shutting down the shim daemon");
+    let _ = std::fs::remove_file(socket);
     server.shutdown(SHUTDOWN_ANSWER_TIMEOUT);
     std::process::exit(0)
 }
@@ -159,7 +163,7 @@ fn set_up(
     opts: &StartOpts,
     socket: &Path,
     listener: UnixListener,
-) -> Result<(WasmcellShim, Server), String> {
+) -> Result<(Arc<ExitSignal>, Server), String> {
     detach_stdio()?;
     reset_signal_handlers()?;
 
@@ -168,43 +172,52 @@ fn set_up(
     rename(opts);
     // Before any thread exists (the zygote's reader is the first): a thread that left these
     // unblocked would take a SIGCHLD that the signalfd below then never sees.
-    let handled = block_signals()?;
-    if std::env::var_os(crate::zygote::DISABLE_ENV).is_none() {
-        crate::zygote::start(&opts.id);
+    let handled = crate::host::reaper::block()?;
+    if std::env::var_os(crate::backend::zygote::DISABLE_ENV).is_none() {
+        crate::backend::zygote::start(&opts.id);
     }
     // One malloc arena for all the daemon's threads: glibc gives each new thread that allocates
     // an arena of its own, whose first pages fault in, and the daemon's threads are short-lived
-    // and seldom allocate at once. Measured with `make bench`'s throughput at 4 in parallel, the
-    // machine's CPU per wasmcell task went from about 20.5 to 19.2 ms. Set after the zygote is
-    // forked, so the cells (where wasmtime compiles in parallel) keep glibc's default.
+    // and seldom allocate at once (the CPU it saves per task: docs/performance.md). Set after
+    // the zygote is forked, so the cells (where wasmtime compiles in parallel) keep glibc's
+    // default.
     // SAFETY: mallopt has no preconditions.
     unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
-    let signals = signalfd(&handled)?;
     // From here on the process may have threads.
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || reap_children(signals))
-        .map_err(|e| format!("start the signal thread: {e}"))?;
+    crate::host::reaper::reap_in_thread(&handled)?;
     containerd_shim::logger::init(opts.debug, "info", &opts.namespace, &opts.id)
         .map_err(|e| format!("open the shim log: {e}"))?;
-    let flags = Flags {
-        debug: opts.debug,
-        namespace: opts.namespace.clone(),
-        id: opts.id.clone(),
-        socket: socket.to_string_lossy().into_owned(),
-        address: opts.address.clone(),
-        publish_binary: opts.publish_binary.clone(),
-        ..Flags::default()
-    };
-    let shim = WasmcellShim::new(
-        crate::info::RUNTIME_ID,
-        &flags,
-        &mut containerd_shim::Config::default(),
-    );
-    let service: Arc<dyn Task + Send + Sync> = Arc::new(shim.task_service(&opts.ttrpc_address)?);
+    let exit = Arc::new(ExitSignal::default());
+    let service: Arc<dyn Task + Send + Sync> = Arc::new(task_service(opts, Arc::clone(&exit))?);
     let server = Server::start(listener, create_task(service), INLINE_METHODS)
         .map_err(|e| format!("start the ttrpc server on {}: {e}", socket.display()))?;
-    Ok((shim, server))
+    Ok((exit, server))
+}
+
+/// The Task service of this daemon: the task core with the host's launcher, the exits the
+/// reaper hands on, and events to containerd's ttrpc address; idle, it signals `exit`.
+fn task_service(opts: &StartOpts, exit: Arc<ExitSignal>) -> Result<Service, String> {
+    let address = &opts.ttrpc_address;
+    let events = RemoteEvents::connect(address, opts.namespace.clone())
+        .map_err(|e| format!("connect to containerd's events at {address}: {e}"))?;
+    let mut config = Config::from_env(&opts.namespace);
+    config.containerd_address = Some(opts.address.clone()).filter(|a| !a.is_empty());
+    log::info!(
+        "wasmcell shim {} serving namespace {} (cache {}, runc root {})",
+        env!("CARGO_PKG_VERSION"),
+        opts.namespace,
+        config.cache_dir.display(),
+        config.runc.root.display()
+    );
+    let exits = ExitWatch::new().map_err(|e| e.to_string())?;
+    Tasks::new(
+        Box::new(HostLauncher::new(config)),
+        Arc::new(events),
+        Box::new(exits),
+        Box::new(move || exit.signal()),
+    )
+    .map(Service::new)
+    .map_err(|e| format!("cannot start the task service: {e}"))
 }
 
 /// `/dev/null` as stdin, stdout and stderr. containerd reads `start`'s stdout and stderr until
@@ -260,76 +273,5 @@ fn rename(opts: &StartOpts) {
     }
     if let Ok(bytes) = cmdline.encode(&args) {
         cmdline.set(&bytes);
-    }
-}
-
-/// Blocks SIGCHLD, SIGTERM and SIGINT in this thread, and so in every thread it starts (the
-/// zygote sets its own mask; the children the daemon executes start with an empty one, as Rust's
-/// `Command` sets it). Returns the set.
-fn block_signals() -> Result<SigSet, String> {
-    let mut set = SigSet::empty();
-    for signal in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT] {
-        set.add(signal);
-    }
-    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
-        .map_err(|e| format!("block SIGCHLD, SIGTERM and SIGINT: {e}"))?;
-    Ok(set)
-}
-
-/// A signalfd that receives the (blocked) signals of `set`.
-fn signalfd(set: &SigSet) -> Result<OwnedFd, String> {
-    // SAFETY: creates a new fd from a valid signal set; checked below.
-    let raw = unsafe { libc::signalfd(-1, set.as_ref(), libc::SFD_CLOEXEC) };
-    if raw < 0 {
-        return Err(format!(
-            "make a signalfd: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: signalfd returned a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
-}
-
-/// Reads the signalfd for the daemon's whole life: every child that ended (the zygote, an
-/// executed cell, runc, a cell the dead zygote left to this subreaper) goes to the framework's
-/// exit monitor with its exit status, or 128 + the signal that killed it.
-fn reap_children(signals: OwnedFd) {
-    let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
-    loop {
-        match nix::unistd::read(&signals, &mut info) {
-            Ok(n) if n == info.len() => {}
-            Ok(_) => continue,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => {
-                log::error!("read the signalfd (fd {}): {e}", signals.as_raw_fd());
-                return;
-            }
-        }
-        // SAFETY: the kernel wrote a whole `signalfd_siginfo` into `info`.
-        let siginfo: libc::signalfd_siginfo =
-            unsafe { std::ptr::read_unaligned(info.as_ptr().cast()) };
-        if siginfo.ssi_signo != libc::SIGCHLD as u32 {
-            log::debug!(
-                "received signal {}; the daemon ignores it",
-                siginfo.ssi_signo
-            );
-            continue;
-        }
-        loop {
-            let (pid, code) = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => (pid, code),
-                Ok(WaitStatus::Signaled(pid, signal, _)) => (pid, 128 + signal as i32),
-                Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => break,
-                Ok(_) => continue,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => {
-                    log::warn!("waitpid: {e}");
-                    break;
-                }
-            };
-            if let Err(e) = containerd_shim::monitor::monitor_notify_by_pid(pid.as_raw(), code) {
-                log::error!("hand the exit of {pid} to the exit monitor: {e}");
-            }
-        }
     }
 }

@@ -1,0 +1,492 @@
+//! The cell backend: a task's wasm program in a cell process, in a cgroup the shim makes
+//! ([`launch`], [`CellTask`]), and the shim side of `wasmcell_cell`'s protocol ([`Cell`]).
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use containerd_shim::protos::protobuf::well_known_types::any::Any;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use wasmcell_cell::cgroup::{Cgroup, Hierarchy};
+use wasmcell_cell::{Ready, Role, CONTROL_FD, PROGRAM_FD, START_BYTE, STATUS_FD};
+use wasmcell_task::entrypoint::Entrypoint;
+use wasmcell_task::{runspec, CgroupPath, Resources, RunSpec};
+
+use super::Backend;
+use crate::error::{Error, Result};
+use crate::host::process::{map_fds, pipe, spawn_watched};
+use crate::host::systemd;
+use crate::sync::lock;
+
+/// The argument that makes the shim binary act as a cell.
+pub const CELL_ARG: &str = "cell";
+
+/// How a new cell gets into its cgroup.
+pub enum Placement<'a> {
+    /// It writes itself into this cgroup (created beforehand).
+    JoinItself(&'a Cgroup),
+    /// This puts the cell's pid into its cgroup (a systemd scope, which can only be created
+    /// with a process in it) before the cell gets its orders.
+    BySystemd(&'a Cgroup, &'a dyn Fn(i32) -> Result<()>),
+}
+
+impl Placement<'_> {
+    fn cgroup(&self) -> &Cgroup {
+        match self {
+            Placement::JoinItself(cgroup) | Placement::BySystemd(cgroup, _) => cgroup,
+        }
+    }
+}
+
+/// File in the bundle that records a cell's pid, for `shim delete` after a shim crash.
+pub const CELL_PID_FILE: &str = "cell.pid";
+
+/// A task run by a cell: the cell, its cgroup (made by the shim, or by systemd as a scope) and
+/// the bundle that records its pid.
+pub struct CellTask {
+    id: String,
+    cell: Cell,
+    cgroup: Cgroup,
+    /// The systemd scope unit of the cgroup, with systemd's driver (`crate::host::systemd`).
+    scope: Option<String>,
+    pid_file: std::path::PathBuf,
+}
+
+/// Makes the cgroup of `run`, spawns its cell, and waits until the cell has loaded its program
+/// (at most `prepare_timeout`). Returns the task, its pid as containerd sees it (the process
+/// whose namespaces are the container's: CRI joins a pod's through `/proc/<sandbox pid>/ns`)
+/// and the pid whose exit is the task's (the cell's).
+pub fn launch(
+    run: &RunSpec,
+    role: Role,
+    entry: Entrypoint,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    prepare_timeout: Duration,
+    bundle: &Path,
+) -> Result<(CellTask, u32, i32)> {
+    let id = &run.id;
+    let creating = std::time::Instant::now();
+    // With systemd's driver, systemd creates the cgroup (a scope, with the cell in it) and the
+    // limits are written once it exists.
+    let scope = systemd::scope_of(&run.cgroup);
+    let cgroup = CgroupGuard(Some(match scope {
+        None => create_cgroup(&run.cgroup, &run.resources)?,
+        Some(_) => Cgroup::at(hierarchy()?, &run.cgroup.relative()),
+    }));
+    let scope = ScopeGuard(scope);
+    let created = creating.elapsed();
+    let by_systemd = |pid: i32| -> Result<()> {
+        if let Some((unit, slice)) = &scope.0 {
+            systemd::start_scope(unit, slice, pid, &run.cgroup.relative())?;
+        }
+        cgroup.get().apply(&run.resources).map_err(|e| {
+            Error::Internal(format!("cgroup {}: {e}", run.cgroup.relative().display()))
+        })
+    };
+    let placement = match &scope.0 {
+        None => Placement::JoinItself(cgroup.get()),
+        Some(_) => Placement::BySystemd(cgroup.get(), &by_systemd),
+    };
+    let (cell, ready) = Cell::spawn(
+        run,
+        role,
+        entry.file,
+        stdout,
+        stderr,
+        prepare_timeout,
+        placement,
+    )?;
+    match role {
+        Role::Guest => log::info!(
+            "task {id}: prepared {} ({:?}, {} bytes): {} in {:.1} ms",
+            entry.path,
+            entry.kind,
+            ready.wasm_bytes,
+            ready.loaded(),
+            ready.millis
+        ),
+        Role::Pause => log::info!(
+            "task {id}: pod sandbox held by a pause cell (the image's {} is not run)",
+            entry.path
+        ),
+    }
+    log::info!(
+        "task {id}: isolation: cgroup create {:.2} ms, join {:.2} ms, cell boundary {:.2} ms",
+        created.as_secs_f64() * 1000.0,
+        ready.join_millis,
+        ready.boundary_millis
+    );
+    let pid_file = bundle.join(CELL_PID_FILE);
+    if let Err(e) = std::fs::write(&pid_file, format!("{}", cell.pid)) {
+        cell.kill(Signal::SIGKILL);
+        return Err(Error::io(format!("write {}", pid_file.display()), e));
+    }
+    let pid = ready.guest_pid.unwrap_or(cell.pid);
+    let watched = cell.pid;
+    let task = CellTask {
+        id: id.clone(),
+        cell,
+        scope: scope.disarm(),
+        cgroup: cgroup
+            .disarm()
+            .unwrap_or_else(|| unreachable!("armed guard")),
+        pid_file,
+    };
+    Ok((task, pid as u32, watched))
+}
+
+impl Backend for CellTask {
+    fn start(&self) -> Result<()> {
+        self.cell.start()
+    }
+
+    fn signal(&self, signal: u32, _all: bool) -> Result<()> {
+        self.cell.signal(signal)?;
+        // A frozen process only dies once thawed.
+        if signal == libc::SIGKILL as u32 && self.cgroup.is_frozen() {
+            if let Err(e) = self.cgroup.freeze(false) {
+                log::warn!("task {}: thaw after SIGKILL: {e}", self.id);
+            }
+        }
+        Ok(())
+    }
+
+    fn kill_unstarted(&self) {
+        self.cell.kill(Signal::SIGKILL);
+    }
+
+    fn freeze(&self, frozen: bool) -> Result<()> {
+        self.cgroup
+            .freeze(frozen)
+            .map_err(|e| Error::Internal(e.to_string()))
+    }
+
+    fn update(&self, resources: &oci_spec::runtime::LinuxResources, _json: &[u8]) -> Result<()> {
+        let resources = Resources::from_oci(resources).map_err(wasmcell_task::Error::from)?;
+        self.cgroup
+            .apply(&resources)
+            .map_err(|e| Error::Internal(format!("update task {}: {e}", self.id)))?;
+        log::info!("task {}: resources updated", self.id);
+        Ok(())
+    }
+
+    fn processes(&self, pid: u32, _ended: bool) -> Result<Vec<u32>> {
+        Ok(vec![pid])
+    }
+
+    fn oom_killed(&self) -> bool {
+        self.cell.reported_oom_kill() || self.cgroup.oom_kills() > 0
+    }
+
+    fn stats(&self) -> Result<Any> {
+        crate::host::metrics::collect(&self.cgroup)
+    }
+
+    fn remove(&self) {
+        if let Some(unit) = &self.scope {
+            systemd::stop_scope(unit);
+        }
+        if let Err(e) = self.cgroup.remove() {
+            log::error!("task {}: {e}", self.id);
+        }
+        let _ = std::fs::remove_file(&self.pid_file);
+    }
+}
+
+/// After a shim died: kills the cell of task `id` its bundle records (after checking that the
+/// pid is still that cell) and removes its cgroup, found from the bundle's spec. The cell's
+/// pid, if the bundle records one.
+pub fn clean_up_after_shim(bundle: &Path, id: &str) -> Option<u32> {
+    let text = std::fs::read_to_string(bundle.join(CELL_PID_FILE)).ok()?;
+    let pid = text.trim().parse::<i32>().ok();
+    if let Some(p) = pid {
+        let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args.get(1) == Some(&CELL_ARG.as_bytes()) && args.get(2) == Some(&id.as_bytes()) {
+            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+        }
+    }
+    let _ = std::fs::remove_file(bundle.join(CELL_PID_FILE));
+    remove_cgroup_of_bundle(bundle, id);
+    pid.map(|p| p as u32)
+}
+
+/// Removes the cgroup of a cell whose shim died, found from the bundle's spec.
+fn remove_cgroup_of_bundle(bundle: &Path, id: &str) {
+    let Ok(spec) = runspec::load_spec(bundle) else {
+        return;
+    };
+    let path = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+        .and_then(|p| p.to_str());
+    let (Ok(path), Ok(hierarchy)) = (CgroupPath::parse(path, id), Hierarchy::detect()) else {
+        return;
+    };
+    if let Some((unit, _)) = systemd::scope_of(&path) {
+        systemd::stop_scope(&unit);
+    }
+    if let Err(e) = Cgroup::at(hierarchy, &path.relative()).remove() {
+        log::warn!("shim delete {id}: {e}");
+    }
+}
+
+fn hierarchy() -> Result<Hierarchy> {
+    Hierarchy::detect().map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// Creates a cell's cgroup with its limits.
+fn create_cgroup(path: &CgroupPath, resources: &Resources) -> Result<Cgroup> {
+    Cgroup::create(hierarchy()?, &path.relative(), resources)
+        .map_err(|e| Error::Internal(format!("cgroup {}: {e}", path.relative().display())))
+}
+
+/// Removes a cell's cgroup unless disarmed (on Create failure).
+struct CgroupGuard(Option<Cgroup>);
+
+impl CgroupGuard {
+    fn get(&self) -> &Cgroup {
+        self.0
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("armed guard"))
+    }
+
+    fn disarm(mut self) -> Option<Cgroup> {
+        self.0.take()
+    }
+}
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        if let Some(cg) = self.0.take() {
+            if let Err(e) = cg.remove() {
+                log::error!("{e}");
+            }
+        }
+    }
+}
+
+/// Stops a cell's systemd scope (unit, slice) unless disarmed.
+struct ScopeGuard(Option<(String, String)>);
+
+impl ScopeGuard {
+    fn disarm(mut self) -> Option<String> {
+        self.0.take().map(|(unit, _)| unit)
+    }
+}
+
+impl Drop for ScopeGuard {
+    fn drop(&mut self) {
+        if let Some((unit, _)) = self.0.take() {
+            systemd::stop_scope(&unit);
+        }
+    }
+}
+
+/// A running (or prepared, not yet started) cell.
+pub struct Cell {
+    /// The cell's pid.
+    pub pid: i32,
+    control: Mutex<Option<File>>,
+    /// The status pipe after the status line (non-blocking), and what was read of it: a cell
+    /// with a PID namespace writes [`wasmcell_cell::OOM_KILLED`] there when the OOM killer
+    /// killed its guest.
+    after_status: Mutex<(Option<File>, Vec<u8>)>,
+}
+
+impl Cell {
+    /// Starts a cell for `spec` and waits until it has loaded and linked `program`, at most
+    /// `prepare_timeout` (the compile deadline). `place` says how the new cell gets into its
+    /// cgroup ([`Placement`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn spawn(
+        spec: &RunSpec,
+        role: Role,
+        program: File,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+        prepare_timeout: Duration,
+        place: Placement<'_>,
+    ) -> Result<(Cell, Ready)> {
+        let (control_r, mut control_w) = pipe()?;
+        let (mut status_r, status_w) = pipe()?;
+        let fds = [
+            stdout.as_fd(),
+            stderr.as_fd(),
+            control_r.as_fd(),
+            status_w.as_fd(),
+            program.as_fd(),
+        ];
+        let pid = match super::zygote::get().map(|z| z.spawn_cell(&spec.id, fds)) {
+            Some(Ok(pid)) => pid,
+            Some(Err(e)) => {
+                log::warn!("task {}: {e}; executing the cell instead", spec.id);
+                exec_cell(&spec.id, fds)?
+            }
+            None => exec_cell(&spec.id, fds)?,
+        };
+        drop((control_r, status_w, program, stdout, stderr));
+        let cell = Cell {
+            pid,
+            control: Mutex::new(None),
+            after_status: Mutex::new((None, Vec::new())),
+        };
+        let oom_kill_file = place.cgroup().oom_kill_file();
+
+        // The cell moves itself into the cgroup before it loads anything (see
+        // `wasmcell_cell::cgroup::join_self` for why it is not moved from here), unless systemd
+        // puts it there.
+        let join = match place {
+            Placement::JoinItself(cgroup) => cgroup.self_join_files(),
+            Placement::BySystemd(_, place) => match place(pid) {
+                Ok(()) => Vec::new(),
+                Err(e) => {
+                    cell.kill(Signal::SIGKILL);
+                    return Err(e);
+                }
+            },
+        };
+        if let Err(e) = wasmcell_cell::write_orders(&mut control_w, join, role, oom_kill_file, spec)
+        {
+            cell.kill(Signal::SIGKILL);
+            return Err(Error::io("send the run spec to the cell", e));
+        }
+
+        let ready = match wait_status(&mut status_r, prepare_timeout) {
+            Ok((line, rest)) => {
+                let _ = nix::fcntl::fcntl(
+                    status_r.as_fd(),
+                    nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+                );
+                *lock(&cell.after_status) = (Some(status_r), rest);
+                wasmcell_cell::parse_status(&line)
+            }
+            Err(e) => {
+                cell.kill(Signal::SIGKILL);
+                return Err(e);
+            }
+        };
+        match ready {
+            Ok(ready) => {
+                *lock(&cell.control) = Some(control_w);
+                Ok((cell, ready))
+            }
+            Err(message) => {
+                cell.kill(Signal::SIGKILL);
+                Err(Error::InvalidArgument(message))
+            }
+        }
+    }
+
+    /// Whether the cell said the OOM killer killed its guest: read once the cell has exited
+    /// (its supervisor writes before it ends), after which the pipe is closed.
+    pub fn reported_oom_kill(&self) -> bool {
+        let mut after = lock(&self.after_status);
+        let (pipe, seen) = &mut *after;
+        if let Some(mut file) = pipe.take() {
+            let mut buf = [0u8; 256];
+            while let Ok(n @ 1..) = file.read(&mut buf) {
+                seen.extend_from_slice(&buf[..n]);
+            }
+        }
+        String::from_utf8_lossy(seen)
+            .lines()
+            .any(|l| l == wasmcell_cell::OOM_KILLED)
+    }
+
+    /// Lets the prepared guest run.
+    pub fn start(&self) -> Result<()> {
+        let mut control = lock(&self.control);
+        let mut file = control
+            .take()
+            .ok_or_else(|| Error::Internal("cell was already started".into()))?;
+        file.write_all(&[START_BYTE])
+            .map_err(|e| Error::io("start the cell (it has exited)", e))
+    }
+
+    /// Sends `signal` to the cell; a cell that is gone already is not an error here.
+    pub fn kill(&self, signal: Signal) {
+        let _ = kill(Pid::from_raw(self.pid), signal);
+    }
+
+    /// Sends a raw signal number.
+    pub fn signal(&self, signal: u32) -> Result<()> {
+        let sig = Signal::try_from(signal as i32)
+            .map_err(|_| Error::InvalidArgument(format!("invalid signal {signal}")))?;
+        kill(Pid::from_raw(self.pid), sig).map_err(|e| match e {
+            nix::errno::Errno::ESRCH => Error::NotFound("process already finished".into()),
+            e => Error::io(format!("kill cell {}", self.pid), e),
+        })
+    }
+}
+
+/// Executes the shim binary as the cell of container `id` with `fds` (in the order of
+/// [`super::zygote::CELL_FDS`]); its pid.
+fn exec_cell(id: &str, fds: [BorrowedFd<'_>; super::zygote::CELL_FDS]) -> Result<i32> {
+    let [stdout, stderr, control_r, status_w, program] = fds;
+    let exe = std::env::current_exe().map_err(|e| Error::io("find the shim binary", e))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg(CELL_ARG)
+        .arg(id)
+        .env_clear()
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(dup(stdout)?))
+        .stderr(Stdio::from(dup(stderr)?));
+    let _staged = map_fds(
+        &mut cmd,
+        &[
+            (&control_r, CONTROL_FD),
+            (&status_w, STATUS_FD),
+            (&program, PROGRAM_FD),
+        ],
+    )?;
+    let (child, _watch) = spawn_watched(&mut cmd)?;
+    Ok(child.id() as i32)
+}
+
+fn dup(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
+    fd.try_clone_to_owned()
+        .map_err(|e| Error::io("duplicate an fd for the cell", e))
+}
+
+/// Reads the cell's status line, waiting at most `timeout` for it: the line (empty if the cell
+/// closed the pipe without one), and any bytes read past it.
+fn wait_status(status: &mut File, timeout: Duration) -> Result<(String, Vec<u8>)> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut read = Vec::new();
+    loop {
+        if let Some(end) = read.iter().position(|b| *b == b'\n') {
+            let rest = read.split_off(end + 1);
+            return Ok((String::from_utf8_lossy(&read).into_owned(), rest));
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ms = left.as_millis().min(i32::MAX as u128) as i32;
+        let mut fds = [PollFd::new(status.as_fd(), PollFlags::POLLIN)];
+        let n = match poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => r.map_err(|e| Error::io("wait for the cell", e))?,
+        };
+        if n == 0 {
+            return Err(Error::prepare_deadline(timeout));
+        }
+        let mut buf = [0u8; 512];
+        match status.read(&mut buf) {
+            Ok(0) => return Ok((String::from_utf8_lossy(&read).into_owned(), Vec::new())),
+            Ok(n) => read.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("read the cell's status", e)),
+        }
+    }
+}

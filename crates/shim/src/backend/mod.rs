@@ -1,0 +1,76 @@
+//! What runs a task's process: a cell ([`cell`], forked by the [`zygote`]), or runc ([`runc`]),
+//! for a native container or for a wasm one whose spec the cell cannot honour ([`fallback`]).
+//!
+//! The task core (`crate::task`) keeps each task's state machine and sends its events; it
+//! reaches the process only through [`Backend`], and makes a task only through [`Launch`].
+//! [`launch::HostLauncher`] is the real [`Launch`]: it prepares everything a Create needs on
+//! the host (rootfs, program, stdio) and picks the backend; unit tests of the task core use
+//! fakes of both traits.
+
+pub mod cell;
+pub mod config;
+pub mod fallback;
+pub mod launch;
+pub mod runc;
+pub mod zygote;
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+use containerd_shim::api::CreateTaskRequest;
+use containerd_shim::protos::protobuf::well_known_types::any::Any;
+
+use crate::error::Result;
+
+/// A task's process as its backend runs it. The task core calls each method under the task's
+/// state lock, in the order its state machine allows.
+pub trait Backend: Send + Sync {
+    /// Lets the prepared process run (Start).
+    fn start(&self) -> Result<()>;
+    /// Delivers `signal` (to every process of the container with `all`, where the backend
+    /// has several). SIGKILL also thaws a paused task, so that it can die, as runc does.
+    fn signal(&self, signal: u32, all: bool) -> Result<()>;
+    /// Kills a process that was never started (Delete of a created task); failures are logged.
+    fn kill_unstarted(&self);
+    /// Freezes (Pause) or thaws (Resume) the task's processes.
+    fn freeze(&self, frozen: bool) -> Result<()>;
+    /// Applies new resources: OCI `LinuxResources` as JSON, as containerd sends them (checked
+    /// to parse by the caller).
+    fn update(&self, resources: &oci_spec::runtime::LinuxResources, json: &[u8]) -> Result<()>;
+    /// The task's processes (Pids); `pid` is the task's own, `ended` whether it has exited.
+    fn processes(&self, pid: u32, ended: bool) -> Result<Vec<u32>>;
+    /// Whether the kernel's OOM killer ended a process of the task (read at its exit).
+    fn oom_killed(&self) -> bool;
+    /// The task's cgroup metrics (Stats).
+    fn stats(&self) -> Result<Any>;
+    /// Removes what the backend made for the task, once it has exited (Delete).
+    fn remove(&self);
+}
+
+/// What [`Launch::launch`] made for a Create.
+pub struct Launched {
+    /// Runs the task's process from now on.
+    pub backend: Box<dyn Backend>,
+    /// The task's pid as containerd sees it: the process whose namespaces are the container's.
+    pub pid: u32,
+    /// The process whose exit is the task's exit (a cell's supervisor; runc's init).
+    pub watched: i32,
+    /// The rootfs the shim mounted for the task, unmounted at Delete.
+    pub rootfs: Option<PathBuf>,
+    /// A binary logger serving the task's output.
+    pub logger: Option<Logger>,
+}
+
+/// A binary logger (`binary://`) of a task.
+pub struct Logger {
+    /// Its pid, whose exit says it has read everything.
+    pub pid: i32,
+    /// The read ends of its pipes: while they hold unread bytes, it has not.
+    pub pipes: Vec<OwnedFd>,
+}
+
+/// Makes a task's process from a Create request, up to the point where Start lets it run.
+pub trait Launch: Send + Sync {
+    /// Carries out what a Create asks of the host. On failure nothing of it is left.
+    fn launch(&self, req: &CreateTaskRequest) -> Result<Launched>;
+}

@@ -1,0 +1,12 @@
+//! The host side of the shim, below the task core and the backends: child processes and their
+//! reaping, stdio, rootfs mounts, the image lookup, cgroup metrics, systemd scopes, and the
+//! process title.
+
+pub mod image;
+pub mod metrics;
+pub mod process;
+pub mod proctitle;
+pub mod reaper;
+pub mod rootfs;
+pub mod stdio;
+pub mod systemd;

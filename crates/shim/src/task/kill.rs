@@ -1,0 +1,24 @@
+//! Kill: deliver a signal to the task's process.
+
+use containerd_shim::api::KillRequest;
+
+use super::{no_exec, Tasks};
+use crate::error::{Error, Result};
+use crate::sync::lock;
+
+impl Tasks {
+    /// Kill.
+    pub fn kill(&self, req: KillRequest) -> Result<()> {
+        no_exec(&req.exec_id)?;
+        let task = self.get(&req.id)?;
+        let mut st = lock(&task.state);
+        if !st.is_alive() {
+            return Err(Error::NotFound("process already finished".into()));
+        }
+        task.backend.signal(req.signal, req.all)?;
+        if req.signal == libc::SIGKILL as u32 {
+            st.thawed_by_kill();
+        }
+        Ok(())
+    }
+}
