@@ -24,15 +24,21 @@ export $(TARGET_RUSTFLAGS) := $(STATIC_RUSTFLAGS)
 # List the targets.
 help:
 	@grep -B1 -E '^[a-z-]+:' Makefile | grep -E '^#' | sed 's/^# //'; \
-	 echo "targets: deps tools build test soak bench demo lint install installer-image clean"
+	 echo "targets: deps tools build fixtures test e2e soak bench demo lint install installer-image clean"
 
 # Install the Debian packages the build, the wasm fixtures and the tests need (as root).
 deps:
 	bash test/scripts/deps.sh
 
-# Build every binary once, in release mode (the tests share this build).
+# Build the product once, in release mode: the shim and the wasmcell CLI (the tests share this
+# build). Needs no wasm toolchain.
 build:
-	$(CARGO) build --release --workspace --bins
+	$(CARGO) build --release -p containerd-shim-wasmcell -p wasmcell
+
+# Build the wasm test programs (test/fixtures, with clang for wasm32-wasi from `make deps`) and
+# the tool that writes them out (wasmcell-fixtures, which the demo uses).
+fixtures:
+	$(CARGO) build --release -p wasmcell-e2e --bins
 
 # Lint: formatting and clippy with warnings as errors.
 lint:
@@ -48,6 +54,16 @@ tools:
 test: deps build lint tools
 	bash test/scripts/cargo-test.sh
 
+# One end-to-end suite (a file of test/e2e/tests) against the freshly built binaries, on the
+# pinned containerd 2.x, or on Debian's 1.6 with C=1.6: make e2e T=lifecycle [C=1.6] [ARGS=name]
+e2e: build tools
+	@test -n "$(T)" || { echo "usage: make e2e T=<suite> [C=1.6] [ARGS='<test name> --nocapture']"; \
+	  ls test/e2e/tests | sed 's/\.rs$$//' | paste -sd' '; exit 2; }
+	set -e; source test/tools/env.sh; \
+	  dir=$$WASMCELL_CONTAINERD2; if [ "$(C)" = 1.6 ]; then dir=/usr/bin; fi; \
+	  WASMCELL_CONTAINERD_DIR=$$dir WASMCELL_BIN_DIR=$(CURDIR)/$(BIN) \
+	  $(CARGO) test --release -p wasmcell-e2e --test $(T) -- $(ARGS)
+
 # The long runs (docs/reliability.md): 1,000 exit statuses and 2,000 run/delete cycles of every
 # kind of task on a private containerd 2.x (make test runs both shortened), then every fuzz
 # target for 10 minutes.
@@ -59,6 +75,7 @@ soak: deps build tools
 # Benchmarks: wasmcell against the reference shim (benches/reference-shim, on runwasi's
 # containerd-shim-wasm) and runc, on a private containerd; table on stdout, JSON in target/bench.
 bench: deps build tools reference-shim large-component
+	$(CARGO) build --release -p wasmcell-bench
 	set -e; source test/tools/env.sh; WASMCELL_CONTAINERD_DIR=$$WASMCELL_CONTAINERD2 \
 	  $(BIN)/wasmcell-bench --json target/bench/results.json --component $(LARGE_COMPONENT)
 
@@ -84,7 +101,7 @@ install: build
 	install -m 0755 $(BIN)/containerd-shim-wasmcell-v1 $(BIN)/wasmcell $(PREFIX)/bin/
 
 # Demo: install what is missing, build, install the shim, import a wasm image, run it with ctr.
-demo: deps install
+demo: deps install fixtures
 	BIN=$(BIN) bash test/scripts/demo.sh
 
 # Remove build output.
