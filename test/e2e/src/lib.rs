@@ -44,15 +44,45 @@ pub fn cmdline(pid: i32) -> Vec<String> {
         .collect()
 }
 
-/// Directory of the binaries under test: the profile directory of this test executable
-/// (`target/<profile>`), where `make build` put the shim and the CLI.
+/// Directory of the binaries under test: `WASMCELL_BIN_DIR` (`make e2e` sets it), else the
+/// profile directory of this test executable (`target/<triple>/release`), where `make build`
+/// puts the shim and the CLI. Either way the shim must be there: a test never runs against
+/// binaries it did not find.
 pub fn bin_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("WASMCELL_BIN_DIR") {
-        return PathBuf::from(dir);
+    let dir = match std::env::var_os("WASMCELL_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let exe = std::env::current_exe().unwrap();
+            let deps = exe.parent().unwrap();
+            deps.parent().unwrap().to_owned()
+        }
+    };
+    let shim = dir.join("containerd-shim-wasmcell-v1");
+    assert!(
+        shim.is_file(),
+        "no shim at {}: run `make build` first (or `make e2e T=<suite>`), or set WASMCELL_BIN_DIR",
+        shim.display()
+    );
+    dir
+}
+
+/// Reports the calling test skipped, saying why: what it checks cannot run on this host or
+/// this containerd. The test returns right after. The harness still counts it as passed, so
+/// each skip is also written to `WASMCELL_SKIP_LOG` (set by `test/scripts/cargo-test.sh`, which
+/// reports the skips apart from the passes).
+pub fn skip(why: &str) {
+    let name = std::thread::current().name().unwrap_or("a test").to_owned();
+    eprintln!("SKIPPED {name}: {why}");
+    if let Some(log) = std::env::var_os("WASMCELL_SKIP_LOG") {
+        use std::io::Write;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log);
+        if let Ok(mut file) = file {
+            let _ = writeln!(file, "{name}: {why}");
+        }
     }
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    deps.parent().unwrap().to_owned()
 }
 
 /// `wasmcell image build` arguments of a native busybox image: the host's static busybox as

@@ -352,7 +352,6 @@ fn metrics_pause_resume_and_update() {
     c.import_wasm(IMG, "probe.wasm", fixtures::PROBE);
     let id = "cg-metrics";
     let pid = start(&c, id, &["--memory-limit", "67108864"], &["spin"]);
-    std::thread::sleep(Duration::from_millis(300));
 
     // containerd prints v1's and v2's metrics under their own names; CPU in ns or µs.
     let (usage_key, limit_key, cpu_key, cpu_100ms) = if is_v1() {
@@ -370,14 +369,20 @@ fn metrics_pause_resume_and_update() {
             100_000,
         )
     };
+    let cpu = |m: &std::collections::HashMap<String, String>| -> u64 {
+        m.get(cpu_key).and_then(|v| v.parse().ok()).unwrap_or(0)
+    };
+    // Until the spinning guest has used some CPU.
+    c.wait_until(Duration::from_secs(10), || {
+        cpu(&metrics(&c, id)) > cpu_100ms
+    });
     let m = metrics(&c, id);
     let usage: u64 = m[usage_key].parse().unwrap();
     // Pages of the shared binary and cache files may be charged to whoever read them first, so
     // only the cell's own (anonymous) memory is certain to be here.
     assert!(usage >= 64 * 1024, "the cell's memory is counted: {m:?}");
     assert_eq!(m[limit_key], "67108864");
-    let cpu: u64 = m[cpu_key].parse().unwrap();
-    assert!(cpu > cpu_100ms, "a spinning guest used CPU: {m:?}");
+    assert!(cpu(&m) > cpu_100ms, "a spinning guest used CPU: {m:?}");
     let tasks: u64 = m["pids.current"].parse().unwrap();
     assert!(tasks >= 1, "the cell's threads are counted: {m:?}");
 
@@ -405,8 +410,10 @@ fn metrics_pause_resume_and_update() {
     assert!(events
         .wait_for("/tasks/resumed", id, Duration::from_secs(5))
         .is_some());
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(cpu_ticks(pid) > frozen_at, "a resumed guest runs again");
+    assert!(
+        c.wait_until(Duration::from_secs(5), || cpu_ticks(pid) > frozen_at),
+        "a resumed guest runs again"
+    );
 
     // Update (ctr 1.6 has no command for it): lower the memory limit through the shim's API.
     let client = c.shim_client(id);

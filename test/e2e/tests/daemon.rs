@@ -89,7 +89,7 @@ fn the_forked_daemon_keeps_nothing_of_start_and_reaps_every_exit() {
     std::thread::sleep(Duration::from_secs(1));
     let woke = wakeups(daemon) - before;
     assert!(woke < 20, "the idle daemon woke {woke} times in a second");
-    // SIGTERM to the daemon is ignored, as the framework's daemon ignores it.
+    // SIGTERM to the daemon is ignored, as containerd's shims ignore it.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(daemon),
         nix::sys::signal::Signal::SIGTERM,
@@ -153,14 +153,19 @@ fn assert_nothing_left(bundle: &Path, address: &str, id: &str, out: &std::proces
         !bundle.join("address").exists(),
         "no address file is written"
     );
-    std::thread::sleep(Duration::from_millis(100));
-    let left: Vec<i32> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
-        .filter(|pid| cmdline(*pid).iter().any(|a| a == id))
-        .collect();
-    assert!(left.is_empty(), "processes left: {left:?}");
+    let left = || -> Vec<i32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+            .filter(|pid| cmdline(*pid).iter().any(|a| a == id))
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !left().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(left().is_empty(), "processes left: {:?}", left());
 }
 
 #[test]

@@ -152,7 +152,8 @@ fn a_version_2_config_runs_wasm_through_ctr_and_a_cri_pod() {
 #[test]
 fn a_version_3_config_runs_wasm_through_ctr_and_a_cri_pod() {
     if containerd_major() < 2 {
-        // containerd 1.x has no version 3; install refuses to write one for it (below).
+        // Install refuses to write version 3 for 1.x (below).
+        wasmcell_e2e::skip("containerd 1.x has no config version 3");
         return;
     }
     config_version_runs_through_ctr_and_cri(3);
