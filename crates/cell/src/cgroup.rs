@@ -214,6 +214,20 @@ impl Cgroup {
         }
     }
 
+    /// The files v1 and v2 name alike: the cpuset and the pids limit.
+    fn apply_cpuset_and_pids(&self, r: &Resources) -> Result<()> {
+        if let Some(v) = &r.cpuset_cpus {
+            self.write("cpuset.cpus", v)?;
+        }
+        if let Some(v) = &r.cpuset_mems {
+            self.write("cpuset.mems", v)?;
+        }
+        if let Some(v) = r.pids_limit {
+            self.write("pids.max", &pids_max(v))?;
+        }
+        Ok(())
+    }
+
     fn apply_v1(&self, r: &Resources) -> Result<()> {
         if let Some(limit) = r.memory_limit {
             // memsw must stay ≥ the limit: when lowering, the limit goes first; when raising, swap.
@@ -244,15 +258,7 @@ impl Cgroup {
         if let Some(v) = r.cpu_quota.filter(|v| *v != 0) {
             self.write("cpu.cfs_quota_us", &v.to_string())?;
         }
-        if let Some(v) = &r.cpuset_cpus {
-            self.write("cpuset.cpus", v)?;
-        }
-        if let Some(v) = &r.cpuset_mems {
-            self.write("cpuset.mems", v)?;
-        }
-        if let Some(v) = r.pids_limit {
-            self.write("pids.max", &pids_max(v))?;
-        }
+        self.apply_cpuset_and_pids(r)?;
         for rule in &r.devices {
             let file = if rule.allow {
                 "devices.allow"
@@ -307,15 +313,7 @@ impl Cgroup {
             let period = r.cpu_period.filter(|p| *p != 0).unwrap_or(100_000);
             self.write("cpu.max", &format!("{quota} {period}"))?;
         }
-        if let Some(v) = &r.cpuset_cpus {
-            self.write("cpuset.cpus", v)?;
-        }
-        if let Some(v) = &r.cpuset_mems {
-            self.write("cpuset.mems", v)?;
-        }
-        if let Some(v) = r.pids_limit {
-            self.write("pids.max", &pids_max(v))?;
-        }
+        self.apply_cpuset_and_pids(r)?;
         for (size, limit) in &r.hugepage_limits {
             let name = format!("hugetlb.{size}.max");
             if self.file(&name).is_some_and(|p| p.exists()) {
@@ -524,12 +522,11 @@ fn parse_pids(text: &str) -> Vec<i32> {
 ///
 /// Why the process moves itself rather than being moved by the shim: writing another process's
 /// pid (or a whole thread group) takes the kernel's global `cgroup_threadgroup_rwsem` for
-/// writing, and the first such write after a quiet spell waits for an RCU grace period, about
-/// 10 ms on the test machines (cgroup v1, kernel 6.18). A single thread moving itself through
-/// v1's `tasks` file needs no such lock, since it can neither exit nor exec meanwhile, and takes
-/// about 0.5 ms there. On v2, `cgroup.procs` always moves the thread group and takes the lock, so
-/// the cost is the same as the shim's write; kernels that lock for every write are no slower
-/// either.
+/// writing, and the first such write after a quiet spell waits for an RCU grace period
+/// (milliseconds; docs/performance.md). A single thread moving itself through v1's `tasks` file
+/// needs no such lock, since it can neither exit nor exec meanwhile. On v2, `cgroup.procs` always
+/// moves the thread group and takes the lock, so the cost is the same as the shim's write;
+/// kernels that lock for every write are no slower either.
 pub fn join_self(files: &[PathBuf]) -> Result<()> {
     let threads =
         crate::sys::thread_count().map_err(err("count the threads in /proc/self/status"))?;

@@ -3,9 +3,8 @@
 //!
 //! Why not tonic: the shim daemon lives for one pod, often for one short task, so every Create
 //! paid for a tokio runtime, hyper's HTTP/2 machinery and tower's buffers just to make three
-//! calls. With `make bench`'s throughput at 4 in parallel, taking the lookup out entirely saved
-//! 1.7 ms of the machine's CPU per task (19.4 to 17.7 ms); this client does the same calls with a
-//! few reads and writes each.
+//! calls, a measurable share of the CPU a task costs (docs/performance.md); this client does the
+//! same calls with a few reads and writes each.
 //!
 //! What it speaks (RFC 9113, and gRPC's HTTP/2 mapping):
 //! - The client preface and SETTINGS (no server push; the largest stream window), then a

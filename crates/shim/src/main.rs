@@ -27,7 +27,7 @@ mod task;
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     match args.get(1).and_then(|a| a.to_str()) {
-        Some(backend::cell::CELL_ARG) => wasmcell_cell::main(),
+        Some(backend::CELL_ARG) => wasmcell_cell::main(),
         Some(wasmcell_cell::under_runc::CELL_IN_RUNC_ARG) => wasmcell_cell::under_runc::main(),
         Some(wasmcell_cell::under_runc::COMPILE_ARG) => {
             let rest: Vec<String> = args[2..]

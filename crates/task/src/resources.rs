@@ -27,7 +27,20 @@ pub enum CgroupPath {
     },
 }
 
+/// The spec's `linux.cgroupsPath`, if it has one.
+pub fn cgroups_path_of(spec: &oci_spec::runtime::Spec) -> Option<&str> {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+        .and_then(|p| p.to_str())
+}
+
 impl CgroupPath {
+    /// The cgroup of `spec` ([`CgroupPath::parse`] of its `linux.cgroupsPath`).
+    pub fn of_spec(spec: &oci_spec::runtime::Spec, id: &str) -> Result<CgroupPath, Unsupported> {
+        CgroupPath::parse(cgroups_path_of(spec), id)
+    }
+
     /// Reads `linux.cgroupsPath`. The driver follows the form of the path, as in runc: three
     /// fields separated by `:` and no leading `/` is systemd's `slice:prefix:name`. Without a path,
     /// the container gets `wasmcell/<id>`.

@@ -168,13 +168,7 @@ impl RunSpec {
             stdin,
             cache_dir: cache_dir.to_owned(),
             isolation: Isolation::from_spec(spec)?,
-            cgroup: CgroupPath::parse(
-                spec.linux()
-                    .as_ref()
-                    .and_then(|l| l.cgroups_path().as_ref())
-                    .and_then(|p| p.to_str()),
-                id,
-            )?,
+            cgroup: CgroupPath::of_spec(spec, id)?,
             resources: Resources::from_spec(spec)?,
         })
     }

@@ -4,9 +4,9 @@
 //! Why not a general filter library: the usual layout is one comparison per listed call, in a
 //! row. Since Linux 5.11 the kernel runs every new filter once per system call number of each
 //! architecture when it is installed, to learn which calls it may allow without running it
-//! again, so a row of 130 comparisons costs the cell about 60,000 emulated instructions at every
-//! start (0.2 ms of CPU, measured with `perf`). A search over the sorted numbers answers any call
-//! in about eight comparisons, at install and at every checked call after it.
+//! again, so a row of some 130 comparisons costs the cell tens of thousands of emulated
+//! instructions at every start (docs/performance.md). A search over the sorted numbers answers
+//! any call in about eight comparisons, at install and at every checked call after it.
 //!
 //! Layout of the program:
 //! 1. the architecture check: a call made through another architecture's table kills the process

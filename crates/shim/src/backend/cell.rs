@@ -18,14 +18,11 @@ use wasmcell_cell::{Ready, Role, CONTROL_FD, PROGRAM_FD, START_BYTE, STATUS_FD};
 use wasmcell_task::entrypoint::Entrypoint;
 use wasmcell_task::{runspec, CgroupPath, Resources, RunSpec};
 
-use super::Backend;
+use super::{Backend, CELL_ARG};
 use crate::error::{Error, Result};
 use crate::host::process::{map_fds, pipe, spawn_watched};
 use crate::host::systemd;
 use crate::sync::lock;
-
-/// The argument that makes the shim binary act as a cell.
-pub const CELL_ARG: &str = "cell";
 
 /// How a new cell gets into its cgroup.
 pub enum Placement<'a> {
@@ -223,12 +220,7 @@ fn remove_cgroup_of_bundle(bundle: &Path, id: &str) {
     let Ok(spec) = runspec::load_spec(bundle) else {
         return;
     };
-    let path = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.cgroups_path().as_ref())
-        .and_then(|p| p.to_str());
-    let (Ok(path), Ok(hierarchy)) = (CgroupPath::parse(path, id), Hierarchy::detect()) else {
+    let (Ok(path), Ok(hierarchy)) = (CgroupPath::of_spec(&spec, id), Hierarchy::detect()) else {
         return;
     };
     if let Some((unit, _)) = systemd::scope_of(&path) {

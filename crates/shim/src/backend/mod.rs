@@ -22,6 +22,9 @@ use containerd_shim::protos::protobuf::well_known_types::any::Any;
 
 use crate::error::Result;
 
+/// The argument that makes the shim binary act as a cell (see `wasmcell_cell`).
+pub const CELL_ARG: &str = "cell";
+
 /// A task's process as its backend runs it. The task core calls each method under the task's
 /// state lock, in the order its state machine allows.
 pub trait Backend: Send + Sync {

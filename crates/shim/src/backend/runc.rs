@@ -152,7 +152,7 @@ impl Backend for RuncTask {
 /// The cgroup runc puts a container in, for Stats; `None` for systemd paths (runc asks
 /// systemd, which may place it differently) or when it cannot be read.
 fn runc_cgroup(spec: &oci_spec::runtime::Spec, id: &str) -> Option<Cgroup> {
-    let path = spec.linux().as_ref()?.cgroups_path().as_ref()?.to_str()?;
+    let path = wasmcell_task::resources::cgroups_path_of(spec)?;
     match CgroupPath::parse(Some(path), id).ok()? {
         p @ CgroupPath::Fs(_) => Some(Cgroup::at(Hierarchy::detect().ok()?, &p.relative())),
         CgroupPath::Systemd { .. } => None,

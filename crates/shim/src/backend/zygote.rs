@@ -22,7 +22,7 @@
 //!   as an executed cell would be named) and runs `wasmcell_cell::main`. The zygote answers with
 //!   the pid.
 //! - The cells are the zygote's children, so the zygote reaps them and sends each exit to the
-//!   daemon, which hands it to the framework's exit monitor exactly as its own reaper would. If
+//!   daemon, which hands it to the exit monitor as its reaper (`crate::host::reaper`) would. If
 //!   the zygote dies, its cells are re-parented to the daemon (a subreaper) and reaped there.
 //! - If the zygote cannot be started or stops answering, cells are executed as before
 //!   (`Cell::spawn` falls back), and the shim log says why.
@@ -45,11 +45,10 @@ use nix::sys::socket::{
     recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
     SockFlag, SockType,
 };
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 use wasmcell_cell::{CONTROL_FD, PROGRAM_FD, STATUS_FD};
 
-use crate::backend::cell::CELL_ARG;
+use super::CELL_ARG;
 use crate::error::{Error, Result};
 use crate::host::proctitle::Cmdline;
 use crate::sync::lock;
@@ -184,7 +183,7 @@ fn fork_zygote(daemon_id: &str) -> std::io::Result<Zygote> {
 }
 
 /// The daemon's reader of the zygote's messages: replies go to the waiting request, exits to
-/// the framework's exit monitor.
+/// the exit monitor.
 fn read_zygote(socket: OwnedFd, replies: Sender<std::result::Result<i32, String>>) {
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
@@ -220,7 +219,7 @@ enum Message {
     /// `err <message>`: it could not be forked.
     Failed(String),
     /// `exit <pid> <code>`: a cell ended; the code is its exit status, or 128 + the signal that
-    /// killed it, as the framework's reaper reports.
+    /// killed it, as the daemon's reaper reports.
     Exited(i32, i32),
 }
 
@@ -260,22 +259,12 @@ fn zygote_main(socket: OwnedFd, daemon: Pid, exe: &str, daemon_id: &str) -> std:
     sigchld.add(Signal::SIGCHLD);
     // Only SIGCHLD: the daemon forks the zygote with the signals it reads blocked as well.
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&sigchld), None)?;
-    // SAFETY: creates a new fd from a valid signal set; checked below.
-    let raw =
-        unsafe { libc::signalfd(-1, sigchld.as_ref(), libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
-    if raw < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: signalfd returned a new fd that nothing else owns.
-    let exits = move_high(unsafe { OwnedFd::from_raw_fd(raw) })?;
+    let exits = move_high(crate::host::reaper::signalfd(&sigchld, true)?)?;
     // SAFETY: single-threaded; nothing else reads the environment concurrently.
     unsafe { libc::clearenv() };
     Cmdline::blank_environ()?;
     std::env::set_current_dir("/")?;
-    let null = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")?;
+    let null = crate::host::stdio::open_dev_null()?;
     nix::unistd::dup2_stdin(&null)?;
     nix::unistd::dup2_stdout(&null)?;
     nix::unistd::dup2_stderr(&null)?;
@@ -315,16 +304,8 @@ fn zygote_main(socket: OwnedFd, daemon: Pid, exe: &str, daemon_id: &str) -> std:
 
 /// Reports every cell that has ended.
 fn reap(socket: &OwnedFd) {
-    loop {
-        let message = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) => Message::Exited(pid.as_raw(), code),
-            Ok(WaitStatus::Signaled(pid, signal, _)) => {
-                Message::Exited(pid.as_raw(), 128 + signal as i32)
-            }
-            Ok(WaitStatus::StillAlive) | Err(_) => return,
-            Ok(_) => continue,
-        };
-        let _ = send(socket, &message);
+    while let Some((pid, code)) = crate::host::process::reap_ended_child() {
+        let _ = send(socket, &Message::Exited(pid, code));
     }
 }
 

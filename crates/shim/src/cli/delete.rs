@@ -7,20 +7,25 @@ use std::path::{Path, PathBuf};
 use containerd_shim::api::DeleteResponse;
 use containerd_shim::protos::protobuf::Message;
 
-use super::socket_path;
+use crate::backend::cell::CELL_PID_FILE;
 use crate::backend::config::Config;
+use crate::rpc::socket_path;
 use crate::task::events::timestamp;
 
 /// Cleans up after task `flags.id` of the bundle in the working directory.
 pub fn run(flags: &containerd_shim::Flags) -> Result<(), String> {
-    // runc's exit is learned through the exit monitor, as in the daemon.
-    crate::host::reaper::start()?;
     let bundle = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    let pid = crate::backend::cell::clean_up_after_shim(&bundle, &flags.id).unwrap_or(0);
-    // A native container left behind. containerd runs `shim delete` after every task, so
-    // runc (3 ms of CPU) is started only when it has state for this id.
     let config = Config::from_env(&flags.namespace);
-    if config.runc.knows(&flags.id) {
+    // containerd runs `shim delete` after every task, normally with nothing left to clean up;
+    // only a cell or a runc container left behind needs child processes (runc, systemctl),
+    // whose exits the reaper hands on, as in the daemon.
+    let runc_left = config.runc.knows(&flags.id);
+    if runc_left || bundle.join(CELL_PID_FILE).exists() {
+        crate::host::reaper::start()?;
+    }
+    let pid = crate::backend::cell::clean_up_after_shim(&bundle, &flags.id).unwrap_or(0);
+    // runc, a costly process to start, runs only when it has state for this id.
+    if runc_left {
         if let Err(e) = config.runc.delete(&flags.id) {
             log::warn!("shim delete {}: {e}", flags.id);
         }

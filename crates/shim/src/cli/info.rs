@@ -10,8 +10,9 @@ pub const RUNTIME_ID: &str = "io.containerd.wasmcell.v1";
 /// The version text printed by `-v`.
 pub fn version_text() -> String {
     format!(
-        "containerd-shim-wasmcell-v1:\n  Version:  {}\n  Runtime:  {RUNTIME_ID}\n  Wasmtime: 48.0.8\n",
-        env!("CARGO_PKG_VERSION")
+        "containerd-shim-wasmcell-v1:\n  Version:  {}\n  Runtime:  {RUNTIME_ID}\n  Wasmtime: {}\n",
+        env!("CARGO_PKG_VERSION"),
+        env!("WASMCELL_WASMTIME_VERSION")
     )
 }
 
@@ -44,7 +45,7 @@ pub fn runtime_info(stdin: &[u8]) -> Result<Vec<u8>, String> {
     info.features = Some(features()).into();
     info.annotations.insert(
         "wasmcell.io/engine".to_owned(),
-        "wasmtime 48.0.8".to_owned(),
+        concat!("wasmtime ", env!("WASMCELL_WASMTIME_VERSION")).to_owned(),
     );
     info.write_to_bytes()
         .map_err(|e| format!("encode RuntimeInfo: {e}"))

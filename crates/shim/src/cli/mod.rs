@@ -11,11 +11,6 @@ use std::io::Write;
 /// The annotation the CRI plugin puts on every container of a pod.
 pub const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
 
-/// `/path` of a `unix://` address (as containerd and the framework write it).
-pub fn socket_path(address: &str) -> &str {
-    address.strip_prefix("unix://").unwrap_or(address)
-}
-
 /// Runs the action of `flags` (`start` or `delete`, or `-v` / `-info`); the process's exit
 /// status.
 pub fn run(flags: containerd_shim::Flags) -> i32 {

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use containerd_shim::util::write_address;
 use containerd_shim::StartOpts;
 
-use super::{socket_path, SANDBOX_ID_ANNOTATION};
+use super::SANDBOX_ID_ANNOTATION;
+use crate::rpc::socket_path;
 
 /// Finds or launches the daemon of the container's pod and prints its address.
 pub fn run(flags: &containerd_shim::Flags) -> Result<(), String> {

@@ -9,14 +9,12 @@
 //! a complete process that may do anything. The daemon then:
 //!
 //! 1. takes the shape an executed daemon would have: `/dev/null` as stdio (containerd reads
-//!    `start`'s output until every copy of it is closed), default signal handlers (the framework
-//!    installed its own in `start`), a subreaper, and a command line without `start`;
-//! 2. blocks SIGCHLD, SIGTERM and SIGINT, then forks the zygote (`crate::backend::zygote`) while it still
-//!    has one thread, then limits malloc to one arena for its own threads;
-//! 3. reads those signals through a signalfd in one thread, which hands every exit to the
-//!    framework's exit monitor exactly as the framework's own reaper would, and ignores SIGTERM
-//!    and SIGINT, as the framework's daemon does. They are blocked before the first thread
-//!    exists, since a thread that left SIGCHLD unblocked would take it from the signalfd;
+//!    `start`'s output until every copy of it is closed), default signal handlers, a
+//!    subreaper, and a command line without `start`;
+//! 2. blocks SIGCHLD, SIGTERM and SIGINT, then forks the zygote (`crate::backend::zygote`) while
+//!    it still has one thread, then limits malloc to one arena for its own threads;
+//! 3. reaps its children in one thread (`crate::host::reaper`), which hands every exit to the
+//!    exit monitor and ignores SIGTERM and SIGINT, as containerd's shims do;
 //! 4. sets up the log, the events connection and the ttrpc server on the bound socket, and only
 //!    then tells `start`, which prints the address and exits. A daemon that fails before that
 //!    sends `start` the reason, which containerd shows.
@@ -68,7 +66,7 @@ pub fn launch(opts: &StartOpts, socket: &Path) -> containerd_shim::Result<()> {
     let threads = wasmcell_cell::thread_count()
         .map_err(|e| containerd_shim::Error::Other(format!("count this process's threads: {e}")))?;
     if threads != 1 {
-        // Nothing in `start` starts a thread; a framework that did would make the fork unsafe.
+        // Nothing in `start` starts a thread; anything that did would make the fork unsafe.
         return Err(containerd_shim::Error::Other(format!(
             "shim start has {threads} threads and cannot fork the daemon"
         )));
@@ -133,7 +131,7 @@ fn bind(socket: &Path) -> containerd_shim::Result<Option<UnixListener>> {
     Ok(Some(listener))
 }
 
-/// The daemon's life, in the forked child. Never returns into the framework's `start`.
+/// The daemon's life, in the forked child. Never returns into `start`.
 fn serve(opts: &StartOpts, socket: &Path, listener: UnixListener, mut to_start: UnixStream) -> ! {
     let serving = match set_up(opts, socket, listener) {
         Ok(serving) => serving,
@@ -223,11 +221,7 @@ fn task_service(opts: &StartOpts, exit: Arc<ExitSignal>) -> Result<Service, Stri
 /// `/dev/null` as stdin, stdout and stderr. containerd reads `start`'s stdout and stderr until
 /// every copy of them is closed, and has given `start` its options on stdin.
 fn detach_stdio() -> Result<(), String> {
-    let null = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-        .map_err(|e| format!("open /dev/null: {e}"))?;
+    let null = crate::host::stdio::open_dev_null().map_err(|e| format!("open /dev/null: {e}"))?;
     for (what, result) in [
         ("stdin", nix::unistd::dup2_stdin(&null)),
         ("stdout", nix::unistd::dup2_stdout(&null)),
@@ -238,8 +232,8 @@ fn detach_stdio() -> Result<(), String> {
     Ok(())
 }
 
-/// The handlers an executed daemon starts with: the default for the signals the framework
-/// handled in `start`, and SIGPIPE ignored as Rust programs have it. The zygote and the cells it
+/// The handlers an executed daemon starts with, whatever `start` inherited from containerd: the
+/// default for SIGTERM, SIGINT and SIGCHLD, and SIGPIPE ignored as Rust programs have it. The zygote and the cells it
 /// forks inherit these.
 fn reset_signal_handlers() -> Result<(), String> {
     for (signal, handler) in [

@@ -1,12 +1,12 @@
 //! Starting child processes under the shim's reaper.
 //!
-//! The shim is a subreaper and the framework's signal thread reaps every child (`waitpid(-1)`)
-//! and broadcasts the exit through `containerd_shim::monitor`. So `std::process::Child::wait`
-//! must never be used here: a child's exit is only ever learned from a monitor subscription
-//! taken *before* the child is spawned (so the exit cannot be missed).
+//! The shim is a subreaper and its reaper thread (`super::reaper`) reaps every child
+//! (`waitpid(-1)`) and broadcasts the exit through `containerd_shim::monitor`. So
+//! `std::process::Child::wait` must never be used here: a child's exit is only ever learned from
+//! a monitor subscription taken *before* the child is spawned (so the exit cannot be missed).
 //!
 //! This module also places extra fds at fixed numbers in a child (the cell's protocol fds, a
-//! binary logger's fds 3/4/5), the shim's only `unsafe` code besides the framework's.
+//! binary logger's fds 3/4/5).
 #![allow(unsafe_code)]
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -124,6 +124,26 @@ pub fn pipe() -> Result<(std::fs::File, std::fs::File)> {
     Ok((r.into(), w.into()))
 }
 
+/// Reaps one child that has ended, without waiting: its pid and exit status (`128 + signal` for
+/// one a signal killed); `None` once no ended child is left.
+pub fn reap_ended_child() -> Option<(i32, i32)> {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    loop {
+        match waitpid(None::<nix::unistd::Pid>, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => return Some((pid.as_raw(), code)),
+            Ok(WaitStatus::Signaled(pid, signal, _)) => {
+                return Some((pid.as_raw(), 128 + signal as i32))
+            }
+            Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => return None,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                log::warn!("waitpid: {e}");
+                return None;
+            }
+        }
+    }
+}
+
 /// What a finished helper command printed and how it ended.
 #[derive(Debug)]
 pub struct Output {
@@ -138,7 +158,7 @@ pub struct Output {
 /// Spawns `cmd` under an [`ExitWatch`].
 ///
 /// When `exec` fails in the child, std reaps it with `waitpid` and *asserts* that succeeds; but
-/// the framework's reaper may reap it first, and then std panics. So the program is checked
+/// the shim's reaper may reap it first, and then std panics. So the program is checked
 /// before forking (which also gives the clearer error), and a panic that still happens (the
 /// file changed in between, or exec failed for another reason) is turned into an error.
 pub fn spawn_watched(cmd: &mut Command) -> Result<(Child, ExitWatch)> {

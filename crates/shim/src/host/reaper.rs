@@ -8,8 +8,6 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
 
 /// Blocks the signals and starts the reaping thread (for `shim delete`, which has no zygote
 /// to fork in between).
@@ -20,7 +18,7 @@ pub fn start() -> Result<(), String> {
 
 /// Starts the thread that reaps, reading the signals of `set` (blocked by [`block`]).
 pub fn reap_in_thread(set: &SigSet) -> Result<(), String> {
-    let signals = signalfd(set)?;
+    let signals = signalfd(set, false).map_err(|e| format!("make a signalfd: {e}"))?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || reap_children(signals))
@@ -41,15 +39,14 @@ pub fn block() -> Result<SigSet, String> {
     Ok(set)
 }
 
-/// A signalfd that receives the (blocked) signals of `set`.
-fn signalfd(set: &SigSet) -> Result<OwnedFd, String> {
+/// A signalfd that receives the (blocked) signals of `set`; reads do not wait with
+/// `nonblock`.
+pub fn signalfd(set: &SigSet, nonblock: bool) -> std::io::Result<OwnedFd> {
+    let flags = libc::SFD_CLOEXEC | if nonblock { libc::SFD_NONBLOCK } else { 0 };
     // SAFETY: creates a new fd from a valid signal set; checked below.
-    let raw = unsafe { libc::signalfd(-1, set.as_ref(), libc::SFD_CLOEXEC) };
+    let raw = unsafe { libc::signalfd(-1, set.as_ref(), flags) };
     if raw < 0 {
-        return Err(format!(
-            "make a signalfd: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(std::io::Error::last_os_error());
     }
     // SAFETY: signalfd returned a new fd that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
@@ -80,19 +77,8 @@ fn reap_children(signals: OwnedFd) {
             );
             continue;
         }
-        loop {
-            let (pid, code) = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => (pid, code),
-                Ok(WaitStatus::Signaled(pid, signal, _)) => (pid, 128 + signal as i32),
-                Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => break,
-                Ok(_) => continue,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => {
-                    log::warn!("waitpid: {e}");
-                    break;
-                }
-            };
-            if let Err(e) = containerd_shim::monitor::monitor_notify_by_pid(pid.as_raw(), code) {
+        while let Some((pid, code)) = super::process::reap_ended_child() {
+            if let Err(e) = containerd_shim::monitor::monitor_notify_by_pid(pid, code) {
                 log::error!("hand the exit of {pid} to the exit monitor: {e}");
             }
         }

@@ -2,7 +2,7 @@
 //!
 //! The framework's `mount_rootfs` forks the (multi-threaded) daemon for every mount, so that
 //! it can `chdir` for overlay options too long for one page, and waits for the child through
-//! the reaper: about 1 ms of a cold start on the test machines. The common case needs none of
+//! the reaper, a large share of a cold start (docs/performance.md). The common case needs none of
 //! that: an overlay or bind mount whose options are all filesystem data (`lowerdir=`,
 //! `upperdir=`, `workdir=`, `index=off`…) and fit in a page is one `mount(2)` call, made here
 //! directly. Anything else (a flag word such as `ro` or `rbind`, propagation, loop devices, long

@@ -29,12 +29,13 @@ pub struct Outputs {
     pub logger_pipes: Vec<OwnedFd>,
 }
 
+/// `/dev/null`, for reading and writing.
+pub fn open_dev_null() -> std::io::Result<File> {
+    OpenOptions::new().read(true).write(true).open("/dev/null")
+}
+
 fn dev_null() -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-        .map_err(|e| Error::io("open /dev/null", e))
+    open_dev_null().map_err(|e| Error::io("open /dev/null", e))
 }
 
 fn open_target(what: &'static str, target: &OutputTarget) -> Result<OwnedFd> {

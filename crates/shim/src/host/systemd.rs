@@ -40,12 +40,7 @@ pub fn scope_of(path: &wasmcell_task::CgroupPath) -> Option<(String, String)> {
 /// Whether runc gets `--systemd-cgroup` for `spec` (whose cgroupsPath has systemd's form, on a
 /// host whose init is systemd).
 pub fn drives(spec: &oci_spec::runtime::Spec, id: &str) -> bool {
-    let path = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.cgroups_path().as_ref())
-        .and_then(|p| p.to_str());
-    wasmcell_task::CgroupPath::parse(path, id)
+    wasmcell_task::CgroupPath::of_spec(spec, id)
         .ok()
         .is_some_and(|p| scope_of(&p).is_some())
 }

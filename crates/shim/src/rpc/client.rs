@@ -22,7 +22,7 @@ impl Client {
     /// Connects to `address`, a socket path (`unix://` allowed); a call that gets no answer
     /// within `timeout` fails.
     pub fn connect(address: &str, timeout: Duration) -> std::io::Result<Client> {
-        let path = address.strip_prefix("unix://").unwrap_or(address);
+        let path = super::socket_path(address);
         let stream = UnixStream::connect(path)?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;

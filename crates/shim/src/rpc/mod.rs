@@ -5,19 +5,25 @@
 //! connection, a handler thread, a reader, a writer and two or more request threads, besides its
 //! listener and reaper, and hands every request from the reader to a request thread and every
 //! response on to the writer; its client starts a reader and a writer thread. A daemon serves one
-//! short task, so those threads (about 11 of the 16 a daemon started) and the hand-offs between
-//! them were a large share of the CPU a task costs (`perf`: `clone3` alone took 0.3 ms of the
-//! daemon's 4.7).
-//! Here one thread serves every connection ([`server`]) and answers most requests itself; only
-//! requests that may take long get a thread of their own (Create, which may compile, and Wait,
-//! which lasts as long as the task). The events client ([`client`]) makes its calls from the
-//! thread that sends them.
+//! short task, so those threads and the hand-offs between them were a large share of the CPU a
+//! task costs (docs/performance.md).
+//! Here one thread serves every connection ([`server`]) and answers itself the requests that
+//! never wait; the others get a thread of their own (the daemon names which, in
+//! `crate::daemon`). The events client ([`client`]) makes its calls from the thread that sends
+//! them.
 //!
 //! What stays the crate's: the message types (`ttrpc::Request`, `Response`, `Status`) and the
 //! generated method handlers of containerd's Task service, which this server calls as the
 //! crate's server would.
 
+/// The socket path of a ttrpc address (`unix:///run/...` or a plain path), as containerd and
+/// its shims write them.
+pub fn socket_path(address: &str) -> &str {
+    address.strip_prefix("unix://").unwrap_or(address)
+}
+
 pub mod client;
 pub mod frame;
 pub mod outstanding;
 pub mod server;
+pub mod workers;

@@ -23,6 +23,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::frame::{self, Frame, Header, REQUEST, RESPONSE};
 use crate::rpc::outstanding::Outstanding;
+use crate::rpc::workers::Workers;
 use crate::sync::lock;
 
 /// Method handlers by path (`/containerd.task.v2.Task/Create`), as `create_task` returns them.
@@ -98,6 +99,8 @@ struct Shared {
     inline: Vec<String>,
     /// Requests read and not yet answered.
     in_flight: Outstanding,
+    /// The threads of the requests not answered inline.
+    workers: Workers,
 }
 
 /// One client connection, as the calls answering on it see it.
@@ -126,6 +129,7 @@ impl Server {
             methods,
             inline: inline.iter().map(|m| (*m).to_owned()).collect(),
             in_flight: Outstanding::default(),
+            workers: Workers::default(),
         });
         let serving = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -297,12 +301,11 @@ fn dispatch(shared: &Arc<Shared>, connection: &Arc<Connection>, header: Header, 
         drop(in_flight);
         return;
     }
-    let name = request.method.clone();
-    let (shared, on_thread) = (Arc::clone(shared), Arc::clone(connection));
-    let spawned = std::thread::Builder::new().name(name).spawn(move || {
-        call(&shared, &on_thread, header, &path, request);
+    let (serving, on_thread) = (Arc::clone(shared), Arc::clone(connection));
+    let spawned = shared.workers.run(Box::new(move || {
+        call(&serving, &on_thread, header, &path, request);
         drop(in_flight);
-    });
+    }));
     if let Err(e) = spawned {
         let why = format!("cannot start a thread for the request: {e}");
         answer(connection, header.stream_id, status(Code::UNAVAILABLE, why));

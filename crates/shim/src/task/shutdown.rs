@@ -14,7 +14,9 @@ const EVENT_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 impl Tasks {
     /// Shutdown.
     pub fn shutdown(&self, _req: ShutdownRequest) -> Result<()> {
-        if lock(&self.tasks).is_empty() && lock(&self.creating).is_empty() {
+        // One lock at a time: Create takes `creating` before `tasks`.
+        let idle = lock(&self.tasks).is_empty();
+        if idle && lock(&self.creating).is_empty() {
             // TaskDelete may still be queued; the process ends soon after `on_idle`.
             self.events.flush(EVENT_FLUSH_TIMEOUT);
             (self.on_idle)();
