@@ -5,7 +5,7 @@
 //!    next steps;
 //! 2. the spec is read and the rootfs mounted (`crate::host::rootfs`);
 //! 3. the program is found: a wasm layer of the image, else the rootfs entrypoint;
-//! 4. stdout and stderr are opened (`crate::host::stdio`);
+//! 4. stdout and stderr are opened (`crate::host::streams`);
 //! 5. the plan: a cell for a wasm program whose spec the cell honours (or a pod's sandbox held
 //!    by a pause cell); runc with the cell as its process for a wasm program whose spec asks for
 //!    more; runc for a native program;
@@ -22,7 +22,7 @@ use super::config::{Config, PauseBy};
 use super::{cell, fallback, runc, Launch, Launched, Logger};
 use crate::error::{Error, Result};
 use crate::host::rootfs::MountedRootfs;
-use crate::host::{image, stdio};
+use crate::host::{image, streams};
 
 /// The annotation by which the CRI plugin tells a pod's sandbox (pause) container from the
 /// pod's other containers.
@@ -76,7 +76,7 @@ impl Launch for HostLauncher {
         let rootfs = runspec::rootfs_of(&bundle, &spec);
         let entry = image::find(lookup, id, &mut spec, &rootfs)?;
 
-        let outputs = stdio::open_outputs(id, &config.namespace, &req.stdout, &req.stderr)?;
+        let outputs = streams::open_outputs(id, &config.namespace, &req.stdout, &req.stderr)?;
         let logger_guard = LoggerGuard(outputs.logger_pid);
         let plan = if entry.kind.is_wasm() {
             self.wasm_plan(id, &spec, &rootfs, &req.stdin, &entry.path)?
@@ -97,7 +97,7 @@ impl Launch for HostLauncher {
                 (Box::new(task) as Box<dyn super::Backend>, pid, watched)
             }
             Plan::CellUnderRunc(reason) => {
-                let stdin = stdio::open_native_stdin(&req.stdin)?;
+                let stdin = streams::open_native_stdin(&req.stdin)?;
                 let task = fallback::create(
                     config,
                     id,
@@ -117,7 +117,7 @@ impl Launch for HostLauncher {
             }
             Plan::Native => {
                 drop(entry.file);
-                let stdin = stdio::open_native_stdin(&req.stdin)?;
+                let stdin = streams::open_native_stdin(&req.stdin)?;
                 let task = runc::RuncTask::create(
                     &config.runc,
                     id,
@@ -162,7 +162,7 @@ impl HostLauncher {
         stdin: &str,
         program: &str,
     ) -> Result<Plan> {
-        let cell_stdin = stdio::cell_stdin(stdin);
+        let cell_stdin = streams::cell_stdin(stdin);
         match RunSpec::from_spec(id, spec, rootfs, cell_stdin, &self.config.cache_dir) {
             Ok(mut run) => {
                 run.program = program.to_owned();

@@ -264,7 +264,7 @@ fn zygote_main(socket: OwnedFd, daemon: Pid, exe: &str, daemon_id: &str) -> std:
     unsafe { libc::clearenv() };
     Cmdline::blank_environ()?;
     std::env::set_current_dir("/")?;
-    let null = crate::host::stdio::open_dev_null()?;
+    let null = crate::host::streams::open_dev_null()?;
     nix::unistd::dup2_stdin(&null)?;
     nix::unistd::dup2_stdout(&null)?;
     nix::unistd::dup2_stderr(&null)?;

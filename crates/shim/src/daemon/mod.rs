@@ -221,7 +221,7 @@ fn task_service(opts: &StartOpts, exit: Arc<ExitSignal>) -> Result<Service, Stri
 /// `/dev/null` as stdin, stdout and stderr. containerd reads `start`'s stdout and stderr until
 /// every copy of them is closed, and has given `start` its options on stdin.
 fn detach_stdio() -> Result<(), String> {
-    let null = crate::host::stdio::open_dev_null().map_err(|e| format!("open /dev/null: {e}"))?;
+    let null = crate::host::streams::open_dev_null().map_err(|e| format!("open /dev/null: {e}"))?;
     for (what, result) in [
         ("stdin", nix::unistd::dup2_stdin(&null)),
         ("stdout", nix::unistd::dup2_stdout(&null)),

@@ -8,5 +8,5 @@ pub mod process;
 pub mod proctitle;
 pub mod reaper;
 pub mod rootfs;
-pub mod stdio;
+pub mod streams;
 pub mod systemd;

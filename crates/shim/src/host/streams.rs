@@ -1,4 +1,5 @@
-//! Opening a task's stdio on the shim side: FIFOs, `file://` logs and `binary://` loggers.
+//! A task's standard streams on the shim side: opening the FIFOs, `file://` logs and
+//! `binary://` loggers containerd names (their URIs are parsed by `wasmcell_task::stdio`).
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
