@@ -1,16 +1,20 @@
 //! The threads that answer the requests that may wait, each request on a thread to itself at
 //! once, never behind another in a queue: an idle thread when there is one, else a new one. A
-//! thread that has answered waits (without a timeout, so an idle daemon does not wake) for the
-//! next request, up to [`MAX_IDLE`] of them; a container's requests then cost no thread start.
+//! thread that has answered waits for the next request, up to [`MAX_IDLE`] of them, for
+//! [`IDLE_FOR`]: the requests of one container, which come close together, then cost no thread
+//! start, and an idle daemon keeps no thread (or its memory) it does not need.
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 /// How many answered threads wait for the next request.
 const MAX_IDLE: usize = 4;
+/// How long an answered thread waits for the next request before it ends.
+const IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// A piece of work: answering one request.
 pub type Job = Box<dyn FnOnce() + Send>;
@@ -51,17 +55,25 @@ impl Workers {
             .spawn(move || {
                 job();
                 while wait_idle(&idle) {
-                    match waiting.recv() {
-                        Ok(next) => next(),
-                        Err(_) => return,
-                    }
+                    let next = match waiting.recv_timeout(IDLE_FOR) {
+                        Ok(next) => next,
+                        Err(RecvTimeoutError::Disconnected) => return,
+                        // No longer idle: unless a job was promised to an idle thread
+                        // meanwhile, which then is this one's to take.
+                        Err(RecvTimeoutError::Timeout) if take_one(&idle) => return,
+                        Err(RecvTimeoutError::Timeout) => match waiting.recv() {
+                            Ok(next) => next,
+                            Err(_) => return,
+                        },
+                    };
+                    next();
                 }
             })
             .map(drop)
     }
 }
 
-/// Takes one idle thread's promise, if any.
+/// Takes one idle thread's promise, if any (an idle thread that ends takes its own).
 fn take_one(idle: &AtomicUsize) -> bool {
     idle.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok()
