@@ -20,6 +20,20 @@ fn in_mask(pid: i32, field: &str, signal: i32) -> bool {
     mask & (1 << (signal - 1)) != 0
 }
 
+/// How many of `pid`'s threads are named `name`.
+fn threads_named(pid: i32, name: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter(|t| {
+                    std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name)
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 /// Context switches of all of `pid`'s threads so far.
 fn wakeups(pid: i32) -> u64 {
     let mut total = 0;
@@ -83,11 +97,17 @@ fn the_forked_daemon_keeps_nothing_of_start_and_reaps_every_exit() {
     let cells = c.cell_pids(&["d-sleeper".to_owned()]);
     assert_eq!(cells.len(), 1, "{cells:?}");
     assert_eq!(proc_status(cells[0], "SigBlk"), "0000000000000000");
-    // Idle, the daemon sleeps: every thread waits without a timeout (with the ttrpc crate's
-    // server and client, which poll with a 10 ms timeout, it woke 99 times in this second).
+    // Idle, the daemon sleeps: once its request threads have ended (they wait a second for
+    // the next request), every thread waits without a timeout (with the ttrpc crate's server
+    // and client, which poll with a 10 ms timeout, it woke 99 times in this second).
+    assert!(
+        c.wait_until(Duration::from_secs(10), || threads_named(daemon, "request")
+            == 0),
+        "the request threads of an idle daemon end"
+    );
     let before = wakeups(daemon);
     std::thread::sleep(Duration::from_secs(1));
-    let woke = wakeups(daemon) - before;
+    let woke = wakeups(daemon).saturating_sub(before);
     assert!(woke < 20, "the idle daemon woke {woke} times in a second");
     // SIGTERM to the daemon is ignored, as containerd's shims ignore it.
     nix::sys::signal::kill(
