@@ -10,7 +10,7 @@
 #      pod's wasm service is Ready and the sidecar read its greeting,
 #   5. deletes the cluster (also when a check fails; KEEP=1 keeps it).
 #
-#   make build && bash test/kind/run.sh
+#   make build fixtures && bash test/kind/run.sh
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=../tools/versions.env
@@ -22,6 +22,7 @@ kubectl=(kubectl --context "kind-$cluster")
 
 command -v docker >/dev/null || { echo "run.sh: needs Docker (kind runs its nodes as containers)" >&2; exit 1; }
 [ -x "$bin/wasmcell" ] || { echo "run.sh: no $bin/wasmcell: run make build first" >&2; exit 1; }
+[ -x "$bin/wasmcell-fixtures" ] || { echo "run.sh: no $bin/wasmcell-fixtures: run make fixtures first" >&2; exit 1; }
 kind=$(go env GOPATH)/bin/kind
 [ -x "$kind" ] && "$kind" version | grep -q "$KIND_VERSION" || go install "sigs.k8s.io/kind@$KIND_VERSION"
 

@@ -56,14 +56,12 @@ impl Hierarchy {
 
     fn from_mountinfo(info: &str) -> Hierarchy {
         let mut v1 = Vec::new();
-        for line in info.lines() {
-            let Some((left, right)) = line.split_once(" - ") else {
-                continue;
-            };
-            let mount_point = left.split(' ').nth(4).unwrap_or_default();
-            let mut right = right.split(' ');
-            let fstype = right.next().unwrap_or_default();
-            let super_opts = right.nth(1).unwrap_or_default();
+        for CgroupMount {
+            fstype,
+            mount_point,
+            super_opts,
+        } in cgroup_mounts(info)
+        {
             match fstype {
                 "cgroup2" if mount_point == "/sys/fs/cgroup" => {
                     return Hierarchy::V2(PathBuf::from(mount_point));
@@ -81,6 +79,30 @@ impl Hierarchy {
         }
         Hierarchy::V1(v1)
     }
+}
+
+/// A `cgroup` or `cgroup2` mount, from a line of `/proc/self/mountinfo`.
+struct CgroupMount<'a> {
+    fstype: &'a str,
+    mount_point: &'a str,
+    /// The super block's options: a v1 hierarchy's controllers (or `name=`) among them.
+    super_opts: &'a str,
+}
+
+/// The cgroup mounts of a `/proc/self/mountinfo` text, in its order.
+fn cgroup_mounts(info: &str) -> impl Iterator<Item = CgroupMount<'_>> {
+    info.lines().filter_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let mount_point = left.split(' ').nth(4)?;
+        let mut right = right.split(' ');
+        let fstype = right.next()?;
+        let super_opts = right.nth(1).unwrap_or_default();
+        matches!(fstype, "cgroup" | "cgroup2").then_some(CgroupMount {
+            fstype,
+            mount_point,
+            super_opts,
+        })
+    })
 }
 
 /// One container's cgroup.
@@ -558,30 +580,23 @@ pub fn join_files_of(pid: i32) -> Result<Vec<PathBuf>> {
 /// line (`3:cpu,cpuacct:/path`) goes to the `cgroup` mount whose options carry all of its
 /// controllers (or its `name=`), the v2 line (`0::/path`) to the `cgroup2` mount.
 fn join_files(mountinfo: &str, member: &str) -> Vec<PathBuf> {
-    let mounts: Vec<(&str, &str, Vec<&str>)> = mountinfo
-        .lines()
-        .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let mount_point = left.split(' ').nth(4)?;
-            let mut right = right.split(' ');
-            let fstype = right.next()?;
-            let options = right.nth(1).unwrap_or_default().split(',').collect();
-            Some((fstype, mount_point, options))
-        })
-        .collect();
+    let mounts: Vec<CgroupMount<'_>> = cgroup_mounts(mountinfo).collect();
     member
         .lines()
         .filter_map(|line| {
             let mut parts = line.splitn(3, ':');
             let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
             let (mount_point, file) = if controllers.is_empty() {
-                let (_, mount_point, _) = mounts.iter().find(|(t, _, _)| *t == "cgroup2")?;
-                (mount_point, "cgroup.procs")
+                let mount = mounts.iter().find(|m| m.fstype == "cgroup2")?;
+                (mount.mount_point, "cgroup.procs")
             } else {
-                let (_, mount_point, _) = mounts.iter().find(|(t, _, options)| {
-                    *t == "cgroup" && controllers.split(',').all(|c| options.contains(&c))
+                let mount = mounts.iter().find(|m| {
+                    m.fstype == "cgroup"
+                        && controllers
+                            .split(',')
+                            .all(|c| m.super_opts.split(',').any(|o| o == c))
                 })?;
-                (mount_point, "tasks")
+                (mount.mount_point, "tasks")
             };
             let path = path.trim_start_matches('/');
             // A path the reader's cgroup namespace cannot name has no file here.
