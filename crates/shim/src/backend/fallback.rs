@@ -23,7 +23,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -39,7 +39,7 @@ use wasmcell_task::{runspec, RunSpec};
 use super::config::Config;
 use super::runc::{NativeStdio, RuncTask};
 use crate::error::{Error, Result};
-use crate::host::process::{map_fds, pipe, run_command};
+use crate::host::process::{map_fds, pipe, run_command, send_fds};
 
 /// Where the cell's files are bound in the container.
 const CELL_DIR: &str = "/.wasmcell";
@@ -106,7 +106,8 @@ pub fn create(
         task.pid(),
     )
     .and_then(|compiled| {
-        send_file(&program_w, &compiled).map_err(|e| Error::io("send the compiled program", e))
+        send_fds(program_w.as_fd(), &[0], &[compiled.as_fd()])
+            .map_err(|e| Error::io("send the compiled program", e))
     });
     if let Err(e) = compiled {
         task.discard();
@@ -131,22 +132,6 @@ pub fn create(
         }
     });
     Ok(task)
-}
-
-/// Sends `file` over `socket` with `SCM_RIGHTS` (to the cell under runc, which maps it).
-fn send_file(socket: &UnixStream, file: &File) -> std::io::Result<()> {
-    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-    let fds = [file.as_raw_fd()];
-    let byte = [0u8];
-    sendmsg::<()>(
-        socket.as_raw_fd(),
-        &[std::io::IoSlice::new(&byte)],
-        &[ControlMessage::ScmRights(&fds)],
-        MsgFlags::empty(),
-        None,
-    )
-    .map(drop)
-    .map_err(std::io::Error::from)
 }
 
 /// Loads `name` from the compile cache or compiles it into the cache (the shim binary in

@@ -33,7 +33,7 @@
 //! is linked without PIE); the README weighs this.
 #![allow(unsafe_code)]
 
-use std::io::{IoSlice, IoSliceMut};
+use std::io::IoSliceMut;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Mutex, OnceLock};
@@ -42,8 +42,7 @@ use std::time::Duration;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::socket::{
-    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
-    SockFlag, SockType,
+    recvmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType,
 };
 use nix::unistd::{ForkResult, Pid};
 use wasmcell_cell::{CONTROL_FD, PROGRAM_FD, STATUS_FD};
@@ -108,15 +107,8 @@ impl Zygote {
         let replies = lock(&self.replies);
         // A reply that arrived after an earlier request gave up waiting is stale.
         while replies.try_recv().is_ok() {}
-        let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
-        sendmsg::<()>(
-            self.socket.as_raw_fd(),
-            &[IoSlice::new(id.as_bytes())],
-            &[ControlMessage::ScmRights(&raw)],
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        )
-        .map_err(|e| Error::io("send a cell request to the zygote", e))?;
+        crate::host::process::send_fds(self.socket.as_fd(), id.as_bytes(), &fds)
+            .map_err(|e| Error::io("send a cell request to the zygote", e))?;
         match replies.recv_timeout(REPLY_TIMEOUT) {
             Ok(Ok(pid)) => Ok(pid),
             Ok(Err(message)) => Err(Error::Internal(format!("zygote: {message}"))),

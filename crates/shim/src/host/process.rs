@@ -9,7 +9,7 @@
 //! binary logger's fds 3/4/5).
 #![allow(unsafe_code)]
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::RecvTimeoutError;
@@ -122,6 +122,27 @@ pub fn pipe() -> Result<(std::fs::File, std::fs::File)> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| Error::io("create pipe", e))?;
     Ok((r.into(), w.into()))
+}
+
+/// Sends `bytes` with the files `fds` (`SCM_RIGHTS`) over the unix socket `socket`, without
+/// SIGPIPE when the peer is gone: a cell request to the zygote, a compiled program to a cell
+/// under runc.
+pub fn send_fds(
+    socket: BorrowedFd<'_>,
+    bytes: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> std::io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    sendmsg::<()>(
+        socket.as_raw_fd(),
+        &[std::io::IoSlice::new(bytes)],
+        &[ControlMessage::ScmRights(&raw)],
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map(drop)
+    .map_err(std::io::Error::from)
 }
 
 /// Reaps one child that has ended, without waiting: its pid and exit status (`128 + signal` for
