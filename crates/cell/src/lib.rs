@@ -24,7 +24,6 @@
 #![deny(unsafe_code)]
 
 mod boundary;
-pub mod cgroup;
 pub mod compiler;
 mod pause;
 mod protocol;
@@ -37,7 +36,6 @@ pub use protocol::{
     parse_status, write_orders, write_status, Orders, Ready, Role, CONTROL_FD, OOM_KILLED,
     PROGRAM_FD, START_BYTE, STATUS_FD,
 };
-pub use sys::thread_count;
 
 /// The preopens' mounts as the cell makes them (exposed for the crate's integration tests,
 /// which check the kernel's flags on them).
@@ -146,7 +144,7 @@ fn prepare(control: &mut BufReader<File>) -> Result<(Work, Ready), String> {
     // First, while the cell is still single-threaded and has loaded nothing: everything after
     // this is charged to the container's cgroup.
     let joining = Instant::now();
-    cgroup::join_self(&orders.cgroup_join).map_err(|e| e.to_string())?;
+    wasmcell_cgroup::join_self(&orders.cgroup_join).map_err(|e| e.to_string())?;
     let join_time = joining.elapsed();
     let spec = orders.spec;
     let program = if spec.program.is_empty() {

@@ -22,7 +22,7 @@ pub const START_BYTE: u8 = b'S';
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Orders<S = RunSpec> {
     /// The files the cell writes `0` into to move itself into the container's cgroup
-    /// ([`crate::cgroup::join_self`]).
+    /// ([`wasmcell_cgroup::join_self`]).
     pub cgroup_join: Vec<PathBuf>,
     /// What the cell is for.
     #[serde(default)]

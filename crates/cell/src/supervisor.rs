@@ -163,7 +163,7 @@ fn report_oom_kill() {
     let n = unsafe { libc::pread(OOM_KILLS_FD, text.as_mut_ptr().cast(), text.len(), 0) };
     let Ok(n) = usize::try_from(n) else { return };
     let text = String::from_utf8_lossy(&text[..n]);
-    if crate::cgroup::parse_oom_kills(&text) > 0 {
+    if wasmcell_cgroup::parse_oom_kills(&text) > 0 {
         let line = format!("{}\n", crate::OOM_KILLED);
         // SAFETY: writes the bytes of a live buffer. SIGPIPE is ignored: a shim that has gone
         // away makes this fail, not kill the supervisor.

@@ -146,16 +146,6 @@ pub fn fork_run(child: impl FnOnce() -> i32) -> std::io::Result<nix::unistd::Pid
     }
 }
 
-/// The `Threads:` count of `/proc/self/status`.
-pub fn thread_count() -> std::io::Result<usize> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|n| n.trim().parse().ok())
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no Threads: line"))
-}
-
 /// Installs a seccomp filter on the calling thread (and so on the threads it creates later).
 /// Needs `no_new_privs` or `CAP_SYS_ADMIN`.
 pub fn install_seccomp_filter(

@@ -87,9 +87,9 @@ pub fn compile_main(args: &[String]) -> ! {
 /// mount namespace, which only the compiler child joins (this process keeps the host's to
 /// reach the compile cache); returns that one. Everything is opened before anything is joined.
 fn enter_container(pid: i32) -> Result<Option<std::fs::File>, String> {
-    let join = crate::cgroup::join_files_of(pid).map_err(|e| e.to_string())?;
+    let join = wasmcell_cgroup::join_files_of(pid).map_err(|e| e.to_string())?;
     let mut namespaces = crate::boundary::namespaces_of(pid)?;
-    crate::cgroup::join_self(&join).map_err(|e| e.to_string())?;
+    wasmcell_cgroup::join_self(&join).map_err(|e| e.to_string())?;
     let mount = namespaces
         .iter()
         .position(|(kind, _)| *kind == NamespaceKind::Mount)

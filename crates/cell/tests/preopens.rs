@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use wasmcell_task::RunSpec;
+use wasmcell_task::Bundle;
 
 /// Whether the filesystem behind `path` is mounted read-only (`statvfs`'s `ST_RDONLY`).
 fn read_only(path: &Path) -> Result<bool, String> {
@@ -48,7 +48,13 @@ fn checks(root: &Path) -> Result<(), String> {
         ]
     }))
     .map_err(|e| format!("spec: {e}"))?;
-    let spec = RunSpec::from_spec("t", &oci, &rootfs, None, Path::new("/tmp"))
+    let bundle = Bundle {
+        dir: root.to_owned(),
+        spec: oci,
+        rootfs: rootfs.clone(),
+    };
+    let spec = bundle
+        .run_spec("t", None, Path::new("/tmp"))
         .map_err(|e| format!("run spec: {e}"))?;
     let grants: Vec<(&str, bool)> = spec
         .preopens

@@ -21,5 +21,5 @@ pub use entrypoint::{Entrypoint, ProgramKind};
 pub use error::{Error, Result};
 pub use isolation::Isolation;
 pub use resources::{CgroupPath, Resources};
-pub use runspec::{Preopen, RunSpec};
+pub use runspec::{Bundle, Preopen, RunSpec};
 pub use state::{ExitStatus, Status, TaskState};

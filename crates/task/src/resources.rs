@@ -1,5 +1,5 @@
 //! [`Resources`] and [`CgroupPath`]: the cgroup a spec puts its container in, and the limits it
-//! sets there, in the form the cgroup code applies them (`wasmcell_cell::cgroup`).
+//! sets there, in the form the cgroup code applies them (`wasmcell_cgroup`).
 //!
 //! Built from `linux.resources` at Create and from the `LinuxResources` of an Update. What the cell
 //! cannot apply is [`Unsupported`], so the container is never run with looser limits than asked.

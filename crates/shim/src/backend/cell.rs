@@ -13,10 +13,10 @@ use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use wasmcell_cell::cgroup::{Cgroup, Hierarchy};
 use wasmcell_cell::{Ready, Role, CONTROL_FD, PROGRAM_FD, START_BYTE, STATUS_FD};
+use wasmcell_cgroup::{Cgroup, Hierarchy};
 use wasmcell_task::entrypoint::Entrypoint;
-use wasmcell_task::{runspec, CgroupPath, Resources, RunSpec};
+use wasmcell_task::{Bundle, CgroupPath, Resources, RunSpec};
 
 use super::{Backend, CELL_ARG};
 use crate::error::{Error, Result};
@@ -217,10 +217,11 @@ pub fn clean_up_after_shim(bundle: &Path, id: &str) -> Option<u32> {
 
 /// Removes the cgroup of a cell whose shim died, found from the bundle's spec.
 fn remove_cgroup_of_bundle(bundle: &Path, id: &str) {
-    let Ok(spec) = runspec::load_spec(bundle) else {
+    let Ok(bundle) = Bundle::read(bundle) else {
         return;
     };
-    let (Ok(path), Ok(hierarchy)) = (CgroupPath::of_spec(&spec, id), Hierarchy::detect()) else {
+    let path = CgroupPath::of_spec(&bundle.spec, id);
+    let (Ok(path), Ok(hierarchy)) = (path, Hierarchy::detect()) else {
         return;
     };
     if let Some((unit, _)) = systemd::scope_of(&path) {
@@ -334,7 +335,7 @@ impl Cell {
         let oom_kill_file = place.cgroup().oom_kill_file();
 
         // The cell moves itself into the cgroup before it loads anything (see
-        // `wasmcell_cell::cgroup::join_self` for why it is not moved from here), unless systemd
+        // `wasmcell_cgroup::join_self` for why it is not moved from here), unless systemd
         // puts it there.
         let join = match place {
             Placement::JoinItself(cgroup) => cgroup.self_join_files(),

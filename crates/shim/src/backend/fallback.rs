@@ -33,8 +33,9 @@ use oci_spec::runtime::Spec;
 use wasmcell_cell::under_runc::{CELL_IN_RUNC_ARG, COMPILE_ARG};
 use wasmcell_cell::PROGRAM_FD;
 use wasmcell_task::isolation::Isolation;
+use wasmcell_task::isolation::Unsupported;
 use wasmcell_task::resources::{CgroupPath, Resources};
-use wasmcell_task::{runspec, RunSpec};
+use wasmcell_task::{Bundle, Entrypoint, RunSpec};
 
 use super::config::Config;
 use super::runc::{NativeStdio, RuncTask};
@@ -46,24 +47,21 @@ const CELL_DIR: &str = "/.wasmcell";
 /// The bundle of the runc container, below the task's bundle.
 const BUNDLE_DIR: &str = "runc-cell";
 
-/// Creates the runc container of a wasm task. `reason`: what the cell cannot honour, for the
-/// log.
-#[allow(clippy::too_many_arguments)]
+/// Creates the runc container of wasm task `id`, whose program is `program`. `reason`: what the
+/// cell cannot honour, for the log.
 pub fn create(
     config: &Config,
     id: &str,
-    bundle: &Path,
-    spec: &Spec,
-    rootfs: &Path,
-    program: (&str, File),
+    bundle: &Bundle,
+    program: Entrypoint,
     stdio: NativeStdio,
-    reason: &str,
+    reason: &Unsupported,
 ) -> Result<RuncTask> {
     log::warn!("task {id}: runs under runc with the cell as its process: {reason}");
-    let (name, file) = program;
-    let run = run_spec(id, spec, rootfs)?;
+    let run = run_spec(id, bundle)?;
+    let (spec, rootfs) = (&bundle.spec, &bundle.rootfs);
 
-    let cell_bundle = bundle.join(BUNDLE_DIR);
+    let cell_bundle = bundle.dir.join(BUNDLE_DIR);
     std::fs::create_dir_all(&cell_bundle)
         .map_err(|e| Error::io(format!("create {}", cell_bundle.display()), e))?;
     let runc_config = runc_spec(spec, rootfs, id)?;
@@ -90,7 +88,6 @@ pub fn create(
         &config.runc,
         id,
         bundle,
-        spec,
         &cell_bundle,
         stdio,
         &[&control_r.as_fd(), &status_w.as_fd(), &program_r.as_fd()],
@@ -101,8 +98,8 @@ pub fn create(
     let compiled = compile(
         &config.cache_dir,
         config.prepare_timeout,
-        name,
-        file,
+        &program.path,
+        program.file,
         task.pid(),
     )
     .and_then(|compiled| {
@@ -186,19 +183,18 @@ fn compile(
 
 /// The run spec as the process in the container sees it: `/` is the rootfs, each directory bind
 /// mount is at its destination (runc mounted it there).
-fn run_spec(id: &str, spec: &Spec, rootfs: &Path) -> Result<RunSpec> {
-    let process = spec
-        .process()
-        .as_ref()
-        .ok_or(wasmcell_task::Error::NoProcess)?;
-    let preopens = runspec::preopens(rootfs, spec)
+fn run_spec(id: &str, bundle: &Bundle) -> Result<RunSpec> {
+    let process = bundle.process()?;
+    let preopens = bundle
+        .preopens()
         .into_iter()
         .map(|mut p| {
             p.host = PathBuf::from(&p.guest);
             p
         })
         .collect();
-    let memory_limit = spec
+    let memory_limit = bundle
+        .spec
         .linux()
         .as_ref()
         .and_then(|l| l.resources().as_ref())
@@ -208,7 +204,7 @@ fn run_spec(id: &str, spec: &Spec, rootfs: &Path) -> Result<RunSpec> {
         id: id.to_owned(),
         args: process.args().clone().unwrap_or_default(),
         program: String::new(),
-        env: runspec::split_env(process.env().as_deref().unwrap_or_default()),
+        env: bundle.env()?,
         cwd: process.cwd().to_string_lossy().into_owned(),
         rootfs: PathBuf::from("/"),
         preopens,

@@ -1,28 +1,31 @@
-//! The real [`Launch`]: one Create's work on the host, in order. The bundle is read once, into
-//! a [`Plan`] that names the backend and carries what it needs:
+//! The real [`Launch`]: one Create's work on the host. The request and the bundle are read
+//! once, into a [`Plan`] (spec, rootfs, program, stdio, and the backend with what it needs:
+//! the cell's [`RunSpec`] with its isolation and resources, or what sends the task to runc),
+//! which the chosen backend then carries out:
 //!
 //! 1. the image lookup starts in a thread of its own (`crate::host::image`), overlapping the
 //!    next steps;
-//! 2. the spec is read and the rootfs mounted (`crate::host::rootfs`);
+//! 2. the bundle is read ([`Bundle`]) and the rootfs mounted (`crate::host::rootfs`);
 //! 3. the program is found: a wasm layer of the image, else the rootfs entrypoint;
 //! 4. stdout and stderr are opened (`crate::host::streams`);
-//! 5. the plan: a cell for a wasm program whose spec the cell honours (or a pod's sandbox held
-//!    by a pause cell); runc with the cell as its process for a wasm program whose spec asks for
-//!    more; runc for a native program;
+//! 5. the backend is chosen ([`How`]): a cell for a wasm program whose spec the cell honours (or
+//!    a pod's sandbox held by a pause cell); runc with the cell as its process for a wasm
+//!    program whose spec asks for more; runc for a native program;
 //! 6. the backend makes the process (`super::cell`, `super::fallback`, `super::runc`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use containerd_shim::api::CreateTaskRequest;
 use wasmcell_cell::Role;
 use wasmcell_task::isolation::Unsupported;
-use wasmcell_task::{runspec, RunSpec};
+use wasmcell_task::{Bundle, Entrypoint, RunSpec};
 
 use super::config::{Config, PauseBy};
-use super::{cell, fallback, runc, Launch, Launched, Logger};
+use super::{cell, fallback, runc, Backend, Launch, Launched, Logger};
 use crate::error::{Error, Result};
+use crate::host::image;
 use crate::host::rootfs::MountedRootfs;
-use crate::host::{image, streams};
+use crate::host::streams::{self, Outputs};
 
 /// The annotation by which the CRI plugin tells a pod's sandbox (pause) container from the
 /// pod's other containers.
@@ -40,8 +43,24 @@ impl HostLauncher {
     }
 }
 
-/// How Create runs a container.
-enum Plan {
+/// One Create, read and decided once.
+pub struct Plan {
+    /// The container's id.
+    pub id: String,
+    /// Its bundle: the spec (with the args the guest gets) and the rootfs.
+    pub bundle: Bundle,
+    /// Its program, open.
+    pub program: Entrypoint,
+    /// Its stdout and stderr, open, and the binary logger serving them.
+    pub outputs: Outputs,
+    /// containerd's stdin for it (a FIFO path, or empty for none).
+    pub stdin: String,
+    /// Which backend runs it.
+    pub how: How,
+}
+
+/// Which backend runs a container, with what that backend needs beyond the [`Plan`].
+pub enum How {
     /// A wasm program in a cell, or a pod's sandbox held by a pause cell.
     Cell(Box<RunSpec>, Role),
     /// A wasm program whose spec the cell cannot honour: under runc, with the cell as the
@@ -69,136 +88,136 @@ impl Launch for HostLauncher {
     fn launch(&self, req: &CreateTaskRequest) -> Result<Launched> {
         let config = &self.config;
         let id = req.id.as_str();
-        let bundle = PathBuf::from(&req.bundle);
         let lookup = image::start_lookup(config.containerd_address.clone(), &config.namespace, id);
-        let mut spec = runspec::load_spec(&bundle)?;
-        let mounted = MountedRootfs::mount(&bundle, &req.rootfs)?;
-        let rootfs = runspec::rootfs_of(&bundle, &spec);
-        let entry = image::find(lookup, id, &mut spec, &rootfs)?;
-
+        let mut bundle = Bundle::read(Path::new(&req.bundle))?;
+        let mounted = MountedRootfs::mount(&bundle.dir, &req.rootfs)?;
+        let program = image::find(lookup, id, &mut bundle)?;
         let outputs = streams::open_outputs(id, &config.namespace, &req.stdout, &req.stderr)?;
         let logger_guard = LoggerGuard(outputs.logger_pid);
-        let plan = if entry.kind.is_wasm() {
-            self.wasm_plan(id, &spec, &rootfs, &req.stdin, &entry.path)?
+        let how = if program.kind.is_wasm() {
+            self.wasm_backend(id, &bundle, &req.stdin)?
         } else {
-            self.native_plan(id, &spec, &rootfs)
+            self.native_backend(id, &bundle)
         };
-        let (backend, pid, watched) = match plan {
-            Plan::Cell(run, role) => {
-                let (task, pid, watched) = cell::launch(
-                    &run,
-                    role,
-                    entry,
-                    outputs.stdout,
-                    outputs.stderr,
-                    config.prepare_timeout,
-                    &bundle,
-                )?;
-                (Box::new(task) as Box<dyn super::Backend>, pid, watched)
-            }
-            Plan::CellUnderRunc(reason) => {
-                let stdin = streams::open_native_stdin(&req.stdin)?;
-                let task = fallback::create(
-                    config,
-                    id,
-                    &bundle,
-                    &spec,
-                    &rootfs,
-                    (&entry.path, entry.file),
-                    runc::NativeStdio {
-                        stdin,
-                        stdout: outputs.stdout.into(),
-                        stderr: outputs.stderr.into(),
-                    },
-                    &reason.to_string(),
-                )?;
-                let pid = task.pid();
-                (Box::new(task) as Box<dyn super::Backend>, pid as u32, pid)
-            }
-            Plan::Native => {
-                drop(entry.file);
-                let stdin = streams::open_native_stdin(&req.stdin)?;
-                let task = runc::RuncTask::create(
-                    &config.runc,
-                    id,
-                    &bundle,
-                    &spec,
-                    runc::NativeStdio {
-                        stdin,
-                        stdout: outputs.stdout.into(),
-                        stderr: outputs.stderr.into(),
-                    },
-                )?;
-                log::info!(
-                    "task {id}: native entrypoint {}, created with runc",
-                    entry.path
-                );
-                let pid = task.pid();
-                (Box::new(task) as Box<dyn super::Backend>, pid as u32, pid)
-            }
+        let plan = Plan {
+            id: id.to_owned(),
+            bundle,
+            program,
+            outputs,
+            stdin: req.stdin.clone(),
+            how,
         };
+        let launched = self.carry_out(plan)?;
         std::mem::forget(logger_guard);
         Ok(Launched {
-            backend,
-            pid,
-            watched,
             rootfs: mounted.keep(),
-            logger: outputs.logger_pid.map(|pid| Logger {
-                pid,
-                pipes: outputs.logger_pipes,
-            }),
+            ..launched
         })
     }
 }
 
 impl HostLauncher {
+    /// Has the plan's backend make the task's process (the rootfs is left to the caller).
+    fn carry_out(&self, plan: Plan) -> Result<Launched> {
+        let config = &self.config;
+        let Plan {
+            id,
+            bundle,
+            program,
+            outputs,
+            stdin,
+            how,
+        } = plan;
+        let logger = outputs.logger_pid.map(|pid| Logger {
+            pid,
+            pipes: outputs.logger_pipes,
+        });
+        let (backend, pid, watched): (Box<dyn Backend>, u32, i32) = match how {
+            How::Cell(run, role) => {
+                let (task, pid, watched) = cell::launch(
+                    &run,
+                    role,
+                    program,
+                    outputs.stdout,
+                    outputs.stderr,
+                    config.prepare_timeout,
+                    &bundle.dir,
+                )?;
+                (Box::new(task), pid, watched)
+            }
+            How::CellUnderRunc(reason) => {
+                let stdio = runc::NativeStdio {
+                    stdin: streams::open_native_stdin(&stdin)?,
+                    stdout: outputs.stdout.into(),
+                    stderr: outputs.stderr.into(),
+                };
+                let task = fallback::create(config, &id, &bundle, program, stdio, &reason)?;
+                let pid = task.pid();
+                (Box::new(task), pid as u32, pid)
+            }
+            How::Native => {
+                let Entrypoint { file, path, .. } = program;
+                drop(file);
+                let stdio = runc::NativeStdio {
+                    stdin: streams::open_native_stdin(&stdin)?,
+                    stdout: outputs.stdout.into(),
+                    stderr: outputs.stderr.into(),
+                };
+                let task = runc::RuncTask::create(&config.runc, &id, &bundle, stdio)?;
+                log::info!("task {id}: native entrypoint {path}, created with runc");
+                let pid = task.pid();
+                (Box::new(task), pid as u32, pid)
+            }
+        };
+        Ok(Launched {
+            backend,
+            pid,
+            watched,
+            rootfs: None,
+            logger,
+        })
+    }
+
     /// How a container whose program is wasm runs: in a cell, unless its spec asks for what
     /// the cell cannot build; then under runc, never in a weaker cell.
-    fn wasm_plan(
-        &self,
-        id: &str,
-        spec: &oci_spec::runtime::Spec,
-        rootfs: &Path,
-        stdin: &str,
-        program: &str,
-    ) -> Result<Plan> {
+    fn wasm_backend(&self, id: &str, bundle: &Bundle, stdin: &str) -> Result<How> {
         let cell_stdin = streams::cell_stdin(stdin);
-        match RunSpec::from_spec(id, spec, rootfs, cell_stdin, &self.config.cache_dir) {
-            Ok(mut run) => {
-                run.program = program.to_owned();
+        match bundle.run_spec(id, cell_stdin, &self.config.cache_dir) {
+            Ok(run) => {
                 let profile = run.isolation.seccomp.as_ref();
                 Ok(match profile.map(wasmcell_cell::seccomp::check_profile) {
-                    Some(Err(reason)) => Plan::CellUnderRunc(Unsupported(reason)),
-                    _ => Plan::Cell(Box::new(run), Role::Guest),
+                    Some(Err(reason)) => How::CellUnderRunc(Unsupported(reason)),
+                    _ => How::Cell(Box::new(run), Role::Guest),
                 })
             }
-            Err(wasmcell_task::Error::Unsupported(reason)) => Ok(Plan::CellUnderRunc(reason)),
+            Err(wasmcell_task::Error::Unsupported(reason)) => Ok(How::CellUnderRunc(reason)),
             Err(e) => Err(Error::from(e)),
         }
     }
 
     /// How a container whose program is native runs: a pod's sandbox in a pause cell, when
     /// that is configured and the cell can honour its spec; anything else under runc.
-    fn native_plan(&self, id: &str, spec: &oci_spec::runtime::Spec, rootfs: &Path) -> Plan {
-        let sandbox = spec
+    fn native_backend(&self, id: &str, bundle: &Bundle) -> How {
+        let sandbox = bundle
+            .spec
             .annotations()
             .as_ref()
             .and_then(|a| a.get(CONTAINER_TYPE_ANNOTATION))
             .is_some_and(|t| t == "sandbox");
         if !sandbox || self.config.pause == PauseBy::Runc {
-            return Plan::Native;
+            return How::Native;
         }
-        // The pause cell's own filter (a handful of calls: wait for signals, reap, exit) is
-        // narrower than any profile a sandbox's spec can carry, so it takes the profile's place.
-        let mut spec = spec.clone();
-        if let Some(linux) = spec.linux_mut() {
-            linux.set_seccomp(None);
-        }
-        match RunSpec::from_spec(id, &spec, rootfs, None, &self.config.cache_dir) {
-            Ok(run) => Plan::Cell(Box::new(run), Role::Pause),
+        match bundle.run_spec(id, None, &self.config.cache_dir) {
+            Ok(mut run) => {
+                // The pause cell's own filter (a handful of calls: wait for signals, reap,
+                // exit) is narrower than any profile a sandbox's spec can carry, so it takes
+                // the profile's place.
+                run.isolation.seccomp = None;
+                How::Cell(Box::new(run), Role::Pause)
+            }
             Err(e) => {
                 log::info!("task {id}: pod sandbox under runc: {e}");
-                Plan::Native
+                How::Native
             }
         }
     }

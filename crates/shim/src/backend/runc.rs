@@ -10,7 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
-use wasmcell_cell::cgroup::{Cgroup, Hierarchy};
+use wasmcell_cgroup::{Cgroup, Hierarchy};
+use wasmcell_task::Bundle;
 use wasmcell_task::CgroupPath;
 
 use super::Backend;
@@ -51,36 +52,31 @@ pub struct RuncTask {
 }
 
 impl RuncTask {
-    /// `runc create` of the container of `spec` in `bundle`, with the process's `stdio` and
-    /// `extra_fds` (see [`Runc::create`]).
+    /// `runc create` of the container of `bundle` from the runc bundle `runc_bundle` (its spec
+    /// may differ from the container's), with the process's `stdio` and `extra_fds` (see
+    /// [`Runc::create`]).
     pub fn create_with(
         runc: &Runc,
         id: &str,
-        bundle: &Path,
-        spec: &oci_spec::runtime::Spec,
+        bundle: &Bundle,
         runc_bundle: &Path,
         stdio: NativeStdio,
         extra_fds: &[&dyn AsFd],
     ) -> Result<RuncTask> {
+        let spec = &bundle.spec;
         let pid = runc.create(id, runc_bundle, stdio, extra_fds, systemd::drives(spec, id))?;
         Ok(RuncTask {
             runc: runc.clone(),
             id: id.to_owned(),
-            bundle: bundle.to_owned(),
+            bundle: bundle.dir.clone(),
             pid,
             cgroup: runc_cgroup(spec, id),
         })
     }
 
     /// `runc create` of a native container (its bundle is containerd's).
-    pub fn create(
-        runc: &Runc,
-        id: &str,
-        bundle: &Path,
-        spec: &oci_spec::runtime::Spec,
-        stdio: NativeStdio,
-    ) -> Result<RuncTask> {
-        RuncTask::create_with(runc, id, bundle, spec, bundle, stdio, &[])
+    pub fn create(runc: &Runc, id: &str, bundle: &Bundle, stdio: NativeStdio) -> Result<RuncTask> {
+        RuncTask::create_with(runc, id, bundle, &bundle.dir, stdio, &[])
     }
 
     /// The container's init pid.

@@ -43,10 +43,12 @@ fn start(opts: &StartOpts) -> containerd_shim::Result<String> {
 /// The id that decides which shim serves a container: its pod's sandbox id, so that all
 /// containers of a pod share one shim; a container outside Kubernetes gets a shim of its own.
 pub fn grouping_id(bundle: &Path, id: &str) -> String {
-    wasmcell_task::runspec::load_spec(bundle)
+    wasmcell_task::Bundle::read(bundle)
         .ok()
-        .and_then(|spec| {
-            spec.annotations()
+        .and_then(|bundle| {
+            bundle
+                .spec
+                .annotations()
                 .as_ref()
                 .and_then(|a| a.get(SANDBOX_ID_ANNOTATION).cloned())
         })

@@ -63,7 +63,7 @@ const SHUTDOWN_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 /// the daemon serves (or, when another `start` of the same pod won the race to bind the socket,
 /// once that one's daemon answers), or with the reason it could not.
 pub fn launch(opts: &StartOpts, socket: &Path) -> containerd_shim::Result<()> {
-    let threads = wasmcell_cell::thread_count()
+    let threads = wasmcell_cgroup::thread_count()
         .map_err(|e| containerd_shim::Error::Other(format!("count this process's threads: {e}")))?;
     if threads != 1 {
         // Nothing in `start` starts a thread; anything that did would make the fork unsafe.

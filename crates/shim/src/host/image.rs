@@ -7,12 +7,12 @@
 //! the image is ever deserialized as native code.
 
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 
 use oci_spec::runtime::Spec;
 use wasmcell_image::artifact::{self, Lookup};
 use wasmcell_image::containerd::Containerd;
 use wasmcell_task::entrypoint::{self, Entrypoint};
+use wasmcell_task::Bundle;
 
 use crate::error::{Error, Result};
 
@@ -54,8 +54,8 @@ fn lookup(address: Option<&str>, namespace: &str, id: &str) -> Result<Lookup> {
 }
 
 /// Finds the program of container `id`, from its image (`lookup`) or its rootfs. A wasm layer
-/// given no `process.args` gets the layer's name as `argv[0]` (written into `spec`).
-pub fn find(lookup: PendingLookup, id: &str, spec: &mut Spec, rootfs: &Path) -> Result<Entrypoint> {
+/// given no `process.args` gets the layer's name as `argv[0]` (written into the bundle's spec).
+pub fn find(lookup: PendingLookup, id: &str, bundle: &mut Bundle) -> Result<Entrypoint> {
     let image = lookup
         .outcome?
         .join()
@@ -65,7 +65,7 @@ pub fn find(lookup: PendingLookup, id: &str, spec: &mut Spec, rootfs: &Path) -> 
         lookup.started.elapsed().as_secs_f64() * 1000.0
     );
     let gone = match image {
-        Lookup::Layer(program) => return from_layer(id, spec, *program),
+        Lookup::Layer(program) => return from_layer(id, &mut bundle.spec, *program),
         Lookup::ImageGone(name) => {
             log::warn!(
                 "task {id}: its image {name} is no longer in containerd; using the rootfs \
@@ -75,15 +75,11 @@ pub fn find(lookup: PendingLookup, id: &str, spec: &mut Spec, rootfs: &Path) -> 
         }
         Lookup::Rootfs(_) | Lookup::NoImage => None,
     };
-    let process = spec
-        .process()
-        .as_ref()
-        .ok_or(wasmcell_task::Error::NoProcess)?;
-    let args = process.args().clone().unwrap_or_default();
+    let process = bundle.process()?;
+    let args = process.args().as_deref().unwrap_or_default();
     let arg0 = args.first().ok_or(wasmcell_task::Error::NoProcess)?;
-    let env = wasmcell_task::runspec::split_env(process.env().as_deref().unwrap_or_default());
-    let cwd = process.cwd().to_string_lossy().into_owned();
-    entrypoint::resolve(rootfs, arg0, &cwd, &env).map_err(|e| match (e, gone) {
+    let cwd = process.cwd().to_string_lossy();
+    entrypoint::resolve(&bundle.rootfs, arg0, &cwd, &bundle.env()?).map_err(|e| match (e, gone) {
         (e @ wasmcell_task::Error::EntrypointNotFound { .. }, Some(name)) => {
             Error::InvalidArgument(format!(
                 "{e} (the container's image {name} is no longer in containerd, so its wasm \

@@ -6,7 +6,7 @@ use containerd_shim::protos::cgroups::metrics as v1;
 use containerd_shim::protos::cgroups_v2::metrics as v2;
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::Message;
-use wasmcell_cell::cgroup::Cgroup;
+use wasmcell_cgroup::Cgroup;
 
 use crate::error::{Error, Result};
 
@@ -28,7 +28,7 @@ pub fn collect(cg: &Cgroup) -> Result<Any> {
     Ok(any)
 }
 
-fn cg_err(e: wasmcell_cell::cgroup::CgroupError) -> Error {
+fn cg_err(e: wasmcell_cgroup::CgroupError) -> Error {
     Error::Internal(format!("read the cgroup: {e}"))
 }
 

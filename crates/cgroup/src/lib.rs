@@ -11,6 +11,9 @@
 //! unit holding the cell, and this module writes the limits once systemd has made the cgroup
 //! (`docs/design.md`).
 
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -539,6 +542,17 @@ fn parse_pids(text: &str) -> Vec<i32> {
         .collect()
 }
 
+/// The number of threads of the calling process. [`join_self`] moves only the calling thread,
+/// so it checks there is no other; the daemon checks it before it forks.
+pub fn thread_count() -> std::io::Result<usize> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no Threads: line"))
+}
+
 /// Moves the calling process into a cgroup by writing `0` ("myself") into each of `files`, from
 /// [`Cgroup::self_join_files`]. The process must be single-threaded, which this checks.
 ///
@@ -550,8 +564,7 @@ fn parse_pids(text: &str) -> Vec<i32> {
 /// moves the thread group and takes the lock, so the cost is the same as the shim's write;
 /// kernels that lock for every write are no slower either.
 pub fn join_self(files: &[PathBuf]) -> Result<()> {
-    let threads =
-        crate::sys::thread_count().map_err(err("count the threads in /proc/self/status"))?;
+    let threads = thread_count().map_err(err("count the threads in /proc/self/status"))?;
     if threads != 1 {
         return Err(CgroupError {
             what: "join the cgroup".to_owned(),
