@@ -95,7 +95,7 @@ impl Launch for HostLauncher {
         let outputs = streams::open_outputs(id, &config.namespace, &req.stdout, &req.stderr)?;
         let logger_guard = LoggerGuard(outputs.logger_pid);
         let how = if program.kind.is_wasm() {
-            self.wasm_backend(id, &bundle, &req.stdin)?
+            self.wasm_backend(id, &bundle, &req.stdin, &program.path)?
         } else {
             self.native_backend(id, &bundle)
         };
@@ -179,11 +179,13 @@ impl HostLauncher {
     }
 
     /// How a container whose program is wasm runs: in a cell, unless its spec asks for what
-    /// the cell cannot build; then under runc, never in a weaker cell.
-    fn wasm_backend(&self, id: &str, bundle: &Bundle, stdin: &str) -> Result<How> {
+    /// the cell cannot build; then under runc, never in a weaker cell. `program`: what the
+    /// program is called in messages (its path in the rootfs, or the image's wasm layer).
+    fn wasm_backend(&self, id: &str, bundle: &Bundle, stdin: &str, program: &str) -> Result<How> {
         let cell_stdin = streams::cell_stdin(stdin);
         match bundle.run_spec(id, cell_stdin, &self.config.cache_dir) {
-            Ok(run) => {
+            Ok(mut run) => {
+                run.program = program.to_owned();
                 let profile = run.isolation.seccomp.as_ref();
                 Ok(match profile.map(wasmcell_cell::seccomp::check_profile) {
                     Some(Err(reason)) => How::CellUnderRunc(Unsupported(reason)),
