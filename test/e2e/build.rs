@@ -93,7 +93,67 @@ fn main() {
     assert!(listener.contains(ONE), "listener.wat declares {ONE}");
     let server = listener.replace(ONE, "(global $connections i32 (i32.const -1))");
     std::fs::write(out.join("server.wasm"), listener_component(&server)).expect("write server");
+
+    let handler =
+        std::fs::read_to_string(src.join("http_handler.wat")).expect("read http_handler.wat");
+    std::fs::write(
+        out.join("http_handler.wasm"),
+        http_component(&handler, HTTP_HANDLER_WORLD),
+    )
+    .expect("write http_handler");
+    // The same handler that is also a command.
+    const RUN_EXPORT: &str = ";; RUN EXPORT";
+    assert!(
+        handler.contains(RUN_EXPORT),
+        "http_handler.wat has {RUN_EXPORT}"
+    );
+    let both = handler.replace(
+        RUN_EXPORT,
+        r#"(func (export "wasi:cli/run@0.2.12#run") (result i32)
+             (local $s i32)
+             (local.set $s (call $stdout))
+             (call $write (local.get $s) (i32.const 640) (i32.const 17) (i32.const 64))
+             (call $drop_output (local.get $s))
+             (i32.const 0))"#,
+    );
+    std::fs::write(
+        out.join("http_and_command.wasm"),
+        http_component(&both, HTTP_AND_COMMAND_WORLD),
+    )
+    .expect("write http_and_command");
+    let neither = wat::parse_file(src.join("no_world.wat")).expect("no_world.wat");
+    std::fs::write(out.join("no_world.wasm"), neither).expect("write no_world");
 }
+
+/// What `http_handler.wat` imports and exports: the wasi:http of the wasmtime-wasi-http the shim
+/// is built with.
+const HTTP_HANDLER_WORLD: &str = r#"
+package wasmcell:fixtures;
+
+world http-handler {
+  import wasi:http/types@0.2.12;
+  import wasi:io/streams@0.2.12;
+  import wasi:io/poll@0.2.12;
+  import wasi:clocks/monotonic-clock@0.2.12;
+  import wasi:cli/stdout@0.2.12;
+  export wasi:http/incoming-handler@0.2.12;
+}
+"#;
+
+/// [`HTTP_HANDLER_WORLD`] that also exports `wasi:cli/run`.
+const HTTP_AND_COMMAND_WORLD: &str = r#"
+package wasmcell:fixtures;
+
+world http-handler {
+  import wasi:http/types@0.2.12;
+  import wasi:io/streams@0.2.12;
+  import wasi:io/poll@0.2.12;
+  import wasi:clocks/monotonic-clock@0.2.12;
+  import wasi:cli/stdout@0.2.12;
+  export wasi:http/incoming-handler@0.2.12;
+  export wasi:cli/run@0.2.12;
+}
+"#;
 
 /// What `listener.wat` imports and exports, against the WASI 0.2 interfaces of the wasmtime-wasi
 /// the shim is built with.
@@ -114,7 +174,17 @@ world listener {
 /// The WASI 0.2 WIT files that come with the wasmtime-wasi crate in cargo's registry (the
 /// version the workspace pins).
 fn wasi_wit_dir() -> PathBuf {
-    const CRATE: &str = "wasmtime-wasi-48.0.8";
+    registry_dir("wasmtime-wasi-48.0.8", "src/p2/wit")
+}
+
+/// The WIT files of wasi:http (and the WASI packages it uses) that come with the
+/// wasmtime-wasi-http crate in cargo's registry.
+fn wasi_http_wit_dir() -> PathBuf {
+    registry_dir("wasmtime-wasi-http-48.0.8", "wit")
+}
+
+/// `dir` of the crate `name` (name-version) in cargo's registry.
+fn registry_dir(name: &str, dir: &str) -> PathBuf {
     let home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
@@ -124,9 +194,38 @@ fn wasi_wit_dir() -> PathBuf {
         .into_iter()
         .flatten()
         .flatten()
-        .map(|index| index.path().join(CRATE).join("src/p2/wit"))
+        .map(|index| index.path().join(name).join(dir))
         .find(|wit| wit.is_dir())
-        .unwrap_or_else(|| panic!("no {CRATE}/src/p2/wit below {}", registry.display()))
+        .unwrap_or_else(|| panic!("no {name}/{dir} below {}", registry.display()))
+}
+
+/// A wasi:http handler's core module text as a component of `world` (embedded, then encoded;
+/// the module speaks WASI 0.2 itself).
+fn http_component(text: &str, world: &str) -> Vec<u8> {
+    let mut core = wat::parse_str(text).unwrap_or_else(|e| panic!("http_handler.wat: {e}"));
+    let mut resolve = wit_parser::Resolve::default();
+    resolve
+        .push_dir(wasi_http_wit_dir())
+        .expect("wasi:http WIT files of wasmtime-wasi-http");
+    let pkg = resolve
+        .push_str("http-handler.wit", world)
+        .expect("http handler world");
+    let world = resolve
+        .select_world(&[pkg], Some("http-handler"))
+        .expect("select the http handler world");
+    wit_component::embed_component_metadata(
+        &mut core,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+    )
+    .expect("embed the world");
+    wit_component::ComponentEncoder::default()
+        .module(&core)
+        .expect("http handler module")
+        .validate(true)
+        .encode()
+        .unwrap_or_else(|e| panic!("encode the http handler component: {e:?}"))
 }
 
 /// The text of `listener.wat` as a component: the WIT world embedded, then encoded (no adapter:

@@ -28,6 +28,7 @@ pub mod compiler;
 mod pause;
 mod protocol;
 pub mod seccomp;
+mod serving;
 mod supervisor;
 mod sys;
 pub mod under_runc;
@@ -45,7 +46,8 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::time::Instant;
 
-use wasmcell_engine::{CompileCache, Engine, Grants, GuestIo, Outcome, Prepared, WasiSetup};
+use wasmcell_engine::serve::settings::serve_requested;
+use wasmcell_engine::{CompileCache, Grants, GuestIo, Outcome, Prepared, Role as Does, WasiSetup};
 use wasmcell_task::stdio::StdinRelay;
 use wasmcell_task::RunSpec;
 
@@ -99,6 +101,10 @@ fn run_cell() -> Result<i32, i32> {
             let (prepared, grants) = *guest;
             run_guest(&prepared, grants)
         }
+        Work::Serve(served) => {
+            let (prepared, grants, server) = *served;
+            serve_guest(prepared, grants, server)
+        }
         Work::Pause => pause::hold(),
     }
 }
@@ -107,6 +113,9 @@ fn run_cell() -> Result<i32, i32> {
 enum Work {
     /// The wasm program, loaded and linked, and what it is granted.
     Guest(Box<(Prepared, Grants)>),
+    /// An HTTP handler, loaded and linked, what each request is granted, and its server's
+    /// socket (bound already).
+    Serve(Box<(Prepared, Grants, serving::Server)>),
     /// Nothing: see [`Role::Pause`].
     Pause,
 }
@@ -126,6 +135,26 @@ fn run_guest(prepared: &Prepared, grants: Grants) -> Result<i32, i32> {
             Err(CELL_FAILURE)
         }
     }
+}
+
+/// Serves until drained; 0, or 125 with the reason on stderr.
+fn serve_guest(prepared: Prepared, grants: Grants, server: serving::Server) -> Result<i32, i32> {
+    let serving::Server {
+        settings,
+        listener,
+        drain,
+    } = server;
+    let _ = writeln!(
+        std::io::stderr(),
+        "wasmcell: serving wasi:http on {}",
+        settings.addr
+    );
+    prepared
+        .serve(grants, settings, listener, drain)
+        .map_err(|e| {
+            let _ = writeln!(std::io::stderr(), "wasmcell: {e}");
+            CELL_FAILURE
+        })
 }
 
 /// Reads the one line of JSON orders from the control pipe.
@@ -189,17 +218,18 @@ fn prepare(control: &mut BufReader<File>) -> Result<(Work, Ready), String> {
     }
 
     let started = Instant::now();
-    let engine = Engine::new().map_err(|e| e.to_string())?;
-    let cache = CompileCache::open(&spec.cache_dir, &engine).map_err(|e| e.to_string())?;
     let mut file = sys::take_inherited(PROGRAM_FD).map_err(|e| format!("program fd: {e}"))?;
     let wasm = wasmcell_engine::read_wasm(&mut file, &program).map_err(|e| e.to_string())?;
     drop(file);
+    let (engine, serve_settings) = serving::engine_for(&wasm, &spec)?;
+    let cache = CompileCache::open(&spec.cache_dir, &engine).map_err(|e| e.to_string())?;
     let (compiled, outcome) = cache
         .load(&engine, &program, &wasm, |w| {
             compiler::compile_locked_down(&engine, &program, w)
         })
         .map_err(|e| e.to_string())?;
-    let prepared = Prepared::new(&engine, &program, compiled).map_err(|e| e.to_string())?;
+    let prepared = Prepared::new(&engine, &program, compiled, serve_requested(&spec.env))
+        .map_err(|e| e.to_string())?;
     let sealing = Instant::now();
     let sealed = boundary::seal_preopens(&spec)?;
     boundary_time += sealing.elapsed();
@@ -211,6 +241,17 @@ fn prepare(control: &mut BufReader<File>) -> Result<(Work, Ready), String> {
     let locking = Instant::now();
     boundary::lock_down(&spec, boundary::Filter::Guest)?;
     boundary_time += locking.elapsed();
+    // Bound with exactly the spec's user and capabilities, in the container's network
+    // namespace, before the cell reports ready.
+    let server = match (prepared.role(), serve_settings) {
+        (Does::HttpHandler, Some(settings)) => Some(serving::Server::open(settings)?),
+        (Does::HttpHandler, None) => {
+            return Err(format!(
+                "{program} is an HTTP handler, but nothing set up serving it"
+            ))
+        }
+        (Does::Command, _) => None,
+    };
     // The cell's first thread: created after the lock-down, so it inherits all of it.
     if let Some(relay) = stdin_relay {
         relay.start().map_err(|e| e.to_string())?;
@@ -223,7 +264,11 @@ fn prepare(control: &mut BufReader<File>) -> Result<(Work, Ready), String> {
         join_millis: join_time.as_secs_f64() * 1000.0,
         guest_pid,
     };
-    Ok((Work::Guest(Box::new((prepared, grants))), ready))
+    let work = match server {
+        Some(server) => Work::Serve(Box::new((prepared, grants, server))),
+        None => Work::Guest(Box::new((prepared, grants))),
+    };
+    Ok((work, ready))
 }
 
 /// What the guest is granted: its command line, env and preopens; `sealed`: the preopens' own

@@ -28,8 +28,8 @@
 #![allow(unsafe_code)]
 
 use std::fs::File;
-use std::os::fd::{IntoRawFd, RawFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::os::fd::{IntoRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -118,6 +118,41 @@ pub fn fork_into_namespace(init: bool, oom_kills: Option<File>) -> Result<(), St
 /// is its PID namespace's init, which would otherwise ignore them).
 pub fn exit_on_terminating_signals() -> Result<(), String> {
     handle(&TERMINATING, exit_on)
+}
+
+/// The write end of the drain pipe of a cell that serves (-1: none).
+static DRAIN_FD: AtomicI32 = AtomicI32::new(-1);
+/// Whether a drain has been asked for already.
+static DRAINING: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn drain_on(signal: libc::c_int) {
+    if DRAINING.swap(true, Ordering::SeqCst) {
+        // A second SIGTERM (or SIGINT): stop waiting for the requests in flight.
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(128 + signal) }
+    }
+    let byte = 1u8;
+    // SAFETY: write is async-signal-safe; the fd stays open for the life of the process and
+    // the pipe is non-blocking, so a full pipe (a drain already pending) loses nothing.
+    unsafe {
+        libc::write(
+            DRAIN_FD.load(Ordering::SeqCst),
+            (&byte as *const u8).cast(),
+            1,
+        )
+    };
+}
+
+/// Makes the first SIGTERM or SIGINT start a drain of a serving cell instead of ending it, and
+/// a second one end it (128 + signal). The returned pipe end becomes readable at the first.
+/// The other terminating signals keep their effect.
+pub fn drain_on_terminating_signals() -> Result<OwnedFd, String> {
+    let (read, write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+            .map_err(|e| format!("make the drain pipe: {e}"))?;
+    DRAIN_FD.store(write.into_raw_fd(), Ordering::SeqCst);
+    handle(&[Signal::SIGTERM, Signal::SIGINT], drain_on)?;
+    Ok(read)
 }
 
 /// The supervisor: see the module documentation.

@@ -278,9 +278,10 @@ pub fn attach_tree(tree: &OwnedFd, path: &std::path::Path) -> std::io::Result<()
     .map(drop)
 }
 
-/// Receives one file sent with `SCM_RIGHTS` over the unix socket `socket` (the shim sends the
-/// compiled program of a cell under runc this way, once it has compiled it).
-pub fn receive_file(socket: &File) -> std::io::Result<File> {
+/// Receives one file sent with `SCM_RIGHTS` over the unix socket `socket`, and the one byte sent
+/// with it (the shim sends the compiled program of a cell under runc this way, once it has
+/// compiled it).
+pub fn receive_file(socket: &File) -> std::io::Result<(File, u8)> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let mut byte = [0u8; 1];
     let mut iov = [std::io::IoSliceMut::new(&mut byte)];
@@ -302,7 +303,7 @@ pub fn receive_file(socket: &File) -> std::io::Result<File> {
     // nothing else owns them.
     let mut owned = fds.into_iter().map(|fd| unsafe { File::from_raw_fd(fd) });
     match (owned.next(), owned.next()) {
-        (Some(file), None) => Ok(file),
+        (Some(file), None) => Ok((file, byte[0])),
         (None, _) => Err(std::io::Error::new(
             std::io::ErrorKind::UnexpectedEof,
             "the shim sent no file (it ended, or compiling failed)",

@@ -10,12 +10,16 @@
 //!   `runc create` has made the container and before `runc start`: joins the container's
 //!   cgroups and namespaces (its compiler child the mount namespace too), loads the wasm on fd
 //!   [`PROGRAM_FD`] from the compile cache or compiles it into the cache, and prints the
-//!   entry's path. Bad wasm fails here, so Create reports it.
+//!   entry's path, then on a second line which engine it was compiled for ([`SERVING`] or
+//!   [`RUNNING`]). Bad wasm fails here, so Create reports it.
 //! - [`main`] (`cell-in-runc <id>`), the container's process: fds 0-2 are the container's stdio
 //!   (runc's), [`CONTROL_FD`] carries the orders with the run spec (paths as the container sees them), the
 //!   status goes to [`STATUS_FD`] as for a cell, and [`PROGRAM_FD`] is a unix socket on which
 //!   the shim sends the compiled program, opened from the cache once compiled (the container
-//!   cannot see the cache). There is no start byte: `runc start` is the start.
+//!   cannot see the cache), with one byte: 1 if it was compiled for the serving engine. There is
+//!   no start byte: `runc start` is the start. A component that serves HTTP binds its socket
+//!   before it reports ready, but nothing waits for that report here: a client may find the
+//!   port closed for the first milliseconds after Start.
 //!
 //! [`CONTROL_FD`]: crate::CONTROL_FD
 //! [`STATUS_FD`]: crate::STATUS_FD
@@ -23,16 +27,24 @@
 
 use std::io::{BufReader, Write};
 
-use wasmcell_engine::{CacheOutcome, CompileCache, Engine, Grants, GuestIo, Prepared};
+use wasmcell_engine::serve::settings::{serve_requested, Settings};
+use wasmcell_engine::{
+    CacheOutcome, CompileCache, Engine, Grants, GuestIo, Prepared, Role as Does,
+};
 use wasmcell_task::isolation::NamespaceKind;
 
-use crate::{protocol, read_orders, run_guest, sys, wasi_setup, Ready, CELL_FAILURE};
+use crate::serving::Server;
+use crate::{protocol, read_orders, run_guest, serve_guest, sys, wasi_setup, Ready, CELL_FAILURE};
 use crate::{CONTROL_FD, PROGRAM_FD, STATUS_FD};
 
 /// The argument that makes the shim binary the process of a runc container.
 pub const CELL_IN_RUNC_ARG: &str = "cell-in-runc";
 /// The argument that makes the shim binary compile a program into the cache.
 pub const COMPILE_ARG: &str = "compile";
+/// `compile`'s second line for a program compiled for the serving engine.
+pub const SERVING: &str = "serving";
+/// `compile`'s second line for a program compiled for the engine of programs that run.
+pub const RUNNING: &str = "running";
 
 /// `compile <cache-dir> <program> [<container pid>]`: with a pid (the init of a container runc
 /// has created but not started), first joins that container's cgroups and namespaces, so the
@@ -60,16 +72,20 @@ pub fn compile_main(args: &[String]) -> ! {
             Some(pid) => enter_container(pid)?,
             None => None,
         };
-        let engine = Engine::new().map_err(|e| e.to_string())?;
-        let cache = CompileCache::open(dir.as_ref(), &engine).map_err(|e| e.to_string())?;
         let mut file = sys::take_inherited(PROGRAM_FD).map_err(|e| format!("program fd: {e}"))?;
         let wasm = wasmcell_engine::read_wasm(&mut file, program).map_err(|e| e.to_string())?;
+        let engine = Engine::for_program(&wasm).map_err(|e| e.to_string())?;
+        let cache = CompileCache::open(dir.as_ref(), &engine).map_err(|e| e.to_string())?;
         cache
             .load(&engine, program, &wasm, |w| {
                 crate::compiler::compile_locked_down_in(&engine, program, w, mount.as_ref())
             })
             .map_err(|e| e.to_string())?;
-        Ok(cache.entry_for(&wasm).to_string_lossy().into_owned())
+        let kind = if engine.serves() { SERVING } else { RUNNING };
+        Ok(format!(
+            "{}\n{kind}",
+            cache.entry_for(&wasm).to_string_lossy()
+        ))
     })();
     match result {
         Ok(path) => {
@@ -109,7 +125,7 @@ fn run() -> Result<i32, i32> {
     sys::close_fds_from(PROGRAM_FD + 1);
     let control = sys::take_inherited(CONTROL_FD).map_err(|_| CELL_FAILURE)?;
     let mut status = sys::take_inherited(STATUS_FD).map_err(|_| CELL_FAILURE)?;
-    let (prepared, grants, ready) = match prepare(control) {
+    let (prepared, grants, server, ready) = match prepare(control) {
         Ok(p) => p,
         Err(message) => {
             // Also on stderr: nobody waits for the status of a cell under runc.
@@ -120,22 +136,35 @@ fn run() -> Result<i32, i32> {
     };
     let _ = protocol::write_status(&mut status, Ok(&ready));
     drop(status);
-    run_guest(&prepared, grants)
+    match server {
+        Some(server) => serve_guest(prepared, grants, server),
+        None => run_guest(&prepared, grants),
+    }
 }
 
-fn prepare(control: std::fs::File) -> Result<(Prepared, Grants, Ready), String> {
+type Prepare = (Prepared, Grants, Option<Server>, Ready);
+
+fn prepare(control: std::fs::File) -> Result<Prepare, String> {
     let started = std::time::Instant::now();
     // runc has put the process in its cgroup already; the orders name no files to join.
     let spec = read_orders(&mut BufReader::new(control))?.spec;
     let program = spec.args.first().cloned().unwrap_or_default();
-    let engine = Engine::new().map_err(|e| e.to_string())?;
     let socket = sys::take_inherited(PROGRAM_FD).map_err(|e| format!("program fd: {e}"))?;
-    let compiled =
+    let (compiled, serving_engine) =
         sys::receive_file(&socket).map_err(|e| format!("receive the compiled program: {e}"))?;
     drop(socket);
+    // The program was compiled for the engine its bytes ask for (`Engine::for_program`); a
+    // serving one here has no instance pool.
+    let engine = if serving_engine == 1 {
+        Engine::serving(None)
+    } else {
+        Engine::new()
+    }
+    .map_err(|e| e.to_string())?;
     let compiled = wasmcell_engine::load_cache_entry(&engine, &program, compiled)
         .map_err(|e| e.to_string())?;
-    let prepared = Prepared::new(&engine, &program, compiled).map_err(|e| e.to_string())?;
+    let prepared = Prepared::new(&engine, &program, compiled, serve_requested(&spec.env))
+        .map_err(|e| e.to_string())?;
     let stdin = sys::take_inherited(0).map_err(|e| format!("stdin: {e}"))?;
     let grants = wasmcell_engine::grant(
         &wasi_setup(&spec, None),
@@ -145,13 +174,19 @@ fn prepare(control: std::fs::File) -> Result<(Prepared, Grants, Ready), String> 
         },
     )
     .map_err(|e| e.to_string())?;
-    // The container's init: the terminating signals end it as they end a cell.
+    // The container's init: the terminating signals end it as they end a cell (SIGTERM and
+    // SIGINT drain a server first).
     crate::supervisor::exit_on_terminating_signals()?;
+    let server = match prepared.role() {
+        Does::HttpHandler => Some(Server::open(Settings::from_env(&spec.env, None)?)?),
+        Does::Command => None,
+    };
     nix::sys::prctl::set_no_new_privs().map_err(|e| format!("set no_new_privs: {e}"))?;
     crate::seccomp::install()?;
     Ok((
         prepared,
         grants,
+        server,
         Ready {
             outcome: Some(CacheOutcome::Hit),
             millis: started.elapsed().as_secs_f64() * 1000.0,

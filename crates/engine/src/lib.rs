@@ -8,18 +8,24 @@
 //! - [`Prepared`] / [`run`]: link a core module against WASI preview 1 or a component against
 //!   WASI 0.2 (`wasi:cli/run`) once, then run it with the guest's capabilities and map how it
 //!   ended to an exit status.
+//! - [`serve`]: a component exporting `wasi:http/incoming-handler` is served instead: the host
+//!   is the HTTP server and each request gets a fresh instance. [`world`] tells which a
+//!   component is, from its bytes, before the engine is chosen ([`Engine::for_program`]).
 #![deny(missing_docs)]
 
 mod cache;
 mod error;
 mod run;
+pub mod serve;
+pub mod world;
 
 pub use cache::{
     load_cache_entry, precompile, read_wasm, CacheOutcome, CompileCache, Program, CAP_ENV,
 };
 pub use error::{Error, Result};
 pub use run::{
-    grant, linear_memory_cap, run, Grants, GuestIo, Outcome, Prepared, WasiSetup, TRAP_EXIT_CODE,
+    grant, linear_memory_cap, run, Grants, GuestIo, Outcome, Prepared, Role, WasiSetup,
+    TRAP_EXIT_CODE,
 };
 
 use sha2::{Digest, Sha256};
@@ -41,12 +47,30 @@ pub fn is_component(wasm: &[u8]) -> bool {
     wasm.len() >= 8 && &wasm[..4] == b"\0asm" && wasm[4..8] == [0x0d, 0, 1, 0]
 }
 
-/// The wasmtime engine every cell uses, built once per process.
+/// The wasmtime engine of a cell: one configuration for programs that run to their exit, one
+/// for components that serve HTTP (which also run a component that is both as a command).
 #[derive(Clone)]
 pub struct Engine {
     inner: wasmtime::Engine,
     compat_key: String,
+    serves: bool,
 }
+
+/// The pool a serving engine takes its instances from: made once, so that a request's instance
+/// costs no `mmap`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pool {
+    /// Instances alive at once: the requests that may be in flight.
+    pub instances: u32,
+    /// The most one linear memory may grow to (from the container's memory limit).
+    pub memory_cap: Option<u64>,
+}
+
+/// Core instances, memories and tables a component instance may take from the pool: more than
+/// a componentize-py or jco component has (its guest, the WASI adapter, shims).
+const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
+const MEMORIES_PER_COMPONENT: u32 = 4;
+const TABLES_PER_COMPONENT: u32 = 32;
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -70,9 +94,58 @@ impl std::hash::Hasher for Sha256Hasher {
 }
 
 impl Engine {
-    /// Builds the engine with wasmcell's fixed configuration.
+    /// The engine for programs that run to their exit.
     pub fn new() -> Result<Engine> {
+        Engine::build(wasmtime::Config::new(), false)
+    }
+
+    /// The engine `wasm` needs: the serving one (without a pool) for a component that can be
+    /// served, else the one of [`Engine::new`]. Compiling and loading a program must agree on
+    /// this, and both decide it from the bytes alone.
+    pub fn for_program(wasm: &[u8]) -> Result<Engine> {
+        if world::Exports::of(wasm).handles_http() {
+            Engine::serving(None)
+        } else {
+            Engine::new()
+        }
+    }
+
+    /// The engine for serving HTTP: its code checks an epoch, so that a request can be cut off
+    /// at its deadline. With `pool`, instances come from the pooling allocator; without one, or
+    /// where the host refuses the pool's reservation, from `mmap` per instance. The compiled code
+    /// is the same either way (one cache key).
+    pub fn serving(pool: Option<Pool>) -> Result<Engine> {
         let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        let Some(pool) = pool else {
+            return Engine::build(config, true);
+        };
+        let n = pool.instances.max(1);
+        let mut pooling = wasmtime::PoolingAllocationConfig::default();
+        pooling
+            .total_component_instances(n)
+            .total_core_instances(n.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
+            .total_memories(n.saturating_mul(MEMORIES_PER_COMPONENT))
+            .total_tables(n.saturating_mul(TABLES_PER_COMPONENT))
+            .total_stacks(n)
+            .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+            .max_memories_per_component(MEMORIES_PER_COMPONENT)
+            .max_tables_per_component(TABLES_PER_COMPONENT);
+        if let Some(cap) = pool.memory_cap {
+            pooling.max_memory_size(usize::try_from(cap).unwrap_or(usize::MAX));
+        }
+        let mut pooled = config.clone();
+        pooled.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
+        match Engine::build(pooled, true) {
+            Ok(engine) => Ok(engine),
+            Err(e) => {
+                log::warn!("no instance pool ({e}); instances are allocated one by one");
+                Engine::build(config, true)
+            }
+        }
+    }
+
+    fn build(mut config: wasmtime::Config, serves: bool) -> Result<Engine> {
         config
             .wasm_component_model(true)
             .cranelift_opt_level(wasmtime::OptLevel::Speed)
@@ -84,7 +157,16 @@ impl Engine {
         let mut hasher = Sha256Hasher(Sha256::new());
         std::hash::Hash::hash(&inner.precompile_compatibility_hash(), &mut hasher);
         let compat_key = hex::encode(&hasher.0.finalize()[..16]);
-        Ok(Engine { inner, compat_key })
+        Ok(Engine {
+            inner,
+            compat_key,
+            serves,
+        })
+    }
+
+    /// Whether this is a serving engine.
+    pub fn serves(&self) -> bool {
+        self.serves
     }
 
     /// Hex digest of wasmtime's `precompile_compatibility_hash` for this configuration: compiled

@@ -18,6 +18,10 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use crate::serve::{self, ServeState};
+use crate::world::{Exports, CLI_RUN, HTTP_HANDLER};
 use crate::{Engine, Error, Program, Result};
 
 /// Exit status of a guest that trapped: 128 + SIGABRT, what a native program that aborts gets
@@ -34,6 +38,16 @@ pub struct Prepared {
 enum PreparedKind {
     Core(InstancePre<CoreState>),
     Component(CommandPre<ComponentState>),
+    Proxy(ProxyPre<ServeState>),
+}
+
+/// What a prepared program does once started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// It runs to its exit (a core module's `_start`, a component's `wasi:cli/run`).
+    Command,
+    /// It serves HTTP until drained (a component's `wasi:http/incoming-handler`).
+    HttpHandler,
 }
 
 /// Store data of a core module guest.
@@ -47,6 +61,18 @@ struct ComponentState {
     ctx: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
+    /// For a component that is also an HTTP handler run as a command: it imports wasi:http.
+    http: wasmtime_wasi_http::WasiHttpCtx,
+}
+
+impl wasmtime_wasi_http::WasiHttpView for ComponentState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: Default::default(),
+        }
+    }
 }
 
 impl WasiView for ComponentState {
@@ -60,8 +86,15 @@ impl WasiView for ComponentState {
 
 impl Prepared {
     /// Links `program` against WASI; fails if it imports anything WASI does not provide or is
-    /// not a command (`_start` for a core module, `wasi:cli/run` for a component).
-    pub fn new(engine: &Engine, name: &str, program: Program) -> Result<Prepared> {
+    /// neither a command (`_start` for a core module, `wasi:cli/run` for a component) nor an
+    /// HTTP handler (a component exporting `wasi:http/incoming-handler`). A component that is
+    /// both runs as a command unless `serve_requested`.
+    pub fn new(
+        engine: &Engine,
+        name: &str,
+        program: Program,
+        serve_requested: bool,
+    ) -> Result<Prepared> {
         let link_err = |reason: String| Error::Link {
             program: name.to_owned(),
             reason,
@@ -86,19 +119,37 @@ impl Prepared {
                 PreparedKind::Core(pre)
             }
             Program::Component(component) => {
-                let mut linker =
-                    wasmtime::component::Linker::<ComponentState>::new(engine.wasmtime());
-                wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-                    .map_err(|e| Error::Engine(format!("{e:#}")))?;
-                let pre = linker
-                    .instantiate_pre(&component)
-                    .map_err(|e| link_err(format!("{e:#}")))?;
-                let pre = CommandPre::new(pre).map_err(|e| {
-                    link_err(format!(
-                        "it does not export wasi:cli/run (not a command): {e:#}"
-                    ))
-                })?;
-                PreparedKind::Component(pre)
+                let exports = component_exports(engine, &component);
+                let serves = exports.handles_http() && (!exports.has(CLI_RUN) || serve_requested);
+                if serves {
+                    if !engine.serves() {
+                        return Err(Error::Engine(format!(
+                            "{name} is served, but the engine was not configured for serving"
+                        )));
+                    }
+                    let pre = serve::link(engine.wasmtime(), &component).map_err(link_err)?;
+                    PreparedKind::Proxy(pre)
+                } else if exports.has(CLI_RUN) {
+                    let mut linker =
+                        wasmtime::component::Linker::<ComponentState>::new(engine.wasmtime());
+                    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+                        .map_err(|e| Error::Engine(format!("{e:#}")))?;
+                    if exports.handles_http() {
+                        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)
+                            .map_err(|e| Error::Engine(format!("{e:#}")))?;
+                    }
+                    let pre = linker
+                        .instantiate_pre(&component)
+                        .map_err(|e| link_err(format!("{e:#}")))?;
+                    let pre = CommandPre::new(pre).map_err(|e| link_err(format!("{e:#}")))?;
+                    PreparedKind::Component(pre)
+                } else {
+                    return Err(link_err(format!(
+                        "it exports neither {CLI_RUN} (a command) nor {HTTP_HANDLER} (an HTTP \
+                         handler); it exports {}",
+                        exports.describe()
+                    )));
+                }
             }
         };
         Ok(Prepared {
@@ -110,8 +161,44 @@ impl Prepared {
 
     /// Whether this is a component.
     pub fn is_component(&self) -> bool {
-        matches!(self.kind, PreparedKind::Component(_))
+        !matches!(self.kind, PreparedKind::Core(_))
     }
+
+    /// What it does once started.
+    pub fn role(&self) -> Role {
+        match self.kind {
+            PreparedKind::Proxy(_) => Role::HttpHandler,
+            _ => Role::Command,
+        }
+    }
+
+    /// Serves HTTP on `listener` until `drain` becomes readable and the requests in flight
+    /// have ended (see [`serve`](crate::serve)); for an HTTP handler only.
+    pub fn serve(
+        self,
+        grants: Grants,
+        settings: serve::Settings,
+        listener: std::net::TcpListener,
+        drain: std::os::fd::OwnedFd,
+    ) -> Result<i32> {
+        match self.kind {
+            PreparedKind::Proxy(pre) => serve::serve(pre, grants, settings, listener, drain),
+            _ => Err(Error::Engine(format!(
+                "{} is not an HTTP handler",
+                self.name
+            ))),
+        }
+    }
+}
+
+/// The names a component exports, as the engine sees them.
+fn component_exports(engine: &Engine, component: &wasmtime::component::Component) -> Exports {
+    let names = component
+        .component_type()
+        .exports(engine.wasmtime())
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    Exports { names }
 }
 
 /// What the guest is granted, and nothing else.
@@ -191,19 +278,26 @@ impl Outcome {
     }
 }
 
+impl WasiSetup {
+    /// Gives `b` the guest's command line, env, cwd and network (not its directories).
+    pub(crate) fn configure(&self, b: &mut WasiCtxBuilder) {
+        b.args(&self.args)
+            .envs(&self.env)
+            .initial_cwd(&self.cwd)
+            // The cell is in the container's network namespace: the guest reaches what a
+            // native process of the container would (WASI sockets, TCP and UDP), nothing from
+            // the host's. Name lookup stays off: the C library's resolver would load NSS
+            // modules, executable mappings the cell's seccomp filter refuses.
+            .inherit_network()
+            .allow_tcp(true)
+            .allow_udp(true);
+    }
+}
+
 fn build_ctx(setup: &WasiSetup, io: GuestIo) -> Result<WasiCtxBuilder> {
     let mut b = WasiCtxBuilder::new();
-    b.args(&setup.args)
-        .envs(&setup.env)
-        .initial_cwd(&setup.cwd)
-        .allow_blocking_current_thread(true)
-        // The cell is in the container's network namespace: the guest reaches what a native
-        // process of the container would (WASI sockets, TCP and UDP), nothing from the host's.
-        // Name lookup stays off: the C library's resolver would load NSS modules, executable
-        // mappings the cell's seccomp filter refuses.
-        .inherit_network()
-        .allow_tcp(true)
-        .allow_udp(true);
+    setup.configure(&mut b);
+    b.allow_blocking_current_thread(true);
     if let Some(f) = io.stdin {
         b.stdin(InputFile::new(f));
     }
@@ -257,6 +351,7 @@ fn outcome_of(err: wasmtime::Error) -> Outcome {
 pub struct Grants {
     builder: WasiCtxBuilder,
     limits: StoreLimits,
+    setup: WasiSetup,
 }
 
 /// Opens what `setup` and `io` grant the guest.
@@ -264,7 +359,32 @@ pub fn grant(setup: &WasiSetup, io: GuestIo) -> Result<Grants> {
     Ok(Grants {
         builder: build_ctx(setup, io)?,
         limits: limits(setup),
+        setup: setup.clone(),
     })
+}
+
+/// What each request of a served guest is granted: the same as a command's, its directories
+/// opened once for all of them.
+pub(crate) struct RequestGrants {
+    pub(crate) setup: WasiSetup,
+    pub(crate) filesystem: wasmtime_wasi::filesystem::WasiFilesystemCtx,
+    pub(crate) limits: StoreLimits,
+}
+
+impl Grants {
+    pub(crate) fn for_requests(self) -> RequestGrants {
+        let Grants {
+            mut builder,
+            limits,
+            setup,
+        } = self;
+        let mut template = builder.build();
+        RequestGrants {
+            setup,
+            filesystem: template.filesystem().clone(),
+            limits,
+        }
+    }
 }
 
 /// Instantiates and runs the guest to completion on this thread.
@@ -294,6 +414,7 @@ fn run_in_context(prepared: &Prepared, grants: Grants) -> Result<Outcome> {
     let Grants {
         mut builder,
         limits,
+        ..
     } = grants;
     match &prepared.kind {
         PreparedKind::Core(pre) => {
@@ -323,9 +444,13 @@ fn run_in_context(prepared: &Prepared, grants: Grants) -> Result<Outcome> {
                 ctx: builder.build(),
                 table: ResourceTable::new(),
                 limits,
+                http: wasmtime_wasi_http::WasiHttpCtx::new(),
             };
             let mut store = Store::new(prepared.engine.wasmtime(), state);
             store.limiter(|s| &mut s.limits);
+            // A component that could also be served runs in the serving engine, whose code
+            // checks the epoch; as a command it has no deadline (nothing ticks the epoch).
+            store.set_epoch_deadline(u64::MAX / 2);
             let command = match pre.instantiate(&mut store) {
                 Ok(c) => c,
                 Err(e) => return Ok(outcome_of(e)),
@@ -336,5 +461,9 @@ fn run_in_context(prepared: &Prepared, grants: Grants) -> Result<Outcome> {
                 Err(e) => outcome_of(e),
             })
         }
+        PreparedKind::Proxy(_) => Err(Error::Engine(format!(
+            "{} is an HTTP handler: it is served, not run",
+            prepared.name
+        ))),
     }
 }

@@ -31,6 +31,24 @@ pub const LISTENER_PORT: u16 = 47811;
 /// What [`LISTENER`] writes to its client.
 pub const LISTENER_REPLY: &str = "hello from the guest's network namespace\n";
 
+/// A wasi:http/proxy component (`test/fixtures/http_handler.wat`): answers
+/// [`HTTP_HELLO`] and writes [`HANDLER_LINE`] to stdout; the paths `/trap`, `/loop` and `/slow`
+/// trap, spin forever, and sleep 1.5 s before answering.
+pub const HTTP_HANDLER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/http_handler.wasm"));
+/// [`HTTP_HANDLER`] that also exports `wasi:cli/run`, which prints [`RAN_AS_COMMAND`].
+pub const HTTP_AND_COMMAND: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/http_and_command.wasm"));
+/// A component that exports neither `wasi:cli/run` nor `wasi:http/incoming-handler`, only a
+/// function `greet`.
+pub const NO_WORLD: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/no_world.wasm"));
+/// [`HTTP_HANDLER`]'s answer from a fresh instance.
+pub const HTTP_HELLO: &str = "hello from request 1\n";
+/// The line [`HTTP_HANDLER`] writes to stdout per request, in two writes.
+pub const HANDLER_LINE: &str =
+    "handler line: part one of two, then --- part two of two, written apart, ends.";
+/// What [`HTTP_AND_COMMAND`] prints when it runs as a command.
+pub const RAN_AS_COMMAND: &str = "ran as a command\n";
+
 /// A pod sandbox's native pause program (`pause.c`, static ELF) for the CRI tests.
 pub const PAUSE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pause"));
 
@@ -69,4 +87,7 @@ pub const ALL: &[(&str, &[u8])] = &[
     ("probe_component.wasm", PROBE_COMPONENT),
     ("listener.wasm", LISTENER),
     ("server.wasm", SERVER),
+    ("http_handler.wasm", HTTP_HANDLER),
+    ("http_and_command.wasm", HTTP_AND_COMMAND),
+    ("no_world.wasm", NO_WORLD),
 ];

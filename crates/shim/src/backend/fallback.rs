@@ -30,7 +30,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use oci_spec::runtime::Spec;
-use wasmcell_cell::under_runc::{CELL_IN_RUNC_ARG, COMPILE_ARG};
+use wasmcell_cell::under_runc::{CELL_IN_RUNC_ARG, COMPILE_ARG, SERVING};
 use wasmcell_cell::PROGRAM_FD;
 use wasmcell_task::isolation::Isolation;
 use wasmcell_task::isolation::Unsupported;
@@ -102,8 +102,8 @@ pub fn create(
         program.file,
         task.pid(),
     )
-    .and_then(|compiled| {
-        send_fds(program_w.as_fd(), &[0], &[compiled.as_fd()])
+    .and_then(|(compiled, serving)| {
+        send_fds(program_w.as_fd(), &[u8::from(serving)], &[compiled.as_fd()])
             .map_err(|e| Error::io("send the compiled program", e))
     });
     if let Err(e) = compiled {
@@ -133,14 +133,14 @@ pub fn create(
 
 /// Loads `name` from the compile cache or compiles it into the cache (the shim binary in
 /// `compile` mode, which first joins the cgroups and namespaces of the container whose init
-/// is `pid`), and opens the entry.
+/// is `pid`), and opens the entry; also whether it was compiled for the serving engine.
 fn compile(
     cache_dir: &Path,
     timeout: Duration,
     name: &str,
     program: File,
     pid: i32,
-) -> Result<File> {
+) -> Result<(File, bool)> {
     let exe = std::env::current_exe().map_err(|e| Error::io("find the shim binary", e))?;
     let mut cmd = Command::new(exe);
     cmd.arg(COMPILE_ARG)
@@ -170,7 +170,9 @@ fn compile(
             why.to_owned()
         }));
     }
-    let path = PathBuf::from(out.stdout.trim());
+    let mut lines = out.stdout.lines();
+    let path = PathBuf::from(lines.next().unwrap_or_default().trim());
+    let serving = lines.next().map(str::trim) == Some(SERVING);
     if !path.starts_with(cache_dir) {
         return Err(Error::Internal(format!(
             "the compiler named {} outside the cache {}",
@@ -178,7 +180,8 @@ fn compile(
             cache_dir.display()
         )));
     }
-    File::open(&path).map_err(|e| Error::io(format!("open {}", path.display()), e))
+    let file = File::open(&path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    Ok((file, serving))
 }
 
 /// The run spec as the process in the container sees it: `/` is the rootfs, each directory bind

@@ -1,0 +1,66 @@
+//! A cell whose component serves HTTP (`wasmcell_engine::serve`): the engine it needs, and the
+//! server's socket, bound inside the container's network namespace before the cell reports
+//! that it is ready (so a readiness probe or a first request never finds nothing listening),
+//! with SIGTERM and SIGINT turned into a drain.
+
+use std::net::TcpListener;
+use std::os::fd::OwnedFd;
+
+use wasmcell_engine::serve::settings::{self, Settings};
+use wasmcell_engine::world::{Exports, CLI_RUN};
+use wasmcell_engine::{linear_memory_cap, Engine, Pool};
+use wasmcell_task::RunSpec;
+
+/// The engine `wasm` needs (the serving one for any component that can be served, as
+/// [`Engine::for_program`] decides), and how to serve it if it is to be served.
+pub fn engine_for(wasm: &[u8], spec: &RunSpec) -> Result<(Engine, Option<Settings>), String> {
+    let exports = Exports::of(wasm);
+    if !exports.handles_http() {
+        return Ok((Engine::new().map_err(|e| e.to_string())?, None));
+    }
+    let serves = !exports.has(CLI_RUN) || settings::serve_requested(&spec.env);
+    if !serves {
+        return Ok((Engine::serving(None).map_err(|e| e.to_string())?, None));
+    }
+    let settings = Settings::from_env(&spec.env, cpu_limit(spec))?;
+    let pool = Pool {
+        instances: u32::try_from(settings.max_in_flight).unwrap_or(u32::MAX),
+        memory_cap: spec
+            .resources
+            .memory_limit
+            .and_then(|l| u64::try_from(l).ok())
+            .map(linear_memory_cap),
+    };
+    let engine = Engine::serving(Some(pool)).map_err(|e| e.to_string())?;
+    Ok((engine, Some(settings)))
+}
+
+/// The container's CPU limit in CPUs, from its CFS quota and period.
+fn cpu_limit(spec: &RunSpec) -> Option<f64> {
+    let quota = spec.resources.cpu_quota.filter(|q| *q > 0)?;
+    let period = spec.resources.cpu_period.filter(|p| *p > 0)?;
+    Some(quota as f64 / period as f64)
+}
+
+/// The server's socket and its drain signal, made before the cell reports ready.
+pub struct Server {
+    /// How to serve.
+    pub settings: Settings,
+    /// The bound, listening socket.
+    pub listener: TcpListener,
+    /// Readable once SIGTERM or SIGINT arrived.
+    pub drain: OwnedFd,
+}
+
+impl Server {
+    /// Binds the socket and makes SIGTERM and SIGINT start a drain.
+    pub fn open(settings: Settings) -> Result<Server, String> {
+        let listener = wasmcell_engine::serve::bind(&settings).map_err(|e| e.to_string())?;
+        let drain = crate::supervisor::drain_on_terminating_signals()?;
+        Ok(Server {
+            settings,
+            listener,
+            drain,
+        })
+    }
+}

@@ -1,0 +1,455 @@
+//! A component exporting `wasi:http/incoming-handler` is an HTTP service: served over HTTP/1.1
+//! (keep-alive) and h2c on the address its env names, each request in a fresh instance, a failed
+//! request failing alone, SIGTERM draining it, its output in whole lines.
+//!
+//! The tasks run with `--net-host` and listen on a loopback port of their own, so the test's
+//! client reaches them directly.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use wasmcell_e2e::{fixtures, Containerd, Ran};
+
+const IMG: &str = "wasmcell.test/http-handler:latest";
+const BOTH_IMG: &str = "wasmcell.test/http-and-command:latest";
+
+/// A response: status and body.
+#[derive(Debug, PartialEq, Eq)]
+struct Answer {
+    status: u16,
+    body: String,
+}
+
+/// An HTTP/1.1 client on one kept-alive connection.
+struct Client {
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> std::io::Result<Client> {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        Ok(Client {
+            reader: BufReader::new(stream),
+        })
+    }
+
+    /// Sends `GET path` and reads the whole response (content-length or chunked).
+    fn get(&mut self, path: &str) -> std::io::Result<Answer> {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
+        self.reader.get_mut().write_all(request.as_bytes())?;
+        self.read_answer()
+    }
+
+    fn read_answer(&mut self) -> std::io::Result<Answer> {
+        let bad =
+            |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad(&format!("status line {line:?}")))?;
+        let (mut length, mut chunked) = (None, false);
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line)?;
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            let (name, value) = header.split_once(':').ok_or_else(|| bad(header))?;
+            match name.to_ascii_lowercase().as_str() {
+                "content-length" => length = value.trim().parse::<usize>().ok(),
+                "transfer-encoding" => chunked = value.to_ascii_lowercase().contains("chunked"),
+                _ => {}
+            }
+        }
+        let mut body = Vec::new();
+        if chunked {
+            loop {
+                line.clear();
+                self.reader.read_line(&mut line)?;
+                let size = usize::from_str_radix(line.trim(), 16).map_err(|_| bad(&line))?;
+                let mut chunk = vec![0; size + 2];
+                self.reader.read_exact(&mut chunk)?;
+                if size == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..size]);
+            }
+        } else if let Some(n) = length {
+            body.resize(n, 0);
+            self.reader.read_exact(&mut body)?;
+        }
+        Ok(Answer {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+}
+
+/// One request on a connection of its own.
+fn get(addr: SocketAddr, path: &str) -> Answer {
+    Client::connect(addr)
+        .and_then(|mut c| c.get(path))
+        .unwrap_or_else(|e| panic!("GET {path} from {addr}: {e}"))
+}
+
+/// A loopback address whose port nothing listens on now.
+fn free_addr() -> SocketAddr {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a probe");
+    probe.local_addr().expect("probe address")
+}
+
+/// Runs `image` detached with `--net-host`, serving on `addr`, its output in `log`.
+fn serve(c: &Containerd, image: &str, id: &str, addr: SocketAddr, env: &[&str], log: &Path) -> Ran {
+    let addr_env = format!("WASMCELL_HTTP_ADDR={addr}");
+    let uri = format!("file://{}", log.display());
+    let mut flags = vec!["--net-host", "--env", &addr_env, "--log-uri", &uri];
+    for e in env {
+        flags.extend(["--env", e]);
+    }
+    let program = if image == IMG {
+        "/http_handler.wasm"
+    } else {
+        "/http_and_command.wasm"
+    };
+    c.run_detached(&flags, image, id, &[program])
+}
+
+/// Sends SIGTERM and returns the task's exit status (within `patience`).
+fn terminate(c: &Containerd, events: &wasmcell_e2e::Events, id: &str, patience: Duration) -> i64 {
+    let r = c.ctr(&["task", "kill", "-s", "SIGTERM", id]);
+    assert_eq!(r.code, 0, "{r:?}");
+    events
+        .wait_for("/tasks/exit", id, patience)
+        .unwrap_or_else(|| panic!("{id} did not exit within {patience:?} of SIGTERM"))
+        .exit_status()
+}
+
+#[test]
+fn a_proxy_component_answers_http1_keep_alive_and_h2c_from_a_fresh_instance_each_time() {
+    let c = Containerd::start();
+    c.import_wasm(IMG, "http_handler.wasm", fixtures::HTTP_HANDLER);
+    let events = c.events();
+    let addr = free_addr();
+    let log = c.dir.path().join("served.log");
+    let r = serve(
+        &c,
+        IMG,
+        "served",
+        addr,
+        &["WASMCELL_HTTP_ACCESS_LOG=1"],
+        &log,
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+
+    // Bound before the task was reported started: the first request needs no retry.
+    let mut kept = Client::connect(addr).expect("the socket is bound once Start returns");
+    for path in ["/?q=1", "/again?x=y&z"] {
+        let answer = kept
+            .get(path)
+            .expect("a request on the kept-alive connection");
+        assert_eq!(
+            answer,
+            Answer {
+                status: 200,
+                body: fixtures::HTTP_HELLO.to_owned()
+            },
+            "{path}: a fresh instance for each request"
+        );
+    }
+
+    let url = format!("http://{addr}/h2");
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--http2-prior-knowledge",
+            "-w",
+            "%{http_version} %{http_code}",
+        ])
+        .arg(&url)
+        .output()
+        .expect("run curl");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{}2 200", fixtures::HTTP_HELLO),
+        "h2c with prior knowledge: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    assert_eq!(terminate(&c, &events, "served", Duration::from_secs(10)), 0);
+    let output = std::fs::read_to_string(&log).expect("the task's log");
+    let handled = output
+        .lines()
+        .filter(|l| *l == fixtures::HANDLER_LINE)
+        .count();
+    assert_eq!(handled, 3, "one stdout line per request:\n{output}");
+    assert!(
+        output.contains("http: GET /?q=1 200") && output.contains("http: GET /h2 200"),
+        "the access log has a line per request:\n{output}"
+    );
+    c.ctr(&["task", "delete", "served"]);
+    c.ctr(&["container", "delete", "served"]);
+}
+
+#[test]
+fn two_thousand_requests_at_fifty_at_once_all_succeed_and_output_lines_stay_whole() {
+    const CLIENTS: usize = 50;
+    const EACH: usize = 40;
+    let c = Containerd::start();
+    c.import_wasm(IMG, "http_handler.wasm", fixtures::HTTP_HANDLER);
+    let events = c.events();
+    let addr = free_addr();
+    let log = c.dir.path().join("load.log");
+    let r = serve(&c, IMG, "load", addr, &[], &log);
+    assert_eq!(r.code, 0, "{r:?}");
+
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut client = Client::connect(addr).expect("connect");
+                (0..EACH)
+                    .map(|_| client.get("/").expect("a request under load"))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let answers: Vec<Answer> = clients
+        .into_iter()
+        .flat_map(|t| t.join().expect("a client thread"))
+        .collect();
+    assert_eq!(answers.len(), CLIENTS * EACH);
+    let wrong: Vec<&Answer> = answers
+        .iter()
+        .filter(|a| a.status != 200 || a.body != fixtures::HTTP_HELLO)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {} answers were not a fresh instance's 200, first {:?}",
+        wrong.len(),
+        answers.len(),
+        wrong.first()
+    );
+
+    assert_eq!(terminate(&c, &events, "load", Duration::from_secs(10)), 0);
+    let output = std::fs::read_to_string(&log).expect("the task's log");
+    let broken: Vec<&str> = output
+        .lines()
+        .filter(|l| *l != fixtures::HANDLER_LINE && !l.starts_with("wasmcell: serving"))
+        .collect();
+    assert!(
+        broken.is_empty(),
+        "{} lines are not whole, first {:?}",
+        broken.len(),
+        broken.first()
+    );
+    let handled = output
+        .lines()
+        .filter(|l| *l == fixtures::HANDLER_LINE)
+        .count();
+    assert_eq!(handled, CLIENTS * EACH);
+    c.ctr(&["task", "delete", "load"]);
+    c.ctr(&["container", "delete", "load"]);
+}
+
+#[test]
+fn a_trap_or_a_request_past_its_deadline_fails_alone_and_the_next_request_succeeds() {
+    let c = Containerd::start();
+    c.import_wasm(IMG, "http_handler.wasm", fixtures::HTTP_HANDLER);
+    let events = c.events();
+    let addr = free_addr();
+    let log = c.dir.path().join("failing.log");
+    let r = serve(
+        &c,
+        IMG,
+        "failing",
+        addr,
+        &["WASMCELL_HTTP_TIMEOUT_MS=500"],
+        &log,
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+
+    assert_eq!(get(addr, "/trap").status, 500);
+    assert_eq!(get(addr, "/").status, 200, "the request after a trap");
+    let asked = Instant::now();
+    assert_eq!(get(addr, "/loop").status, 500);
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "a guest spinning forever was cut off after {took:?} (deadline 500 ms)"
+    );
+    assert_eq!(get(addr, "/").status, 200, "the request after a deadline");
+
+    assert_eq!(
+        terminate(&c, &events, "failing", Duration::from_secs(10)),
+        0
+    );
+    let output = std::fs::read_to_string(&log).expect("the task's log");
+    for path in ["GET /trap failed", "GET /loop failed"] {
+        assert!(
+            output.lines().any(|l| l.contains(path)),
+            "a line names the failed request {path:?}:\n{output}"
+        );
+    }
+    c.ctr(&["task", "delete", "failing"]);
+    c.ctr(&["container", "delete", "failing"]);
+}
+
+#[test]
+fn sigterm_refuses_new_connections_lets_a_slow_request_finish_and_exits_0() {
+    let c = Containerd::start();
+    c.import_wasm(IMG, "http_handler.wasm", fixtures::HTTP_HANDLER);
+    let events = c.events();
+    let addr = free_addr();
+    let log = c.dir.path().join("drained.log");
+    let r = serve(&c, IMG, "drained", addr, &[], &log);
+    assert_eq!(r.code, 0, "{r:?}");
+
+    let mut slow_client = Client::connect(addr).expect("connect");
+    let slow = std::thread::spawn(move || slow_client.get("/slow"));
+    // The slow request sleeps 1.5 s in the guest; give it time to arrive first.
+    std::thread::sleep(Duration::from_millis(300));
+    let r = c.ctr(&["task", "kill", "-s", "SIGTERM", "drained"]);
+    assert_eq!(r.code, 0, "{r:?}");
+
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "new connections were still accepted 3 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let answer = slow
+        .join()
+        .expect("the slow client")
+        .expect("the slow request is answered after SIGTERM");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let exit = events
+        .wait_for("/tasks/exit", "drained", Duration::from_secs(10))
+        .expect("the task exits once drained");
+    assert_eq!(exit.exit_status(), 0, "{exit:?}");
+    c.ctr(&["task", "delete", "drained"]);
+    c.ctr(&["container", "delete", "drained"]);
+}
+
+#[test]
+fn a_component_that_is_both_runs_as_a_command_unless_its_env_asks_for_serving() {
+    let c = Containerd::start();
+    c.import_wasm(
+        BOTH_IMG,
+        "http_and_command.wasm",
+        fixtures::HTTP_AND_COMMAND,
+    );
+    let r = c.run_wasm(BOTH_IMG, "as-command", &["/http_and_command.wasm"]);
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (0, fixtures::RAN_AS_COMMAND),
+        "{r:?}"
+    );
+
+    let events = c.events();
+    let addr = free_addr();
+    let log = c.dir.path().join("both.log");
+    let r = serve(
+        &c,
+        BOTH_IMG,
+        "as-server",
+        addr,
+        &["WASMCELL_HTTP_SERVE=1"],
+        &log,
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(get(addr, "/").body, fixtures::HTTP_HELLO);
+    assert_eq!(
+        terminate(&c, &events, "as-server", Duration::from_secs(10)),
+        0
+    );
+    c.ctr(&["task", "delete", "as-server"]);
+    c.ctr(&["container", "delete", "as-server"]);
+}
+
+#[test]
+fn a_component_that_exports_neither_world_fails_create_naming_its_exports() {
+    const NONE_IMG: &str = "wasmcell.test/no-world:latest";
+    let c = Containerd::start();
+    c.import_wasm(NONE_IMG, "no_world.wasm", fixtures::NO_WORLD);
+    let r = c.run_wasm(NONE_IMG, "no-world", &["/no_world.wasm"]);
+    assert_ne!(r.code, 0, "{r:?}");
+    let said = format!("{}{}", r.stdout, r.stderr);
+    assert!(
+        said.contains("exports neither wasi:cli/run")
+            && said.contains("wasi:http/incoming-handler")
+            && said.contains("greet"),
+        "the error names what it exports: {said}"
+    );
+    // The shim serves the next task.
+    c.import_wasm("wasmcell.test/hello:latest", "hello.wasm", fixtures::HELLO);
+    let r = c.run_wasm("wasmcell.test/hello:latest", "after", &["/hello.wasm"]);
+    assert_eq!(r.code, 0, "{r:?}");
+}
+
+#[test]
+fn a_handler_whose_spec_sends_it_to_runc_is_served_and_drained_there_too() {
+    // User-namespace mappings are a spec the cell leaves to runc; the container gets a network
+    // namespace of its own, which the client joins.
+    const UIDMAP: &str = "0:100000:65536";
+    let c = Containerd::start();
+    c.import_wasm(IMG, "http_handler.wasm", fixtures::HTTP_HANDLER);
+    let events = c.events();
+    let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+    let r = c.run_detached(
+        &["--uidmap", UIDMAP, "--gidmap", UIDMAP],
+        IMG,
+        "under-runc",
+        &["/http_handler.wasm"],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        c.log()
+            .contains("runs under runc with the cell as its process"),
+        "the task went to runc"
+    );
+    let ls = c.ctr(&["task", "ls"]).stdout;
+    let pid = ls
+        .lines()
+        .find(|l| l.starts_with("under-runc"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .expect("the task's pid")
+        .to_owned();
+    let in_container = move |path: &'static str| {
+        let ns = format!("/proc/{pid}/ns/net");
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(ns).expect("the container's network namespace");
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            // Under runc nothing waits for the cell to report ready: retry while it binds.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match Client::connect(addr).and_then(|mut client| client.get(path)) {
+                    Ok(answer) => break answer,
+                    Err(e) => {
+                        assert!(Instant::now() < deadline, "no answer under runc: {e}");
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+            }
+        })
+        .join()
+        .expect("the client thread")
+    };
+    assert_eq!(in_container("/").body, fixtures::HTTP_HELLO);
+    assert_eq!(in_container("/trap").status, 500);
+    assert_eq!(in_container("/").status, 200);
+    assert_eq!(
+        terminate(&c, &events, "under-runc", Duration::from_secs(10)),
+        0
+    );
+    c.ctr(&["task", "delete", "under-runc"]);
+    c.ctr(&["container", "delete", "under-runc"]);
+}
