@@ -86,6 +86,15 @@ fn main() {
     std::fs::write(out.join("probe_component.wasm"), component).expect("write component");
 
     let listener = std::fs::read_to_string(src.join("listener.wat")).expect("read listener.wat");
+    let listener_component = |text: &str| {
+        wit_component_of(
+            "listener.wat",
+            text,
+            wasi_wit_dir(),
+            LISTENER_WORLD,
+            "listener",
+        )
+    };
     std::fs::write(out.join("listener.wasm"), listener_component(&listener))
         .expect("write listener");
     // The same program answering connections until it is stopped.
@@ -98,7 +107,12 @@ fn main() {
         std::fs::read_to_string(src.join("http_handler.wat")).expect("read http_handler.wat");
     std::fs::write(
         out.join("http_handler.wasm"),
-        http_component(&handler, HTTP_HANDLER_WORLD),
+        http_component(
+            "http_handler.wat",
+            &handler,
+            HTTP_HANDLER_WORLD,
+            "http-handler",
+        ),
     )
     .expect("write http_handler");
     // The same handler that is also a command.
@@ -118,9 +132,20 @@ fn main() {
     );
     std::fs::write(
         out.join("http_and_command.wasm"),
-        http_component(&both, HTTP_AND_COMMAND_WORLD),
+        http_component(
+            "http_handler.wat (with run)",
+            &both,
+            &HTTP_HANDLER_WORLD.replace("}", "  export wasi:cli/run@0.2.12;\n}"),
+            "http-handler",
+        ),
     )
     .expect("write http_and_command");
+    let echo = std::fs::read_to_string(src.join("http_echo.wat")).expect("read http_echo.wat");
+    std::fs::write(
+        out.join("http_echo.wasm"),
+        http_component("http_echo.wat", &echo, HTTP_ECHO_WORLD, "http-echo"),
+    )
+    .expect("write http_echo");
     let neither = wat::parse_file(src.join("no_world.wat")).expect("no_world.wat");
     std::fs::write(out.join("no_world.wasm"), neither).expect("write no_world");
 }
@@ -140,18 +165,14 @@ world http-handler {
 }
 "#;
 
-/// [`HTTP_HANDLER_WORLD`] that also exports `wasi:cli/run`.
-const HTTP_AND_COMMAND_WORLD: &str = r#"
+/// What `http_echo.wat` imports and exports.
+const HTTP_ECHO_WORLD: &str = r#"
 package wasmcell:fixtures;
 
-world http-handler {
+world http-echo {
   import wasi:http/types@0.2.12;
   import wasi:io/streams@0.2.12;
-  import wasi:io/poll@0.2.12;
-  import wasi:clocks/monotonic-clock@0.2.12;
-  import wasi:cli/stdout@0.2.12;
   export wasi:http/incoming-handler@0.2.12;
-  export wasi:cli/run@0.2.12;
 }
 "#;
 
@@ -199,20 +220,21 @@ fn registry_dir(name: &str, dir: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("no {name}/{dir} below {}", registry.display()))
 }
 
-/// A wasi:http handler's core module text as a component of `world` (embedded, then encoded;
-/// the module speaks WASI 0.2 itself).
-fn http_component(text: &str, world: &str) -> Vec<u8> {
-    let mut core = wat::parse_str(text).unwrap_or_else(|e| panic!("http_handler.wat: {e}"));
+/// A core module's text (`what`, for messages) as a component of the world `world` declared in
+/// `wit` (the WIT source of package wasmcell:fixtures), against the WASI packages in `deps`:
+/// the world is embedded, then encoded, with no adapter (the module speaks WASI 0.2 itself).
+fn wit_component_of(what: &str, text: &str, deps: PathBuf, wit: &str, world: &str) -> Vec<u8> {
+    let mut core = wat::parse_str(text).unwrap_or_else(|e| panic!("{what}: {e}"));
     let mut resolve = wit_parser::Resolve::default();
     resolve
-        .push_dir(wasi_http_wit_dir())
-        .expect("wasi:http WIT files of wasmtime-wasi-http");
+        .push_dir(&deps)
+        .unwrap_or_else(|e| panic!("WIT files in {}: {e:?}", deps.display()));
     let pkg = resolve
-        .push_str("http-handler.wit", world)
-        .expect("http handler world");
+        .push_str(format!("{world}.wit"), wit)
+        .unwrap_or_else(|e| panic!("the {world} world: {e:?}"));
     let world = resolve
-        .select_world(&[pkg], Some("http-handler"))
-        .expect("select the http handler world");
+        .select_world(&[pkg], Some(world))
+        .unwrap_or_else(|e| panic!("select the {world} world: {e:?}"));
     wit_component::embed_component_metadata(
         &mut core,
         &resolve,
@@ -222,39 +244,15 @@ fn http_component(text: &str, world: &str) -> Vec<u8> {
     .expect("embed the world");
     wit_component::ComponentEncoder::default()
         .module(&core)
-        .expect("http handler module")
+        .unwrap_or_else(|e| panic!("{what} as a module of a component: {e:?}"))
         .validate(true)
         .encode()
-        .unwrap_or_else(|e| panic!("encode the http handler component: {e:?}"))
+        .unwrap_or_else(|e| panic!("encode {what} as a component: {e:?}"))
 }
 
-/// The text of `listener.wat` as a component: the WIT world embedded, then encoded (no adapter:
-/// the module speaks WASI 0.2 itself).
-fn listener_component(text: &str) -> Vec<u8> {
-    let mut core = wat::parse_str(text).unwrap_or_else(|e| panic!("listener.wat: {e}"));
-    let mut resolve = wit_parser::Resolve::default();
-    resolve
-        .push_dir(wasi_wit_dir())
-        .expect("WASI WIT files of wasmtime-wasi");
-    let pkg = resolve
-        .push_str("listener.wit", LISTENER_WORLD)
-        .expect("listener world");
-    let world = resolve
-        .select_world(&[pkg], Some("listener"))
-        .expect("select the listener world");
-    wit_component::embed_component_metadata(
-        &mut core,
-        &resolve,
-        world,
-        wit_component::StringEncoding::UTF8,
-    )
-    .expect("embed the world");
-    wit_component::ComponentEncoder::default()
-        .module(&core)
-        .expect("listener module")
-        .validate(true)
-        .encode()
-        .expect("encode the listener component")
+/// A wasi:http handler's core module text as a component of `world` (declared in `wit`).
+fn http_component(what: &str, text: &str, wit: &str, world: &str) -> Vec<u8> {
+    wit_component_of(what, text, wasi_http_wit_dir(), wit, world)
 }
 
 /// A module with `n` functions of straight-line arithmetic: large enough that compiling it

@@ -399,10 +399,8 @@ fn touch(path: &Path, meta: &std::fs::Metadata) {
 /// the cache, gets its program. Never call it on a file that did not come from the cache.
 pub fn load_cache_entry(engine: &Engine, program: &str, mut file: File) -> Result<Program> {
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(|source| Error::Io {
-        context: format!("read the compiled {program}"),
-        source,
-    })?;
+    file.read_to_end(&mut bytes)
+        .map_err(|source| Error::io(format!("read the compiled {program}"), source))?;
     let not_ours = || {
         Error::Engine(format!(
             "the compiled {program} is not a usable cache entry"

@@ -39,23 +39,14 @@ pub enum Error {
     /// opened).
     #[error("{0}")]
     Wasi(String),
-    /// An I/O error with context.
-    #[error("{context}: {source}")]
-    Io {
-        /// What was being done.
-        context: String,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
+    /// An I/O error, after what was being done.
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
 }
 
 impl Error {
     /// Wraps an I/O error with what was being done.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io {
-            context: context.into(),
-            source,
-        }
+        Error::Io(context.into(), source)
     }
 }

@@ -38,6 +38,9 @@ pub const HTTP_HANDLER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/http_h
 /// [`HTTP_HANDLER`] that also exports `wasi:cli/run`, which prints [`RAN_AS_COMMAND`].
 pub const HTTP_AND_COMMAND: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/http_and_command.wasm"));
+/// A wasi:http/proxy component (`test/fixtures/http_echo.wat`) that streams a request's body
+/// back and answers `x-path` (the path and query) and `x-echo` (the request's `x-test`).
+pub const HTTP_ECHO: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/http_echo.wasm"));
 /// A component that exports neither `wasi:cli/run` nor `wasi:http/incoming-handler`, only a
 /// function `greet`.
 pub const NO_WORLD: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/no_world.wasm"));
@@ -89,5 +92,6 @@ pub const ALL: &[(&str, &[u8])] = &[
     ("server.wasm", SERVER),
     ("http_handler.wasm", HTTP_HANDLER),
     ("http_and_command.wasm", HTTP_AND_COMMAND),
+    ("http_echo.wasm", HTTP_ECHO),
     ("no_world.wasm", NO_WORLD),
 ];

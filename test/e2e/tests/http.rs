@@ -453,3 +453,209 @@ fn a_handler_whose_spec_sends_it_to_runc_is_served_and_drained_there_too() {
     c.ctr(&["task", "delete", "under-runc"]);
     c.ctr(&["container", "delete", "under-runc"]);
 }
+
+/// The largest resident set (`VmHWM`, KiB) of the processes of task `id`'s cell.
+fn cell_peak_kib(id: &str) -> u64 {
+    let mut peak = 0;
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args.get(1) != Some(&&b"cell"[..]) || args.get(2) != Some(&id.as_bytes()) {
+            continue;
+        }
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        let hwm = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        peak = peak.max(hwm);
+    }
+    peak
+}
+
+/// `curl` with `args`; its stdout, after checking it succeeded.
+fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .arg("-sS")
+        .args(args)
+        .output()
+        .expect("run curl");
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn bodies_and_headers_stream_both_ways_and_a_100_mib_upload_is_never_held() {
+    const ECHO_IMG: &str = "wasmcell.test/http-echo:latest";
+    let c = Containerd::start();
+    c.import_wasm(ECHO_IMG, "http_echo.wasm", fixtures::HTTP_ECHO);
+    let events = c.events();
+    let addr = free_addr();
+    let log = c.dir.path().join("echo.log");
+    let addr_env = format!("WASMCELL_HTTP_ADDR={addr}");
+    let uri = format!("file://{}", log.display());
+    let r = c.run_detached(
+        &["--net-host", "--env", &addr_env, "--log-uri", &uri],
+        ECHO_IMG,
+        "echo",
+        &["/http_echo.wasm"],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+
+    // A POST with a query and a header: the body and both come back.
+    let url = format!("http://{addr}/echo?q=1&r=two");
+    let answer = curl(&[
+        "-D",
+        "-",
+        "-H",
+        "x-test: hello there",
+        "--data-binary",
+        "a body\nof two lines",
+        &url,
+    ]);
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .expect("headers, then the body");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        header("x-path").as_deref(),
+        Some("/echo?q=1&r=two"),
+        "{head}"
+    );
+    assert_eq!(header("x-echo").as_deref(), Some("hello there"), "{head}");
+    assert_eq!(body, "a body\nof two lines");
+
+    // 1 MiB through HTTP/2 with prior knowledge.
+    let mib: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    let small = c.dir.path().join("one-mib");
+    std::fs::write(&small, &mib).expect("write 1 MiB");
+    let back = c.dir.path().join("one-mib-back");
+    let said = curl(&[
+        "--http2-prior-knowledge",
+        "--data-binary",
+        &format!("@{}", small.display()),
+        "-o",
+        back.to_str().unwrap(),
+        "-w",
+        "%{http_version} %{http_code}",
+        &url,
+    ]);
+    assert_eq!(said, "2 200");
+    assert!(
+        std::fs::read(&back).expect("read it back") == mib,
+        "1 MiB echoed over h2c"
+    );
+
+    // 100 MiB up and back: it streams, so the cell never holds it.
+    let before = cell_peak_kib("echo");
+    assert!(before > 0, "the cell's processes are found");
+    let big = c.dir.path().join("hundred-mib");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&big).expect("create"));
+        for _ in 0..100 {
+            f.write_all(&mib).expect("write");
+        }
+    }
+    let big_back = c.dir.path().join("hundred-mib-back");
+    let said = curl(&[
+        "--data-binary",
+        &format!("@{}", big.display()),
+        "-o",
+        big_back.to_str().unwrap(),
+        "-w",
+        "%{http_code} %{size_download}",
+        &url,
+    ]);
+    assert_eq!(said, format!("200 {}", 100u64 << 20));
+    let same = std::fs::read(&big).expect("read") == std::fs::read(&big_back).expect("read back");
+    assert!(same, "100 MiB echoed byte for byte");
+    let after = cell_peak_kib("echo");
+    eprintln!("cell peak RSS: {before} KiB before the 100 MiB upload, {after} KiB after");
+    assert!(
+        after < before + 32 * 1024,
+        "the cell's peak RSS grew from {before} KiB to {after} KiB for a 100 MiB upload"
+    );
+
+    assert_eq!(terminate(&c, &events, "echo", Duration::from_secs(10)), 0);
+    c.ctr(&["task", "delete", "echo"]);
+    c.ctr(&["container", "delete", "echo"]);
+}
+
+#[test]
+fn a_proxy_component_is_served_in_a_cri_pod_and_drained_by_its_stop() {
+    use wasmcell_e2e::cri::HANDLER;
+    const CRI_IMG: &str = "wasmcell.test/cri-http-handler:1";
+    let c = Containerd::start_cri();
+    c.import_wasm_cri(CRI_IMG, "http_handler.wasm", fixtures::HTTP_HANDLER);
+    let addr = free_addr();
+    let dir = c.dir.path().join("cri-http");
+    std::fs::create_dir_all(&dir).unwrap();
+    // The node's network, so that the test reaches the pod's port directly.
+    let pod = serde_json::json!({
+        "metadata": {"name": "http", "namespace": "default", "uid": "uid-http"},
+        "log_directory": dir.join("logs").display().to_string(),
+        "linux": {"security_context": {"namespace_options": {"network": 2}}}
+    });
+    let container = serde_json::json!({
+        "metadata": {"name": "handler"},
+        "image": {"image": CRI_IMG},
+        "envs": [{"key": "WASMCELL_HTTP_ADDR", "value": addr.to_string()}],
+        "log_path": "handler.log",
+        "linux": {}
+    });
+    let pod_file = dir.join("pod.json");
+    let ctr_file = dir.join("container.json");
+    std::fs::write(&pod_file, pod.to_string()).unwrap();
+    std::fs::write(&ctr_file, container.to_string()).unwrap();
+    let pod_file = pod_file.to_str().unwrap();
+    let r = c.crictl(&["runp", "--runtime", HANDLER, pod_file]);
+    assert_eq!(r.code, 0, "runp: {r:?}");
+    let pod_id = r.stdout.trim().to_owned();
+    let r = c.crictl(&["create", &pod_id, ctr_file.to_str().unwrap(), pod_file]);
+    assert_eq!(r.code, 0, "create: {r:?}");
+    let id = r.stdout.trim().to_owned();
+    let r = c.crictl(&["start", &id]);
+    assert_eq!(r.code, 0, "start: {r:?}");
+
+    // Started means listening.
+    assert_eq!(
+        get(addr, "/?from=cri"),
+        Answer {
+            status: 200,
+            body: fixtures::HTTP_HELLO.to_owned()
+        }
+    );
+    let mut kept = Client::connect(addr).expect("connect");
+    assert_eq!(kept.get("/second").expect("keep-alive").status, 200);
+
+    // Stop sends SIGTERM and waits up to the grace period: the drain ends the task with 0.
+    let stopping = Instant::now();
+    let r = c.crictl(&["stop", "--timeout", "20", &id]);
+    assert_eq!(r.code, 0, "stop: {r:?}");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(15),
+        "stopped by the drain, not the grace period's SIGKILL"
+    );
+    let r = c.crictl(&["inspect", "-o", "json", &id]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("inspect json");
+    assert_eq!(v["status"]["exitCode"].as_i64(), Some(0), "{v}");
+    let logs = c.crictl(&["logs", &id]);
+    assert!(
+        logs.stdout.contains(fixtures::HANDLER_LINE),
+        "the handler's output reaches the container's log: {logs:?}"
+    );
+    let r = c.crictl(&["stopp", &pod_id]);
+    assert_eq!(r.code, 0, "stopp: {r:?}");
+    let r = c.crictl(&["rmp", &pod_id]);
+    assert_eq!(r.code, 0, "rmp: {r:?}");
+}
