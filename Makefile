@@ -74,17 +74,25 @@ soak: deps build tools
 
 # Benchmarks: wasmcell against the reference shim (benches/reference-shim, on runwasi's
 # containerd-shim-wasm) and runc, on a private containerd; table on stdout, JSON in target/bench.
-bench: deps build tools reference-shim large-component
+bench: deps build tools reference-shim large-component http-handler
 	$(CARGO) build --release -p wasmcell-bench
 	set -e; source test/tools/env.sh; WASMCELL_CONTAINERD_DIR=$$WASMCELL_CONTAINERD2 \
-	  $(BIN)/wasmcell-bench --json target/bench/results.json --component $(LARGE_COMPONENT)
+	  WASMCELL_WASMTIME_CLI=$$(bash test/tools/build.sh wasmtime-cli)/wasmtime \
+	  $(BIN)/wasmcell-bench --json target/bench/results.json --component $(LARGE_COMPONENT) \
+	    --http-component $(HTTP_HANDLER)
 
 # The benchmark's large program: a componentize-py component (CPython in wasm, about 18 MiB);
-# componentize-py comes from PyPI into a venv under target/bench.
+# componentize-py comes from PyPI into a venv under target/bench (benches/scripts/componentize.sh).
 LARGE_COMPONENT := target/bench/large-component.wasm
 large-component: $(LARGE_COMPONENT)
-$(LARGE_COMPONENT): benches/workloads/large-component/app.py benches/scripts/large-component.sh
-	bash benches/scripts/large-component.sh $@
+$(LARGE_COMPONENT): benches/workloads/large-component/app.py benches/scripts/componentize.sh
+	bash benches/scripts/componentize.sh large-component $@
+
+# The benchmark's Python HTTP handler: a componentize-py wasi:http/proxy component.
+HTTP_HANDLER := target/bench/http-handler.wasm
+http-handler: $(HTTP_HANDLER)
+$(HTTP_HANDLER): benches/workloads/http-handler/app.py benches/scripts/componentize.sh
+	bash benches/scripts/componentize.sh http-handler $@
 
 # The benchmark's reference shim: a workspace of its own, built into the shared target directory
 # as cargo builds it by default (dynamically linked, without the flags above).
@@ -108,4 +116,4 @@ demo: deps install fixtures
 clean:
 	$(CARGO) clean
 
-.PHONY: help deps tools build lint test bench installer-image reference-shim large-component install demo clean
+.PHONY: help deps tools build lint test bench installer-image reference-shim large-component http-handler install demo clean

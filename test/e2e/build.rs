@@ -146,6 +146,12 @@ fn main() {
         http_component("http_echo.wat", &echo, HTTP_ECHO_WORLD, "http-echo"),
     )
     .expect("write http_echo");
+    let fetch = std::fs::read_to_string(src.join("http_fetch.wat")).expect("read http_fetch.wat");
+    std::fs::write(
+        out.join("http_fetch.wasm"),
+        http_component("http_fetch.wat", &fetch, HTTP_FETCH_WORLD, "http-fetch"),
+    )
+    .expect("write http_fetch");
     let neither = wat::parse_file(src.join("no_world.wat")).expect("no_world.wat");
     std::fs::write(out.join("no_world.wasm"), neither).expect("write no_world");
 }
@@ -161,6 +167,19 @@ world http-handler {
   import wasi:io/poll@0.2.12;
   import wasi:clocks/monotonic-clock@0.2.12;
   import wasi:cli/stdout@0.2.12;
+  export wasi:http/incoming-handler@0.2.12;
+}
+"#;
+
+/// What `http_fetch.wat` imports and exports.
+const HTTP_FETCH_WORLD: &str = r#"
+package wasmcell:fixtures;
+
+world http-fetch {
+  import wasi:http/types@0.2.12;
+  import wasi:http/outgoing-handler@0.2.12;
+  import wasi:io/streams@0.2.12;
+  import wasi:io/poll@0.2.12;
   export wasi:http/incoming-handler@0.2.12;
 }
 "#;

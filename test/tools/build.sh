@@ -133,6 +133,12 @@ build_cargo_fuzz() {
   cargo install --quiet --locked --root "$1" cargo-fuzz --version "$CARGO_FUZZ_VERSION"
 }
 
+build_wasmtime_cli() {
+  cargo install --quiet --locked --root "$1" wasmtime-cli --version "$WASMTIME_CLI_VERSION" \
+    --no-default-features \
+    --features run,serve,cranelift,parallel-compilation,pooling-allocator,cache,wat,component-model,component-model-async,addr2line
+}
+
 build_kubernetes_validate() {
   python3 -m venv "$1/venv"
   "$1/venv/bin/pip" install -q "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
@@ -151,8 +157,9 @@ for name in "$@"; do
     cni-plugins) tool cni-plugins "$CNI_PLUGINS_VERSION" build_cni_plugins ;;
     kubernetes-validate) tool kubernetes-validate "$KUBERNETES_VALIDATE_VERSION" build_kubernetes_validate ;;
     cargo-fuzz) tool cargo-fuzz "$CARGO_FUZZ_VERSION" build_cargo_fuzz ;;
+    wasmtime-cli) tool wasmtime-cli "$WASMTIME_CLI_VERSION" build_wasmtime_cli ;;
     *)
-      echo "tools: unknown tool '$name' (known: containerd crictl critest crane nerdctl kubernetes etcd cni-plugins kubernetes-validate cargo-fuzz)" >&2
+      echo "tools: unknown tool '$name' (known: containerd crictl critest crane nerdctl kubernetes etcd cni-plugins kubernetes-validate cargo-fuzz wasmtime-cli)" >&2
       exit 2
       ;;
   esac

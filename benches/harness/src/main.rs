@@ -19,7 +19,7 @@
 //!   rootfs module on every start; then the same for a componentize-py component (CPython in
 //!   wasm, about 18 MiB), when `make large-component` has built it.
 //!
-//! wasi:http serving does not exist in wasmcell yet, so there is no serving scenario.
+//! - `http`: wasi:http serving against `wasmtime serve` ([`http`]).
 //!
 //! Each scenario prints its table when it ends; the JSON (`--json PATH`, default
 //! `target/bench/results.json`) is written at the end, also after Ctrl-C (or SIGTERM), which
@@ -27,6 +27,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark tool: failing loudly is right
 
 mod footprint;
+mod http;
 mod isolation;
 mod kubelet;
 mod pods;
@@ -59,6 +60,7 @@ const SCENARIOS: &[&str] = &[
     "large",
     "pods",
     "kubelet",
+    "http",
 ];
 
 struct Options {
@@ -70,6 +72,7 @@ struct Options {
     pods: usize,
     kubelet_pods: usize,
     component: PathBuf,
+    http_component: PathBuf,
     scenarios: Vec<String>,
     json: PathBuf,
 }
@@ -84,6 +87,7 @@ fn parse_args() -> Options {
         pods: 10,
         kubelet_pods: 100,
         component: PathBuf::from("target/bench/large-component.wasm"),
+        http_component: PathBuf::from("target/bench/http-handler.wasm"),
         scenarios: SCENARIOS.iter().map(|s| s.to_string()).collect(),
         json: PathBuf::from("target/bench/results.json"),
     };
@@ -108,6 +112,7 @@ fn parse_args() -> Options {
             "--pods" => o.pods = number(value()),
             "--kubelet-pods" => o.kubelet_pods = number(value()),
             "--component" => o.component = PathBuf::from(value()),
+            "--http-component" => o.http_component = PathBuf::from(value()),
             "--scenarios" => {
                 o.scenarios = value().split(',').map(str::to_owned).collect();
                 if let Some(bad) = o
@@ -133,7 +138,7 @@ fn usage(problem: &str) -> ! {
     eprintln!(
         "usage: wasmcell-bench [--rounds N (30)] [--large-rounds N (5)] [--tasks N (1000)]\n\
          \x20      [--parallel P,P,.. (1,4,16)] [--idle N (50)] [--pods N (10)]\n\
-         \x20      [--kubelet-pods N (100)] [--component PATH]\n\
+         \x20      [--kubelet-pods N (100)] [--component PATH] [--http-component PATH]\n\
          \x20      [--scenarios {} (all)] [--json PATH]",
         SCENARIOS.join(",")
     );
@@ -308,6 +313,36 @@ fn main() {
                 o.component.display()
             ),
         }
+    }
+
+    if wants("http") && !interrupted() {
+        let hello = import_wasm(&c, "http-hello", fixtures::HTTP_HANDLER);
+        let mut handlers = vec![http::Handler {
+            label: "WAT hello handler",
+            image: hello.0,
+            path: "/http-hello.wasm",
+            wasm: fixtures::HTTP_HANDLER,
+        }];
+        let python = std::fs::read(&o.http_component);
+        match &python {
+            Ok(bytes) => {
+                let image = import_wasm(&c, "http-python", bytes).0;
+                handlers.push(http::Handler {
+                    label: "componentize-py handler",
+                    image,
+                    path: "/http-python.wasm",
+                    wasm: bytes,
+                });
+            }
+            Err(e) => eprintln!(
+                "wasmcell-bench: no componentize-py handler at {} ({e}): `make http-handler` builds it; skipped",
+                o.http_component.display()
+            ),
+        }
+        report.insert(
+            "wasi_http".into(),
+            http::measure(&c, &handlers, &interrupted),
+        );
     }
 
     report.insert("interrupted".into(), json!(interrupted()));

@@ -2,7 +2,8 @@
 //! as they are: the wasm Deployment scales 1 → 10 → 0 and leaves nothing on the node; the pod
 //! of a wasm TCP service and a native busybox sidecar shares one network (the sidecar reaches
 //! the service on localhost, the kubelet's tcpSocket readiness probe reaches it on the pod's
-//! address); and deleting pods honours their grace period.
+//! address); a wasi:http handler passes its httpGet readiness probe and serves its pod; and
+//! deleting pods honours their grace period.
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -329,4 +330,74 @@ fn deleting_a_pod_honours_its_grace_period() {
             node.kubelet.log_tail()
         );
     }
+}
+
+#[test]
+fn a_wasi_http_handler_passes_its_http_readiness_probe_serves_its_pod_and_drains_on_delete() {
+    let plane = ControlPlane::start();
+    let node = Node::start(&plane, true, "wasmcell.dev/installed=true");
+    node.import_wasm(
+        "wasmcell.dev/examples/http-hello:0.1.0",
+        fixtures::HTTP_HANDLER,
+    );
+    let c = &node.containerd;
+    c.import_busybox_cri("wasmcell.dev/examples/busybox:0.1.0");
+    let r = plane.kubectl(&[
+        "apply",
+        "-f",
+        &format!("{}/../runtimeclass.yaml", example("")),
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = plane.kubectl(&["apply", "-f", &example("http-pod.yaml")]);
+    assert_eq!(r.code, 0, "{r:?}");
+
+    // The kubelet's httpGet probe reaches the handler on the pod's address from the node.
+    plane.wait_for_output(
+        &[
+            "get",
+            "pod",
+            "wasm-http",
+            "-o",
+            "jsonpath={.status.containerStatuses[?(@.name==\"handler\")].ready}",
+        ],
+        "true",
+        Duration::from_secs(90),
+        "the handler ready",
+    );
+    // The client in the same pod got an answer over localhost, and ended.
+    plane.wait_for_output(
+        &[
+            "get",
+            "pod",
+            "wasm-http",
+            "-o",
+            "jsonpath={.status.containerStatuses[?(@.name==\"client\")].state.terminated.exitCode}",
+        ],
+        "0",
+        Duration::from_secs(60),
+        "the client done",
+    );
+    let r = plane.kubectl(&["logs", "wasm-http", "-c", "client"]);
+    assert!(r.stdout.ends_with(fixtures::HTTP_HELLO), "{r:?}");
+    // The handler's output and access log reach `kubectl logs`.
+    let r = plane.kubectl(&["logs", "wasm-http", "-c", "handler"]);
+    for line in [
+        "http: GET /ready 200",
+        "http: GET /from-the-client 200",
+        fixtures::HANDLER_LINE,
+    ] {
+        assert!(r.stdout.contains(line), "{line:?} in {r:?}");
+    }
+
+    // Deleting the pod sends SIGTERM: the handler, idle, drains at once, well inside the grace
+    // period (that a drain lets a request in flight finish and exits 0 is `test/e2e`'s
+    // http.rs, through ctr and CRI).
+    let started = Instant::now();
+    let r = plane.kubectl(&["delete", "pod", "wasm-http", "--wait=true", "--timeout=90s"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "deleting took {:?}",
+        started.elapsed()
+    );
 }

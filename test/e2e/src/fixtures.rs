@@ -41,6 +41,9 @@ pub const HTTP_AND_COMMAND: &[u8] =
 /// A wasi:http/proxy component (`test/fixtures/http_echo.wat`) that streams a request's body
 /// back and answers `x-path` (the path and query) and `x-echo` (the request's `x-test`).
 pub const HTTP_ECHO: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/http_echo.wasm"));
+/// A wasi:http/proxy component (`test/fixtures/http_fetch.wat`) that answers a request for
+/// `/<host>:<port>` with the body of `GET http://<host>:<port>/upstream` (an outgoing request).
+pub const HTTP_FETCH: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/http_fetch.wasm"));
 /// A component that exports neither `wasi:cli/run` nor `wasi:http/incoming-handler`, only a
 /// function `greet`.
 pub const NO_WORLD: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/no_world.wasm"));
@@ -93,5 +96,6 @@ pub const ALL: &[(&str, &[u8])] = &[
     ("http_handler.wasm", HTTP_HANDLER),
     ("http_and_command.wasm", HTTP_AND_COMMAND),
     ("http_echo.wasm", HTTP_ECHO),
+    ("http_fetch.wasm", HTTP_FETCH),
     ("no_world.wasm", NO_WORLD),
 ];

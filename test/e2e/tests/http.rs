@@ -183,6 +183,11 @@ fn a_proxy_component_answers_http1_keep_alive_and_h2c_from_a_fresh_instance_each
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // A serving task is a task like any other: Stats answers.
+    let metrics = c.ctr(&["task", "metrics", "served"]);
+    assert_eq!(metrics.code, 0, "{metrics:?}");
+    assert!(metrics.stdout.contains("memory"), "{metrics:?}");
+
     assert_eq!(terminate(&c, &events, "served", Duration::from_secs(10)), 0);
     let output = std::fs::read_to_string(&log).expect("the task's log");
     let handled = output
@@ -658,4 +663,64 @@ fn a_proxy_component_is_served_in_a_cri_pod_and_drained_by_its_stop() {
     assert_eq!(r.code, 0, "stopp: {r:?}");
     let r = c.crictl(&["rmp", &pod_id]);
     assert_eq!(r.code, 0, "rmp: {r:?}");
+}
+
+#[test]
+fn a_handler_makes_outgoing_requests_from_its_network() {
+    const FETCH_IMG: &str = "wasmcell.test/http-fetch:latest";
+    const UPSTREAM: &str = "the upstream's answer\n";
+    // The upstream: one loopback server answering every GET /upstream.
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the upstream");
+    let upstream_addr = upstream.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in upstream.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let wanted = line.starts_with("GET /upstream ");
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let (status, body) = if wanted {
+                ("200 OK", UPSTREAM)
+            } else {
+                ("404 Not Found", "")
+            };
+            let reply = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = reader.get_mut().write_all(reply.as_bytes());
+        }
+    });
+
+    let c = Containerd::start();
+    c.import_wasm(FETCH_IMG, "http_fetch.wasm", fixtures::HTTP_FETCH);
+    let events = c.events();
+    let addr = free_addr();
+    let addr_env = format!("WASMCELL_HTTP_ADDR={addr}");
+    let r = c.run_detached(
+        &["--net-host", "--env", &addr_env],
+        FETCH_IMG,
+        "fetch",
+        &["/http_fetch.wasm"],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let answer = get(addr, &format!("/{upstream_addr}"));
+    assert_eq!(
+        answer,
+        Answer {
+            status: 200,
+            body: UPSTREAM.to_owned()
+        },
+        "{}",
+        c.log()
+    );
+    // A port nothing listens on: that outgoing request fails, and only its own request.
+    let closed = free_addr();
+    assert_eq!(get(addr, &format!("/{closed}")).status, 500);
+    assert_eq!(get(addr, &format!("/{upstream_addr}")).status, 200);
+    assert_eq!(terminate(&c, &events, "fetch", Duration::from_secs(10)), 0);
+    c.ctr(&["task", "delete", "fetch"]);
+    c.ctr(&["container", "delete", "fetch"]);
 }
