@@ -72,6 +72,25 @@ const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
 const MEMORIES_PER_COMPONENT: u32 = 4;
 const TABLES_PER_COMPONENT: u32 = 32;
 
+/// What the pool may keep resident across all its memory slots: an eighth of the container's
+/// memory, or this much without a limit.
+const KEEP_RESIDENT_WITHOUT_LIMIT: u64 = 128 << 20;
+/// The most one slot keeps resident.
+const KEEP_RESIDENT_PER_SLOT: u64 = 1 << 20;
+/// Granularity of what is kept resident: a wasm page.
+const WASM_PAGE: u64 = 64 << 10;
+
+/// How many bytes at the bottom of each memory slot stay resident between instances: reset with
+/// `memset` rather than given back with `madvise`, whose TLB shootdown interrupts every core the
+/// server's threads ran on (most of a small handler's memory cost per request;
+/// docs/performance.md). Bounded so that every slot's resident part together stays within a
+/// budget of the container's memory.
+fn keep_resident(slots: u32, memory_cap: Option<u64>) -> usize {
+    let budget = memory_cap.map_or(KEEP_RESIDENT_WITHOUT_LIMIT, |cap| cap / 8);
+    let per_slot = (budget / u64::from(slots.max(1))).min(KEEP_RESIDENT_PER_SLOT);
+    usize::try_from(per_slot / WASM_PAGE * WASM_PAGE).unwrap_or(0)
+}
+
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
@@ -134,6 +153,11 @@ impl Engine {
         if let Some(cap) = pool.memory_cap {
             pooling.max_memory_size(usize::try_from(cap).unwrap_or(usize::MAX));
         }
+        let slots = n.saturating_mul(MEMORIES_PER_COMPONENT);
+        let keep = keep_resident(slots, pool.memory_cap);
+        pooling
+            .linear_memory_keep_resident(keep)
+            .table_keep_resident(keep);
         let mut pooled = config.clone();
         pooled.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
         match Engine::build(pooled, true) {
@@ -178,5 +202,24 @@ impl Engine {
     /// The wasmtime engine.
     pub fn wasmtime(&self) -> &wasmtime::Engine {
         &self.inner
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keep_resident;
+
+    #[test]
+    fn what_the_pool_keeps_resident_stays_within_its_budget() {
+        // No limit: 128 MiB over 512 slots, 256 KiB each.
+        assert_eq!(keep_resident(512, None), 256 << 10);
+        // A few slots: at most 1 MiB each.
+        assert_eq!(keep_resident(4, None), 1 << 20);
+        // 64 MiB limit, 256 slots: 8 MiB / 256 = 32 KiB, less than a wasm page: nothing.
+        assert_eq!(keep_resident(256, Some(64 << 20)), 0);
+        // 1 GiB limit, 64 slots: 128 MiB / 64 = 2 MiB, capped at 1 MiB.
+        assert_eq!(keep_resident(64, Some(1 << 30)), 1 << 20);
+        // Always whole wasm pages.
+        assert_eq!(keep_resident(3, Some(3 << 20)) % (64 << 10), 0);
     }
 }
