@@ -561,7 +561,17 @@ fn bodies_and_headers_stream_both_ways_and_a_100_mib_upload_is_never_held() {
         "1 MiB echoed over h2c"
     );
 
-    // 100 MiB up and back: it streams, so the cell never holds it.
+    // 100 MiB up and back: it streams, so the cell never holds it, and the shim never sees it.
+    let shim = c.shim_pid_of("echo").expect("the task's shim");
+    let shim_rss = || {
+        std::fs::read_to_string(format!("/proc/{shim}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("the shim's VmRSS")
+    };
+    let shim_before = shim_rss();
     let before = cell_peak_kib("echo");
     assert!(before > 0, "the cell's processes are found");
     let big = c.dir.path().join("hundred-mib");
@@ -585,7 +595,15 @@ fn bodies_and_headers_stream_both_ways_and_a_100_mib_upload_is_never_held() {
     let same = std::fs::read(&big).expect("read") == std::fs::read(&big_back).expect("read back");
     assert!(same, "100 MiB echoed byte for byte");
     let after = cell_peak_kib("echo");
-    eprintln!("cell peak RSS: {before} KiB before the 100 MiB upload, {after} KiB after");
+    let shim_after = shim_rss();
+    eprintln!(
+        "cell peak RSS: {before} KiB before the 100 MiB upload, {after} KiB after; shim RSS \
+         {shim_before} KiB, then {shim_after} KiB"
+    );
+    assert!(
+        shim_after < shim_before + 4 * 1024,
+        "the shim's RSS grew from {shim_before} KiB to {shim_after} KiB"
+    );
     assert!(
         after < before + 32 * 1024,
         "the cell's peak RSS grew from {before} KiB to {after} KiB for a 100 MiB upload"
@@ -723,4 +741,90 @@ fn a_handler_makes_outgoing_requests_from_its_network() {
     assert_eq!(terminate(&c, &events, "fetch", Duration::from_secs(10)), 0);
     c.ctr(&["task", "delete", "fetch"]);
     c.ctr(&["container", "delete", "fetch"]);
+}
+
+#[test]
+fn past_the_in_flight_limit_a_request_gets_503_at_once_and_pipelined_requests_are_answered_in_order(
+) {
+    let c = Containerd::start();
+    c.import_wasm(IMG, "http_handler.wasm", fixtures::HTTP_HANDLER);
+    let events = c.events();
+    let addr = free_addr();
+    let log = c.dir.path().join("limited.log");
+    let r = serve(
+        &c,
+        IMG,
+        "limited",
+        addr,
+        &["WASMCELL_HTTP_MAX_IN_FLIGHT=1"],
+        &log,
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+
+    // Two requests in one write on one connection: both answered, in order.
+    let mut pipelined = Client::connect(addr).expect("connect");
+    pipelined
+        .reader
+        .get_mut()
+        .write_all(
+            b"GET /first HTTP/1.1\r\nHost: test\r\n\r\nGET /second HTTP/1.1\r\nHost: test\r\n\r\n",
+        )
+        .expect("write two requests at once");
+    for _ in 0..2 {
+        let answer = pipelined.read_answer().expect("a pipelined answer");
+        assert_eq!(answer.status, 200, "{answer:?}");
+    }
+    let output = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    // One slow request holds the only permit; another request meanwhile is refused at once.
+    let mut slow_client = Client::connect(addr).expect("connect");
+    let slow = std::thread::spawn(move || slow_client.get("/slow"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let refused = loop {
+        let mut client = Client::connect(addr).expect("connect");
+        client
+            .reader
+            .get_mut()
+            .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            .expect("write");
+        let asked = Instant::now();
+        let mut head = String::new();
+        client.reader.read_line(&mut head).expect("a status line");
+        if head.starts_with("HTTP/1.1 503") {
+            let mut headers = String::new();
+            while client.reader.read_line(&mut head).is_ok_and(|n| n > 2) {
+                headers.push_str(&head);
+                head.clear();
+            }
+            break (asked.elapsed(), headers);
+        }
+        // The slow request had not arrived yet: this one was served; try again.
+        assert!(
+            Instant::now() < deadline,
+            "no 503 while /slow was in flight: {head}"
+        );
+    };
+    assert!(
+        refused.0 < Duration::from_millis(500),
+        "the 503 came after {:?}, not at once",
+        refused.0
+    );
+    assert!(
+        refused.1.to_ascii_lowercase().contains("retry-after: 1"),
+        "{}",
+        refused.1
+    );
+    assert_eq!(slow.join().unwrap().expect("the slow request").status, 200);
+    assert_eq!(
+        get(addr, "/").status,
+        200,
+        "served again once the permit is back"
+    );
+    assert_eq!(
+        terminate(&c, &events, "limited", Duration::from_secs(10)),
+        0
+    );
+    assert!(output().contains(fixtures::HANDLER_LINE));
+    c.ctr(&["task", "delete", "limited"]);
+    c.ctr(&["container", "delete", "limited"]);
 }
