@@ -237,26 +237,35 @@ impl Containerd {
         self.import_cri(&tar);
     }
 
-    /// Runs a pod with `handler` whose one container runs `image` with `args`, waits until the
-    /// container exits and returns (its exit code, its log). The pod is removed afterwards.
-    pub fn run_cri_pod(
+    /// Starts a pod with `handler` (host network when `node_network`) whose one container runs
+    /// `image` with `args` and `envs`; returns the pod's id and the container's.
+    pub fn start_cri_pod(
         &self,
         handler: &str,
         name: &str,
         image: &str,
         args: &[&str],
-    ) -> (i64, String) {
+        envs: &[(&str, &str)],
+        node_network: bool,
+    ) -> (String, String) {
         let dir = self.dir.path().join(format!("cri-{name}"));
         std::fs::create_dir_all(&dir).unwrap();
+        // Network 2 is NODE; 0 is POD.
+        let network = if node_network { 2 } else { 0 };
         let pod = serde_json::json!({
             "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}")},
             "log_directory": dir.join("logs").display().to_string(),
-            "linux": {"security_context": {"namespace_options": {"network": 2}}}
+            "linux": {"security_context": {"namespace_options": {"network": network}}}
         });
+        let envs: Vec<serde_json::Value> = envs
+            .iter()
+            .map(|(k, v)| serde_json::json!({"key": k, "value": v}))
+            .collect();
         let container = serde_json::json!({
             "metadata": {"name": name},
             "image": {"image": image},
             "args": args,
+            "envs": envs,
             "log_path": format!("{name}.log"),
             "linux": {}
         });
@@ -273,6 +282,19 @@ impl Containerd {
         let id = r.stdout.trim().to_owned();
         let r = self.crictl(&["start", &id]);
         assert_eq!(r.code, 0, "start: {r:?}");
+        (pod_id, id)
+    }
+
+    /// Runs a pod with `handler` whose one container runs `image` with `args`, waits until the
+    /// container exits and returns (its exit code, its log). The pod is removed afterwards.
+    pub fn run_cri_pod(
+        &self,
+        handler: &str,
+        name: &str,
+        image: &str,
+        args: &[&str],
+    ) -> (i64, String) {
+        let (pod_id, id) = self.start_cri_pod(handler, name, image, args, &[], true);
         let deadline = Instant::now() + Duration::from_secs(60);
         let status = loop {
             let r = self.crictl(&["inspect", "-o", "json", &id]);

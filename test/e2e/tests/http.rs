@@ -621,34 +621,16 @@ fn a_proxy_component_is_served_in_a_cri_pod_and_drained_by_its_stop() {
     let c = Containerd::start_cri();
     c.import_wasm_cri(CRI_IMG, "http_handler.wasm", fixtures::HTTP_HANDLER);
     let addr = free_addr();
-    let dir = c.dir.path().join("cri-http");
-    std::fs::create_dir_all(&dir).unwrap();
     // The node's network, so that the test reaches the pod's port directly.
-    let pod = serde_json::json!({
-        "metadata": {"name": "http", "namespace": "default", "uid": "uid-http"},
-        "log_directory": dir.join("logs").display().to_string(),
-        "linux": {"security_context": {"namespace_options": {"network": 2}}}
-    });
-    let container = serde_json::json!({
-        "metadata": {"name": "handler"},
-        "image": {"image": CRI_IMG},
-        "envs": [{"key": "WASMCELL_HTTP_ADDR", "value": addr.to_string()}],
-        "log_path": "handler.log",
-        "linux": {}
-    });
-    let pod_file = dir.join("pod.json");
-    let ctr_file = dir.join("container.json");
-    std::fs::write(&pod_file, pod.to_string()).unwrap();
-    std::fs::write(&ctr_file, container.to_string()).unwrap();
-    let pod_file = pod_file.to_str().unwrap();
-    let r = c.crictl(&["runp", "--runtime", HANDLER, pod_file]);
-    assert_eq!(r.code, 0, "runp: {r:?}");
-    let pod_id = r.stdout.trim().to_owned();
-    let r = c.crictl(&["create", &pod_id, ctr_file.to_str().unwrap(), pod_file]);
-    assert_eq!(r.code, 0, "create: {r:?}");
-    let id = r.stdout.trim().to_owned();
-    let r = c.crictl(&["start", &id]);
-    assert_eq!(r.code, 0, "start: {r:?}");
+    let addr_text = addr.to_string();
+    let (pod_id, id) = c.start_cri_pod(
+        HANDLER,
+        "http",
+        CRI_IMG,
+        &[],
+        &[("WASMCELL_HTTP_ADDR", &addr_text)],
+        true,
+    );
 
     // Started means listening.
     assert_eq!(
