@@ -7,7 +7,9 @@ packages=(containerd runc protobuf-compiler clang lld wasi-libc libclang-rt-14-d
   # made with mkfs.ext4 and read with debugfs.
   debootstrap qemu-system-x86 e2fsprogs
   # The fuzz targets (fuzz/): libFuzzer is C++, built by the libfuzzer-sys crate with `c++`.
-  g++)
+  g++
+  # wasi:http: curl is the tests' HTTP/2 (h2c) and upload client, wrk the bench's load.
+  curl wrk)
 need=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
