@@ -810,3 +810,37 @@ fn past_the_in_flight_limit_a_request_gets_503_at_once_and_pipelined_requests_ar
     c.ctr(&["task", "delete", "limited"]);
     c.ctr(&["container", "delete", "limited"]);
 }
+
+#[test]
+fn sigkill_ends_a_server_at_once_with_a_request_in_flight() {
+    let c = Containerd::start();
+    c.import_wasm(IMG, "http_handler.wasm", fixtures::HTTP_HANDLER);
+    let events = c.events();
+    let addr = free_addr();
+    let log = c.dir.path().join("killed.log");
+    let r = serve(&c, IMG, "killed", addr, &[], &log);
+    assert_eq!(r.code, 0, "{r:?}");
+    let mut slow_client = Client::connect(addr).expect("connect");
+    let slow = std::thread::spawn(move || slow_client.get("/slow"));
+    // Give /slow (1.5 s in the guest) time to arrive.
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = Instant::now();
+    let r = c.ctr(&["task", "kill", "-s", "SIGKILL", "killed"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let exit = events
+        .wait_for("/tasks/exit", "killed", Duration::from_secs(5))
+        .expect("the task exits after SIGKILL");
+    assert_eq!(exit.exit_status(), 137, "{exit:?}");
+    assert!(
+        killed.elapsed() < Duration::from_secs(1),
+        "SIGKILL took {:?}, not at once (the slow request would have taken 1.2 s more)",
+        killed.elapsed()
+    );
+    assert!(
+        slow.join().expect("the slow client").is_err(),
+        "the request in flight gets no answer"
+    );
+    assert!(TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err());
+    c.ctr(&["task", "delete", "killed"]);
+    c.ctr(&["container", "delete", "killed"]);
+}
