@@ -381,7 +381,7 @@ fn a_component_that_is_both_runs_as_a_command_unless_its_env_asks_for_serving() 
 }
 
 #[test]
-fn a_component_that_exports_neither_world_fails_create_naming_its_exports() {
+fn create_fails_naming_the_problem_for_a_component_of_neither_world_or_a_bad_address() {
     const NONE_IMG: &str = "wasmcell.test/no-world:latest";
     let c = Containerd::start();
     c.import_wasm(NONE_IMG, "no_world.wasm", fixtures::NO_WORLD);
@@ -393,6 +393,20 @@ fn a_component_that_exports_neither_world_fails_create_naming_its_exports() {
             && said.contains("wasi:http/incoming-handler")
             && said.contains("greet"),
         "the error names what it exports: {said}"
+    );
+    // A handler whose env names no address fails Create naming the variable.
+    c.import_wasm(IMG, "http_handler.wasm", fixtures::HTTP_HANDLER);
+    let r = c.run_wasm_with(
+        &["--env", "WASMCELL_HTTP_ADDR=8080"],
+        IMG,
+        "bad-addr",
+        &["/http_handler.wasm"],
+    );
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("WASMCELL_HTTP_ADDR=\"8080\" is not an address and port"),
+        "{r:?}"
     );
     // The shim serves the next task.
     c.import_wasm("wasmcell.test/hello:latest", "hello.wasm", fixtures::HELLO);
