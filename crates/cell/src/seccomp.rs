@@ -155,7 +155,13 @@ const IOCTLS: &[libc::c_ulong] = &[
     libc::FIONREAD,
     libc::TCGETS,
     libc::TIOCGWINSZ,
+    PAGEMAP_SCAN,
 ];
+
+/// `PAGEMAP_SCAN` (`_IOWR('f', 16, struct pm_scan_arg)`, 96 bytes): wasmtime's pool asks the
+/// cell's own `/proc/self/pagemap` which pages of a memory slot a request dirtied, and resets
+/// just those.
+const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
 
 /// `fcntl` commands: fd and status flags, duplicates, locks, seals. Not the ones that make the
 /// kernel signal a process (`F_SETOWN`, `F_SETOWN_EX`, `F_SETSIG`, leases, `F_NOTIFY`) or resize
@@ -497,6 +503,7 @@ mod tests {
         assert_eq!(answer(libc::SYS_socket, family(libc::AF_NETLINK)), EPERM);
         let request = |r: u64| [0, r, 0, 0, 0, 0];
         assert_eq!(answer(libc::SYS_ioctl, request(libc::FIONBIO)), ALLOW);
+        assert_eq!(answer(libc::SYS_ioctl, request(PAGEMAP_SCAN)), ALLOW);
         assert_eq!(answer(libc::SYS_ioctl, request(libc::TIOCSTI)), EPERM);
         let option = |o: libc::c_int| [o as u64, 0, 0, 0, 0, 0];
         assert_eq!(answer(libc::SYS_prctl, option(libc::PR_SET_NAME)), ALLOW);

@@ -72,23 +72,39 @@ const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
 const MEMORIES_PER_COMPONENT: u32 = 4;
 const TABLES_PER_COMPONENT: u32 = 32;
 
-/// What the pool may keep resident across all its memory slots: an eighth of the container's
+/// What the pool's idle memory slots may keep resident together: an eighth of the container's
 /// memory, or this much without a limit.
-const KEEP_RESIDENT_WITHOUT_LIMIT: u64 = 128 << 20;
-/// The most one slot keeps resident.
-const KEEP_RESIDENT_PER_SLOT: u64 = 1 << 20;
+const KEEP_RESIDENT_WITHOUT_LIMIT: u64 = 1 << 30;
+/// The most one slot keeps resident: more than a componentize-py or componentize-js handler's
+/// request dirties.
+const KEEP_RESIDENT_PER_SLOT: u64 = 16 << 20;
 /// Granularity of what is kept resident: a wasm page.
 const WASM_PAGE: u64 = 64 << 10;
 
-/// How many bytes at the bottom of each memory slot stay resident between instances: reset with
-/// `memset` rather than given back with `madvise`, whose TLB shootdown interrupts every core the
-/// server's threads ran on (most of a small handler's memory cost per request;
-/// docs/performance.md). Bounded so that every slot's resident part together stays within a
-/// budget of the container's memory.
-fn keep_resident(slots: u32, memory_cap: Option<u64>) -> usize {
-    let budget = memory_cap.map_or(KEEP_RESIDENT_WITHOUT_LIMIT, |cap| cap / 8);
-    let per_slot = (budget / u64::from(slots.max(1))).min(KEEP_RESIDENT_PER_SLOT);
+/// How many bytes of each memory slot stay resident between instances: reset in place (only the
+/// pages the last request dirtied, where the kernel answers `PAGEMAP_SCAN`) rather than given
+/// back with `madvise`, whose TLB shootdown interrupts every core the server's threads ran on,
+/// and whose pages the next request faults in again (most of a request's memory cost;
+/// docs/performance.md). The pool keeps at most `instances` idle slots warm (see
+/// [`Engine::serving`]), and a slot in use holds memory the requests' own budget counts, so
+/// this much per slot keeps the idle slots within their budget.
+fn keep_resident(instances: u32, memory_cap: Option<u64>) -> usize {
+    let budget = keep_resident_budget(memory_cap);
+    let per_slot = (budget / u64::from(instances.max(1))).min(KEEP_RESIDENT_PER_SLOT);
     usize::try_from(per_slot / WASM_PAGE * WASM_PAGE).unwrap_or(0)
+}
+
+/// What all slots may keep resident together.
+fn keep_resident_budget(memory_cap: Option<u64>) -> u64 {
+    memory_cap.map_or(KEEP_RESIDENT_WITHOUT_LIMIT, |cap| cap / 8)
+}
+
+/// The linear memory the requests in flight may hold together under a container memory limit
+/// (`serve`'s memory budget): one memory's cap ([`linear_memory_cap`]) less what the pool keeps
+/// resident in its idle slots, which the kernel counts against the same limit.
+pub(crate) fn requests_memory_budget(limit: u64) -> u64 {
+    let cap = linear_memory_cap(limit);
+    cap - keep_resident_budget(Some(cap))
 }
 
 impl std::fmt::Debug for Engine {
@@ -153,11 +169,12 @@ impl Engine {
         if let Some(cap) = pool.memory_cap {
             pooling.max_memory_size(usize::try_from(cap).unwrap_or(usize::MAX));
         }
-        let slots = n.saturating_mul(MEMORIES_PER_COMPONENT);
-        let keep = keep_resident(slots, pool.memory_cap);
+        let keep = keep_resident(n, pool.memory_cap);
         pooling
+            .max_unused_warm_slots(n)
             .linear_memory_keep_resident(keep)
-            .table_keep_resident(keep);
+            .table_keep_resident(keep)
+            .pagemap_scan(wasmtime::Enabled::Auto);
         let mut pooled = config.clone();
         pooled.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
         match Engine::build(pooled, true) {
@@ -211,14 +228,14 @@ mod tests {
 
     #[test]
     fn what_the_pool_keeps_resident_stays_within_its_budget() {
-        // No limit: 128 MiB over 512 slots, 256 KiB each.
-        assert_eq!(keep_resident(512, None), 256 << 10);
-        // A few slots: at most 1 MiB each.
-        assert_eq!(keep_resident(4, None), 1 << 20);
-        // 64 MiB limit, 256 slots: 8 MiB / 256 = 32 KiB, less than a wasm page: nothing.
+        // No limit, 128 instances: 1 GiB / 128, 8 MiB each.
+        assert_eq!(keep_resident(128, None), 8 << 20);
+        // A few instances: at most 16 MiB each.
+        assert_eq!(keep_resident(4, None), 16 << 20);
+        // 64 MiB limit, 256 instances: 8 MiB / 256 = 32 KiB, less than a wasm page: nothing.
         assert_eq!(keep_resident(256, Some(64 << 20)), 0);
-        // 1 GiB limit, 64 slots: 128 MiB / 64 = 2 MiB, capped at 1 MiB.
-        assert_eq!(keep_resident(64, Some(1 << 30)), 1 << 20);
+        // 1 GiB limit, 64 instances: 128 MiB / 64 = 2 MiB.
+        assert_eq!(keep_resident(64, Some(1 << 30)), 2 << 20);
         // Always whole wasm pages.
         assert_eq!(keep_resident(3, Some(3 << 20)) % (64 << 10), 0);
     }

@@ -858,3 +858,67 @@ fn sigkill_ends_a_server_at_once_with_a_request_in_flight() {
     c.ctr(&["task", "delete", "killed"]);
     c.ctr(&["container", "delete", "killed"]);
 }
+
+#[test]
+fn requests_in_flight_share_one_memory_budget_so_growing_requests_fail_alone_not_the_server() {
+    // 96 MiB for the container: each /grow request writes 16 MiB of new memory and holds it for
+    // 1.5 s. Eight at once would need 128 MiB: without one budget for all requests the kernel's
+    // OOM killer would end the server; with it, the requests past the budget fail with 500.
+    const AT_ONCE: usize = 8;
+    let c = Containerd::start();
+    c.import_wasm(IMG, "http_handler.wasm", fixtures::HTTP_HANDLER);
+    let events = c.events();
+    let addr = free_addr();
+    let log = c.dir.path().join("budget.log");
+    let addr_env = format!("WASMCELL_HTTP_ADDR={addr}");
+    let uri = format!("file://{}", log.display());
+    let r = c.run_detached(
+        &[
+            "--net-host",
+            "--memory-limit",
+            "100663296",
+            "--env",
+            &addr_env,
+            "--log-uri",
+            &uri,
+        ],
+        IMG,
+        "budget",
+        &["/http_handler.wasm"],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let requests: Vec<_> = (0..AT_ONCE)
+            .map(|_| s.spawn(move || get(addr, "/grow").status))
+            .collect();
+        requests.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let failed = statuses.iter().filter(|s| **s == 500).count();
+    assert_eq!(ok + failed, AT_ONCE, "only 200 and 500: {statuses:?}");
+    assert!(ok >= 1, "some requests fit in the budget: {statuses:?}");
+    assert!(
+        failed >= 1 && ok <= 5,
+        "96 MiB holds at most five 16 MiB requests: {statuses:?}"
+    );
+    // The server lives on, and has its memory back.
+    assert_eq!(get(addr, "/").status, 200, "the request after the flood");
+    assert_eq!(get(addr, "/grow").status, 200, "a growing request alone");
+    let output = std::fs::read_to_string(&log).expect("the task's log");
+    let refused = output
+        .lines()
+        .filter(|l| l.contains("GET /grow failed") && l.contains("memory budget"))
+        .count();
+    assert_eq!(
+        refused, failed,
+        "each failed request's line names the memory budget:\n{output}"
+    );
+    assert_eq!(
+        terminate(&c, &events, "budget", Duration::from_secs(10)),
+        0,
+        "the server ends by its drain, not the OOM killer"
+    );
+    c.ctr(&["task", "delete", "budget"]);
+    c.ctr(&["container", "delete", "budget"]);
+}

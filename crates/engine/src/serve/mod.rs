@@ -17,6 +17,7 @@
 //!   listener closes, open connections finish their requests in flight (HTTP/1.1 without
 //!   keep-alive, HTTP/2 with GOAWAY), and [`serve`] returns 0.
 
+mod budget;
 mod output;
 pub mod settings;
 
@@ -34,13 +35,14 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::{oneshot, Semaphore};
 use wasmtime::component::ResourceTable;
-use wasmtime::{Store, StoreLimits, UpdateDeadline};
+use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use budget::{MemoryBudget, RequestLimits};
 pub use output::{LineOutput, LineStream, Target};
 pub use settings::Settings;
 
@@ -55,7 +57,7 @@ pub struct ServeState {
     ctx: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: RequestLimits,
 }
 
 impl WasiView for ServeState {
@@ -109,6 +111,8 @@ struct Shared {
     grants: RequestGrants,
     settings: Settings,
     in_flight: Arc<Semaphore>,
+    /// The linear memory all requests in flight may hold together (under a memory limit).
+    memory: Option<Arc<MemoryBudget>>,
 }
 
 impl Shared {
@@ -127,7 +131,7 @@ impl Shared {
             ctx,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            limits: self.grants.limits.clone(),
+            limits: RequestLimits::new(self.grants.limits.clone(), self.memory.clone()),
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limits);
@@ -159,10 +163,15 @@ pub fn serve(
         .build()
         .map_err(|e| Error::io("start the server's runtime", e))?;
     let engine = pre.engine().clone();
+    let grants = grants.for_requests();
     let shared = Arc::new(Shared {
         in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
+        memory: grants
+            .setup
+            .memory_limit
+            .map(|limit| MemoryBudget::new(crate::requests_memory_budget(limit))),
         pre,
-        grants: grants.for_requests(),
+        grants,
         settings,
     });
     let code = runtime.block_on(async move {
@@ -303,10 +312,15 @@ async fn respond(
                 .call_handle(&mut store, request, outparam)
                 .await
         };
-        match tokio::time::timeout(timeout, run).await {
+        let outcome = match tokio::time::timeout(timeout, run).await {
             Ok(result) => result.map_err(|e| format!("{e:?}")),
             Err(_) => Err(format!("its deadline of {} ms passed", timeout.as_millis())),
-        }
+        };
+        // A guest usually traps when its memory cannot grow: say why it could not.
+        outcome.map_err(|message| match store.data_mut().limits.refused() {
+            Some(why) => format!("{message} (after {why})"),
+            None => message,
+        })
     });
     match receiver.await {
         Ok(Ok(response)) => {
