@@ -51,12 +51,12 @@ tools:
 
 # The whole test suite: unit tests and the end-to-end suites against a private containerd 2.x,
 # then against Debian's containerd 1.6.
-test: deps build lint tools
+test: deps build lint tools http-handlers
 	bash test/scripts/cargo-test.sh
 
 # One end-to-end suite (a file of test/e2e/tests) against the freshly built binaries, on the
 # pinned containerd 2.x, or on Debian's 1.6 with C=1.6: make e2e T=lifecycle [C=1.6] [ARGS=name]
-e2e: build tools
+e2e: build tools http-handlers
 	@test -n "$(T)" || { echo "usage: make e2e T=<suite> [C=1.6] [ARGS='<test name> --nocapture']"; \
 	  ls test/e2e/tests | sed 's/\.rs$$//' | paste -sd' '; exit 2; }
 	set -e; source test/tools/env.sh; \
@@ -88,11 +88,16 @@ large-component: $(LARGE_COMPONENT)
 $(LARGE_COMPONENT): benches/workloads/large-component/app.py benches/scripts/componentize.sh
 	bash benches/scripts/componentize.sh large-component $@
 
-# The benchmark's Python HTTP handler: a componentize-py wasi:http/proxy component.
+# The HTTP handlers in Python (componentize-py, which the benchmark measures too) and in
+# JavaScript (componentize-js, from the npm registry), which the wasi:http tests serve.
 HTTP_HANDLER := target/bench/http-handler.wasm
+JS_HANDLER := target/bench/js-handler.wasm
 http-handler: $(HTTP_HANDLER)
+http-handlers: $(HTTP_HANDLER) $(JS_HANDLER)
 $(HTTP_HANDLER): benches/workloads/http-handler/app.py benches/scripts/componentize.sh
 	bash benches/scripts/componentize.sh http-handler $@
+$(JS_HANDLER): benches/workloads/js-handler/app.js benches/scripts/componentize.sh
+	bash benches/scripts/componentize.sh js-handler $@
 
 # The benchmark's reference shim: a workspace of its own, built into the shared target directory
 # as cargo builds it by default (dynamically linked, without the flags above).
@@ -116,4 +121,4 @@ demo: deps install fixtures
 clean:
 	$(CARGO) clean
 
-.PHONY: help deps tools build lint test bench installer-image reference-shim large-component http-handler install demo clean
+.PHONY: help deps tools build lint test bench installer-image reference-shim large-component http-handler http-handlers install demo clean

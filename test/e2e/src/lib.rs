@@ -66,6 +66,23 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
+/// A component built from `benches/workloads/<name>` (`target/bench/<name>.wasm`): the HTTP
+/// handlers componentize-py and componentize-js make. `make test` and `make e2e` build them
+/// first; this asks `make` again, which rebuilds one only if its source changed.
+pub fn workload_component(name: &str) -> Vec<u8> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let target = format!("target/bench/{name}.wasm");
+    let status = Command::new("make")
+        .arg("-s")
+        .arg("-C")
+        .arg(&root)
+        .arg(&target)
+        .status()
+        .expect("run make");
+    assert!(status.success(), "make {target}: {status}");
+    std::fs::read(root.join(&target)).unwrap_or_else(|e| panic!("read {target}: {e}"))
+}
+
 /// Reports the calling test skipped, saying why: what it checks cannot run on this host or
 /// this containerd. The test returns right after. The harness still counts it as passed, so
 /// each skip is also written to `WASMCELL_SKIP_LOG` (set by `test/scripts/cargo-test.sh`, which

@@ -860,6 +860,118 @@ fn sigkill_ends_a_server_at_once_with_a_request_in_flight() {
 }
 
 #[test]
+fn handlers_made_by_componentize_py_and_componentize_js_echo_queries_bodies_and_headers() {
+    let c = Containerd::start();
+    let events = c.events();
+    for (workload, hello, line) in [
+        ("http-handler", "hello from python\n", None),
+        (
+            "js-handler",
+            "hello from javascript\n",
+            Some("js handler: POST /echo"),
+        ),
+    ] {
+        let image = format!("wasmcell.test/{workload}:latest");
+        let program = format!("{workload}.wasm");
+        c.import_wasm(
+            &image,
+            &program,
+            &wasmcell_e2e::workload_component(workload),
+        );
+        let addr = free_addr();
+        let log = c.dir.path().join(format!("{workload}.log"));
+        let addr_env = format!("WASMCELL_HTTP_ADDR={addr}");
+        let uri = format!("file://{}", log.display());
+        let r = c.run_detached(
+            &["--net-host", "--env", &addr_env, "--log-uri", &uri],
+            &image,
+            workload,
+            &[&format!("/{program}")],
+        );
+        assert_eq!(r.code, 0, "{workload}: {r:?}");
+
+        assert_eq!(
+            get(addr, "/?from=test"),
+            Answer {
+                status: 200,
+                body: hello.to_owned()
+            },
+            "{workload}"
+        );
+        // A POST with a query and a header, twice: each comes back whole, from a fresh instance.
+        let url = format!("http://{addr}/echo?q=1&r=two");
+        for _ in 0..2 {
+            let answer = curl(&[
+                "-D",
+                "-",
+                "-H",
+                "x-test: hello there",
+                "--data-binary",
+                "a body\nof two lines",
+                &url,
+            ]);
+            let (head, body) = answer
+                .split_once("\r\n\r\n")
+                .expect("headers, then the body");
+            assert!(head.starts_with("HTTP/1.1 200"), "{workload}: {head}");
+            let header = |name: &str| {
+                head.lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+                    .map(str::to_owned)
+            };
+            assert_eq!(
+                header("x-path").as_deref(),
+                Some("/echo?q=1&r=two"),
+                "{workload}: {head}"
+            );
+            assert_eq!(
+                header("x-echo").as_deref(),
+                Some("hello there"),
+                "{workload}: {head}"
+            );
+            assert_eq!(
+                header("x-served").as_deref(),
+                Some("1"),
+                "{workload}: {head}"
+            );
+            assert_eq!(body, "a body\nof two lines", "{workload}");
+        }
+        // 1 MiB through HTTP/2 with prior knowledge, streamed through the guest.
+        let mib: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+        let sent = c.dir.path().join(format!("{workload}-one-mib"));
+        std::fs::write(&sent, &mib).expect("write 1 MiB");
+        let back = c.dir.path().join(format!("{workload}-one-mib-back"));
+        curl(&[
+            "--http2-prior-knowledge",
+            "--data-binary",
+            &format!("@{}", sent.display()),
+            "-o",
+            back.to_str().unwrap(),
+            &url,
+        ]);
+        assert!(
+            std::fs::read(&back).expect("the echoed MiB") == mib,
+            "{workload}: 1 MiB came back changed"
+        );
+
+        assert_eq!(
+            terminate(&c, &events, workload, Duration::from_secs(10)),
+            0,
+            "{workload}"
+        );
+        if let Some(line) = line {
+            let output = std::fs::read_to_string(&log).expect("the task's log");
+            assert!(
+                output.lines().any(|l| l == line),
+                "{workload}: the handler's console.log reaches the task's stdout:\n{output}"
+            );
+        }
+        c.ctr(&["task", "delete", workload]);
+        c.ctr(&["container", "delete", workload]);
+    }
+}
+
+#[test]
 fn requests_in_flight_share_one_memory_budget_so_growing_requests_fail_alone_not_the_server() {
     // 96 MiB for the container: each /grow request writes 16 MiB of new memory and holds it for
     // 1.5 s. Eight at once would need 128 MiB: without one budget for all requests the kernel's
