@@ -126,21 +126,9 @@ pub fn enter_namespaces(iso: &Isolation) -> Result<(), String> {
     Ok(())
 }
 
-/// The name of a namespace of `kind` below `/proc/<pid>/ns`.
-fn proc_name(kind: NamespaceKind) -> &'static str {
-    match kind {
-        NamespaceKind::Network => "net",
-        NamespaceKind::Ipc => "ipc",
-        NamespaceKind::Uts => "uts",
-        NamespaceKind::Mount => "mnt",
-        NamespaceKind::Pid => "pid",
-        NamespaceKind::Cgroup => "cgroup",
-    }
-}
-
 /// The identity (device and inode) of this thread's namespace of `kind`, if it can be read.
 fn namespace_id(kind: NamespaceKind) -> Option<(u64, u64)> {
-    let meta = std::fs::metadata(format!("/proc/thread-self/ns/{}", proc_name(kind))).ok()?;
+    let meta = std::fs::metadata(format!("/proc/thread-self/ns/{}", kind.proc_name())).ok()?;
     use std::os::unix::fs::MetadataExt;
     Some((meta.dev(), meta.ino()))
 }
@@ -161,7 +149,7 @@ pub fn namespaces_of(pid: i32) -> Result<Vec<(NamespaceKind, File)>, String> {
     ];
     let mut opened = Vec::new();
     for kind in kinds {
-        let path = format!("/proc/{pid}/ns/{}", proc_name(kind));
+        let path = format!("/proc/{pid}/ns/{}", kind.proc_name());
         let file = File::open(&path).map_err(|e| format!("open {path}: {e}"))?;
         let meta = file.metadata().map_err(|e| format!("stat {path}: {e}"))?;
         if namespace_id(kind) != Some((meta.dev(), meta.ino())) {

@@ -37,6 +37,20 @@ pub enum NamespaceKind {
     Cgroup,
 }
 
+impl NamespaceKind {
+    /// Its name below `/proc/<pid>/ns`.
+    pub fn proc_name(self) -> &'static str {
+        match self {
+            NamespaceKind::Network => "net",
+            NamespaceKind::Ipc => "ipc",
+            NamespaceKind::Uts => "uts",
+            NamespaceKind::Mount => "mnt",
+            NamespaceKind::Pid => "pid",
+            NamespaceKind::Cgroup => "cgroup",
+        }
+    }
+}
+
 /// A resource limit (`setrlimit`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rlimit {

@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -16,9 +16,10 @@ use nix::unistd::Pid;
 use wasmcell_cell::{Ready, Role, CONTROL_FD, PROGRAM_FD, START_BYTE, STATUS_FD};
 use wasmcell_cgroup::{Cgroup, Hierarchy};
 use wasmcell_task::entrypoint::Entrypoint;
+use wasmcell_task::isolation::NamespaceKind;
 use wasmcell_task::{Bundle, CgroupPath, Resources, RunSpec};
 
-use super::{Backend, CELL_ARG};
+use super::{Backend, ExecBackend, ExecIo, ExecStarted, CELL_ARG};
 use crate::error::{Error, Result};
 use crate::host::process::{map_fds, pipe, spawn_watched};
 use crate::host::systemd;
@@ -53,6 +54,12 @@ pub struct CellTask {
     /// The systemd scope unit of the cgroup, with systemd's driver (`crate::host::systemd`).
     scope: Option<String>,
     pid_file: std::path::PathBuf,
+    /// What an exec's cell is made from: the container's bundle, its run spec, the process
+    /// whose namespaces are the container's, and the deadline for loading a program.
+    bundle: Bundle,
+    run: RunSpec,
+    container_pid: i32,
+    prepare_timeout: Duration,
 }
 
 /// Makes the cgroup of `run`, spawns its cell, and waits until the cell has loaded its program
@@ -66,7 +73,7 @@ pub fn launch(
     stdout: OwnedFd,
     stderr: OwnedFd,
     prepare_timeout: Duration,
-    bundle: &Path,
+    bundle: &Bundle,
 ) -> Result<(CellTask, u32, i32)> {
     let id = &run.id;
     let creating = std::time::Instant::now();
@@ -120,7 +127,7 @@ pub fn launch(
         ready.join_millis,
         ready.boundary_millis
     );
-    let pid_file = bundle.join(CELL_PID_FILE);
+    let pid_file = bundle.dir.join(CELL_PID_FILE);
     if let Err(e) = std::fs::write(&pid_file, format!("{}", cell.pid)) {
         cell.kill(Signal::SIGKILL);
         return Err(Error::io(format!("write {}", pid_file.display()), e));
@@ -135,6 +142,10 @@ pub fn launch(
             .disarm()
             .unwrap_or_else(|| unreachable!("armed guard")),
         pid_file,
+        bundle: bundle.clone(),
+        run: run.clone(),
+        container_pid: pid,
+        prepare_timeout,
     };
     Ok((task, pid as u32, watched))
 }
@@ -194,6 +205,123 @@ impl Backend for CellTask {
             log::error!("task {}: {e}", self.id);
         }
         let _ = std::fs::remove_file(&self.pid_file);
+    }
+
+    fn exec(
+        &self,
+        exec_id: &str,
+        process: &oci_spec::runtime::Process,
+        io: ExecIo,
+    ) -> Result<Box<dyn ExecBackend>> {
+        let (run, entry) = self.exec_spec(exec_id, process, &io.stdin)?;
+        let (cell, ready) = Cell::spawn(
+            &run,
+            Role::Guest,
+            entry.file,
+            io.stdout,
+            io.stderr,
+            self.prepare_timeout,
+            Placement::JoinItself(&self.cgroup),
+        )?;
+        log::info!(
+            "task {}: exec {exec_id}: prepared {} ({} bytes): {} in {:.1} ms",
+            self.id,
+            entry.path,
+            ready.wasm_bytes,
+            ready.loaded(),
+            ready.millis
+        );
+        Ok(Box::new(CellExec {
+            pid: ready.guest_pid.unwrap_or(cell.pid),
+            cell,
+            started: std::sync::atomic::AtomicBool::new(false),
+        }))
+    }
+}
+
+impl CellTask {
+    /// The run spec and program of exec `exec_id`: the container's spec with the exec's
+    /// process (args, env, cwd, user, capabilities, rlimits), in the container's namespaces
+    /// (joined through its process; the cell makes a mount namespace of its own over the same
+    /// rootfs and grants), its cgroup, limits and seccomp filters. The program is found in the
+    /// rootfs as an entrypoint is, and must be wasm.
+    fn exec_spec(
+        &self,
+        exec_id: &str,
+        process: &oci_spec::runtime::Process,
+        stdin: &str,
+    ) -> Result<(RunSpec, Entrypoint)> {
+        let mut bundle = self.bundle.clone();
+        bundle.spec.set_process(Some(process.clone()));
+        let args = process.args().clone().unwrap_or_default();
+        let arg0 = args
+            .first()
+            .ok_or_else(|| Error::InvalidArgument(format!("exec {exec_id}: no args")))?;
+        let cwd = process.cwd().to_string_lossy().into_owned();
+        let entry = wasmcell_task::entrypoint::resolve(&bundle.rootfs, arg0, &cwd, &bundle.env()?)
+            .map_err(|e| Error::InvalidArgument(format!("exec {exec_id}: {e}")))?;
+        if !entry.kind.is_wasm() {
+            return Err(Error::InvalidArgument(format!(
+                "exec {exec_id}: {} is a native program, and a wasm container runs only wasm \
+                 (it holds no native userland): exec a wasm program, or probe the container \
+                 with httpGet or tcpSocket",
+                entry.path
+            )));
+        }
+        let stdin = crate::host::streams::cell_stdin(stdin);
+        let mut run = bundle.run_spec(&self.id, stdin, &self.run.cache_dir)?;
+        run.program = entry.path.clone();
+        run.cgroup = self.run.cgroup.clone();
+        // The container's own namespaces, whatever the spec says: joined through its process.
+        // Its mount namespace is not joined: the cell always makes its own (see
+        // `wasmcell_cell::boundary`), over the same rootfs and grants.
+        for ns in &mut run.isolation.namespaces {
+            if ns.kind != NamespaceKind::Mount {
+                ns.path = Some(PathBuf::from(format!(
+                    "/proc/{}/ns/{}",
+                    self.container_pid,
+                    ns.kind.proc_name()
+                )));
+            }
+        }
+        // Set in those namespaces when the container was made.
+        run.isolation.hostname = None;
+        run.isolation.sysctls.clear();
+        Ok((run, entry))
+    }
+}
+
+/// An exec process in a cell of its own.
+struct CellExec {
+    cell: Cell,
+    /// The guest's pid (in the container's PID namespace, when it has one).
+    pid: i32,
+    started: std::sync::atomic::AtomicBool,
+}
+
+impl ExecBackend for CellExec {
+    fn start(&self) -> Result<ExecStarted> {
+        self.cell.start()?;
+        self.started
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(ExecStarted {
+            pid: self.pid,
+            watched: self.cell.pid,
+        })
+    }
+
+    fn signal(&self, _pid: i32, signal: u32) -> Result<()> {
+        self.cell.signal(signal)
+    }
+}
+
+impl Drop for CellExec {
+    /// A cell prepared but never started waits for its start byte: its exec's Delete, or its
+    /// task's, ends it.
+    fn drop(&mut self) {
+        if !self.started.load(std::sync::atomic::Ordering::SeqCst) {
+            self.cell.kill(Signal::SIGKILL);
+        }
     }
 }
 

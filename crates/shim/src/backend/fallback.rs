@@ -91,7 +91,8 @@ pub fn create(
         &cell_bundle,
         stdio,
         &[&control_r.as_fd(), &status_w.as_fd(), &program_r.as_fd()],
-    )?;
+    )?
+    .holding_wasm();
     drop((control_r, status_w, program_r));
     // The container exists, stopped before its process: compiling now runs in its cgroups
     // (charged to it, bounded by its limits, whatever made them) and its namespaces.

@@ -21,7 +21,7 @@ use wasmcell_task::isolation::Unsupported;
 use wasmcell_task::{Bundle, Entrypoint, RunSpec};
 
 use super::config::{Config, PauseBy};
-use super::{cell, fallback, runc, Backend, Launch, Launched, Logger};
+use super::{cell, fallback, runc, Backend, ExecIo, Launch, Launched, Logger};
 use crate::error::{Error, Result};
 use crate::host::image;
 use crate::host::rootfs::MountedRootfs;
@@ -114,6 +114,20 @@ impl Launch for HostLauncher {
             ..launched
         })
     }
+
+    fn exec_io(&self, id: &str, stdin: &str, stdout: &str, stderr: &str) -> Result<ExecIo> {
+        if [stdout, stderr].iter().any(|s| s.starts_with("binary://")) {
+            return Err(Error::NotImplemented(format!(
+                "exec in task {id}: output to a binary logger"
+            )));
+        }
+        let outputs = streams::open_outputs(id, &self.config.namespace, stdout, stderr)?;
+        Ok(ExecIo {
+            stdin: stdin.to_owned(),
+            stdout: outputs.stdout,
+            stderr: outputs.stderr,
+        })
+    }
 }
 
 impl HostLauncher {
@@ -141,7 +155,7 @@ impl HostLauncher {
                     outputs.stdout,
                     outputs.stderr,
                     config.prepare_timeout,
-                    &bundle.dir,
+                    &bundle,
                 )?;
                 (Box::new(task), pid, watched)
             }

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use containerd_shim::api::CreateTaskRequest;
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The argument that makes the shim binary act as a cell (see `wasmcell_cell`).
 pub const CELL_ARG: &str = "cell";
@@ -48,6 +48,51 @@ pub trait Backend: Send + Sync {
     fn stats(&self) -> Result<Any>;
     /// Removes what the backend made for the task, once it has exited (Delete).
     fn remove(&self);
+    /// Prepares exec process `exec_id` running `process` in the task's container, with
+    /// `io`; Start of the exec runs it ([`ExecBackend::start`]).
+    fn exec(
+        &self,
+        exec_id: &str,
+        process: &oci_spec::runtime::Process,
+        io: ExecIo,
+    ) -> Result<Box<dyn ExecBackend>>;
+}
+
+/// The stdio of an exec process: containerd's stdin (a FIFO path, or empty for none), and its
+/// stdout and stderr, open.
+pub struct ExecIo {
+    /// The stdin FIFO's path, or empty.
+    pub stdin: String,
+    /// Where its stdout goes.
+    pub stdout: OwnedFd,
+    /// Where its stderr goes.
+    pub stderr: OwnedFd,
+}
+
+/// A started exec process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecStarted {
+    /// Its pid as containerd sees it (the process in the container's namespaces).
+    pub pid: i32,
+    /// The process whose exit is the exec's (a cell's supervisor; runc's exec'd process).
+    pub watched: i32,
+}
+
+/// An exec process of a task, as its backend runs it.
+pub trait ExecBackend: Send + Sync {
+    /// Runs it.
+    fn start(&self) -> Result<ExecStarted>;
+    /// Delivers `signal` to it (`pid`: the watched pid [`ExecBackend::start`] returned).
+    fn signal(&self, pid: i32, signal: u32) -> Result<()> {
+        let signal = nix::sys::signal::Signal::try_from(signal as i32)
+            .map_err(|_| Error::InvalidArgument(format!("signal {signal}")))?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).map_err(|e| match e {
+            nix::errno::Errno::ESRCH => Error::NotFound("process already finished".into()),
+            e => Error::Internal(format!("signal exec process {pid}: {e}")),
+        })
+    }
+    /// Removes what it left (Delete of the exec).
+    fn remove(&self) {}
 }
 
 /// What [`Launch::launch`] made for a Create.
@@ -76,4 +121,6 @@ pub struct Logger {
 pub trait Launch: Send + Sync {
     /// Carries out what a Create asks of the host. On failure nothing of it is left.
     fn launch(&self, req: &CreateTaskRequest) -> Result<Launched>;
+    /// Opens the output an exec process of task `id` asks for (its FIFOs or files).
+    fn exec_io(&self, id: &str, stdin: &str, stdout: &str, stderr: &str) -> Result<ExecIo>;
 }

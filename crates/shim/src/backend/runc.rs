@@ -14,7 +14,7 @@ use wasmcell_cgroup::{Cgroup, Hierarchy};
 use wasmcell_task::Bundle;
 use wasmcell_task::CgroupPath;
 
-use super::Backend;
+use super::{Backend, ExecBackend, ExecIo, ExecStarted};
 use crate::error::{Error, Result};
 use crate::host::process::{map_fds, run_command, spawn_watched, Output};
 use crate::host::systemd;
@@ -49,6 +49,8 @@ pub struct RuncTask {
     bundle: PathBuf,
     pid: i32,
     cgroup: Option<Cgroup>,
+    /// Whether its process is a cell (the runc fallback of a wasm container).
+    holds_wasm: bool,
 }
 
 impl RuncTask {
@@ -71,7 +73,14 @@ impl RuncTask {
             bundle: bundle.dir.clone(),
             pid,
             cgroup: runc_cgroup(spec, id),
+            holds_wasm: false,
         })
+    }
+
+    /// Marks the container as a wasm one (its process a cell): an exec in it is a wasm exec.
+    pub fn holding_wasm(mut self) -> RuncTask {
+        self.holds_wasm = true;
+        self
     }
 
     /// `runc create` of a native container (its bundle is containerd's).
@@ -141,6 +150,74 @@ impl Backend for RuncTask {
     fn remove(&self) {
         if let Err(e) = self.runc.delete(&self.id) {
             log::error!("task {}: {e}", self.id);
+        }
+    }
+
+    fn exec(
+        &self,
+        exec_id: &str,
+        process: &oci_spec::runtime::Process,
+        io: ExecIo,
+    ) -> Result<Box<dyn ExecBackend>> {
+        if self.holds_wasm {
+            return Err(Error::NotImplemented(format!(
+                "exec {exec_id}: exec in a wasm container under the runc fallback is not \
+                 implemented by wasmcell yet; probe it with httpGet or tcpSocket"
+            )));
+        }
+        let stdio = NativeStdio {
+            stdin: crate::host::streams::open_native_stdin(&io.stdin)?,
+            stdout: io.stdout.into(),
+            stderr: io.stderr.into(),
+        };
+        if exec_id.is_empty() || exec_id.contains('/') || exec_id.starts_with('.') {
+            return Err(Error::InvalidArgument(format!("exec id {exec_id:?}")));
+        }
+        let json = serde_json::to_vec(process)
+            .map_err(|e| Error::InvalidArgument(format!("exec {exec_id}: its process: {e}")))?;
+        let process_file = self.bundle.join(format!("exec-{exec_id}.json"));
+        std::fs::write(&process_file, json)
+            .map_err(|e| Error::io(format!("write {}", process_file.display()), e))?;
+        Ok(Box::new(RuncExec {
+            runc: self.runc.clone(),
+            container: self.id.clone(),
+            pid_file: self.bundle.join(format!("exec-{exec_id}.pid")),
+            log: self.bundle.join(format!("exec-{exec_id}-log.json")),
+            process_file,
+            stdio: std::sync::Mutex::new(Some(stdio)),
+        }))
+    }
+}
+
+/// An exec process in a runc container: `runc exec --detach` at its Start.
+struct RuncExec {
+    runc: Runc,
+    container: String,
+    process_file: PathBuf,
+    pid_file: PathBuf,
+    log: PathBuf,
+    /// Given to runc at Start.
+    stdio: std::sync::Mutex<Option<NativeStdio>>,
+}
+
+impl ExecBackend for RuncExec {
+    fn start(&self) -> Result<ExecStarted> {
+        let stdio = crate::sync::lock(&self.stdio)
+            .take()
+            .ok_or_else(|| Error::Internal("exec started twice".into()))?;
+        let pid = self.runc.exec(
+            &self.container,
+            &self.process_file,
+            &self.pid_file,
+            &self.log,
+            stdio,
+        )?;
+        Ok(ExecStarted { pid, watched: pid })
+    }
+
+    fn remove(&self) {
+        for file in [&self.process_file, &self.pid_file, &self.log] {
+            let _ = std::fs::remove_file(file);
         }
     }
 }
@@ -238,6 +315,48 @@ impl Runc {
             )));
         }
         let text = std::fs::read_to_string(&pid_file)
+            .map_err(|e| Error::io(format!("read {}", pid_file.display()), e))?;
+        text.trim()
+            .parse()
+            .map_err(|e| Error::Runc(format!("bad pid file {}: {e}", pid_file.display())))
+    }
+
+    /// `runc exec --detach` of the process in `process_file` in container `id`, with `stdio`:
+    /// returns its pid once it runs. Its exit reaches the shim as its subreaper.
+    pub fn exec(
+        &self,
+        id: &str,
+        process_file: &Path,
+        pid_file: &Path,
+        log: &Path,
+        stdio: NativeStdio,
+    ) -> Result<i32> {
+        let mut cmd = self.command(Some(log));
+        cmd.arg("exec")
+            .arg("--process")
+            .arg(process_file)
+            .arg("--detach")
+            .arg("--pid-file")
+            .arg(pid_file)
+            .arg(id)
+            .stdin(Stdio::from(stdio.stdin))
+            .stdout(Stdio::from(stdio.stdout))
+            .stderr(Stdio::from(stdio.stderr));
+        let (child, watch) = spawn_watched(&mut cmd)?;
+        drop(cmd);
+        let runc_pid = child.id() as i32;
+        let status = watch.wait(runc_pid, RUNC_TIMEOUT).ok_or_else(|| {
+            Error::Runc(format!(
+                "exec in {id} did not finish within {RUNC_TIMEOUT:?}"
+            ))
+        })?;
+        if status != 0 {
+            return Err(Error::Runc(format!(
+                "exec in {id} failed: {}",
+                Self::last_error(log)
+            )));
+        }
+        let text = std::fs::read_to_string(pid_file)
             .map_err(|e| Error::io(format!("read {}", pid_file.display()), e))?;
         text.trim()
             .parse()

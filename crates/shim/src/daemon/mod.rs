@@ -51,7 +51,6 @@ const INLINE_METHODS: &[&str] = &[
     "/containerd.task.v2.Task/Connect",
     "/containerd.task.v2.Task/CloseIO",
     "/containerd.task.v2.Task/Stats",
-    "/containerd.task.v2.Task/Exec",
     "/containerd.task.v2.Task/ResizePty",
     "/containerd.task.v2.Task/Checkpoint",
 ];

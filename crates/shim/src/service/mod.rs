@@ -101,16 +101,19 @@ impl Task for Service {
 
     fn close_io(&self, _: &TtrpcContext, req: CloseIORequest) -> TtrpcResult<Empty> {
         serve("close io", &req.id, || {
-            self.tasks.close_io(&req.id).map(|()| Empty::new())
+            self.tasks
+                .close_io(&req.id, &req.exec_id)
+                .map(|()| Empty::new())
         })
     }
 
-    fn exec(&self, _: &TtrpcContext, _: ExecProcessRequest) -> TtrpcResult<Empty> {
-        not_implemented("exec")
+    fn exec(&self, _: &TtrpcContext, req: ExecProcessRequest) -> TtrpcResult<Empty> {
+        let id = req.id.clone();
+        serve("exec", &id, || self.tasks.exec(req).map(|()| Empty::new()))
     }
 
     fn resize_pty(&self, _: &TtrpcContext, _: ResizePtyRequest) -> TtrpcResult<Empty> {
-        not_implemented("resize pty")
+        not_implemented("resize pty (terminals)")
     }
 
     fn pause(&self, _: &TtrpcContext, req: PauseRequest) -> TtrpcResult<Empty> {

@@ -5,8 +5,13 @@ use super::Tasks;
 use crate::error::Result;
 
 impl Tasks {
-    /// CloseIO.
-    pub fn close_io(&self, id: &str) -> Result<()> {
-        self.get(id).map(drop)
+    /// CloseIO (of the task, or of exec `exec_id`).
+    pub fn close_io(&self, id: &str, exec_id: &str) -> Result<()> {
+        let task = self.get(id)?;
+        if exec_id.is_empty() {
+            Ok(())
+        } else {
+            self.check_exec(&task, exec_id)
+        }
     }
 }

@@ -59,6 +59,7 @@ impl Tasks {
             logger_gone: Mutex::new(false),
             logger_changed: Condvar::new(),
             logger_pipes: Mutex::new(logger_pipes),
+            execs: Mutex::new(std::collections::HashMap::new()),
         });
         lock(&self.tasks).insert(id.clone(), Arc::clone(&task));
 

@@ -8,7 +8,7 @@ use containerd_shim::protos::topics::TASK_DELETE_EVENT_TOPIC;
 use wasmcell_task::Status;
 
 use super::events::timestamp;
-use super::{no_exec, Tasks};
+use super::Tasks;
 use crate::error::{Error, Result};
 use crate::sync::{lock, wait_timeout_while};
 
@@ -18,8 +18,10 @@ const DELETE_KILL_TIMEOUT: Duration = Duration::from_secs(10);
 impl Tasks {
     /// Delete.
     pub fn delete(&self, req: DeleteRequest) -> Result<DeleteResponse> {
-        no_exec(&req.exec_id)?;
         let task = self.get(&req.id)?;
+        if !req.exec_id.is_empty() {
+            return self.delete_exec(&task, &req.exec_id);
+        }
         let status = lock(&task.state).status();
         match status {
             Status::Created => {

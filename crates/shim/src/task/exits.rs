@@ -61,6 +61,8 @@ pub(super) enum Owner {
     Task(String),
     /// The task's binary logger.
     Logger(String),
+    /// An exec process: the task's id, the exec's.
+    Exec(String, String),
 }
 
 /// Registered pids, and exits nobody has claimed yet.
@@ -134,6 +136,7 @@ impl Tasks {
                     task.logger_exited();
                 }
             }
+            Owner::Exec(id, exec_id) => self.on_exec_exit(&id, &exec_id, code),
         }
     }
 

@@ -2,15 +2,17 @@
 
 use containerd_shim::api::KillRequest;
 
-use super::{no_exec, Tasks};
+use super::Tasks;
 use crate::error::{Error, Result};
 use crate::sync::lock;
 
 impl Tasks {
     /// Kill.
     pub fn kill(&self, req: KillRequest) -> Result<()> {
-        no_exec(&req.exec_id)?;
         let task = self.get(&req.id)?;
+        if !req.exec_id.is_empty() {
+            return self.kill_exec(&task, &req.exec_id, req.signal);
+        }
         let mut st = lock(&task.state);
         if !st.is_alive() {
             return Err(Error::NotFound("process already finished".into()));

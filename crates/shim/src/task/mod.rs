@@ -14,6 +14,7 @@ mod connect;
 mod create;
 mod delete;
 pub mod events;
+mod exec;
 mod exits;
 mod kill;
 mod pause;
@@ -59,6 +60,8 @@ pub struct Task {
     /// The read ends of the binary logger's pipes while the logger lives: FIONREAD on them
     /// tells when it has read everything.
     logger_pipes: Mutex<Vec<OwnedFd>>,
+    /// Its exec processes, by exec id, until each is deleted.
+    execs: Mutex<HashMap<String, Arc<exec::Exec>>>,
 }
 
 /// The tasks of one shim.
@@ -126,16 +129,5 @@ struct Reservation<'a> {
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         lock(&self.tasks.creating).remove(&self.id);
-    }
-}
-
-/// Exec processes are not implemented: an exec id names nothing.
-fn no_exec(exec_id: &str) -> Result<()> {
-    if exec_id.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::NotFound(format!(
-            "exec {exec_id} not found (exec is not implemented by wasmcell)"
-        )))
     }
 }

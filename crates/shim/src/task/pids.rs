@@ -15,7 +15,13 @@ impl Tasks {
     pub fn pids(&self, req: PidsRequest) -> Result<PidsResponse> {
         let task = self.get(&req.id)?;
         let ended = !lock(&task.state).is_alive();
-        let pids = task.backend.processes(task.pid, ended)?;
+        let mut pids = task.backend.processes(task.pid, ended)?;
+        // A runc task's list has its execs already; a cell task's has its own process only.
+        for pid in self.exec_pids(&task) {
+            if !pids.contains(&pid) {
+                pids.push(pid);
+            }
+        }
         let mut resp = PidsResponse::new();
         resp.processes = pids
             .into_iter()

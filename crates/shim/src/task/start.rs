@@ -4,15 +4,19 @@ use containerd_shim::api::{StartRequest, StartResponse};
 use containerd_shim::protos::events::task::TaskStart;
 use containerd_shim::protos::topics::TASK_START_EVENT_TOPIC;
 
-use super::{no_exec, Tasks};
+use super::Tasks;
 use crate::error::Result;
 use crate::sync::lock;
 
 impl Tasks {
     /// Start.
     pub fn start(&self, req: StartRequest) -> Result<StartResponse> {
-        no_exec(&req.exec_id)?;
         let task = self.get(&req.id)?;
+        if !req.exec_id.is_empty() {
+            let mut resp = StartResponse::new();
+            resp.pid = self.start_exec(&task, &req.exec_id)?;
+            return Ok(resp);
+        }
         let mut st = lock(&task.state);
         st.check_start()?;
         task.backend.start()?;

@@ -4,15 +4,17 @@ use containerd_shim::api::{StateRequest, StateResponse, Status as ApiStatus};
 use wasmcell_task::Status;
 
 use super::events::timestamp;
-use super::{no_exec, Tasks};
+use super::Tasks;
 use crate::error::Result;
 use crate::sync::lock;
 
 impl Tasks {
     /// State.
     pub fn state(&self, req: StateRequest) -> Result<StateResponse> {
-        no_exec(&req.exec_id)?;
         let task = self.get(&req.id)?;
+        if !req.exec_id.is_empty() {
+            return self.state_exec(&task, &req.exec_id);
+        }
         let st = lock(&task.state);
         let mut resp = StateResponse::new();
         resp.id = task.id.clone();

@@ -7,15 +7,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use containerd_shim::api::{
-    CreateTaskRequest, DeleteRequest, KillRequest, PauseRequest, StartRequest, StateRequest,
-    Status as ApiStatus, WaitRequest,
+    CreateTaskRequest, DeleteRequest, ExecProcessRequest, KillRequest, PauseRequest, StartRequest,
+    StateRequest, Status as ApiStatus, WaitRequest,
 };
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::MessageDyn;
 
 use super::events::EventSender;
 use super::{ExitSource, Tasks};
-use crate::backend::{Backend, Launch, Launched};
+use crate::backend::{Backend, ExecBackend, ExecIo, ExecStarted, Launch, Launched};
 use crate::error::{Error, Result};
 use crate::sync::lock;
 
@@ -81,6 +81,42 @@ impl Backend for FakeBackend {
     fn remove(&self) {
         lock(&self.calls).push("remove".into());
     }
+    fn exec(
+        &self,
+        exec_id: &str,
+        process: &oci_spec::runtime::Process,
+        _io: ExecIo,
+    ) -> Result<Box<dyn ExecBackend>> {
+        let args = process.args().clone().unwrap_or_default().join(" ");
+        lock(&self.calls).push(format!("exec {exec_id}: {args}"));
+        Ok(Box::new(FakeExec {
+            calls: Arc::clone(&self.calls),
+            pid: 200 + i32::try_from(lock(&self.calls).len()).unwrap_or(0),
+        }))
+    }
+}
+
+/// An exec process that records its calls and "runs" as `pid`.
+struct FakeExec {
+    calls: Arc<Mutex<Vec<String>>>,
+    pid: i32,
+}
+
+impl ExecBackend for FakeExec {
+    fn start(&self) -> Result<ExecStarted> {
+        lock(&self.calls).push(format!("exec start {}", self.pid));
+        Ok(ExecStarted {
+            pid: self.pid,
+            watched: self.pid,
+        })
+    }
+    fn signal(&self, pid: i32, signal: u32) -> Result<()> {
+        lock(&self.calls).push(format!("exec signal {pid} {signal}"));
+        Ok(())
+    }
+    fn remove(&self) {
+        lock(&self.calls).push("exec remove".into());
+    }
 }
 
 type LaunchFn = dyn Fn(&CreateTaskRequest) -> Result<Launched> + Send + Sync;
@@ -90,6 +126,18 @@ struct FakeLauncher(Box<LaunchFn>);
 impl Launch for FakeLauncher {
     fn launch(&self, req: &CreateTaskRequest) -> Result<Launched> {
         (self.0)(req)
+    }
+    fn exec_io(&self, _: &str, stdin: &str, _: &str, _: &str) -> Result<ExecIo> {
+        let null = || {
+            crate::host::streams::open_dev_null()
+                .expect("/dev/null")
+                .into()
+        };
+        Ok(ExecIo {
+            stdin: stdin.to_owned(),
+            stdout: null(),
+            stderr: null(),
+        })
     }
 }
 
@@ -361,4 +409,147 @@ fn sigkill_of_a_paused_task_leaves_it_running_until_it_exits() {
             "/tasks/exit"
         ]
     );
+}
+
+fn exec(id: &str, exec_id: &str, process: &str) -> ExecProcessRequest {
+    let mut req = ExecProcessRequest::new();
+    req.id = id.into();
+    req.exec_id = exec_id.into();
+    let mut spec = Any::new();
+    spec.type_url = "types.containerd.io/opencontainers/runtime-spec/1/Process".into();
+    spec.value = process.as_bytes().to_vec();
+    req.spec = Some(spec).into();
+    req
+}
+
+const PROBE: &str = r#"{"args": ["/probe", "--ok"], "cwd": "/", "user": {"uid": 0, "gid": 0}}"#;
+
+#[test]
+fn an_exec_runs_beside_its_task_with_its_own_events_exit_and_delete() {
+    let calls: Arc<Mutex<Vec<String>>> = Arc::default();
+    let backend = Mutex::new(Some(FakeBackend {
+        calls: Arc::clone(&calls),
+        ..FakeBackend::default()
+    }));
+    let core = core(move |_| Ok(launched(106, lock(&backend).take().expect("one"))));
+    core.tasks.create(create("host")).expect("create");
+    assert!(
+        matches!(
+            core.tasks.exec(exec("host", "early", PROBE)),
+            Err(Error::FailedPrecondition(_))
+        ),
+        "no exec in a task that has not started"
+    );
+    core.tasks.start(start("host")).expect("start");
+    core.tasks.exec(exec("host", "probe", PROBE)).expect("exec");
+    assert!(matches!(
+        core.tasks.exec(exec("host", "probe", PROBE)),
+        Err(Error::AlreadyExists(_))
+    ));
+    let mut start_exec = start("host");
+    start_exec.exec_id = "probe".into();
+    let pid = core.tasks.start(start_exec).expect("start exec").pid;
+    let exec_status = |core: &Core| {
+        let mut req = StateRequest::new();
+        req.id = "host".into();
+        req.exec_id = "probe".into();
+        core.tasks
+            .state(req)
+            .expect("state")
+            .status
+            .enum_value_or_default()
+    };
+    assert_eq!(exec_status(&core), ApiStatus::RUNNING);
+    let mut del = delete("host");
+    del.exec_id = "probe".into();
+    assert!(
+        matches!(
+            core.tasks.delete(del.clone()),
+            Err(Error::FailedPrecondition(_))
+        ),
+        "a running exec is not deleted"
+    );
+    let mut kill = KillRequest::new();
+    kill.id = "host".into();
+    kill.exec_id = "probe".into();
+    kill.signal = 15;
+    core.tasks.kill(kill).expect("kill exec");
+    core.exits.send((pid as i32, 143)).expect("exit");
+    let mut w = wait("host");
+    w.exec_id = "probe".into();
+    assert_eq!(core.tasks.wait(w).expect("wait exec").exit_status, 143);
+    assert_eq!(exec_status(&core), ApiStatus::STOPPED);
+    assert_eq!(
+        status(&core, "host"),
+        ApiStatus::RUNNING,
+        "the task runs on"
+    );
+    assert_eq!(
+        core.tasks
+            .delete(del.clone())
+            .expect("delete exec")
+            .exit_status,
+        143
+    );
+    assert!(matches!(core.tasks.delete(del), Err(Error::NotFound(_))));
+    assert_eq!(
+        topics(&core),
+        [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exec-added",
+            "/tasks/exec-started",
+            "/tasks/exit"
+        ],
+        "an exec's Delete sends no TaskDelete"
+    );
+    assert_eq!(
+        *lock(&calls),
+        [
+            "start".to_owned(),
+            "exec probe: /probe --ok".to_owned(),
+            format!("exec start {pid}"),
+            format!("exec signal {pid} 15"),
+            "exec remove".to_owned()
+        ]
+    );
+}
+
+#[test]
+fn an_exec_that_cannot_be_made_is_refused_with_the_problem_named() {
+    let core = core(|_| Ok(launched(107, FakeBackend::default())));
+    core.tasks.create(create("strict")).expect("create");
+    core.tasks.start(start("strict")).expect("start");
+    let bad = core.tasks.exec(exec("strict", "bad", "{not json"));
+    assert!(
+        matches!(&bad, Err(Error::InvalidArgument(m)) if m.contains("bad")),
+        "{bad:?}"
+    );
+    let mut tty = exec("strict", "tty", PROBE);
+    tty.terminal = true;
+    assert!(matches!(
+        core.tasks.exec(tty),
+        Err(Error::NotImplemented(_))
+    ));
+    assert!(matches!(
+        core.tasks.exec(exec("strict", "", PROBE)),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        core.tasks.exec(exec("nobody", "x", PROBE)),
+        Err(Error::NotFound(_))
+    ));
+    let mut start_missing = start("strict");
+    start_missing.exec_id = "missing".into();
+    assert!(matches!(
+        core.tasks.start(start_missing),
+        Err(Error::NotFound(_))
+    ));
+    // A never-started exec can be deleted; nothing of it ran.
+    core.tasks
+        .exec(exec("strict", "unstarted", PROBE))
+        .expect("exec");
+    let mut del = delete("strict");
+    del.exec_id = "unstarted".into();
+    core.tasks.delete(del).expect("delete an unstarted exec");
 }

@@ -1,0 +1,255 @@
+//! Exec processes: more processes in a running task's container (`ctr task exec`, CRI `Exec`
+//! and `ExecSync`, exec probes). Each has its own id, stdio and state machine; Start, Kill,
+//! Wait, State and Delete with its id act on it; its exit is a TaskExit that names it.
+//!
+//! The backend makes the process ([`crate::backend::Backend::exec`]): runc tasks (native
+//! containers) run it with `runc exec`; wasm tasks answer NotImplemented.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Instant, SystemTime};
+
+use containerd_shim::api::{
+    DeleteResponse, ExecProcessRequest, StateResponse, Status as ApiStatus, WaitResponse,
+};
+use containerd_shim::protos::events::task::{TaskExecAdded, TaskExecStarted, TaskExit};
+use containerd_shim::protos::topics::{
+    TASK_EXEC_ADDED_EVENT_TOPIC, TASK_EXEC_STARTED_EVENT_TOPIC, TASK_EXIT_EVENT_TOPIC,
+};
+use wasmcell_task::{Status, TaskState};
+
+use super::events::timestamp;
+use super::exits::Owner;
+use super::{Task, Tasks};
+use crate::backend::ExecBackend;
+use crate::error::{Error, Result};
+use crate::sync::{lock, wait_while};
+
+/// One exec process of a task.
+pub(super) struct Exec {
+    id: String,
+    backend: Box<dyn ExecBackend>,
+    stdin: String,
+    stdout: String,
+    stderr: String,
+    /// Its pid as containerd sees it once started (0 before), and the pid whose exit is its.
+    pid: Mutex<u32>,
+    watched: Mutex<i32>,
+    state: Mutex<TaskState>,
+    changed: Condvar,
+}
+
+impl Task {
+    fn exec_named(&self, exec_id: &str) -> Result<Arc<Exec>> {
+        lock(&self.execs)
+            .get(exec_id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("exec {exec_id} not found in task {}", self.id)))
+    }
+}
+
+impl Tasks {
+    /// Exec: prepares an exec process; Start with its id runs it.
+    pub fn exec(&self, req: ExecProcessRequest) -> Result<()> {
+        let task = self.get(&req.id)?;
+        if req.exec_id.is_empty() {
+            return Err(Error::InvalidArgument("exec id is empty".into()));
+        }
+        if req.terminal {
+            return Err(Error::NotImplemented(
+                "terminal (tty) exec processes are not implemented by wasmcell yet".into(),
+            ));
+        }
+        let process: oci_spec::runtime::Process =
+            serde_json::from_slice(&req.spec.value).map_err(|e| {
+                Error::InvalidArgument(format!("exec {}: its process spec: {e}", req.exec_id))
+            })?;
+        let status = lock(&task.state).status();
+        if status != Status::Running {
+            return Err(Error::FailedPrecondition(format!(
+                "task {} is {status}: exec needs a running task",
+                task.id
+            )));
+        }
+        let mut execs = lock(&task.execs);
+        if execs.contains_key(&req.exec_id) {
+            return Err(Error::AlreadyExists(format!(
+                "exec {} already exists in task {}",
+                req.exec_id, task.id
+            )));
+        }
+        let io = self
+            .launcher
+            .exec_io(&task.id, &req.stdin, &req.stdout, &req.stderr)?;
+        let backend = task.backend.exec(&req.exec_id, &process, io)?;
+        execs.insert(
+            req.exec_id.clone(),
+            Arc::new(Exec {
+                id: req.exec_id.clone(),
+                backend,
+                stdin: req.stdin.clone(),
+                stdout: req.stdout.clone(),
+                stderr: req.stderr.clone(),
+                pid: Mutex::new(0),
+                watched: Mutex::new(0),
+                state: Mutex::new(TaskState::new(&req.exec_id)),
+                changed: Condvar::new(),
+            }),
+        );
+        drop(execs);
+        let mut ev = TaskExecAdded::new();
+        ev.container_id = task.id.clone();
+        ev.exec_id = req.exec_id;
+        self.events.send(TASK_EXEC_ADDED_EVENT_TOPIC, Box::new(ev));
+        Ok(())
+    }
+
+    /// Start of an exec process: runs it, sends TaskExecStarted before its exit can be sent.
+    pub(super) fn start_exec(&self, task: &Arc<Task>, exec_id: &str) -> Result<u32> {
+        let exec = task.exec_named(exec_id)?;
+        let began = Instant::now();
+        let already_exited = {
+            let mut st = lock(&exec.state);
+            st.check_start()?;
+            let started = exec.backend.start()?;
+            st.started()?;
+            *lock(&exec.pid) = started.pid as u32;
+            *lock(&exec.watched) = started.watched;
+            let mut ev = TaskExecStarted::new();
+            ev.container_id = task.id.clone();
+            ev.exec_id = exec.id.clone();
+            ev.pid = started.pid as u32;
+            self.events
+                .send(TASK_EXEC_STARTED_EVENT_TOPIC, Box::new(ev));
+            let owner = Owner::Exec(task.id.clone(), exec.id.clone());
+            self.register(started.watched, owner, began)
+        };
+        if let Some(code) = already_exited {
+            self.exec_exited(task, &exec, code);
+        }
+        let pid = *lock(&exec.pid);
+        Ok(pid)
+    }
+
+    /// Records an exec process's exit and sends its TaskExit.
+    pub(super) fn exec_exited(&self, task: &Task, exec: &Exec, code: i32) {
+        let mut st = lock(&exec.state);
+        let now = SystemTime::now();
+        if st.exited(code as u32, now) {
+            log::info!(
+                "task {}: exec {} exited with status {code}",
+                task.id,
+                exec.id
+            );
+            let mut ev = TaskExit::new();
+            ev.container_id = task.id.clone();
+            ev.id = exec.id.clone();
+            ev.pid = *lock(&exec.pid);
+            ev.exit_status = code as u32;
+            ev.exited_at = Some(timestamp(now)).into();
+            self.events.send(TASK_EXIT_EVENT_TOPIC, Box::new(ev));
+        }
+        exec.changed.notify_all();
+    }
+
+    /// The exit of a registered exec pid.
+    pub(super) fn on_exec_exit(&self, task_id: &str, exec_id: &str, code: i32) {
+        let Ok(task) = self.get(task_id) else {
+            return;
+        };
+        if let Ok(exec) = task.exec_named(exec_id) {
+            self.exec_exited(&task, &exec, code);
+        }
+    }
+
+    /// Kill of an exec process.
+    pub(super) fn kill_exec(&self, task: &Task, exec_id: &str, signal: u32) -> Result<()> {
+        let exec = task.exec_named(exec_id)?;
+        let st = lock(&exec.state);
+        match st.status() {
+            Status::Running | Status::Paused => exec.backend.signal(*lock(&exec.watched), signal),
+            Status::Created => Err(Error::FailedPrecondition(format!(
+                "exec {exec_id} is not started"
+            ))),
+            Status::Stopped | Status::Deleted => {
+                Err(Error::NotFound("process already finished".into()))
+            }
+        }
+    }
+
+    /// Wait for an exec process.
+    pub(super) fn wait_exec(&self, task: &Task, exec_id: &str) -> Result<WaitResponse> {
+        let exec = task.exec_named(exec_id)?;
+        let st = wait_while(&exec.changed, lock(&exec.state), |s| s.is_alive());
+        let mut resp = WaitResponse::new();
+        if let Some(exit) = st.exit() {
+            resp.exit_status = exit.code;
+            resp.exited_at = Some(timestamp(exit.at)).into();
+        }
+        Ok(resp)
+    }
+
+    /// State of an exec process.
+    pub(super) fn state_exec(&self, task: &Task, exec_id: &str) -> Result<StateResponse> {
+        let exec = task.exec_named(exec_id)?;
+        let st = lock(&exec.state);
+        let mut resp = StateResponse::new();
+        resp.id = task.id.clone();
+        resp.exec_id = exec.id.clone();
+        resp.bundle = task.bundle.to_string_lossy().into_owned();
+        resp.pid = *lock(&exec.pid);
+        resp.set_status(match st.status() {
+            Status::Created => ApiStatus::CREATED,
+            Status::Running => ApiStatus::RUNNING,
+            Status::Paused => ApiStatus::PAUSED,
+            Status::Stopped | Status::Deleted => ApiStatus::STOPPED,
+        });
+        resp.stdin = exec.stdin.clone();
+        resp.stdout = exec.stdout.clone();
+        resp.stderr = exec.stderr.clone();
+        if let Some(exit) = st.exit() {
+            resp.exit_status = exit.code;
+            resp.exited_at = Some(timestamp(exit.at)).into();
+        }
+        Ok(resp)
+    }
+
+    /// Delete of an exec process: one that ran must have exited; one never started goes
+    /// without running. Sends no event (containerd expects TaskDelete for tasks only).
+    pub(super) fn delete_exec(&self, task: &Task, exec_id: &str) -> Result<DeleteResponse> {
+        let exec = task.exec_named(exec_id)?;
+        let mut st = lock(&exec.state);
+        if st.status() == Status::Created {
+            st.exited(0, SystemTime::now());
+        }
+        let exit = st.deleted().map_err(|_| {
+            Error::FailedPrecondition(format!(
+                "exec {exec_id} is {}: kill it before deleting it",
+                st.status()
+            ))
+        })?;
+        drop(st);
+        exec.backend.remove();
+        lock(&task.execs).remove(exec_id);
+        exec.changed.notify_all();
+        let mut resp = DeleteResponse::new();
+        resp.pid = *lock(&exec.pid);
+        resp.exit_status = exit.code;
+        resp.exited_at = Some(timestamp(exit.at)).into();
+        Ok(resp)
+    }
+
+    /// The pids of `task`'s exec processes that are running.
+    pub(super) fn exec_pids(&self, task: &Task) -> Vec<u32> {
+        let execs: Vec<Arc<Exec>> = lock(&task.execs).values().cloned().collect();
+        execs
+            .iter()
+            .filter(|e| lock(&e.state).status() == Status::Running)
+            .map(|e| *lock(&e.pid))
+            .collect()
+    }
+
+    /// Whether an exec of `task` named `exec_id` exists (CloseIO, ResizePty).
+    pub(super) fn check_exec(&self, task: &Task, exec_id: &str) -> Result<()> {
+        task.exec_named(exec_id).map(drop)
+    }
+}
