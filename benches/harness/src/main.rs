@@ -19,13 +19,16 @@
 //!   rootfs module on every start; then the same for a componentize-py component (CPython in
 //!   wasm, about 18 MiB), when `make large-component` has built it.
 //!
-//! - `http`: wasi:http serving against `wasmtime serve` ([`http`]).
+//! - `http`: wasi:http serving against `wasmtime serve` ([`http`]);
+//! - `exec`: CRI ExecSync of a wasm probe in a wasm container against `runc exec` of busybox
+//!   `true` ([`exec`]).
 //!
 //! Each scenario prints its table when it ends; the JSON (`--json PATH`, default
 //! `target/bench/results.json`) is written at the end, also after Ctrl-C (or SIGTERM), which
 //! stops after the containers in flight and removes everything the run made.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark tool: failing loudly is right
 
+mod exec;
 mod footprint;
 mod http;
 mod isolation;
@@ -61,6 +64,7 @@ const SCENARIOS: &[&str] = &[
     "pods",
     "kubelet",
     "http",
+    "exec",
 ];
 
 struct Options {
@@ -342,6 +346,12 @@ fn main() {
         report.insert(
             "wasi_http".into(),
             http::measure(&c, &handlers, &interrupted),
+        );
+    }
+    if wants("exec") && !interrupted() {
+        report.insert(
+            "exec_through_cri".into(),
+            exec::measure(o.rounds, &interrupted),
         );
     }
 

@@ -25,9 +25,9 @@ use crate::stats::Summary;
 
 /// One side of the comparison: a CRI runtime handler, the shim binary that serves it, and the
 /// container it runs.
-struct Side {
-    name: &'static str,
-    handler: &'static str,
+pub struct Side {
+    pub name: &'static str,
+    pub handler: &'static str,
     shim: &'static str,
     image: &'static str,
     args: &'static [&'static str],
@@ -70,8 +70,16 @@ const SIDES: [Side; 4] = [
     },
 ];
 
+/// The side named `name` (its pause in a cell where it is wasmcell's).
+pub fn side(name: &str) -> &'static Side {
+    SIDES
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no side {name}"))
+}
+
 /// The CRI containerd, with the images imported; its shims get `env`.
-fn node(env: &[(&str, &str)]) -> Containerd {
+pub fn node(env: &[(&str, &str)]) -> Containerd {
     let dir = Containerd::new_dir();
     let socket = dir.path().join("containerd.sock");
     let plugin = if wasmcell_e2e::containerd_major() >= 2 {
@@ -132,7 +140,7 @@ fn configs(c: &Containerd, side: &Side, name: &str) -> (String, String) {
 }
 
 /// Starts pod `name` of `side`; how long `crictl run` took.
-fn start(c: &Containerd, side: &Side, name: &str) -> Result<Duration, String> {
+pub fn start(c: &Containerd, side: &Side, name: &str) -> Result<Duration, String> {
     let (pod, container) = configs(c, side, name);
     let started = Instant::now();
     // --no-pull: the images are imported; crictl run would otherwise pull them first.
@@ -155,7 +163,7 @@ fn start(c: &Containerd, side: &Side, name: &str) -> Result<Duration, String> {
 }
 
 /// Stops and removes every pod of this containerd.
-fn remove_all(c: &Containerd) {
+pub fn remove_all(c: &Containerd) {
     let r = c.crictl(&["rmp", "--force", "--all"]);
     if r.code != 0 {
         eprintln!("\nwasmcell-bench: removing pods: {}", r.stderr);
@@ -164,7 +172,7 @@ fn remove_all(c: &Containerd) {
 }
 
 /// The median time of `crictl version`: one process start, one connection, one RPC.
-fn crictl_cost(c: &Containerd, rounds: usize) -> Summary {
+pub fn crictl_cost(c: &Containerd, rounds: usize) -> Summary {
     let runs: Vec<Duration> = (0..rounds)
         .map(|_| {
             let t = Instant::now();
@@ -197,7 +205,7 @@ fn node_of<'a>(nodes: &'a [Containerd; 2], side: &Side) -> &'a Containerd {
     &nodes[usize::from(side.pause_by_runc)]
 }
 
-fn tail(log: &str) -> String {
+pub fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
