@@ -313,15 +313,26 @@ impl ExecBackend for CellExec {
     fn signal(&self, _pid: i32, signal: u32) -> Result<()> {
         self.cell.signal(signal)
     }
+
+    fn remove(&self) {
+        self.end_unstarted();
+    }
+}
+
+impl CellExec {
+    /// A cell prepared but never started waits for its start byte: end it.
+    fn end_unstarted(&self) {
+        if !self.started.load(std::sync::atomic::Ordering::SeqCst) {
+            self.cell.kill(Signal::SIGKILL);
+        }
+    }
 }
 
 impl Drop for CellExec {
     /// A cell prepared but never started waits for its start byte: its exec's Delete, or its
     /// task's, ends it.
     fn drop(&mut self) {
-        if !self.started.load(std::sync::atomic::Ordering::SeqCst) {
-            self.cell.kill(Signal::SIGKILL);
-        }
+        self.end_unstarted();
     }
 }
 

@@ -175,15 +175,20 @@ impl Backend for RuncTask {
         }
         let json = serde_json::to_vec(process)
             .map_err(|e| Error::InvalidArgument(format!("exec {exec_id}: its process: {e}")))?;
-        let process_file = self.bundle.join(format!("exec-{exec_id}.json"));
+        // A directory of its own: no exec's files can be named like another's.
+        let dir = self.bundle.join("execs").join(exec_id);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        let process_file = dir.join("process.json");
         std::fs::write(&process_file, json)
             .map_err(|e| Error::io(format!("write {}", process_file.display()), e))?;
         Ok(Box::new(RuncExec {
             runc: self.runc.clone(),
             container: self.id.clone(),
-            pid_file: self.bundle.join(format!("exec-{exec_id}.pid")),
-            log: self.bundle.join(format!("exec-{exec_id}-log.json")),
+            pid_file: dir.join("pid"),
+            log: dir.join("log.json"),
             process_file,
+            dir,
             stdio: std::sync::Mutex::new(Some(stdio)),
         }))
     }
@@ -193,6 +198,8 @@ impl Backend for RuncTask {
 struct RuncExec {
     runc: Runc,
     container: String,
+    /// Its files' directory in the bundle.
+    dir: PathBuf,
     process_file: PathBuf,
     pid_file: PathBuf,
     log: PathBuf,
@@ -216,8 +223,10 @@ impl ExecBackend for RuncExec {
     }
 
     fn remove(&self) {
-        for file in [&self.process_file, &self.pid_file, &self.log] {
-            let _ = std::fs::remove_file(file);
+        let _ = std::fs::remove_dir_all(&self.dir);
+        // The parent, once no exec has files left in it.
+        if let Some(execs) = self.dir.parent() {
+            let _ = std::fs::remove_dir(execs);
         }
     }
 }

@@ -43,8 +43,8 @@ use crate::task::Tasks;
 /// What the daemon writes to `start` once it serves; anything else is why it could not.
 const READY: &[u8] = b"ready";
 
-/// The Task methods the serving thread answers itself: they take no task's lock and start no
-/// process, so they never wait. Every other method may wait (for a compile, the task's exit, a
+/// The Task methods the serving thread answers itself: they take no lock that is held across
+/// a wait and start no process, so they never wait. Every other method may wait (for a compile, the task's exit, a
 /// task's state lock held across a runc call, runc itself, the events flush) and is answered on
 /// a thread of its own.
 const INLINE_METHODS: &[&str] = &[

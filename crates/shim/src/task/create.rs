@@ -60,6 +60,7 @@ impl Tasks {
             logger_changed: Condvar::new(),
             logger_pipes: Mutex::new(logger_pipes),
             execs: Mutex::new(std::collections::HashMap::new()),
+            creating_execs: Mutex::new(std::collections::HashSet::new()),
         });
         lock(&self.tasks).insert(id.clone(), Arc::clone(&task));
 

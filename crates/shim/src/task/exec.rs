@@ -28,6 +28,8 @@ use crate::sync::{lock, wait_while};
 pub(super) struct Exec {
     id: String,
     backend: Box<dyn ExecBackend>,
+    /// When Exec began making it: only an exit reaped after this can be its process's.
+    created: Instant,
     stdin: String,
     stdout: String,
     stderr: String,
@@ -38,7 +40,44 @@ pub(super) struct Exec {
     changed: Condvar,
 }
 
+/// An exec id whose Exec is under way: a second Exec of it answers AlreadyExists.
+struct ExecReservation<'a> {
+    task: &'a Task,
+    id: String,
+}
+
+impl Drop for ExecReservation<'_> {
+    fn drop(&mut self) {
+        lock(&self.task.creating_execs).remove(&self.id);
+    }
+}
+
 impl Task {
+    /// Reserves `exec_id` for an Exec, or answers AlreadyExists.
+    fn reserve_exec(&self, exec_id: &str) -> Result<ExecReservation<'_>> {
+        let execs = lock(&self.execs);
+        let mut creating = lock(&self.creating_execs);
+        if execs.contains_key(exec_id) || !creating.insert(exec_id.to_owned()) {
+            return Err(Error::AlreadyExists(format!(
+                "exec {exec_id} already exists in task {}",
+                self.id
+            )));
+        }
+        Ok(ExecReservation {
+            task: self,
+            id: exec_id.to_owned(),
+        })
+    }
+
+    /// Its exec processes that have started and not exited.
+    fn running_execs(&self) -> Vec<Arc<Exec>> {
+        let execs: Vec<Arc<Exec>> = lock(&self.execs).values().cloned().collect();
+        execs
+            .into_iter()
+            .filter(|e| lock(&e.state).status() == Status::Running)
+            .collect()
+    }
+
     fn exec_named(&self, exec_id: &str) -> Result<Arc<Exec>> {
         lock(&self.execs)
             .get(exec_id)
@@ -70,22 +109,20 @@ impl Tasks {
                 task.id
             )));
         }
-        let mut execs = lock(&task.execs);
-        if execs.contains_key(&req.exec_id) {
-            return Err(Error::AlreadyExists(format!(
-                "exec {} already exists in task {}",
-                req.exec_id, task.id
-            )));
-        }
+        // The id is taken from here on; the exec is made without holding the registry, since
+        // making a cell's compiles (other execs, exits and CloseIO must not wait for it).
+        let _reservation = task.reserve_exec(&req.exec_id)?;
+        let created = Instant::now();
         let io = self
             .launcher
             .exec_io(&task.id, &req.stdin, &req.stdout, &req.stderr)?;
         let backend = task.backend.exec(&req.exec_id, &process, io)?;
-        execs.insert(
+        lock(&task.execs).insert(
             req.exec_id.clone(),
             Arc::new(Exec {
                 id: req.exec_id.clone(),
                 backend,
+                created,
                 stdin: req.stdin.clone(),
                 stdout: req.stdout.clone(),
                 stderr: req.stderr.clone(),
@@ -95,7 +132,6 @@ impl Tasks {
                 changed: Condvar::new(),
             }),
         );
-        drop(execs);
         let mut ev = TaskExecAdded::new();
         ev.container_id = task.id.clone();
         ev.exec_id = req.exec_id;
@@ -106,7 +142,6 @@ impl Tasks {
     /// Start of an exec process: runs it, sends TaskExecStarted before its exit can be sent.
     pub(super) fn start_exec(&self, task: &Arc<Task>, exec_id: &str) -> Result<u32> {
         let exec = task.exec_named(exec_id)?;
-        let began = Instant::now();
         let already_exited = {
             let mut st = lock(&exec.state);
             st.check_start()?;
@@ -120,8 +155,8 @@ impl Tasks {
             ev.pid = started.pid as u32;
             self.events
                 .send(TASK_EXEC_STARTED_EVENT_TOPIC, Box::new(ev));
-            let owner = Owner::Exec(task.id.clone(), exec.id.clone());
-            self.register(started.watched, owner, began)
+            let owner = Owner::Exec(Arc::clone(task), Arc::clone(&exec));
+            self.register(started.watched, owner, exec.created)
         };
         if let Some(code) = already_exited {
             self.exec_exited(task, &exec, code);
@@ -151,13 +186,16 @@ impl Tasks {
         exec.changed.notify_all();
     }
 
-    /// The exit of a registered exec pid.
-    pub(super) fn on_exec_exit(&self, task_id: &str, exec_id: &str, code: i32) {
-        let Ok(task) = self.get(task_id) else {
-            return;
-        };
-        if let Ok(exec) = task.exec_named(exec_id) {
-            self.exec_exited(&task, &exec, code);
+    /// Kills the running exec processes of `task`: they end with their container (its exit,
+    /// or a Kill of all its processes), whether or not it has a PID namespace of its own.
+    pub(super) fn kill_execs(&self, task: &Task) {
+        for exec in task.running_execs() {
+            if let Err(e) = exec
+                .backend
+                .signal(*lock(&exec.watched), libc::SIGKILL as u32)
+            {
+                log::debug!("task {}: kill exec {}: {e}", task.id, exec.id);
+            }
         }
     }
 
@@ -193,7 +231,7 @@ impl Tasks {
         let exec = task.exec_named(exec_id)?;
         let st = lock(&exec.state);
         let mut resp = StateResponse::new();
-        resp.id = task.id.clone();
+        resp.id = exec.id.clone();
         resp.exec_id = exec.id.clone();
         resp.bundle = task.bundle.to_string_lossy().into_owned();
         resp.pid = *lock(&exec.pid);
@@ -240,12 +278,7 @@ impl Tasks {
 
     /// The pids of `task`'s exec processes that are running.
     pub(super) fn exec_pids(&self, task: &Task) -> Vec<u32> {
-        let execs: Vec<Arc<Exec>> = lock(&task.execs).values().cloned().collect();
-        execs
-            .iter()
-            .filter(|e| lock(&e.state).status() == Status::Running)
-            .map(|e| *lock(&e.pid))
-            .collect()
+        task.running_execs().iter().map(|e| *lock(&e.pid)).collect()
     }
 
     /// Whether an exec of `task` named `exec_id` exists (CloseIO, ResizePty).

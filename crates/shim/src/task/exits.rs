@@ -61,8 +61,8 @@ pub(super) enum Owner {
     Task(String),
     /// The task's binary logger.
     Logger(String),
-    /// An exec process: the task's id, the exec's.
-    Exec(String, String),
+    /// An exec process, and its task: its exit is reported even after the task's Delete.
+    Exec(Arc<Task>, Arc<super::exec::Exec>),
 }
 
 /// Registered pids, and exits nobody has claimed yet.
@@ -136,13 +136,14 @@ impl Tasks {
                     task.logger_exited();
                 }
             }
-            Owner::Exec(id, exec_id) => self.on_exec_exit(&id, &exec_id, code),
+            Owner::Exec(task, exec) => self.exec_exited(&task, &exec, code),
         }
     }
 
     /// Records a task's exit once its output has been drained, then sends TaskOOM (when the
     /// OOM killer ended it) and TaskExit.
     pub(super) fn task_exited(&self, task: Arc<Task>, code: i32) {
+        self.kill_execs(&task);
         let events = Arc::clone(&self.events);
         let drain = task.logger_pid.is_some() && !*lock(&task.logger_gone);
         // Read at once: with systemd's driver, systemd removes the scope's cgroup (and its

@@ -18,6 +18,9 @@ impl Tasks {
             return Err(Error::NotFound("process already finished".into()));
         }
         task.backend.signal(req.signal, req.all)?;
+        if req.all {
+            self.kill_execs(&task);
+        }
         if req.signal == libc::SIGKILL as u32 {
             st.thawed_by_kill();
         }

@@ -62,6 +62,8 @@ pub struct Task {
     logger_pipes: Mutex<Vec<OwnedFd>>,
     /// Its exec processes, by exec id, until each is deleted.
     execs: Mutex<HashMap<String, Arc<exec::Exec>>>,
+    /// Exec ids whose Exec is under way.
+    creating_execs: Mutex<HashSet<String>>,
 }
 
 /// The tasks of one shim.

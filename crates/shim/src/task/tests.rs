@@ -553,3 +553,46 @@ fn an_exec_that_cannot_be_made_is_refused_with_the_problem_named() {
     del.exec_id = "unstarted".into();
     core.tasks.delete(del).expect("delete an unstarted exec");
 }
+
+#[test]
+fn a_tasks_end_kills_its_running_execs_whose_exits_are_reported_even_after_its_delete() {
+    let calls: Arc<Mutex<Vec<String>>> = Arc::default();
+    let backend = Mutex::new(Some(FakeBackend {
+        calls: Arc::clone(&calls),
+        ..FakeBackend::default()
+    }));
+    let core = core(move |_| Ok(launched(108, lock(&backend).take().expect("one"))));
+    core.tasks.create(create("ending")).expect("create");
+    core.tasks.start(start("ending")).expect("start");
+    core.tasks
+        .exec(exec("ending", "late", PROBE))
+        .expect("exec");
+    let mut start_exec = start("ending");
+    start_exec.exec_id = "late".into();
+    let pid = core.tasks.start(start_exec).expect("start exec").pid;
+    core.exits.send((108, 0)).expect("the task's exit");
+    core.tasks.wait(wait("ending")).expect("wait");
+    assert!(
+        lock(&calls).contains(&format!("exec signal {pid} 9")),
+        "the task's end kills its exec: {:?}",
+        lock(&calls)
+    );
+    core.tasks.delete(delete("ending")).expect("delete");
+    core.exits.send((pid as i32, 137)).expect("the exec's exit");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while topics(&core).len() < 7 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(
+        topics(&core),
+        [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exec-added",
+            "/tasks/exec-started",
+            "/tasks/exit",
+            "/tasks/delete",
+            "/tasks/exit"
+        ]
+    );
+}
