@@ -63,9 +63,18 @@ fn symlink(target: &str, link: &Path) {
     std::os::unix::fs::symlink(target, link).unwrap();
 }
 
-#[test]
-fn no_crafted_path_reads_or_writes_outside_the_preopens() {
-    let c = Containerd::start();
+/// The canary on the host, the directories bind-mounted into the guest, and the images.
+struct Setup {
+    _dir: tempfile::TempDir,
+    canary: std::path::PathBuf,
+    share: std::path::PathBuf,
+    /// `ctr run` flags of the two bind mounts.
+    mounts: Vec<String>,
+}
+
+/// The images (`IMG`, and `IMG_USER` run as a user without privileges), the canary and the
+/// bind mounts full of links that point out of them.
+fn set_up(c: &Containerd) -> Setup {
     let t = tempfile::Builder::new()
         .prefix("wasmcell-escape-")
         .tempdir()
@@ -89,7 +98,7 @@ fn no_crafted_path_reads_or_writes_outside_the_preopens() {
     // An image whose own links point out of its rootfs.
     let wasm = t.path().join("probe.wasm");
     std::fs::write(&wasm, fixtures::PROBE).unwrap();
-    let img = "wasmcell.test/escape:latest";
+    let img = IMG;
     let up = format!("{}{}", "../".repeat(12), host.trim_start_matches('/'));
     let links = [
         format!("/img-abs:{host}"),
@@ -105,12 +114,11 @@ fn no_crafted_path_reads_or_writes_outside_the_preopens() {
     c.build_and_import(&args);
     // The same image run as a user without privileges (ctr 1.6 has no --user: the image
     // config's User sets process.user).
-    let img_user = "wasmcell.test/escape-user:latest";
-    args[1] = img_user;
+    args[1] = IMG_USER;
     args.extend(["--user", "1000:1000"]);
     c.build_and_import(&args);
 
-    let mounts = [
+    let mounts = vec![
         format!(
             "--mount=type=bind,src={},dst=/data,options=rbind:rw",
             share.display()
@@ -120,13 +128,58 @@ fn no_crafted_path_reads_or_writes_outside_the_preopens() {
             ro.display()
         ),
     ];
+    Setup {
+        _dir: t,
+        canary,
+        share,
+        mounts,
+    }
+}
+
+const IMG: &str = "wasmcell.test/escape:latest";
+const IMG_USER: &str = "wasmcell.test/escape-user:latest";
+
+/// Asserts that the canary was neither read (`read_out`: the probe's answers) nor written next
+/// to.
+fn assert_untouched(mode: &str, canary: &Path, read_out: &str) {
+    assert!(
+        !read_out.contains(SECRET),
+        "{mode}: a path read the canary:\n{read_out}"
+    );
+    let mut in_canary: Vec<String> = std::fs::read_dir(canary)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    in_canary.sort();
+    assert_eq!(
+        in_canary,
+        ["secret.txt"],
+        "{mode}: nothing was written next to the canary"
+    );
+    assert_eq!(
+        std::fs::read_to_string(canary.join("secret.txt")).unwrap(),
+        SECRET
+    );
+}
+
+#[test]
+fn no_crafted_path_reads_or_writes_outside_the_preopens() {
+    let c = Containerd::start();
+    let Setup {
+        _dir,
+        canary,
+        share,
+        mounts,
+    } = set_up(&c);
     let flags: Vec<&str> = mounts.iter().map(String::as_str).collect();
+    let img = IMG;
 
     // As root in a cell, as a user without privileges, and in a cell under runc (the
     // fallback, here for a user namespace's id mappings).
     for (mode, img, extra) in [
         ("root", img, vec![]),
-        ("user", img_user, vec![]),
+        ("user", IMG_USER, vec![]),
         (
             "runc",
             img,
@@ -145,11 +198,6 @@ fn no_crafted_path_reads_or_writes_outside_the_preopens() {
             reads.len(),
             "one answer per path: {r:?}"
         );
-        assert!(
-            !r.stdout.contains(SECRET),
-            "{mode}: a path read the canary:\n{}",
-            r.stdout
-        );
 
         let writes = corpus(&canary, "escaped.txt");
         let mut run = vec!["/probe.wasm", "write-each", MARK];
@@ -157,21 +205,7 @@ fn no_crafted_path_reads_or_writes_outside_the_preopens() {
         let w = c.run_wasm_with(&flags, img, &format!("escape-write-{mode}"), &run);
         assert_eq!(w.code, 0, "{w:?}");
         assert_eq!(w.stdout.lines().count(), writes.len(), "{w:?}");
-        let mut in_canary: Vec<String> = std::fs::read_dir(&canary)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        in_canary.sort();
-        assert_eq!(
-            in_canary,
-            ["secret.txt"],
-            "{mode}: nothing was written next to the canary"
-        );
-        assert_eq!(
-            std::fs::read_to_string(canary.join("secret.txt")).unwrap(),
-            SECRET
-        );
+        assert_untouched(mode, &canary, &r.stdout);
     }
     assert!(
         c.log()
@@ -205,4 +239,55 @@ fn no_crafted_path_reads_or_writes_outside_the_preopens() {
         format!("read /data/inside.txt: {MARK}"),
         "{back:?}"
     );
+}
+
+#[test]
+fn the_corpus_run_as_an_exec_reaches_nothing_outside_the_containers_preopens() {
+    let c = Containerd::start();
+    let setup = set_up(&c);
+    let mut flags: Vec<&str> = setup.mounts.iter().map(String::as_str).collect();
+    flags.push("--env");
+    flags.push("SET_BY=container");
+    let r = c.run_detached(&flags, IMG, "escape-exec", &["/probe.wasm", "sleep", "600"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let exec = |exec_id: &str, args: &[&str]| {
+        let mut a = vec![
+            "task",
+            "exec",
+            "--exec-id",
+            exec_id,
+            "escape-exec",
+            "/probe.wasm",
+        ];
+        a.extend_from_slice(args);
+        c.ctr(&a)
+    };
+
+    let reads = corpus(&setup.canary, "secret.txt");
+    let mut args = vec!["read-each"];
+    args.extend(reads.iter().map(String::as_str));
+    let r = exec("reads", &args);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.stdout.lines().count(), reads.len(), "one answer per path");
+    let writes = corpus(&setup.canary, "escaped.txt");
+    let mut args = vec!["write-each", MARK];
+    args.extend(writes.iter().map(String::as_str));
+    let w = exec("writes", &args);
+    assert_eq!(w.code, 0, "{w:?}");
+    assert_eq!(w.stdout.lines().count(), writes.len(), "{w:?}");
+    assert_untouched("exec", &setup.canary, &r.stdout);
+
+    // Not vacuous: the exec reaches the container's bind mounts, as the container does.
+    let ok = exec("inside", &["write-each", MARK, "/data/inside-exec.txt"]);
+    assert_eq!(ok.stdout.trim(), "wrote /data/inside-exec.txt", "{ok:?}");
+    assert_eq!(
+        std::fs::read_to_string(setup.share.join("inside-exec.txt")).unwrap(),
+        MARK
+    );
+    let ro = exec("read-only", &["write-each", MARK, "/ro/nope.txt"]);
+    assert!(
+        !ro.stdout.starts_with("wrote"),
+        "the read-only mount stays read-only for an exec: {ro:?}"
+    );
+    c.ctr(&["task", "kill", "-s", "SIGKILL", "escape-exec"]);
 }
