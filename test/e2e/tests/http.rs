@@ -508,6 +508,36 @@ fn curl(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Where [`post_echo`] posts, and what.
+const ECHO_PATH: &str = "/echo?q=1&r=two";
+const ECHO_BODY: &str = "a body\nof two lines";
+
+/// POSTs [`ECHO_BODY`] to [`ECHO_PATH`] of `addr` with the header `x-test: hello there`;
+/// asserts a 200 and returns a lookup of the response's headers, and its body.
+fn post_echo(addr: SocketAddr) -> (impl Fn(&str) -> Option<String>, String) {
+    let url = format!("http://{addr}{ECHO_PATH}");
+    let answer = curl(&[
+        "-D",
+        "-",
+        "-H",
+        "x-test: hello there",
+        "--data-binary",
+        ECHO_BODY,
+        &url,
+    ]);
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .expect("headers, then the body");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let head = head.to_owned();
+    let header = move |name: &str| {
+        head.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .map(str::to_owned)
+    };
+    (header, body.to_owned())
+}
+
 #[test]
 fn bodies_and_headers_stream_both_ways_and_a_100_mib_upload_is_never_held() {
     const ECHO_IMG: &str = "wasmcell.test/http-echo:latest";
@@ -527,32 +557,11 @@ fn bodies_and_headers_stream_both_ways_and_a_100_mib_upload_is_never_held() {
     assert_eq!(r.code, 0, "{r:?}");
 
     // A POST with a query and a header: the body and both come back.
-    let url = format!("http://{addr}/echo?q=1&r=two");
-    let answer = curl(&[
-        "-D",
-        "-",
-        "-H",
-        "x-test: hello there",
-        "--data-binary",
-        "a body\nof two lines",
-        &url,
-    ]);
-    let (head, body) = answer
-        .split_once("\r\n\r\n")
-        .expect("headers, then the body");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let header = |name: &str| {
-        head.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
-            .map(str::to_owned)
-    };
-    assert_eq!(
-        header("x-path").as_deref(),
-        Some("/echo?q=1&r=two"),
-        "{head}"
-    );
-    assert_eq!(header("x-echo").as_deref(), Some("hello there"), "{head}");
-    assert_eq!(body, "a body\nof two lines");
+    let (header, body) = post_echo(addr);
+    assert_eq!(header("x-path").as_deref(), Some(ECHO_PATH));
+    assert_eq!(header("x-echo").as_deref(), Some("hello there"));
+    assert_eq!(body, ECHO_BODY);
+    let url = format!("http://{addr}{ECHO_PATH}");
 
     // 1 MiB through HTTP/2 with prior knowledge.
     let mib: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
@@ -899,43 +908,18 @@ fn handlers_made_by_componentize_py_and_componentize_js_echo_queries_bodies_and_
             "{workload}"
         );
         // A POST with a query and a header, twice: each comes back whole, from a fresh instance.
-        let url = format!("http://{addr}/echo?q=1&r=two");
         for _ in 0..2 {
-            let answer = curl(&[
-                "-D",
-                "-",
-                "-H",
-                "x-test: hello there",
-                "--data-binary",
-                "a body\nof two lines",
-                &url,
-            ]);
-            let (head, body) = answer
-                .split_once("\r\n\r\n")
-                .expect("headers, then the body");
-            assert!(head.starts_with("HTTP/1.1 200"), "{workload}: {head}");
-            let header = |name: &str| {
-                head.lines()
-                    .find_map(|l| l.strip_prefix(&format!("{name}: ")))
-                    .map(str::to_owned)
-            };
-            assert_eq!(
-                header("x-path").as_deref(),
-                Some("/echo?q=1&r=two"),
-                "{workload}: {head}"
-            );
+            let (header, body) = post_echo(addr);
+            assert_eq!(header("x-path").as_deref(), Some(ECHO_PATH), "{workload}");
             assert_eq!(
                 header("x-echo").as_deref(),
                 Some("hello there"),
-                "{workload}: {head}"
+                "{workload}"
             );
-            assert_eq!(
-                header("x-served").as_deref(),
-                Some("1"),
-                "{workload}: {head}"
-            );
-            assert_eq!(body, "a body\nof two lines", "{workload}");
+            assert_eq!(header("x-served").as_deref(), Some("1"), "{workload}");
+            assert_eq!(body, ECHO_BODY, "{workload}");
         }
+        let url = format!("http://{addr}{ECHO_PATH}");
         // 1 MiB through HTTP/2 with prior knowledge, streamed through the guest.
         let mib: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
         let sent = c.dir.path().join(format!("{workload}-one-mib"));
