@@ -354,11 +354,16 @@ impl Runc {
         let (child, watch) = spawn_watched(&mut cmd)?;
         drop(cmd);
         let runc_pid = child.id() as i32;
-        let status = watch.wait(runc_pid, RUNC_TIMEOUT).ok_or_else(|| {
-            Error::Runc(format!(
+        let Some(status) = watch.wait(runc_pid, RUNC_TIMEOUT) else {
+            // Not left behind to start the process later, unwatched.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(runc_pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            return Err(Error::Runc(format!(
                 "exec in {id} did not finish within {RUNC_TIMEOUT:?}"
-            ))
-        })?;
+            )));
+        };
         if status != 0 {
             return Err(Error::Runc(format!(
                 "exec in {id} failed: {}",

@@ -117,6 +117,16 @@ impl Tasks {
             .launcher
             .exec_io(&task.id, &req.stdin, &req.stdout, &req.stderr)?;
         let backend = task.backend.exec(&req.exec_id, &process, io)?;
+        // The exec joined the namespaces of the task's process as it found them: if the task
+        // ended meanwhile, its pid may be another process's by now.
+        let status = lock(&task.state).status();
+        if status != Status::Running {
+            backend.remove();
+            return Err(Error::FailedPrecondition(format!(
+                "task {} is {status}: it ended while exec {} was being made",
+                task.id, req.exec_id
+            )));
+        }
         lock(&task.execs).insert(
             req.exec_id.clone(),
             Arc::new(Exec {
