@@ -863,7 +863,14 @@ fn sigkill_ends_a_server_at_once_with_a_request_in_flight() {
         slow.join().expect("the slow client").is_err(),
         "the request in flight gets no answer"
     );
-    assert!(TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err());
+    // The guest, in the cell's PID namespace, dies by its parent-death signal a moment after
+    // its supervisor, whose end is the task's exit.
+    assert!(
+        c.wait_until(Duration::from_secs(1), || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err()
+        }),
+        "the port is closed within a second of the task's exit"
+    );
     c.ctr(&["task", "delete", "killed"]);
     c.ctr(&["container", "delete", "killed"]);
 }
