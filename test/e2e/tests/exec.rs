@@ -131,12 +131,16 @@ fn ctr_task_exec_runs_in_a_native_container_with_its_output_exit_status_and_kill
         ]);
         assert_eq!(r.code, i, "{exec_id}: {r:?}");
     }
-    let exits = events
-        .of_task("native")
-        .into_iter()
-        .filter(|e| e.topic == "/tasks/exit")
-        .count();
-    assert_eq!(exits, 23, "one TaskExit per exec, none for the task yet");
+    // Events may still be on their way when ctr returns.
+    let exits = || {
+        events
+            .of_task("native")
+            .into_iter()
+            .filter(|e| e.topic == "/tasks/exit")
+            .count()
+    };
+    c.wait_until(Duration::from_secs(5), || exits() >= 23);
+    assert_eq!(exits(), 23, "one TaskExit per exec, none for the task yet");
     assert!(
         c.wait_until(Duration::from_secs(5), || shim_fds(&c) <= fds_before),
         "the shim holds no fd of an ended exec: {} before, {} after",
@@ -303,14 +307,18 @@ fn ctr_task_exec_runs_a_wasm_program_in_a_cell_in_the_containers_namespaces_and_
         "600",
     ]);
     assert_eq!(r.code, 0, "{r:?}");
-    let started = events
-        .of_task("wasm")
-        .into_iter()
-        .find(|e| {
+    // `ctr task exec -d` returns once the exec started; its event may still be on its way.
+    let exec_started = || {
+        events.of_task("wasm").into_iter().find(|e| {
             e.topic == "/tasks/exec-started"
                 && e.body.get("exec_id").and_then(|v| v.as_str()) == Some("sleeper2")
         })
-        .expect("TaskExecStarted of sleeper2");
+    };
+    assert!(
+        c.wait_until(Duration::from_secs(5), || exec_started().is_some()),
+        "TaskExecStarted of sleeper2"
+    );
+    let started = exec_started().expect("TaskExecStarted of sleeper2");
     let exec_pid = started.body["pid"].as_i64().expect("its pid") as i32;
     let task = task_pid(&c, "wasm");
     assert_ne!(exec_pid, task);
@@ -518,12 +526,16 @@ fn a_hundred_wasm_execs_ten_at_a_time_report_exact_statuses_and_leave_nothing() 
             });
         }
     });
-    let exits = events
-        .of_task("many")
-        .into_iter()
-        .filter(|e| e.topic == "/tasks/exit")
-        .count();
-    assert_eq!(exits, 101, "one TaskExit per exec");
+    // Events may still be on their way when ctr returns.
+    let exits = || {
+        events
+            .of_task("many")
+            .into_iter()
+            .filter(|e| e.topic == "/tasks/exit")
+            .count()
+    };
+    c.wait_until(Duration::from_secs(5), || exits() >= 101);
+    assert_eq!(exits(), 101, "one TaskExit per exec");
     assert!(
         c.wait_until(Duration::from_secs(5), || shim_fds(&c) <= fds
             && shim_children(&c) <= children),
