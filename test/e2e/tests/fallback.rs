@@ -279,7 +279,22 @@ fn compiler_beside_its_container() -> Option<(Place, Place)> {
         let init = &args[4];
         let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
         let child = children.split_whitespace().next()?;
-        return Some((where_is(child)?, where_is(init)?));
+        let seen = (where_is(child)?, where_is(init)?);
+        // A v1 hierarchy shows an exiting task as in its root (only v2 keeps its cgroup), so
+        // a look taken while the compiler was finishing says nothing of where it worked.
+        return (!exiting(child)?).then_some(seen);
     }
     None
+}
+
+/// Whether the kernel has begun to end process `pid` (`PF_EXITING` in the flags of
+/// `/proc/<pid>/stat`); `None` once it is gone.
+fn exiting(pid: &str) -> Option<bool> {
+    const PF_EXITING: u64 = 0x4;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces: the
+    // state is the first and the flags the seventh.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let flags: u64 = after_name.split_whitespace().nth(6)?.parse().ok()?;
+    Some(flags & PF_EXITING != 0)
 }
