@@ -51,12 +51,12 @@ tools:
 
 # The whole test suite: unit tests and the end-to-end suites against a private containerd 2.x,
 # then against Debian's containerd 1.6.
-test: deps build lint tools http-handlers
+test: deps build lint tools test-components
 	bash test/scripts/cargo-test.sh
 
 # One end-to-end suite (a file of test/e2e/tests) against the freshly built binaries, on the
 # pinned containerd 2.x, or on Debian's 1.6 with C=1.6: make e2e T=lifecycle [C=1.6] [ARGS=name]
-e2e: build tools http-handlers
+e2e: build tools test-components
 	@test -n "$(T)" || { echo "usage: make e2e T=<suite> [C=1.6] [ARGS='<test name> --nocapture']"; \
 	  ls test/e2e/tests | sed 's/\.rs$$//' | paste -sd' '; exit 2; }
 	set -e; source test/tools/env.sh; \
@@ -99,6 +99,14 @@ $(HTTP_HANDLER): benches/workloads/http-handler/app.py benches/scripts/component
 $(JS_HANDLER): benches/workloads/js-handler/app.js benches/scripts/componentize.sh
 	bash benches/scripts/componentize.sh js-handler $@
 
+# Python's interactive prompt (componentize-py), which the terminal tests drive.
+PYTHON_REPL := target/bench/python-repl.wasm
+$(PYTHON_REPL): benches/workloads/python-repl/app.py benches/scripts/componentize.sh
+	bash benches/scripts/componentize.sh python-repl $@
+
+# The components the tests run, made here from the sources in benches/workloads.
+test-components: $(HTTP_HANDLER) $(JS_HANDLER) $(PYTHON_REPL)
+
 # The benchmark's reference shim: a workspace of its own, built into the shared target directory
 # as cargo builds it by default (dynamically linked, without the flags above).
 reference-shim:
@@ -121,4 +129,4 @@ demo: deps install fixtures
 clean:
 	$(CARGO) clean
 
-.PHONY: help deps tools build lint test bench installer-image reference-shim large-component http-handler http-handlers install demo clean
+.PHONY: help deps tools build lint test bench installer-image reference-shim large-component http-handler http-handlers test-components install demo clean

@@ -2,6 +2,8 @@
 # Builds one of the programs in benches/workloads into a component:
 #   large-component: large-component/app.py, a wasi:cli/command (componentize-py, which embeds
 #                    CPython: about 18 MiB of wasm);
+#   python-repl:     python-repl/app.py, a wasi:cli/command that runs Python's interactive
+#                    prompt (componentize-py), for the terminal tests;
 #   http-handler:    http-handler/app.py, a wasi:http/proxy handler (componentize-py);
 #   js-handler:      js-handler/app.js, a wasi:http/proxy handler (componentize-js, which embeds
 #                    SpiderMonkey: about 13 MiB).
@@ -10,10 +12,10 @@
 # registry into target/bench too. The WIT comes from the sources of the wasmtime-wasi (wasi:cli)
 # and wasmtime-wasi-http (wasi:http) crates the workspace builds with, so the component imports
 # the WASI version the shim's wasmtime provides.
-# Usage: componentize.sh large-component|http-handler|js-handler OUTPUT.wasm
+# Usage: componentize.sh large-component|python-repl|http-handler|js-handler OUTPUT.wasm
 set -euo pipefail
 
-usage="usage: componentize.sh large-component|http-handler|js-handler OUTPUT.wasm"
+usage="usage: componentize.sh large-component|python-repl|http-handler|js-handler OUTPUT.wasm"
 program=${1:?$usage}
 out=$(realpath -m "${2:?$usage}")
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -113,7 +115,7 @@ componentize_py() {
 }
 
 case "$program" in
-  large-component)
+  large-component | python-repl)
     wit=$(wit_of wasmtime-wasi src/p2/wit)
     version=$(package_version "$wit" cli)
     [ -n "$version" ] || { echo "componentize: no wasi:cli version in $wit" >&2; exit 1; }

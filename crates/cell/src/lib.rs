@@ -9,7 +9,7 @@
 //!
 //! | fd | what |
 //! |----|------|
-//! | 0, 1, 2 | `/dev/null`, and the guest's stdout and stderr (FIFO, log file or logger pipe) |
+//! | 0, 1, 2 | `/dev/null`, and the guest's stdout and stderr (FIFO, log file or logger pipe; for a terminal, its slave side, from which the guest reads stdin too) |
 //! | 3 ([`CONTROL_FD`]) | read: one line of JSON [`Orders`] (cgroup and [`RunSpec`]), later one start byte |
 //! | 4 ([`STATUS_FD`]) | write: `ok <how it was loaded>` or `err <message>`, then closed |
 //! | 5 ([`PROGRAM_FD`]) | the wasm file, opened inside the rootfs by the shim |
@@ -44,6 +44,7 @@ pub use boundary::{seal_preopens, Sealed};
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsFd;
 use std::time::Instant;
 
 use wasmcell_engine::serve::settings::serve_requested;
@@ -301,6 +302,14 @@ fn wasi_setup(spec: &RunSpec, sealed: Option<&boundary::Sealed>) -> WasiSetup {
 /// `wasmcell_task::stdio::StdinRelay`), whose thread is started only after the lock-down.
 fn guest_io(spec: &RunSpec) -> Result<(GuestIo, Option<StdinRelay>), String> {
     let (relay, stdin) = match &spec.stdin {
+        // The terminal's slave side, which fd 1 is, opened for reading and writing.
+        None if spec.terminal => {
+            let slave = std::io::stdout()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| format!("stdin from the terminal: {e}"))?;
+            (None, Some(File::from(slave)))
+        }
         Some(path) => {
             let (relay, read_end) = StdinRelay::open(path).map_err(|e| e.to_string())?;
             (Some(relay), Some(read_end))

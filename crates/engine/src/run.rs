@@ -259,6 +259,41 @@ pub struct GuestIo {
     pub inherit_output: bool,
 }
 
+/// The guest's stdin, read from a file (a pipe, or a terminal's slave side) as wasmtime's
+/// [`InputFile`] reads it, and a terminal when that file is one: WASI's `isatty` and
+/// `wasi:cli/terminal-stdin` then say so, as they do for stdout and stderr (wasmtime asks the
+/// process's own fds 1 and 2), so that an interpreter gives its interactive prompt.
+struct GuestStdin {
+    file: InputFile,
+    terminal: bool,
+}
+
+impl GuestStdin {
+    fn new(file: File) -> GuestStdin {
+        let terminal = std::io::IsTerminal::is_terminal(&file);
+        GuestStdin {
+            file: InputFile::new(file),
+            terminal,
+        }
+    }
+}
+
+impl wasmtime_wasi::cli::IsTerminal for GuestStdin {
+    fn is_terminal(&self) -> bool {
+        self.terminal
+    }
+}
+
+impl wasmtime_wasi::cli::StdinStream for GuestStdin {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncRead + Send + Sync> {
+        self.file.async_stream()
+    }
+
+    fn p2_stream(&self) -> Box<dyn wasmtime_wasi::p2::InputStream> {
+        self.file.p2_stream()
+    }
+}
+
 /// How a guest ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -299,7 +334,7 @@ fn build_ctx(setup: &WasiSetup, io: GuestIo) -> Result<WasiCtxBuilder> {
     setup.configure(&mut b);
     b.allow_blocking_current_thread(true);
     if let Some(f) = io.stdin {
-        b.stdin(InputFile::new(f));
+        b.stdin(GuestStdin::new(f));
     }
     if io.inherit_output {
         b.inherit_stdout().inherit_stderr();

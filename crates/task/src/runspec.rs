@@ -44,6 +44,11 @@ pub struct RunSpec {
     pub preopens: Vec<Preopen>,
     /// Path of the stdin FIFO, which the cell opens itself, or `None` for no stdin.
     pub stdin: Option<PathBuf>,
+    /// The cell's stdout and stderr are the slave side of a terminal whose master the shim
+    /// holds (`process.terminal`), and the guest reads its stdin from the same terminal (the
+    /// shim relays containerd's stdin FIFO into the master); `stdin` is then `None`.
+    #[serde(default)]
+    pub terminal: bool,
     /// Directory of the host compile cache.
     pub cache_dir: PathBuf,
     /// The kernel boundary the cell puts itself in before it loads the guest.
@@ -124,6 +129,8 @@ impl Bundle {
             rootfs: self.rootfs.clone(),
             preopens: self.preopens(),
             stdin,
+            // The shim sets it when it gives the cell a terminal.
+            terminal: false,
             cache_dir: cache_dir.to_owned(),
             isolation: Isolation::from_spec(&self.spec)?,
             cgroup: CgroupPath::of_spec(&self.spec, id)?,

@@ -166,6 +166,14 @@ pub fn stdin_relay(fifo: &Path) -> Result<File> {
     Ok(read_end)
 }
 
+fn stdin_error(fifo: &Path, e: std::io::Error) -> Error {
+    Error::Stdio {
+        what: "stdin",
+        uri: fifo.display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
 /// A stdin relay opened but not started: the cell opens the FIFO while it can still see the
 /// host's paths and starts the thread only after it has locked itself down, so that the thread
 /// runs under the same capabilities and seccomp filter (both are per thread).
@@ -178,27 +186,28 @@ pub struct StdinRelay {
 impl StdinRelay {
     /// Opens `fifo` without blocking and a pipe; returns the relay and the pipe's read end.
     pub fn open(fifo: &Path) -> Result<(StdinRelay, File)> {
-        let uri = fifo.display().to_string();
-        let err = |e: std::io::Error| Error::Stdio {
-            what: "stdin",
-            uri: uri.clone(),
-            reason: e.to_string(),
-        };
+        let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| stdin_error(fifo, e.into()))?;
+        Ok((
+            StdinRelay::towards(fifo, File::from(write_end))?,
+            File::from(read_end),
+        ))
+    }
+
+    /// Opens `fifo` without blocking, to relay it into `sink` (a terminal's master side, say).
+    /// The relay ends when the client closes the FIFO or `sink` reports an error or a hang-up
+    /// (the pipe's reader, or the terminal's last user, is gone).
+    pub fn towards(fifo: &Path, sink: File) -> Result<StdinRelay> {
         let source = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NONBLOCK)
             .open(fifo)
-            .map_err(err)?;
-        let (read_end, write_end) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| err(e.into()))?;
-        Ok((
-            StdinRelay {
-                fifo: uri.clone(),
-                source,
-                sink: File::from(write_end),
-            },
-            File::from(read_end),
-        ))
+            .map_err(|e| stdin_error(fifo, e))?;
+        Ok(StdinRelay {
+            fifo: fifo.display().to_string(),
+            source,
+            sink,
+        })
     }
 
     /// Starts the relay thread.
@@ -217,7 +226,8 @@ impl StdinRelay {
             .spawn(move || {
                 let mut buf = vec![0u8; 64 * 1024];
                 loop {
-                    // The sink reports POLLERR once the program (the pipe's reader) is gone.
+                    // The sink reports POLLERR once the program (the pipe's reader) is gone, a
+                    // terminal's master POLLHUP once its slave side is closed everywhere.
                     let mut fds = [
                         PollFd::new(source.as_fd(), PollFlags::POLLIN),
                         PollFd::new(sink.as_fd(), PollFlags::empty()),

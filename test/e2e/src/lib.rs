@@ -10,6 +10,7 @@ pub mod api;
 pub mod cri;
 pub mod fixtures;
 pub mod image;
+pub mod terminal;
 
 pub use containerd_shim_protos::TaskClient;
 use std::path::{Path, PathBuf};
@@ -383,6 +384,14 @@ impl Containerd {
     /// Runs `ctr` against this containerd with stdin from /dev/null.
     pub fn ctr(&self, args: &[&str]) -> Ran {
         self.ctr_with_stdin(args, None)
+    }
+
+    /// Starts `ctr` in a terminal of `cols` by `rows` of its own (`ctr run -t`, `ctr task exec
+    /// -t`), for the test to type into.
+    pub fn ctr_in_terminal(&self, args: &[&str], cols: u16, rows: u16) -> terminal::Terminal {
+        let mut cmd = Command::new(ctr_bin());
+        cmd.arg("--address").arg(&self.socket).args(args);
+        terminal::Terminal::spawn(cmd, cols, rows)
     }
 
     /// Runs `ctr`, feeding `stdin` if given. A `ctr` that hangs is killed after

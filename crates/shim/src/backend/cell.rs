@@ -21,6 +21,7 @@ use wasmcell_task::{Bundle, CgroupPath, Resources, RunSpec};
 
 use super::{Backend, ExecBackend, ExecIo, ExecStarted, CELL_ARG};
 use crate::error::{Error, Result};
+use crate::host::console::{self, Console, ConsoleIo};
 use crate::host::process::{map_fds, pipe, spawn_watched};
 use crate::host::systemd;
 use crate::sync::lock;
@@ -60,6 +61,52 @@ pub struct CellTask {
     run: RunSpec,
     container_pid: i32,
     prepare_timeout: Duration,
+    /// Its terminal, when it has one.
+    console: Option<Console>,
+}
+
+/// A cell's stdout and stderr.
+pub enum CellOutput {
+    /// These files (stdin is the run spec's FIFO).
+    Streams(OwnedFd, OwnedFd),
+    /// A terminal made for the cell: its slave side is the cell's stdin, stdout and stderr,
+    /// its master relayed to containerd's stdio.
+    Terminal(ConsoleIo),
+}
+
+/// [`Cell::spawn`] with `output`; for a terminal, makes it, and attaches its master to
+/// containerd's stdio once the cell holds the slave side.
+fn spawn_cell(
+    run: &RunSpec,
+    role: Role,
+    program: File,
+    output: CellOutput,
+    prepare_timeout: Duration,
+    place: Placement<'_>,
+) -> Result<(Cell, Ready, Option<Console>)> {
+    let io = match output {
+        CellOutput::Streams(stdout, stderr) => {
+            let (cell, ready) =
+                Cell::spawn(run, role, program, stdout, stderr, prepare_timeout, place)?;
+            return Ok((cell, ready, None));
+        }
+        CellOutput::Terminal(io) => io,
+    };
+    let (master, slave) = console::open_pty()?;
+    let stdout = slave
+        .try_clone()
+        .map_err(|e| Error::io("duplicate a terminal's slave side", e))?;
+    let mut run = run.clone();
+    run.terminal = true;
+    run.stdin = None;
+    let (cell, ready) = Cell::spawn(&run, role, program, stdout, slave, prepare_timeout, place)?;
+    match io.attach(master) {
+        Ok(console) => Ok((cell, ready, Some(console))),
+        Err(e) => {
+            cell.kill(Signal::SIGKILL);
+            Err(e)
+        }
+    }
 }
 
 /// Makes the cgroup of `run`, spawns its cell, and waits until the cell has loaded its program
@@ -70,8 +117,7 @@ pub fn launch(
     run: &RunSpec,
     role: Role,
     entry: Entrypoint,
-    stdout: OwnedFd,
-    stderr: OwnedFd,
+    output: CellOutput,
     prepare_timeout: Duration,
     bundle: &Bundle,
 ) -> Result<(CellTask, u32, i32)> {
@@ -98,15 +144,8 @@ pub fn launch(
         None => Placement::JoinItself(cgroup.get()),
         Some(_) => Placement::BySystemd(cgroup.get(), &by_systemd),
     };
-    let (cell, ready) = Cell::spawn(
-        run,
-        role,
-        entry.file,
-        stdout,
-        stderr,
-        prepare_timeout,
-        placement,
-    )?;
+    let (cell, ready, console) =
+        spawn_cell(run, role, entry.file, output, prepare_timeout, placement)?;
     match role {
         Role::Guest => log::info!(
             "task {id}: prepared {} ({:?}, {} bytes): {} in {:.1} ms",
@@ -146,6 +185,7 @@ pub fn launch(
         run: run.clone(),
         container_pid: pid,
         prepare_timeout,
+        console,
     };
     Ok((task, pid as u32, watched))
 }
@@ -197,6 +237,10 @@ impl Backend for CellTask {
         crate::host::metrics::collect(&self.cgroup)
     }
 
+    fn console(&self) -> Option<&Console> {
+        self.console.as_ref()
+    }
+
     fn remove(&self) {
         if let Some(unit) = &self.scope {
             systemd::stop_scope(unit);
@@ -214,12 +258,15 @@ impl Backend for CellTask {
         io: ExecIo,
     ) -> Result<Box<dyn ExecBackend>> {
         let (run, entry) = self.exec_spec(exec_id, process, &io.stdin)?;
-        let (cell, ready) = Cell::spawn(
+        let output = match io.terminal {
+            Some(terminal) => CellOutput::Terminal(terminal),
+            None => CellOutput::Streams(io.stdout, io.stderr),
+        };
+        let (cell, ready, console) = spawn_cell(
             &run,
             Role::Guest,
             entry.file,
-            io.stdout,
-            io.stderr,
+            output,
             self.prepare_timeout,
             Placement::JoinItself(&self.cgroup),
         )?;
@@ -235,6 +282,7 @@ impl Backend for CellTask {
             pid: ready.guest_pid.unwrap_or(cell.pid),
             cell,
             started: std::sync::atomic::AtomicBool::new(false),
+            console,
         }))
     }
 }
@@ -297,6 +345,7 @@ struct CellExec {
     /// The guest's pid (in the container's PID namespace, when it has one).
     pid: i32,
     started: std::sync::atomic::AtomicBool,
+    console: Option<Console>,
 }
 
 impl ExecBackend for CellExec {
@@ -316,6 +365,10 @@ impl ExecBackend for CellExec {
 
     fn remove(&self) {
         self.end_unstarted();
+    }
+
+    fn console(&self) -> Option<&Console> {
+        self.console.as_ref()
     }
 }
 

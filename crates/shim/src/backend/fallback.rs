@@ -213,6 +213,7 @@ fn run_spec(id: &str, bundle: &Bundle) -> Result<RunSpec> {
         rootfs: PathBuf::from("/"),
         preopens,
         stdin: None,
+        terminal: false,
         cache_dir: PathBuf::new(),
         isolation: Isolation::default(),
         cgroup: CgroupPath::Fs(PathBuf::new()),

@@ -20,9 +20,11 @@ use wasmcell_cell::Role;
 use wasmcell_task::isolation::Unsupported;
 use wasmcell_task::{Bundle, Entrypoint, RunSpec};
 
+use super::cell::CellOutput;
 use super::config::{Config, PauseBy};
 use super::{cell, fallback, runc, Backend, ExecIo, Launch, Launched, Logger};
 use crate::error::{Error, Result};
+use crate::host::console::ConsoleIo;
 use crate::host::image;
 use crate::host::rootfs::MountedRootfs;
 use crate::host::streams::{self, Outputs};
@@ -55,6 +57,8 @@ pub struct Plan {
     pub outputs: Outputs,
     /// containerd's stdin for it (a FIFO path, or empty for none).
     pub stdin: String,
+    /// Whether its process gets a terminal (then `outputs.stdout` is the terminal's output).
+    pub terminal: bool,
     /// Which backend runs it.
     pub how: How,
 }
@@ -105,6 +109,7 @@ impl Launch for HostLauncher {
             program,
             outputs,
             stdin: req.stdin.clone(),
+            terminal: req.terminal,
             how,
         };
         let launched = self.carry_out(plan)?;
@@ -115,17 +120,37 @@ impl Launch for HostLauncher {
         })
     }
 
-    fn exec_io(&self, id: &str, stdin: &str, stdout: &str, stderr: &str) -> Result<ExecIo> {
+    fn exec_io(
+        &self,
+        id: &str,
+        stdin: &str,
+        stdout: &str,
+        stderr: &str,
+        terminal: bool,
+    ) -> Result<ExecIo> {
         if [stdout, stderr].iter().any(|s| s.starts_with("binary://")) {
             return Err(Error::NotImplemented(format!(
                 "exec in task {id}: output to a binary logger"
             )));
         }
         let outputs = streams::open_outputs(id, &self.config.namespace, stdout, stderr)?;
+        if terminal {
+            let null = || streams::open_dev_null().map_err(|e| Error::io("open /dev/null", e));
+            return Ok(ExecIo {
+                stdin: String::new(),
+                stdout: null()?.into(),
+                stderr: null()?.into(),
+                terminal: Some(ConsoleIo {
+                    stdin: stdin.to_owned(),
+                    stdout: outputs.stdout,
+                }),
+            });
+        }
         Ok(ExecIo {
             stdin: stdin.to_owned(),
             stdout: outputs.stdout,
             stderr: outputs.stderr,
+            terminal: None,
         })
     }
 }
@@ -140,6 +165,7 @@ impl HostLauncher {
             program,
             outputs,
             stdin,
+            terminal,
             how,
         } = plan;
         let logger = outputs.logger_pid.map(|pid| Logger {
@@ -148,16 +174,23 @@ impl HostLauncher {
         });
         let (backend, pid, watched): (Box<dyn Backend>, u32, i32) = match how {
             How::Cell(run, role) => {
-                let (task, pid, watched) = cell::launch(
-                    &run,
-                    role,
-                    program,
-                    outputs.stdout,
-                    outputs.stderr,
-                    config.prepare_timeout,
-                    &bundle,
-                )?;
+                let output = if terminal {
+                    CellOutput::Terminal(ConsoleIo {
+                        stdin,
+                        stdout: outputs.stdout,
+                    })
+                } else {
+                    CellOutput::Streams(outputs.stdout, outputs.stderr)
+                };
+                let (task, pid, watched) =
+                    cell::launch(&run, role, program, output, config.prepare_timeout, &bundle)?;
                 (Box::new(task), pid, watched)
+            }
+            How::CellUnderRunc(_) if terminal => {
+                return Err(Error::NotImplemented(format!(
+                    "task {id}: a terminal for a wasm container that runs under runc (its spec \
+                     asks for what a cell does not build) is not implemented"
+                )))
             }
             How::CellUnderRunc(reason) => {
                 let stdio = runc::NativeStdio {
@@ -172,12 +205,21 @@ impl HostLauncher {
             How::Native => {
                 let Entrypoint { file, path, .. } = program;
                 drop(file);
-                let stdio = runc::NativeStdio {
-                    stdin: streams::open_native_stdin(&stdin)?,
-                    stdout: outputs.stdout.into(),
-                    stderr: outputs.stderr.into(),
+                let (stdio, terminal) = if terminal {
+                    let io = ConsoleIo {
+                        stdin,
+                        stdout: outputs.stdout,
+                    };
+                    (runc::NativeStdio::null()?, Some(io))
+                } else {
+                    let stdio = runc::NativeStdio {
+                        stdin: streams::open_native_stdin(&stdin)?,
+                        stdout: outputs.stdout.into(),
+                        stderr: outputs.stderr.into(),
+                    };
+                    (stdio, None)
                 };
-                let task = runc::RuncTask::create(&config.runc, &id, &bundle, stdio)?;
+                let task = runc::RuncTask::create(&config.runc, &id, &bundle, stdio, terminal)?;
                 log::info!("task {id}: native entrypoint {path}, created with runc");
                 let pid = task.pid();
                 (Box::new(task), pid as u32, pid)

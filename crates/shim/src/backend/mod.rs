@@ -21,6 +21,7 @@ use containerd_shim::api::CreateTaskRequest;
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 
 use crate::error::{Error, Result};
+use crate::host::console::{Console, ConsoleIo};
 
 /// The argument that makes the shim binary act as a cell (see `wasmcell_cell`).
 pub const CELL_ARG: &str = "cell";
@@ -48,6 +49,11 @@ pub trait Backend: Send + Sync {
     fn stats(&self) -> Result<Any>;
     /// Removes what the backend made for the task, once it has exited (Delete).
     fn remove(&self);
+    /// The task's terminal, when it has one (ResizePty; its output is drained before the
+    /// task's exit is reported).
+    fn console(&self) -> Option<&Console> {
+        None
+    }
     /// Prepares exec process `exec_id` running `process` in the task's container, with
     /// `io`; Start of the exec runs it ([`ExecBackend::start`]).
     fn exec(
@@ -59,7 +65,8 @@ pub trait Backend: Send + Sync {
 }
 
 /// The stdio of an exec process: containerd's stdin (a FIFO path, or empty for none), and its
-/// stdout and stderr, open.
+/// stdout and stderr, open; or, for a terminal, where the terminal's traffic goes (the backend
+/// makes the terminal; `stdout` and `stderr` are then unused).
 pub struct ExecIo {
     /// The stdin FIFO's path, or empty.
     pub stdin: String,
@@ -67,6 +74,8 @@ pub struct ExecIo {
     pub stdout: OwnedFd,
     /// Where its stderr goes.
     pub stderr: OwnedFd,
+    /// Its terminal's side in containerd, when it asks for one.
+    pub terminal: Option<ConsoleIo>,
 }
 
 /// A started exec process.
@@ -93,6 +102,10 @@ pub trait ExecBackend: Send + Sync {
     }
     /// Removes what it left (Delete of the exec).
     fn remove(&self) {}
+    /// Its terminal, when it has one.
+    fn console(&self) -> Option<&Console> {
+        None
+    }
 }
 
 /// What [`Launch::launch`] made for a Create.
@@ -121,6 +134,14 @@ pub struct Logger {
 pub trait Launch: Send + Sync {
     /// Carries out what a Create asks of the host. On failure nothing of it is left.
     fn launch(&self, req: &CreateTaskRequest) -> Result<Launched>;
-    /// Opens the output an exec process of task `id` asks for (its FIFOs or files).
-    fn exec_io(&self, id: &str, stdin: &str, stdout: &str, stderr: &str) -> Result<ExecIo>;
+    /// Opens the output an exec process of task `id` asks for (its FIFOs or files), for a
+    /// terminal's output with `terminal`.
+    fn exec_io(
+        &self,
+        id: &str,
+        stdin: &str,
+        stdout: &str,
+        stderr: &str,
+        terminal: bool,
+    ) -> Result<ExecIo>;
 }

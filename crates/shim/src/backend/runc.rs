@@ -16,6 +16,7 @@ use wasmcell_task::CgroupPath;
 
 use super::{Backend, ExecBackend, ExecIo, ExecStarted};
 use crate::error::{Error, Result};
+use crate::host::console::{Console, ConsoleIo, ConsoleSocket};
 use crate::host::process::{map_fds, run_command, spawn_watched, Output};
 use crate::host::systemd;
 
@@ -41,6 +42,35 @@ pub struct NativeStdio {
     pub stderr: File,
 }
 
+impl NativeStdio {
+    /// `/dev/null` for all three: runc's own stdio, for a process whose stdio is a terminal
+    /// runc makes.
+    pub fn null() -> Result<NativeStdio> {
+        let null =
+            || crate::host::streams::open_dev_null().map_err(|e| Error::io("open /dev/null", e));
+        Ok(NativeStdio {
+            stdin: null()?,
+            stdout: null()?,
+            stderr: null()?,
+        })
+    }
+}
+
+/// runc makes a terminal for the process (`process.terminal`) and sends its master over a
+/// console socket; the shim attaches it to containerd's stdio.
+fn with_terminal<T>(
+    terminal: Option<ConsoleIo>,
+    run: impl FnOnce(Option<&Path>) -> Result<T>,
+) -> Result<(T, Option<Console>)> {
+    let Some(io) = terminal else {
+        return Ok((run(None)?, None));
+    };
+    let socket = ConsoleSocket::bind()?;
+    let made = run(Some(&socket.path()))?;
+    let console = socket.receive().and_then(|master| io.attach(master))?;
+    Ok((made, Some(console)))
+}
+
 /// A task run by runc: its container's id, bundle and init pid, and the cgroup runc puts it
 /// in, for Stats and OOM (when its path is a cgroupfs one).
 pub struct RuncTask {
@@ -51,6 +81,8 @@ pub struct RuncTask {
     cgroup: Option<Cgroup>,
     /// Whether its process is a cell (the runc fallback of a wasm container).
     holds_wasm: bool,
+    /// Its process's terminal, when it has one.
+    console: Option<Console>,
 }
 
 impl RuncTask {
@@ -66,7 +98,14 @@ impl RuncTask {
         extra_fds: &[&dyn AsFd],
     ) -> Result<RuncTask> {
         let spec = &bundle.spec;
-        let pid = runc.create(id, runc_bundle, stdio, extra_fds, systemd::drives(spec, id))?;
+        let pid = runc.create(
+            id,
+            runc_bundle,
+            stdio,
+            extra_fds,
+            systemd::drives(spec, id),
+            None,
+        )?;
         Ok(RuncTask {
             runc: runc.clone(),
             id: id.to_owned(),
@@ -74,6 +113,7 @@ impl RuncTask {
             pid,
             cgroup: runc_cgroup(spec, id),
             holds_wasm: false,
+            console: None,
         })
     }
 
@@ -83,9 +123,35 @@ impl RuncTask {
         self
     }
 
-    /// `runc create` of a native container (its bundle is containerd's).
-    pub fn create(runc: &Runc, id: &str, bundle: &Bundle, stdio: NativeStdio) -> Result<RuncTask> {
-        RuncTask::create_with(runc, id, bundle, &bundle.dir, stdio, &[])
+    /// `runc create` of a native container (its bundle is containerd's), with `stdio`, or
+    /// with a terminal runc makes (`stdio` is then runc's own).
+    pub fn create(
+        runc: &Runc,
+        id: &str,
+        bundle: &Bundle,
+        stdio: NativeStdio,
+        terminal: Option<ConsoleIo>,
+    ) -> Result<RuncTask> {
+        let spec = &bundle.spec;
+        let drives = systemd::drives(spec, id);
+        let (pid, console) = with_terminal(terminal, |socket| {
+            runc.create(id, &bundle.dir, stdio, &[], drives, socket)
+        })
+        .inspect_err(|_| {
+            // A container made whose terminal could not be attached.
+            if runc.knows(id) {
+                let _ = runc.delete(id);
+            }
+        })?;
+        Ok(RuncTask {
+            runc: runc.clone(),
+            id: id.to_owned(),
+            bundle: bundle.dir.clone(),
+            pid,
+            cgroup: runc_cgroup(spec, id),
+            holds_wasm: false,
+            console,
+        })
     }
 
     /// The container's init pid.
@@ -153,6 +219,10 @@ impl Backend for RuncTask {
         }
     }
 
+    fn console(&self) -> Option<&Console> {
+        self.console.as_ref()
+    }
+
     fn exec(
         &self,
         exec_id: &str,
@@ -165,10 +235,14 @@ impl Backend for RuncTask {
                  implemented by wasmcell yet; probe it with httpGet or tcpSocket"
             )));
         }
-        let stdio = NativeStdio {
-            stdin: crate::host::streams::open_native_stdin(&io.stdin)?,
-            stdout: io.stdout.into(),
-            stderr: io.stderr.into(),
+        let stdio = if io.terminal.is_some() {
+            NativeStdio::null()?
+        } else {
+            NativeStdio {
+                stdin: crate::host::streams::open_native_stdin(&io.stdin)?,
+                stdout: io.stdout.into(),
+                stderr: io.stderr.into(),
+            }
         };
         if exec_id.is_empty() || exec_id.contains('/') || exec_id.starts_with('.') {
             return Err(Error::InvalidArgument(format!("exec id {exec_id:?}")));
@@ -189,7 +263,8 @@ impl Backend for RuncTask {
             log: dir.join("log.json"),
             process_file,
             dir,
-            stdio: std::sync::Mutex::new(Some(stdio)),
+            stdio: std::sync::Mutex::new(Some((stdio, io.terminal))),
+            console: std::sync::OnceLock::new(),
         }))
     }
 }
@@ -203,23 +278,35 @@ struct RuncExec {
     process_file: PathBuf,
     pid_file: PathBuf,
     log: PathBuf,
-    /// Given to runc at Start.
-    stdio: std::sync::Mutex<Option<NativeStdio>>,
+    /// Given to runc at Start, with the terminal's side in containerd when it has one.
+    stdio: std::sync::Mutex<Option<(NativeStdio, Option<ConsoleIo>)>>,
+    /// Its terminal, once started.
+    console: std::sync::OnceLock<Console>,
 }
 
 impl ExecBackend for RuncExec {
     fn start(&self) -> Result<ExecStarted> {
-        let stdio = crate::sync::lock(&self.stdio)
+        let (stdio, terminal) = crate::sync::lock(&self.stdio)
             .take()
             .ok_or_else(|| Error::Internal("exec started twice".into()))?;
-        let pid = self.runc.exec(
-            &self.container,
-            &self.process_file,
-            &self.pid_file,
-            &self.log,
-            stdio,
-        )?;
+        let (pid, console) = with_terminal(terminal, |socket| {
+            self.runc.exec(
+                &self.container,
+                &self.process_file,
+                &self.pid_file,
+                &self.log,
+                stdio,
+                socket,
+            )
+        })?;
+        if let Some(console) = console {
+            let _ = self.console.set(console);
+        }
         Ok(ExecStarted { pid, watched: pid })
+    }
+
+    fn console(&self) -> Option<&Console> {
+        self.console.get()
     }
 
     fn remove(&self) {
@@ -275,7 +362,8 @@ impl Runc {
     }
 
     /// `runc create`: returns the pid of the container's init process. `extra_fds` become the
-    /// process's fds 3, 4, … (`--preserve-fds`).
+    /// process's fds 3, 4, … (`--preserve-fds`); runc sends the terminal it makes for a
+    /// process with `process.terminal` over `console_socket`.
     /// `systemd_cgroup`: runc's systemd cgroup driver (`crate::host::systemd`); runc records it in
     /// the container's state, so later commands need not repeat it.
     pub fn create(
@@ -285,6 +373,7 @@ impl Runc {
         stdio: NativeStdio,
         extra_fds: &[&dyn AsFd],
         systemd_cgroup: bool,
+        console_socket: Option<&Path>,
     ) -> Result<i32> {
         let pid_file = bundle.join("init.pid");
         let log = bundle.join("runc-log.json");
@@ -297,6 +386,9 @@ impl Runc {
             .arg(bundle)
             .arg("--pid-file")
             .arg(&pid_file);
+        if let Some(socket) = console_socket {
+            cmd.arg("--console-socket").arg(socket);
+        }
         if !extra_fds.is_empty() {
             cmd.arg("--preserve-fds").arg(extra_fds.len().to_string());
         }
@@ -330,8 +422,9 @@ impl Runc {
             .map_err(|e| Error::Runc(format!("bad pid file {}: {e}", pid_file.display())))
     }
 
-    /// `runc exec --detach` of the process in `process_file` in container `id`, with `stdio`:
-    /// returns its pid once it runs. Its exit reaches the shim as its subreaper.
+    /// `runc exec --detach` of the process in `process_file` in container `id`, with `stdio`
+    /// (or the terminal runc sends over `console_socket`): returns its pid once it runs. Its
+    /// exit reaches the shim as its subreaper.
     pub fn exec(
         &self,
         id: &str,
@@ -339,6 +432,7 @@ impl Runc {
         pid_file: &Path,
         log: &Path,
         stdio: NativeStdio,
+        console_socket: Option<&Path>,
     ) -> Result<i32> {
         let mut cmd = self.command(Some(log));
         cmd.arg("exec")
@@ -346,8 +440,11 @@ impl Runc {
             .arg(process_file)
             .arg("--detach")
             .arg("--pid-file")
-            .arg(pid_file)
-            .arg(id)
+            .arg(pid_file);
+        if let Some(socket) = console_socket {
+            cmd.arg("--console-socket").arg(socket);
+        }
+        cmd.arg(id)
             .stdin(Stdio::from(stdio.stdin))
             .stdout(Stdio::from(stdio.stdout))
             .stderr(Stdio::from(stdio.stderr));

@@ -1,7 +1,8 @@
 //! The host side of the shim, below the task core and the backends: child processes and their
-//! reaping, stdio, rootfs mounts, the image lookup, cgroup metrics, systemd scopes, and the
-//! process title.
+//! reaping, stdio and terminals, rootfs mounts, the image lookup, cgroup metrics, systemd
+//! scopes, and the process title.
 
+pub mod console;
 pub mod image;
 pub mod metrics;
 pub mod process;

@@ -112,8 +112,12 @@ impl Task for Service {
         serve("exec", &id, || self.tasks.exec(req).map(|()| Empty::new()))
     }
 
-    fn resize_pty(&self, _: &TtrpcContext, _: ResizePtyRequest) -> TtrpcResult<Empty> {
-        not_implemented("resize pty (terminals)")
+    fn resize_pty(&self, _: &TtrpcContext, req: ResizePtyRequest) -> TtrpcResult<Empty> {
+        serve("resize pty", &req.id, || {
+            self.tasks
+                .resize_pty(&req.id, &req.exec_id, req.width, req.height)
+                .map(|()| Empty::new())
+        })
     }
 
     fn pause(&self, _: &TtrpcContext, req: PauseRequest) -> TtrpcResult<Empty> {

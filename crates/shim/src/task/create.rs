@@ -25,11 +25,6 @@ impl Tasks {
             return Err(Error::InvalidArgument("task id is empty".into()));
         }
         let _reservation = self.reserve(&id)?;
-        if req.terminal {
-            return Err(Error::NotImplemented(
-                "terminal (tty) tasks are not implemented by wasmcell yet".into(),
-            ));
-        }
         if !req.checkpoint.is_empty() {
             return Err(Error::NotImplemented(
                 "checkpoint/restore is not implemented".into(),

@@ -3,7 +3,7 @@
 //! Wait, State and Delete with its id act on it; its exit is a TaskExit that names it.
 //!
 //! The backend makes the process ([`crate::backend::Backend::exec`]): runc tasks (native
-//! containers) run it with `runc exec`; wasm tasks answer NotImplemented.
+//! containers) run it with `runc exec`, cell tasks in a cell that joins the container's.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Instant, SystemTime};
@@ -18,7 +18,7 @@ use containerd_shim::protos::topics::{
 use wasmcell_task::{Status, TaskState};
 
 use super::events::timestamp;
-use super::exits::Owner;
+use super::exits::{Owner, CONSOLE_DRAIN_TIMEOUT};
 use super::{Task, Tasks};
 use crate::backend::ExecBackend;
 use crate::error::{Error, Result};
@@ -93,11 +93,6 @@ impl Tasks {
         if req.exec_id.is_empty() {
             return Err(Error::InvalidArgument("exec id is empty".into()));
         }
-        if req.terminal {
-            return Err(Error::NotImplemented(
-                "terminal (tty) exec processes are not implemented by wasmcell yet".into(),
-            ));
-        }
         let process: oci_spec::runtime::Process =
             serde_json::from_slice(&req.spec.value).map_err(|e| {
                 Error::InvalidArgument(format!("exec {}: its process spec: {e}", req.exec_id))
@@ -113,9 +108,9 @@ impl Tasks {
         // making a cell's compiles (other execs, exits and CloseIO must not wait for it).
         let _reservation = task.reserve_exec(&req.exec_id)?;
         let created = Instant::now();
-        let io = self
-            .launcher
-            .exec_io(&task.id, &req.stdin, &req.stdout, &req.stderr)?;
+        let io =
+            self.launcher
+                .exec_io(&task.id, &req.stdin, &req.stdout, &req.stderr, req.terminal)?;
         let backend = task.backend.exec(&req.exec_id, &process, io)?;
         // The exec joined the namespaces of the task's process as it found them: if the task
         // ended meanwhile, its pid may be another process's by now.
@@ -175,25 +170,42 @@ impl Tasks {
         Ok(pid)
     }
 
-    /// Records an exec process's exit and sends its TaskExit.
-    pub(super) fn exec_exited(&self, task: &Task, exec: &Exec, code: i32) {
-        let mut st = lock(&exec.state);
-        let now = SystemTime::now();
-        if st.exited(code as u32, now) {
-            log::info!(
-                "task {}: exec {} exited with status {code}",
-                task.id,
-                exec.id
-            );
-            let mut ev = TaskExit::new();
-            ev.container_id = task.id.clone();
-            ev.id = exec.id.clone();
-            ev.pid = *lock(&exec.pid);
-            ev.exit_status = code as u32;
-            ev.exited_at = Some(timestamp(now)).into();
-            self.events.send(TASK_EXIT_EVENT_TOPIC, Box::new(ev));
+    /// Records an exec process's exit and sends its TaskExit, once what it wrote to its
+    /// terminal (if it has one) has been copied out.
+    pub(super) fn exec_exited(&self, task: &Arc<Task>, exec: &Arc<Exec>, code: i32) {
+        let events = Arc::clone(&self.events);
+        let (task, exec) = (Arc::clone(task), Arc::clone(exec));
+        let has_console = exec.backend.console().is_some();
+        let finish = move || {
+            if let Some(console) = exec.backend.console() {
+                console.drain(CONSOLE_DRAIN_TIMEOUT);
+            }
+            let mut st = lock(&exec.state);
+            let now = SystemTime::now();
+            if st.exited(code as u32, now) {
+                log::info!(
+                    "task {}: exec {} exited with status {code}",
+                    task.id,
+                    exec.id
+                );
+                let mut ev = TaskExit::new();
+                ev.container_id = task.id.clone();
+                ev.id = exec.id.clone();
+                ev.pid = *lock(&exec.pid);
+                ev.exit_status = code as u32;
+                ev.exited_at = Some(timestamp(now)).into();
+                events.send(TASK_EXIT_EVENT_TOPIC, Box::new(ev));
+            }
+            exec.changed.notify_all();
+        };
+        if has_console {
+            // Do not hold up other exits while this terminal drains.
+            let _ = std::thread::Builder::new()
+                .name("drain".into())
+                .spawn(finish);
+        } else {
+            finish();
         }
-        exec.changed.notify_all();
     }
 
     /// Kills the running exec processes of `task`: they end with their container (its exit,
@@ -284,6 +296,20 @@ impl Tasks {
         resp.exit_status = exit.code;
         resp.exited_at = Some(timestamp(exit.at)).into();
         Ok(resp)
+    }
+
+    /// ResizePty of an exec process; one without a terminal has nothing to resize.
+    pub(super) fn resize_exec(
+        &self,
+        task: &Task,
+        exec_id: &str,
+        width: u32,
+        height: u32,
+    ) -> Result<()> {
+        match task.exec_named(exec_id)?.backend.console() {
+            Some(console) => console.resize(width, height),
+            None => Ok(()),
+        }
     }
 
     /// The pids of `task`'s exec processes that are running.

@@ -19,6 +19,9 @@ use super::{Task, Tasks};
 use crate::error::{Error, Result};
 use crate::sync::{lock, wait_timeout};
 
+/// How long an exit waits for the output of a process's terminal to be copied out (the
+/// process has exited; only another process still holding the terminal keeps it open).
+pub(super) const CONSOLE_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long an exit waits for the task's binary logger to drain and exit.
 const LOGGER_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often an exit looks whether the binary logger has read everything.
@@ -140,16 +143,20 @@ impl Tasks {
         }
     }
 
-    /// Records a task's exit once its output has been drained, then sends TaskOOM (when the
-    /// OOM killer ended it) and TaskExit.
+    /// Records a task's exit once its output has been drained (by its binary logger, from its
+    /// terminal), then sends TaskOOM (when the OOM killer ended it) and TaskExit.
     pub(super) fn task_exited(&self, task: Arc<Task>, code: i32) {
         self.kill_execs(&task);
         let events = Arc::clone(&self.events);
-        let drain = task.logger_pid.is_some() && !*lock(&task.logger_gone);
+        let drain = (task.logger_pid.is_some() && !*lock(&task.logger_gone))
+            || task.backend.console().is_some();
         // Read at once: with systemd's driver, systemd removes the scope's cgroup (and its
         // `memory.events`) as soon as it is empty.
         let oom_killed = task.backend.oom_killed();
         let finish = move || {
+            if let Some(console) = task.backend.console() {
+                console.drain(CONSOLE_DRAIN_TIMEOUT);
+            }
             task.wait_logger();
             let mut st = lock(&task.state);
             let now = SystemTime::now();
@@ -172,7 +179,7 @@ impl Tasks {
             task.changed.notify_all();
         };
         if drain {
-            // Do not hold up other exits while this logger drains.
+            // Do not hold up other exits while this logger or terminal drains.
             let _ = std::thread::Builder::new()
                 .name("drain".into())
                 .spawn(finish);

@@ -19,6 +19,7 @@ mod exits;
 mod kill;
 mod pause;
 mod pids;
+mod resize_pty;
 mod shutdown;
 mod start;
 mod state;

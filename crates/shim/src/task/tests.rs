@@ -127,7 +127,7 @@ impl Launch for FakeLauncher {
     fn launch(&self, req: &CreateTaskRequest) -> Result<Launched> {
         (self.0)(req)
     }
-    fn exec_io(&self, _: &str, stdin: &str, _: &str, _: &str) -> Result<ExecIo> {
+    fn exec_io(&self, _: &str, stdin: &str, _: &str, _: &str, terminal: bool) -> Result<ExecIo> {
         let null = || {
             crate::host::streams::open_dev_null()
                 .expect("/dev/null")
@@ -137,6 +137,10 @@ impl Launch for FakeLauncher {
             stdin: stdin.to_owned(),
             stdout: null(),
             stderr: null(),
+            terminal: terminal.then(|| crate::host::console::ConsoleIo {
+                stdin: stdin.to_owned(),
+                stdout: null(),
+            }),
         })
     }
 }
@@ -525,11 +529,18 @@ fn an_exec_that_cannot_be_made_is_refused_with_the_problem_named() {
         matches!(&bad, Err(Error::InvalidArgument(m)) if m.contains("bad")),
         "{bad:?}"
     );
+    // A terminal is the backend's to make; resizing a process without one does nothing, as
+    // with containerd's runc shim.
     let mut tty = exec("strict", "tty", PROBE);
     tty.terminal = true;
+    core.tasks.exec(tty).expect("a terminal exec");
+    core.tasks
+        .resize_pty("strict", "tty", 80, 24)
+        .expect("resize");
+    core.tasks.resize_pty("strict", "", 80, 24).expect("resize");
     assert!(matches!(
-        core.tasks.exec(tty),
-        Err(Error::NotImplemented(_))
+        core.tasks.resize_pty("strict", "nobody", 80, 24),
+        Err(Error::NotFound(_))
     ));
     assert!(matches!(
         core.tasks.exec(exec("strict", "", PROBE)),
