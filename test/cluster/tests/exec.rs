@@ -1,13 +1,16 @@
 //! Exec in wasm pods through a real kubelet: an exec liveness probe that runs a wasm program in
 //! the container passes, one that fails makes the kubelet restart its container, and
 //! `kubectl exec POD -- /probe.wasm` prints the program's output (through the API server, the
-//! kubelet's streaming server and containerd's CRI).
+//! kubelet's streaming server and containerd's CRI), and `kubectl exec -it` runs Python's
+//! interactive prompt in a terminal.
 #![allow(clippy::unwrap_used)]
 
+use std::process::Command;
 use std::time::Duration;
 
-use wasmcell_cluster::{ControlPlane, Node};
-use wasmcell_e2e::fixtures;
+use wasmcell_cluster::{kubernetes_bin, ControlPlane, Node};
+use wasmcell_e2e::terminal::Terminal;
+use wasmcell_e2e::{fixtures, workload_component};
 
 const IMAGE: &str = "wasmcell.test/exec-probe:1";
 
@@ -37,12 +40,22 @@ fn container(name: &str, probe: &[&str]) -> serde_json::Value {
 fn exec_probes_and_kubectl_exec_run_wasm_programs_in_the_pods_containers() {
     let plane = ControlPlane::start();
     let node = Node::start(&plane, true, "wasmcell.dev/installed=true");
-    // The probe at /probe.wasm in the image's rootfs.
+    // The probe at /probe.wasm in the image's rootfs, and Python's prompt at /repl.wasm.
     let probe = node.containerd.dir.path().join("probe.wasm");
     std::fs::write(&probe, fixtures::PROBE).unwrap();
+    let repl = node.containerd.dir.path().join("repl.wasm");
+    std::fs::write(&repl, workload_component("python-repl")).unwrap();
+    let repl_file = format!("{}:/repl.wasm", repl.display());
     node.import(
         "exec-probe.tar",
-        &["--name", IMAGE, "--wasm", probe.to_str().unwrap()],
+        &[
+            "--name",
+            IMAGE,
+            "--wasm",
+            probe.to_str().unwrap(),
+            "--file",
+            &repl_file,
+        ],
     );
     let r = plane.kubectl(&["apply", "-f", RUNTIME_CLASS]);
     assert_eq!(r.code, 0, "{r:?}");
@@ -126,6 +139,29 @@ fn exec_probes_and_kubectl_exec_run_wasm_programs_in_the_pods_containers() {
         r.stderr.contains("sh"),
         "the error names the program: {r:?}"
     );
+    assert_eq!(restarts("alive"), 0);
+
+    // kubectl exec -it: Python's prompt in a terminal, through the kubelet's streaming server
+    // (ResizePty included); a line typed there runs.
+    let mut kubectl = Command::new(kubernetes_bin("kubectl"));
+    kubectl.arg("--kubeconfig").arg(&plane.kubeconfig).args([
+        "exec",
+        "-it",
+        "exec-probes",
+        "-c",
+        "alive",
+        "--",
+        "/repl.wasm",
+    ]);
+    let mut t = Terminal::spawn(kubectl, 100, 30);
+    let at = t
+        .expect(">>> ", Duration::from_secs(120))
+        .unwrap_or_else(|shown| panic!("Python's prompt: {shown:?}\n{}", node.containerd.log()));
+    t.type_in("print(6*7)\r");
+    t.expect_after(at, "42\n>>> ", Duration::from_secs(20))
+        .unwrap_or_else(|shown| panic!("42 at the next prompt: {shown:?}"));
+    t.type_in("exit()\r");
+    assert_eq!(t.wait(Duration::from_secs(20)), Some(0), "{:?}", t.shown());
     assert_eq!(restarts("alive"), 0);
 
     let r = plane.kubectl(&[
