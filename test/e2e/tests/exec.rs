@@ -377,8 +377,57 @@ fn ctr_task_exec_runs_a_wasm_program_in_a_cell_in_the_containers_namespaces_and_
             .count()
     };
     assert_eq!((exits("sleeper2"), exits("wasm")), (1, 1));
+    // In the order containerd's runc shim reports them: the exec's, then its container's.
+    let order: Vec<String> = events
+        .of_task("wasm")
+        .into_iter()
+        .filter(|e| e.topic == "/tasks/exit")
+        .filter_map(|e| e.body.get("id").and_then(|v| v.as_str()).map(str::to_owned))
+        .filter(|id| id == "sleeper2" || id == "wasm")
+        .collect();
+    assert_eq!(order, ["sleeper2", "wasm"], "exits in order");
     c.ctr(&["task", "delete", "wasm"]);
     c.ctr(&["container", "delete", "wasm"]);
+
+    // Delete of a running task with a running exec (`ctr task delete --force`): both end,
+    // both exits are reported, and nothing of either is left.
+    let r = c.run_detached(&[], PROBE_IMG, "forced", &["/probe.wasm", "sleep", "600"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = c.ctr(&[
+        "task",
+        "exec",
+        "-d",
+        "--exec-id",
+        "held",
+        "forced",
+        "/probe.wasm",
+        "sleep",
+        "600",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        c.cell_pids(&["forced".to_owned()]).len(),
+        2,
+        "the task's and the exec's cells"
+    );
+    let r = c.ctr(&["task", "delete", "--force", "forced"]);
+    assert_eq!(r.code, 0, "{r:?}\n{}", c.log());
+    let exit = exec_exit(&events, "forced", "held").expect("the exec's exit");
+    assert_eq!(exit.exit_status(), 137, "{exit:?}");
+    assert!(
+        exec_exit(&events, "forced", "forced").is_some(),
+        "the task's exit"
+    );
+    assert!(
+        c.wait_until(Duration::from_secs(5), || c
+            .cell_pids(&["forced".to_owned()])
+            .is_empty()),
+        "cells left: {:?}",
+        c.cell_pids(&["forced".to_owned()])
+    );
+    let r = c.ctr(&["task", "ls"]);
+    assert!(!r.stdout.contains("forced"), "{r:?}");
+    c.ctr(&["container", "delete", "forced"]);
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! containers) run it with `runc exec`, cell tasks in a cell that joins the container's.
 
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use containerd_shim::api::{
     DeleteResponse, ExecProcessRequest, StateResponse, Status as ApiStatus, WaitResponse,
@@ -22,7 +22,7 @@ use super::exits::{Owner, CONSOLE_DRAIN_TIMEOUT};
 use super::{Task, Tasks};
 use crate::backend::ExecBackend;
 use crate::error::{Error, Result};
-use crate::sync::{lock, wait_while};
+use crate::sync::{lock, wait_timeout_while, wait_while};
 
 /// One exec process of a task.
 pub(super) struct Exec {
@@ -38,6 +38,17 @@ pub(super) struct Exec {
     watched: Mutex<i32>,
     state: Mutex<TaskState>,
     changed: Condvar,
+}
+
+/// Waits, at most `timeout`, until `execs` have exited (their exits reported): a container's
+/// exit is reported after those of the execs that die with it, as containerd's runc shim
+/// reports them, so that a client that sees the container's exit has seen theirs.
+pub(super) fn wait_exited(execs: &[Arc<Exec>], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    for exec in execs {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let _ = wait_timeout_while(&exec.changed, lock(&exec.state), left, |s| s.is_alive());
+    }
 }
 
 /// An exec id whose Exec is under way: a second Exec of it answers AlreadyExists.
@@ -210,8 +221,10 @@ impl Tasks {
 
     /// Kills the running exec processes of `task`: they end with their container (its exit,
     /// or a Kill of all its processes), whether or not it has a PID namespace of its own.
-    pub(super) fn kill_execs(&self, task: &Task) {
-        for exec in task.running_execs() {
+    /// Returns them.
+    pub(super) fn kill_execs(&self, task: &Task) -> Vec<Arc<Exec>> {
+        let running = task.running_execs();
+        for exec in &running {
             if let Err(e) = exec
                 .backend
                 .signal(*lock(&exec.watched), libc::SIGKILL as u32)
@@ -219,6 +232,7 @@ impl Tasks {
                 log::debug!("task {}: kill exec {}: {e}", task.id, exec.id);
             }
         }
+        running
     }
 
     /// Kill of an exec process.

@@ -22,6 +22,8 @@ use crate::sync::{lock, wait_timeout};
 /// How long an exit waits for the output of a process's terminal to be copied out (the
 /// process has exited; only another process still holding the terminal keeps it open).
 pub(super) const CONSOLE_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a task's exit waits for the exits of the execs killed with it.
+const EXECS_EXIT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long an exit waits for the task's binary logger to drain and exit.
 const LOGGER_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often an exit looks whether the binary logger has read everything.
@@ -143,17 +145,21 @@ impl Tasks {
         }
     }
 
-    /// Records a task's exit once its output has been drained (by its binary logger, from its
-    /// terminal), then sends TaskOOM (when the OOM killer ended it) and TaskExit.
+    /// Records a task's exit once the execs killed with it have exited and its output has been
+    /// drained (by its binary logger, from its terminal), then sends TaskOOM (when the OOM
+    /// killer ended it) and TaskExit.
     pub(super) fn task_exited(&self, task: Arc<Task>, code: i32) {
-        self.kill_execs(&task);
+        let execs = self.kill_execs(&task);
         let events = Arc::clone(&self.events);
+        // The execs' exits come through this same thread: never wait for them on it.
         let drain = (task.logger_pid.is_some() && !*lock(&task.logger_gone))
-            || task.backend.console().is_some();
+            || task.backend.console().is_some()
+            || !execs.is_empty();
         // Read at once: with systemd's driver, systemd removes the scope's cgroup (and its
         // `memory.events`) as soon as it is empty.
         let oom_killed = task.backend.oom_killed();
         let finish = move || {
+            super::exec::wait_exited(&execs, EXECS_EXIT_TIMEOUT);
             if let Some(console) = task.backend.console() {
                 console.drain(CONSOLE_DRAIN_TIMEOUT);
             }

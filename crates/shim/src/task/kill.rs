@@ -19,7 +19,7 @@ impl Tasks {
         }
         task.backend.signal(req.signal, req.all)?;
         if req.all {
-            self.kill_execs(&task);
+            let _killed = self.kill_execs(&task);
         }
         if req.signal == libc::SIGKILL as u32 {
             st.thawed_by_kill();

@@ -607,3 +607,34 @@ fn a_tasks_end_kills_its_running_execs_whose_exits_are_reported_even_after_its_d
         ]
     );
 }
+
+#[test]
+fn a_tasks_exit_is_reported_after_the_exits_of_the_execs_that_die_with_it() {
+    let core = core(|_| Ok(launched(109, FakeBackend::default())));
+    core.tasks.create(create("ordered")).expect("create");
+    core.tasks.start(start("ordered")).expect("start");
+    core.tasks
+        .exec(exec("ordered", "inside", PROBE))
+        .expect("exec");
+    let mut start_exec = start("ordered");
+    start_exec.exec_id = "inside".into();
+    let pid = core.tasks.start(start_exec).expect("start exec").pid;
+    core.exits.send((109, 0)).expect("the task's exit");
+    // The exec, killed with its task, ends a moment later.
+    let exits = core.exits.clone();
+    let late = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        exits.send((pid as i32, 137)).expect("the exec's exit");
+    });
+    core.tasks.wait(wait("ordered")).expect("wait");
+    let mut req = StateRequest::new();
+    req.id = "ordered".into();
+    req.exec_id = "inside".into();
+    let exec = core.tasks.state(req).expect("state of the exec");
+    assert_eq!(
+        (exec.status.enum_value_or_default(), exec.exit_status),
+        (ApiStatus::STOPPED, 137),
+        "the exec's exit came first"
+    );
+    late.join().expect("the exec's exit was sent");
+}
