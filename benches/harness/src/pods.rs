@@ -172,7 +172,7 @@ pub fn remove_all(c: &Containerd) {
 }
 
 /// The median time of `crictl version`: one process start, one connection, one RPC.
-pub fn crictl_cost(c: &Containerd, rounds: usize) -> Summary {
+fn crictl_cost(c: &Containerd, rounds: usize) -> Summary {
     let runs: Vec<Duration> = (0..rounds)
         .map(|_| {
             let t = Instant::now();

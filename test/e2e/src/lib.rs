@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod cri;
+pub mod cri_client;
 pub mod fixtures;
 pub mod image;
 pub mod terminal;
