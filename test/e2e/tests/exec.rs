@@ -171,15 +171,28 @@ fn ctr_task_exec_runs_in_a_native_container_with_its_output_exit_status_and_kill
     c.ctr(&["container", "delete", "native"]);
 }
 
+/// A wasm container under the runc fallback: an exec of a native program of its image goes to
+/// `runc exec`; a wasm exec answers NotImplemented naming the problem, and the container runs
+/// on.
 #[test]
-fn exec_in_a_wasm_container_under_the_runc_fallback_answers_not_implemented_and_it_runs_on() {
+fn exec_in_a_wasm_container_under_the_runc_fallback_runs_native_programs_and_refuses_wasm() {
     // A user namespace with id mappings sends a wasm container to runc (tests/fallback.rs).
     const UIDMAP: &str = "0:100000:65536";
+    const IMG: &str = "wasmcell.test/probe-and-busybox:latest";
     let c = Containerd::start();
-    c.import_wasm(PROBE_IMG, "probe.wasm", fixtures::PROBE);
+    let probe = c.dir.path().join("probe.wasm");
+    std::fs::write(&probe, fixtures::PROBE).unwrap();
+    c.build_and_import(&[
+        "--name",
+        IMG,
+        "--wasm",
+        probe.to_str().unwrap(),
+        "--file",
+        "/bin/busybox:/bin/busybox",
+    ]);
     let r = c.run_detached(
         &["--uidmap", UIDMAP, "--gidmap", UIDMAP],
-        PROBE_IMG,
+        IMG,
         "fallback",
         &["/probe.wasm", "sleep", "600"],
     );
@@ -194,10 +207,28 @@ fn exec_in_a_wasm_container_under_the_runc_fallback_answers_not_implemented_and_
     ]);
     assert_ne!(r.code, 0, "{r:?}");
     assert!(
-        r.stderr
-            .contains("exec in a wasm container under the runc fallback is not implemented"),
+        r.stderr.contains(
+            "a wasm exec (/probe.wasm) in a wasm container under the runc fallback is not \
+             implemented"
+        ),
         "{r:?}"
     );
+    // A native program of the image runs in the container, as runc's exec, in its user
+    // namespace: root there is uid 100000 outside.
+    let r = c.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "native",
+        "fallback",
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "id -u; cat /proc/self/uid_map; exit 3",
+    ]);
+    assert_eq!(r.code, 3, "{r:?}\n{}", c.log());
+    assert!(r.stdout.starts_with("0\n"), "{r:?}");
+    assert!(r.stdout.contains("100000"), "{r:?}");
     let r = c.ctr(&["task", "ls"]);
     assert!(
         r.stdout

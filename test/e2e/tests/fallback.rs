@@ -157,7 +157,15 @@ fn cgroup_settings_only_runc_writes_send_the_task_to_runc_and_it_runs() {
     let d = c.import_probe_unpacked(name);
     let args = vec!["/probe.wasm".to_owned(), "hello".to_owned()];
     let mut spec = c.default_spec("fb-blkio", &args, &d.env, &d.cwd);
-    spec["linux"]["resources"]["blockIO"] = json!({"weight": 500});
+    // A read throttle on one of the host's disks: runc writes it on any host (a weight needs
+    // the BFQ I/O scheduler, which not every host's disks use).
+    let Some((major, minor)) = a_disk() else {
+        wasmcell_e2e::skip("no block device under /sys/block to throttle");
+        return;
+    };
+    spec["linux"]["resources"]["blockIO"] = json!({
+        "throttleReadBpsDevice": [{"major": major, "minor": minor, "rate": 10_485_760}]
+    });
     let request = ContainerRequest::wasmcell("fb-blkio", name, spec, d.tar_layers);
     let r = api
         .run(request, c.dir.path())
@@ -165,6 +173,23 @@ fn cgroup_settings_only_runc_writes_send_the_task_to_runc_and_it_runs() {
     assert_eq!((r.exit, r.stdout.as_str()), (0, "hello from C\n"), "{r:?}");
     let log = c.log();
     assert!(log.contains("task fb-blkio: runs under runc"), "{log}");
+}
+
+/// A disk of this host (`major`, `minor`), not a loop or RAM device when there is one.
+fn a_disk() -> Option<(i64, i64)> {
+    let mut devices: Vec<(bool, i64, i64)> = std::fs::read_dir("/sys/block")
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let dev = std::fs::read_to_string(e.path().join("dev")).ok()?;
+            let (major, minor) = dev.trim().split_once(':')?;
+            let virtual_device = name.starts_with("loop") || name.starts_with("ram");
+            Some((virtual_device, major.parse().ok()?, minor.parse().ok()?))
+        })
+        .collect();
+    devices.sort();
+    devices.first().map(|d| (d.1, d.2))
 }
 
 /// While a fallback task's program compiles, the compiler is in the container runc created:

@@ -220,3 +220,27 @@ fn ctr_run_t_of_a_native_container_gets_the_terminal_runc_makes() {
         console_dirs()
     );
 }
+
+#[test]
+fn ctr_run_t_of_a_wasm_container_under_the_runc_fallback_gets_runcs_terminal() {
+    // A user namespace with id mappings sends a wasm container to runc (tests/fallback.rs).
+    const UIDMAP: &str = "0:100000:65536";
+    let c = Containerd::start();
+    c.import_wasm(PROBE, "probe.wasm", fixtures::PROBE);
+    let mut args = vec!["run", "-t", "--rm", "--uidmap", UIDMAP, "--gidmap", UIDMAP];
+    args.extend(["--runtime", RUNTIME, "--platform", "wasi/wasm"]);
+    args.extend([PROBE, "fb-tty", "/probe.wasm", "tty"]);
+    let mut t = c.ctr_in_terminal(&args, 80, 24);
+    let at = t
+        .expect("isatty: 1 1 1", LINE)
+        .unwrap_or_else(|shown| panic!("a terminal under runc: {shown:?}\n{}", c.log()));
+    t.type_in("under runc\r");
+    t.expect_after(at, "got: under runc", LINE)
+        .unwrap_or_else(|shown| panic!("the guest read the line: {shown:?}"));
+    assert_eq!(t.wait(LINE), Some(0), "{:?}", t.shown());
+    assert!(
+        c.log().contains("task fb-tty: runs under runc"),
+        "{}",
+        c.log()
+    );
+}

@@ -40,6 +40,7 @@ use wasmcell_task::{Bundle, Entrypoint, RunSpec};
 use super::config::Config;
 use super::runc::{NativeStdio, RuncTask};
 use crate::error::{Error, Result};
+use crate::host::console::ConsoleIo;
 use crate::host::process::{map_fds, pipe, run_command, send_fds};
 
 /// Where the cell's files are bound in the container.
@@ -47,7 +48,8 @@ const CELL_DIR: &str = "/.wasmcell";
 /// The bundle of the runc container, below the task's bundle.
 const BUNDLE_DIR: &str = "runc-cell";
 
-/// Creates the runc container of wasm task `id`, whose program is `program`. `reason`: what the
+/// Creates the runc container of wasm task `id`, whose program is `program`, with `stdio`, or
+/// with a terminal runc makes (the cell reads and writes it as any stdio). `reason`: what the
 /// cell cannot honour, for the log.
 pub fn create(
     config: &Config,
@@ -55,6 +57,7 @@ pub fn create(
     bundle: &Bundle,
     program: Entrypoint,
     stdio: NativeStdio,
+    terminal: Option<ConsoleIo>,
     reason: &Unsupported,
 ) -> Result<RuncTask> {
     log::warn!("task {id}: runs under runc with the cell as its process: {reason}");
@@ -64,7 +67,7 @@ pub fn create(
     let cell_bundle = bundle.dir.join(BUNDLE_DIR);
     std::fs::create_dir_all(&cell_bundle)
         .map_err(|e| Error::io(format!("create {}", cell_bundle.display()), e))?;
-    let runc_config = runc_spec(spec, rootfs, id)?;
+    let runc_config = runc_spec(spec, rootfs, id, terminal.is_some())?;
     let config_path = cell_bundle.join("config.json");
     std::fs::write(&config_path, runc_config)
         .map_err(|e| Error::io(format!("write {}", config_path.display()), e))?;
@@ -91,8 +94,9 @@ pub fn create(
         &cell_bundle,
         stdio,
         &[&control_r.as_fd(), &status_w.as_fd(), &program_r.as_fd()],
+        terminal,
     )?
-    .holding_wasm();
+    .holding_wasm(bundle.rootfs.clone());
     drop((control_r, status_w, program_r));
     // The container exists, stopped before its process: compiling now runs in its cgroups
     // (charged to it, bounded by its limits, whatever made them) and its namespaces.
@@ -267,7 +271,7 @@ fn bind(source: &Path, destination: String) -> serde_json::Value {
 }
 
 /// The spec of the runc container: `spec` with the cell as its process.
-fn runc_spec(spec: &Spec, rootfs: &Path, id: &str) -> Result<Vec<u8>> {
+fn runc_spec(spec: &Spec, rootfs: &Path, id: &str, terminal: bool) -> Result<Vec<u8>> {
     let (exe, loader, libs) = cell_files()?;
     let mut v = serde_json::to_value(spec).map_err(|e| Error::io("encode the spec", e))?;
     let exe_in = format!("{CELL_DIR}/cell");
@@ -296,7 +300,7 @@ fn runc_spec(spec: &Spec, rootfs: &Path, id: &str) -> Result<Vec<u8>> {
     };
     v["process"]["args"] = args;
     v["process"]["env"] = serde_json::json!([]);
-    v["process"]["terminal"] = serde_json::json!(false);
+    v["process"]["terminal"] = serde_json::json!(terminal);
     v["root"]["path"] = serde_json::json!(rootfs);
     match v["mounts"].as_array_mut() {
         Some(existing) => existing.extend(mounts),

@@ -13,6 +13,7 @@
 //!    program whose spec asks for more; runc for a native program;
 //! 6. the backend makes the process (`super::cell`, `super::fallback`, `super::runc`).
 
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use containerd_shim::api::CreateTaskRequest;
@@ -155,6 +156,26 @@ impl Launch for HostLauncher {
     }
 }
 
+/// The stdio of a process runc starts: containerd's stdin (relayed) and outputs; or, for a
+/// terminal runc makes, `/dev/null` for runc itself and where the terminal's traffic goes.
+fn native_stdio(
+    terminal: bool,
+    stdin: String,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+) -> Result<(runc::NativeStdio, Option<ConsoleIo>)> {
+    if terminal {
+        let io = ConsoleIo { stdin, stdout };
+        return Ok((runc::NativeStdio::null()?, Some(io)));
+    }
+    let stdio = runc::NativeStdio {
+        stdin: streams::open_native_stdin(&stdin)?,
+        stdout: stdout.into(),
+        stderr: stderr.into(),
+    };
+    Ok((stdio, None))
+}
+
 impl HostLauncher {
     /// Has the plan's backend make the task's process (the rootfs is left to the caller).
     fn carry_out(&self, plan: Plan) -> Result<Launched> {
@@ -186,39 +207,19 @@ impl HostLauncher {
                     cell::launch(&run, role, program, output, config.prepare_timeout, &bundle)?;
                 (Box::new(task), pid, watched)
             }
-            How::CellUnderRunc(_) if terminal => {
-                return Err(Error::NotImplemented(format!(
-                    "task {id}: a terminal for a wasm container that runs under runc (its spec \
-                     asks for what a cell does not build) is not implemented"
-                )))
-            }
             How::CellUnderRunc(reason) => {
-                let stdio = runc::NativeStdio {
-                    stdin: streams::open_native_stdin(&stdin)?,
-                    stdout: outputs.stdout.into(),
-                    stderr: outputs.stderr.into(),
-                };
-                let task = fallback::create(config, &id, &bundle, program, stdio, &reason)?;
+                let (stdio, terminal) =
+                    native_stdio(terminal, stdin, outputs.stdout, outputs.stderr)?;
+                let task =
+                    fallback::create(config, &id, &bundle, program, stdio, terminal, &reason)?;
                 let pid = task.pid();
                 (Box::new(task), pid as u32, pid)
             }
             How::Native => {
                 let Entrypoint { file, path, .. } = program;
                 drop(file);
-                let (stdio, terminal) = if terminal {
-                    let io = ConsoleIo {
-                        stdin,
-                        stdout: outputs.stdout,
-                    };
-                    (runc::NativeStdio::null()?, Some(io))
-                } else {
-                    let stdio = runc::NativeStdio {
-                        stdin: streams::open_native_stdin(&stdin)?,
-                        stdout: outputs.stdout.into(),
-                        stderr: outputs.stderr.into(),
-                    };
-                    (stdio, None)
-                };
+                let (stdio, terminal) =
+                    native_stdio(terminal, stdin, outputs.stdout, outputs.stderr)?;
                 let task = runc::RuncTask::create(&config.runc, &id, &bundle, stdio, terminal)?;
                 log::info!("task {id}: native entrypoint {path}, created with runc");
                 let pid = task.pid();

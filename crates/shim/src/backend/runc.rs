@@ -79,8 +79,9 @@ pub struct RuncTask {
     bundle: PathBuf,
     pid: i32,
     cgroup: Option<Cgroup>,
-    /// Whether its process is a cell (the runc fallback of a wasm container).
-    holds_wasm: bool,
+    /// The container's rootfs when its process is a cell (the runc fallback of a wasm
+    /// container): an exec's program is looked up there.
+    wasm_rootfs: Option<PathBuf>,
     /// Its process's terminal, when it has one.
     console: Option<Console>,
 }
@@ -88,7 +89,7 @@ pub struct RuncTask {
 impl RuncTask {
     /// `runc create` of the container of `bundle` from the runc bundle `runc_bundle` (its spec
     /// may differ from the container's), with the process's `stdio` and `extra_fds` (see
-    /// [`Runc::create`]).
+    /// [`Runc::create`]), or with a terminal runc makes (`stdio` is then runc's own).
     pub fn create_with(
         runc: &Runc,
         id: &str,
@@ -96,46 +97,12 @@ impl RuncTask {
         runc_bundle: &Path,
         stdio: NativeStdio,
         extra_fds: &[&dyn AsFd],
-    ) -> Result<RuncTask> {
-        let spec = &bundle.spec;
-        let pid = runc.create(
-            id,
-            runc_bundle,
-            stdio,
-            extra_fds,
-            systemd::drives(spec, id),
-            None,
-        )?;
-        Ok(RuncTask {
-            runc: runc.clone(),
-            id: id.to_owned(),
-            bundle: bundle.dir.clone(),
-            pid,
-            cgroup: runc_cgroup(spec, id),
-            holds_wasm: false,
-            console: None,
-        })
-    }
-
-    /// Marks the container as a wasm one (its process a cell): an exec in it is a wasm exec.
-    pub fn holding_wasm(mut self) -> RuncTask {
-        self.holds_wasm = true;
-        self
-    }
-
-    /// `runc create` of a native container (its bundle is containerd's), with `stdio`, or
-    /// with a terminal runc makes (`stdio` is then runc's own).
-    pub fn create(
-        runc: &Runc,
-        id: &str,
-        bundle: &Bundle,
-        stdio: NativeStdio,
         terminal: Option<ConsoleIo>,
     ) -> Result<RuncTask> {
         let spec = &bundle.spec;
         let drives = systemd::drives(spec, id);
         let (pid, console) = with_terminal(terminal, |socket| {
-            runc.create(id, &bundle.dir, stdio, &[], drives, socket)
+            runc.create(id, runc_bundle, stdio, extra_fds, drives, socket)
         })
         .inspect_err(|_| {
             // A container made whose terminal could not be attached.
@@ -149,9 +116,28 @@ impl RuncTask {
             bundle: bundle.dir.clone(),
             pid,
             cgroup: runc_cgroup(spec, id),
-            holds_wasm: false,
+            wasm_rootfs: None,
             console,
         })
+    }
+
+    /// Marks the container as a wasm one (its process a cell) whose rootfs is `rootfs`: an
+    /// exec's program is looked up there before it goes to `runc exec`.
+    pub fn holding_wasm(mut self, rootfs: PathBuf) -> RuncTask {
+        self.wasm_rootfs = Some(rootfs);
+        self
+    }
+
+    /// `runc create` of a native container (its bundle is containerd's), with `stdio`, or
+    /// with a terminal runc makes (`stdio` is then runc's own).
+    pub fn create(
+        runc: &Runc,
+        id: &str,
+        bundle: &Bundle,
+        stdio: NativeStdio,
+        terminal: Option<ConsoleIo>,
+    ) -> Result<RuncTask> {
+        RuncTask::create_with(runc, id, bundle, &bundle.dir, stdio, &[], terminal)
     }
 
     /// The container's init pid.
@@ -229,11 +215,8 @@ impl Backend for RuncTask {
         process: &oci_spec::runtime::Process,
         io: ExecIo,
     ) -> Result<Box<dyn ExecBackend>> {
-        if self.holds_wasm {
-            return Err(Error::NotImplemented(format!(
-                "exec {exec_id}: exec in a wasm container under the runc fallback is not \
-                 implemented by wasmcell yet; probe it with httpGet or tcpSocket"
-            )));
+        if let Some(rootfs) = &self.wasm_rootfs {
+            refuse_wasm_exec(rootfs, exec_id, process)?;
         }
         let stdio = if io.terminal.is_some() {
             NativeStdio::null()?
@@ -267,6 +250,42 @@ impl Backend for RuncTask {
             console: std::sync::OnceLock::new(),
         }))
     }
+}
+
+/// An exec in a wasm container under the runc fallback: a native program of its image goes to
+/// `runc exec` as in any runc container; a wasm one answers NotImplemented (its cell would have
+/// to run as runc's exec process, with its program compiled in the container's cgroup as the
+/// fallback's own is).
+fn refuse_wasm_exec(
+    rootfs: &Path,
+    exec_id: &str,
+    process: &oci_spec::runtime::Process,
+) -> Result<()> {
+    let args = process.args().clone().unwrap_or_default();
+    let arg0 = args
+        .first()
+        .ok_or_else(|| Error::InvalidArgument(format!("exec {exec_id}: no args")))?;
+    let env: Vec<(String, String)> = process
+        .env()
+        .iter()
+        .flatten()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => (k.to_owned(), v.to_owned()),
+            None => (kv.clone(), String::new()),
+        })
+        .collect();
+    let cwd = process.cwd().to_string_lossy();
+    let entry = wasmcell_task::entrypoint::resolve(rootfs, arg0, &cwd, &env)
+        .map_err(|e| Error::InvalidArgument(format!("exec {exec_id}: {e}")))?;
+    if entry.kind.is_wasm() {
+        return Err(Error::NotImplemented(format!(
+            "exec {exec_id}: a wasm exec ({}) in a wasm container under the runc fallback is \
+             not implemented by wasmcell yet; exec a native program of its image, or probe it \
+             with httpGet or tcpSocket",
+            entry.path
+        )));
+    }
+    Ok(())
 }
 
 /// An exec process in a runc container: `runc exec --detach` at its Start.
