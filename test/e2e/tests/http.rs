@@ -782,10 +782,13 @@ fn past_the_in_flight_limit_a_request_gets_503_at_once_and_pipelined_requests_ar
     let output = || std::fs::read_to_string(&log).unwrap_or_default();
 
     // One slow request holds the only permit; another request meanwhile is refused at once.
-    let mut slow_client = Client::connect(addr).expect("connect");
-    let slow = std::thread::spawn(move || slow_client.get("/slow"));
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // Which of the two takes the permit is a race: when the other one wins, it is served and
+    // the slow one refused, and the pair is tried again.
+    let deadline = Instant::now() + Duration::from_secs(30);
     let refused = loop {
+        let mut slow_client = Client::connect(addr).expect("connect");
+        let slow = std::thread::spawn(move || slow_client.get("/slow"));
+        std::thread::sleep(Duration::from_millis(200));
         let mut client = Client::connect(addr).expect("connect");
         client
             .reader
@@ -796,14 +799,16 @@ fn past_the_in_flight_limit_a_request_gets_503_at_once_and_pipelined_requests_ar
         let mut head = String::new();
         client.reader.read_line(&mut head).expect("a status line");
         if head.starts_with("HTTP/1.1 503") {
+            let took = asked.elapsed();
             let mut headers = String::new();
             while client.reader.read_line(&mut head).is_ok_and(|n| n > 2) {
                 headers.push_str(&head);
                 head.clear();
             }
-            break (asked.elapsed(), headers);
+            assert_eq!(slow.join().unwrap().expect("the slow request").status, 200);
+            break (took, headers);
         }
-        // The slow request had not arrived yet: this one was served; try again.
+        let _ = slow.join();
         assert!(
             Instant::now() < deadline,
             "no 503 while /slow was in flight: {head}"
@@ -819,7 +824,6 @@ fn past_the_in_flight_limit_a_request_gets_503_at_once_and_pipelined_requests_ar
         "{}",
         refused.1
     );
-    assert_eq!(slow.join().unwrap().expect("the slow request").status, 200);
     assert_eq!(
         get(addr, "/").status,
         200,
