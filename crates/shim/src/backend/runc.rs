@@ -317,6 +317,19 @@ impl ExecBackend for RuncExec {
                 stdio,
                 socket,
             )
+        })
+        .inspect_err(|_| {
+            // An exec runc started but whose terminal could not be attached: not left running
+            // unwatched.
+            let started = std::fs::read_to_string(&self.pid_file)
+                .ok()
+                .and_then(|text| text.trim().parse::<i32>().ok());
+            if let Some(pid) = started {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
         })?;
         if let Some(console) = console {
             let _ = self.console.set(console);
