@@ -100,9 +100,7 @@ impl Bundle {
 
     /// `process.env`, split at the first `=`.
     pub fn env(&self) -> Result<Vec<(String, String)>> {
-        Ok(split_env(
-            self.process()?.env().as_deref().unwrap_or_default(),
-        ))
+        Ok(process_env(self.process()?))
     }
 
     /// The directories the spec grants the guest: the rootfs as `/` (read-only when
@@ -137,6 +135,11 @@ impl Bundle {
             resources: Resources::from_spec(&self.spec)?,
         })
     }
+}
+
+/// A process's `env` (the container's, or an exec's), split at the first `=`.
+pub fn process_env(process: &oci_spec::runtime::Process) -> Vec<(String, String)> {
+    split_env(process.env().as_deref().unwrap_or_default())
 }
 
 /// Splits `process.env` entries at the first `=`; an entry without `=` is an empty variable.

@@ -301,13 +301,7 @@ impl CellTask {
     ) -> Result<(RunSpec, Entrypoint)> {
         let mut bundle = self.bundle.clone();
         bundle.spec.set_process(Some(process.clone()));
-        let args = process.args().clone().unwrap_or_default();
-        let arg0 = args
-            .first()
-            .ok_or_else(|| Error::InvalidArgument(format!("exec {exec_id}: no args")))?;
-        let cwd = process.cwd().to_string_lossy().into_owned();
-        let entry = wasmcell_task::entrypoint::resolve(&bundle.rootfs, arg0, &cwd, &bundle.env()?)
-            .map_err(|e| Error::InvalidArgument(format!("exec {exec_id}: {e}")))?;
+        let entry = super::exec_program(&bundle.rootfs, exec_id, process)?;
         if !entry.kind.is_wasm() {
             return Err(Error::InvalidArgument(format!(
                 "exec {exec_id}: {} is a native program, and a wasm container runs only wasm \

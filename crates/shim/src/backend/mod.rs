@@ -15,10 +15,11 @@ pub mod runc;
 pub mod zygote;
 
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use containerd_shim::api::CreateTaskRequest;
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
+use wasmcell_task::Entrypoint;
 
 use crate::error::{Error, Result};
 use crate::host::console::{Console, ConsoleIo};
@@ -62,6 +63,24 @@ pub trait Backend: Send + Sync {
         process: &oci_spec::runtime::Process,
         io: ExecIo,
     ) -> Result<Box<dyn ExecBackend>>;
+}
+
+/// The program of exec `exec_id` running `process` in a container whose rootfs is `rootfs`:
+/// its `args[0]`, found there as an entrypoint is (with the exec's cwd and `PATH`), and what it
+/// is (a module, a component, a native program).
+fn exec_program(
+    rootfs: &Path,
+    exec_id: &str,
+    process: &oci_spec::runtime::Process,
+) -> Result<Entrypoint> {
+    let args = process.args().as_deref().unwrap_or_default();
+    let arg0 = args
+        .first()
+        .ok_or_else(|| Error::InvalidArgument(format!("exec {exec_id}: no args")))?;
+    let cwd = process.cwd().to_string_lossy();
+    let env = wasmcell_task::runspec::process_env(process);
+    wasmcell_task::entrypoint::resolve(rootfs, arg0, &cwd, &env)
+        .map_err(|e| Error::InvalidArgument(format!("exec {exec_id}: {e}")))
 }
 
 /// The stdio of an exec process: containerd's stdin (a FIFO path, or empty for none), and its

@@ -57,18 +57,25 @@ impl NativeStdio {
 }
 
 /// runc makes a terminal for the process (`process.terminal`) and sends its master over a
-/// console socket; the shim attaches it to containerd's stdio.
+/// console socket; the shim attaches it to containerd's stdio. `discard` undoes what `run`
+/// made when its terminal cannot be attached, so that nothing runs unwatched.
 fn with_terminal<T>(
     terminal: Option<ConsoleIo>,
     run: impl FnOnce(Option<&Path>) -> Result<T>,
+    discard: impl FnOnce(&T),
 ) -> Result<(T, Option<Console>)> {
     let Some(io) = terminal else {
         return Ok((run(None)?, None));
     };
     let socket = ConsoleSocket::bind()?;
     let made = run(Some(&socket.path()))?;
-    let console = socket.receive().and_then(|master| io.attach(master))?;
-    Ok((made, Some(console)))
+    match socket.receive().and_then(|master| io.attach(master)) {
+        Ok(console) => Ok((made, Some(console))),
+        Err(e) => {
+            discard(&made);
+            Err(e)
+        }
+    }
 }
 
 /// A task run by runc: its container's id, bundle and init pid, and the cgroup runc puts it
@@ -101,15 +108,15 @@ impl RuncTask {
     ) -> Result<RuncTask> {
         let spec = &bundle.spec;
         let drives = systemd::drives(spec, id);
-        let (pid, console) = with_terminal(terminal, |socket| {
-            runc.create(id, runc_bundle, stdio, extra_fds, drives, socket)
-        })
-        .inspect_err(|_| {
-            // A container made whose terminal could not be attached.
-            if runc.knows(id) {
-                let _ = runc.delete(id);
-            }
-        })?;
+        let (pid, console) = with_terminal(
+            terminal,
+            |socket| runc.create(id, runc_bundle, stdio, extra_fds, drives, socket),
+            |_| {
+                if let Err(e) = runc.delete(id) {
+                    log::warn!("task {id}: removing the container: {e}");
+                }
+            },
+        )?;
         Ok(RuncTask {
             runc: runc.clone(),
             id: id.to_owned(),
@@ -261,22 +268,7 @@ fn refuse_wasm_exec(
     exec_id: &str,
     process: &oci_spec::runtime::Process,
 ) -> Result<()> {
-    let args = process.args().clone().unwrap_or_default();
-    let arg0 = args
-        .first()
-        .ok_or_else(|| Error::InvalidArgument(format!("exec {exec_id}: no args")))?;
-    let env: Vec<(String, String)> = process
-        .env()
-        .iter()
-        .flatten()
-        .map(|kv| match kv.split_once('=') {
-            Some((k, v)) => (k.to_owned(), v.to_owned()),
-            None => (kv.clone(), String::new()),
-        })
-        .collect();
-    let cwd = process.cwd().to_string_lossy();
-    let entry = wasmcell_task::entrypoint::resolve(rootfs, arg0, &cwd, &env)
-        .map_err(|e| Error::InvalidArgument(format!("exec {exec_id}: {e}")))?;
+    let entry = super::exec_program(rootfs, exec_id, process)?;
     if entry.kind.is_wasm() {
         return Err(Error::NotImplemented(format!(
             "exec {exec_id}: a wasm exec ({}) in a wasm container under the runc fallback is \
@@ -308,29 +300,25 @@ impl ExecBackend for RuncExec {
         let (stdio, terminal) = crate::sync::lock(&self.stdio)
             .take()
             .ok_or_else(|| Error::Internal("exec started twice".into()))?;
-        let (pid, console) = with_terminal(terminal, |socket| {
-            self.runc.exec(
-                &self.container,
-                &self.process_file,
-                &self.pid_file,
-                &self.log,
-                stdio,
-                socket,
-            )
-        })
-        .inspect_err(|_| {
-            // An exec runc started but whose terminal could not be attached: not left running
-            // unwatched.
-            let started = std::fs::read_to_string(&self.pid_file)
-                .ok()
-                .and_then(|text| text.trim().parse::<i32>().ok());
-            if let Some(pid) = started {
+        let (pid, console) = with_terminal(
+            terminal,
+            |socket| {
+                self.runc.exec(
+                    &self.container,
+                    &self.process_file,
+                    &self.pid_file,
+                    &self.log,
+                    stdio,
+                    socket,
+                )
+            },
+            |pid| {
                 let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
+                    nix::unistd::Pid::from_raw(*pid),
                     nix::sys::signal::Signal::SIGKILL,
                 );
-            }
-        })?;
+            },
+        )?;
         if let Some(console) = console {
             let _ = self.console.set(console);
         }

@@ -1,5 +1,6 @@
 //! CloseIO: the cell reads stdin straight from the FIFO, so the client closing its end is the
-//! guest's end of file; nothing is held open here.
+//! guest's end of file; nothing is held open here. A terminal's stdin relay
+//! (`crate::host::console`) ends the same way, when the client closes the FIFO.
 
 use super::Tasks;
 use crate::error::Result;

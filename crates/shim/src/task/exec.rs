@@ -18,7 +18,7 @@ use containerd_shim::protos::topics::{
 use wasmcell_task::{Status, TaskState};
 
 use super::events::timestamp;
-use super::exits::{Owner, CONSOLE_DRAIN_TIMEOUT};
+use super::exits::{finish_exit, Owner, CONSOLE_DRAIN_TIMEOUT};
 use super::{Task, Tasks};
 use crate::backend::ExecBackend;
 use crate::error::{Error, Result};
@@ -209,14 +209,7 @@ impl Tasks {
             }
             exec.changed.notify_all();
         };
-        if has_console {
-            // Do not hold up other exits while this terminal drains.
-            let _ = std::thread::Builder::new()
-                .name("drain".into())
-                .spawn(finish);
-        } else {
-            finish();
-        }
+        finish_exit(has_console, finish);
     }
 
     /// Kills the running exec processes of `task`: they end with their container (its exit,

@@ -184,14 +184,22 @@ impl Tasks {
             }
             task.changed.notify_all();
         };
-        if drain {
-            // Do not hold up other exits while this logger or terminal drains.
-            let _ = std::thread::Builder::new()
-                .name("drain".into())
-                .spawn(finish);
-        } else {
-            finish();
-        }
+        finish_exit(drain, finish);
+    }
+}
+
+/// Runs `finish`, which records an exit and sends its events: at once, or, when it first waits
+/// (for output to drain, for other exits), on a thread of its own, since the exits of every
+/// process come through one thread, which must not wait.
+pub(super) fn finish_exit(waits: bool, finish: impl FnOnce() + Send + 'static) {
+    if !waits {
+        return finish();
+    }
+    if let Err(e) = std::thread::Builder::new()
+        .name("drain".into())
+        .spawn(finish)
+    {
+        log::error!("start a thread to report an exit: {e}");
     }
 }
 
