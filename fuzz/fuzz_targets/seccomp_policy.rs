@@ -1,5 +1,5 @@
-//! The cell's seccomp compiler (`crates/cell/src/seccomp/bpf.rs`, compiled in here as it is)
-//! against its own table: for any policy the fuzzer builds, the compiled program, run by the
+//! The seccomp compiler (`wasmcell-seccomp`, `crates/seccomp/src/bpf.rs`) against its own
+//! table: for any policy the fuzzer builds, the compiled program, run by the
 //! BPF interpreter as the kernel runs it, gives every probed call exactly the answer the
 //! policy's table gives, a call through another architecture is killed, and the program fits
 //! the kernel's limit.
@@ -9,12 +9,8 @@ use std::collections::BTreeMap;
 
 use libfuzzer_sys::fuzz_target;
 
-#[path = "../../crates/cell/src/seccomp/bpf.rs"]
-#[allow(dead_code)]
-mod bpf;
-
-use bpf::interpreter::run;
-use bpf::{Action, Case, Check, Compare, Condition, Policy, Rule};
+use wasmcell_seccomp::interpreter::run;
+use wasmcell_seccomp::{Action, Case, Check, Compare, Condition, Policy, Rule};
 
 const ARCH: u32 = 0xc000_003e;
 

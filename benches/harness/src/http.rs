@@ -29,8 +29,8 @@ const CONNECTIONS: [usize; 3] = [1, 16, 64];
 /// How long each load runs, after its warm-up.
 const LOAD_SECS: u64 = 10;
 const WARM_UP_SECS: u64 = 2;
-/// Loads per connection count and side, interleaved; the medians are reported (a 2-core
-/// machine running wrk beside the server varies by tens of percent from one load to the next).
+/// Loads per connection count and side, interleaved; the medians are reported (a small
+/// machine running wrk beside the server varies much from one load to the next).
 const ROUNDS: usize = 3;
 
 /// One handler to serve: its label, its image, its path in the image, its component.
@@ -178,7 +178,7 @@ pub fn measure(c: &Containerd, handlers: &[Handler<'_>], interrupted: &dyn Fn() 
         eprintln!("wasmcell-bench: http skipped: no wrk (apt install wrk)");
         return json!({"skipped": "no wrk"});
     }
-    let version = crate::first_line(cli.to_str().unwrap(), &["--version"]);
+    let version = crate::machine::first_line(cli.to_str().unwrap(), &["--version"]);
     let mut results = serde_json::Map::new();
     for (n, h) in handlers.iter().enumerate() {
         if interrupted() {

@@ -26,6 +26,8 @@
 //! Each scenario prints its table when it ends; the JSON (`--json PATH`, default
 //! `target/bench/results.json`) is written at the end, also after Ctrl-C (or SIGTERM), which
 //! stops after the containers in flight and removes everything the run made.
+// Only the CPU-time reader asks libc for the clock tick.
+#![deny(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark tool: failing loudly is right
 
 mod exec;
@@ -33,6 +35,7 @@ mod footprint;
 mod http;
 mod isolation;
 mod kubelet;
+mod machine;
 mod pods;
 mod progress;
 mod stats;
@@ -40,7 +43,6 @@ mod throughput;
 mod workload;
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -221,7 +223,7 @@ fn main() {
 
     let api = c.api();
     let mut report = Map::new();
-    report.insert("environment".into(), environment());
+    report.insert("environment".into(), machine::environment());
     report.insert(
         "driver".into(),
         json!("containerd's gRPC API: snapshot prepare, container create, task create/start/wait/delete, container delete, snapshot remove"),
@@ -673,41 +675,6 @@ fn prepare_times(log: &str, path: &str) -> (Vec<f64>, Vec<f64>) {
         }
     }
     (compiled, hit)
-}
-
-fn first_line(cmd: &str, args: &[&str]) -> String {
-    Command::new(cmd)
-        .args(args)
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_owned()
-        })
-        .unwrap_or_default()
-}
-
-fn environment() -> Value {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .unwrap_or("")
-        .trim()
-        .to_owned();
-    json!({
-        "date": first_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
-        "cpu": cpu,
-        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "kernel": first_line("uname", &["-r"]),
-        "containerd": first_line(&wasmcell_e2e::containerd_bin().to_string_lossy(), &["--version"]),
-        "runc": first_line("runc", &["--version"]),
-        "wasmcell": env!("CARGO_PKG_VERSION"),
-        "wasmtime": "48.0.8",
-    })
 }
 
 fn print_header(env: &Value) {

@@ -3,7 +3,7 @@
 //! the same pod shape on each: a pause sandbox and one container that prints a line and
 //! sleeps (the probe's `sleep` on the wasm handlers, busybox's on runc). wasmcell holds its
 //! pods' sandboxes in pause cells; a fourth side is wasmcell with `WASMCELL_PAUSE=runc` (the
-//! pause image's program under runc, as before pause cells), on a second containerd started
+//! pause image's program under runc), on a second containerd started
 //! with that environment, which its shims inherit.
 //!
 //! - **Pod start**: `crictl run` (RunPodSandbox + CreateContainer + StartContainer) until it

@@ -146,6 +146,7 @@ struct Cpu {
 }
 
 impl Cpu {
+    #[allow(unsafe_code)]
     fn now(c: &Containerd) -> Cpu {
         // SAFETY: sysconf has no preconditions.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;

@@ -23,10 +23,10 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
-use wasmcell_task::isolation::{sysctl_file, sysctl_namespace, Isolation, NamespaceKind};
-use wasmcell_task::RunSpec;
+use wasmcell_oci::isolation::{sysctl_file, sysctl_namespace, Isolation, NamespaceKind};
+use wasmcell_oci::RunSpec;
 
-use crate::sys;
+use crate::{capabilities, sys};
 
 fn flag(kind: NamespaceKind) -> CloneFlags {
     match kind {
@@ -292,78 +292,6 @@ fn pivot_into(rootfs: &Path) -> Result<(), String> {
     nix::unistd::chdir("/").map_err(|e| format!("chdir / in the rootfs: {e}"))
 }
 
-/// Capability numbers by name (`linux/capability.h`).
-const CAPABILITIES: [&str; 41] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-];
-
-/// The numbers of capability names; an unknown name is an error (never silently dropped, which
-/// could make a container fail in odd ways; never silently granted).
-fn cap_numbers(names: &[String]) -> Result<Vec<u32>, String> {
-    names
-        .iter()
-        .map(|n| {
-            CAPABILITIES
-                .iter()
-                .position(|c| c == n)
-                .map(|i| i as u32)
-                .ok_or_else(|| format!("unknown capability {n:?} in process.capabilities"))
-        })
-        .collect()
-}
-
-fn mask(caps: &[u32]) -> u64 {
-    caps.iter().fold(0u64, |m, c| m | (1u64 << c))
-}
-
-/// The highest capability number this kernel knows.
-pub fn last_cap() -> u32 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(CAPABILITIES.len() as u32 - 1)
-}
-
 fn rlimit_resource(name: &str) -> Option<nix::sys::resource::Resource> {
     use nix::sys::resource::Resource as R;
     Some(match name {
@@ -411,15 +339,15 @@ pub fn lock_down(spec: &RunSpec, filter: Filter) -> Result<(), String> {
         iso.umask.unwrap_or(DEFAULT_UMASK),
     ));
     // Read while /proc is still in view.
-    let last_cap = last_cap();
+    let last_cap = capabilities::last_cap();
     pivot_into(&spec.rootfs)?;
 
     let caps = &iso.capabilities;
-    let bounding = cap_numbers(&caps.bounding)?;
-    let effective = cap_numbers(&caps.effective)?;
-    let permitted = cap_numbers(&caps.permitted)?;
-    let inheritable = cap_numbers(&caps.inheritable)?;
-    let ambient = cap_numbers(&caps.ambient)?;
+    let bounding = capabilities::numbers(&caps.bounding)?;
+    let effective = capabilities::numbers(&caps.effective)?;
+    let permitted = capabilities::numbers(&caps.permitted)?;
+    let inheritable = capabilities::numbers(&caps.inheritable)?;
+    let ambient = capabilities::numbers(&caps.ambient)?;
     for cap in 0..=last_cap {
         if !bounding.contains(&cap) {
             sys::drop_bounding(cap)
@@ -453,8 +381,12 @@ pub fn lock_down(spec: &RunSpec, filter: Filter) -> Result<(), String> {
                 .map_err(|e| format!("set the parent-death signal again: {e}"))?;
         }
     }
-    sys::capset(mask(&effective), mask(&permitted), mask(&inheritable))
-        .map_err(|e| format!("set capabilities: {e}"))?;
+    sys::capset(
+        capabilities::mask(&effective),
+        capabilities::mask(&permitted),
+        capabilities::mask(&inheritable),
+    )
+    .map_err(|e| format!("set capabilities: {e}"))?;
     sys::set_ambient(&ambient).map_err(|e| format!("set ambient capabilities: {e}"))?;
     // Always: the guest has no use for privilege gains through exec, whatever the spec says.
     nix::sys::prctl::set_no_new_privs().map_err(|e| format!("set no_new_privs: {e}"))?;
@@ -475,16 +407,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn capability_names_map_to_kernel_numbers() {
-        let n = cap_numbers(&[
-            "CAP_KILL".into(),
-            "CAP_NET_BIND_SERVICE".into(),
-            "CAP_BPF".into(),
-        ])
-        .expect("known");
-        assert_eq!(n, [5, 10, 39]);
-        assert_eq!(mask(&n), (1 << 5) | (1 << 10) | (1 << 39));
-        assert!(cap_numbers(&["CAP_MAKE_COFFEE".into()]).is_err());
+    fn rlimit_names_map_to_resources() {
         assert!(rlimit_resource("RLIMIT_NOFILE").is_some());
         assert!(rlimit_resource("RLIMIT_BOGUS").is_none());
     }

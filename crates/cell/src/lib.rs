@@ -24,18 +24,20 @@
 #![deny(unsafe_code)]
 
 mod boundary;
+mod capabilities;
 pub mod compiler;
+mod http_listener;
 mod pause;
 mod protocol;
 pub mod seccomp;
-mod serving;
 mod supervisor;
 mod sys;
 pub mod under_runc;
 
+use protocol::NOT_STARTED;
 pub use protocol::{
-    parse_status, write_orders, write_status, Orders, Ready, Role, CONTROL_FD, OOM_KILLED,
-    PROGRAM_FD, START_BYTE, STATUS_FD,
+    parse_status, write_orders, write_status, Orders, Ready, Role, CELL_FAILURE, CONTROL_FD,
+    OOM_KILLED, PROGRAM_FD, START_BYTE, STATUS_FD,
 };
 
 /// The preopens' mounts as the cell makes them (exposed for the crate's integration tests,
@@ -47,10 +49,12 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsFd;
 use std::time::Instant;
 
-use wasmcell_engine::serve::settings::serve_requested;
-use wasmcell_engine::{CompileCache, Grants, GuestIo, Outcome, Prepared, Role as Does, WasiSetup};
-use wasmcell_task::stdio::StdinRelay;
-use wasmcell_task::RunSpec;
+use wasmcell_engine::http_server::settings::serve_requested;
+use wasmcell_engine::{CompileCache, Exports, Grants, GuestIo, Outcome, Prepared, WasiSetup};
+
+use http_listener::HttpListener;
+use wasmcell_oci::stdio::StdinRelay;
+use wasmcell_oci::RunSpec;
 
 /// Entry point of the cell process; never returns.
 pub fn main() -> ! {
@@ -63,11 +67,6 @@ pub fn main() -> ! {
     let _ = std::io::stdout().flush();
     std::process::exit(code)
 }
-
-/// Exit status of a cell whose task was deleted before it started.
-const NOT_STARTED: i32 = 0;
-/// Exit status of a cell that could not prepare or run its guest.
-const CELL_FAILURE: i32 = 125;
 
 fn run_cell() -> Result<i32, i32> {
     // Only the fds of the protocol stay open; anything else the shim leaked would reach the guest's
@@ -116,7 +115,7 @@ enum Work {
     Guest(Box<(Prepared, Grants)>),
     /// An HTTP handler, loaded and linked, what each request is granted, and its server's
     /// socket (bound already).
-    Serve(Box<(Prepared, Grants, serving::Server)>),
+    Serve(Box<(Prepared, Grants, HttpListener)>),
     /// Nothing: see [`Role::Pause`].
     Pause,
 }
@@ -139,8 +138,8 @@ fn run_guest(prepared: &Prepared, grants: Grants) -> Result<i32, i32> {
 }
 
 /// Serves until drained; 0, or 125 with the reason on stderr.
-fn serve_guest(prepared: Prepared, grants: Grants, server: serving::Server) -> Result<i32, i32> {
-    let serving::Server {
+fn serve_guest(prepared: Prepared, grants: Grants, server: HttpListener) -> Result<i32, i32> {
+    let HttpListener {
         settings,
         listener,
         drain,
@@ -222,15 +221,16 @@ fn prepare(control: &mut BufReader<File>) -> Result<(Work, Ready), String> {
     let mut file = sys::take_inherited(PROGRAM_FD).map_err(|e| format!("program fd: {e}"))?;
     let wasm = wasmcell_engine::read_wasm(&mut file, &program).map_err(|e| e.to_string())?;
     drop(file);
-    let (engine, serve_settings) = serving::engine_for(&wasm, &spec)?;
+    let exports = Exports::of(&wasm);
+    let mode = exports.mode(serve_requested(&spec.env));
+    let (engine, serve_settings) = http_listener::engine_for(&exports, mode, &spec)?;
     let cache = CompileCache::open(&spec.cache_dir, &engine).map_err(|e| e.to_string())?;
     let (compiled, outcome) = cache
         .load(&engine, &program, &wasm, |w| {
             compiler::compile_locked_down(&engine, &program, w)
         })
         .map_err(|e| e.to_string())?;
-    let prepared = Prepared::new(&engine, &program, compiled, serve_requested(&spec.env))
-        .map_err(|e| e.to_string())?;
+    let prepared = Prepared::new(&engine, &program, compiled, mode).map_err(|e| e.to_string())?;
     let sealing = Instant::now();
     let sealed = boundary::seal_preopens(&spec)?;
     boundary_time += sealing.elapsed();
@@ -244,15 +244,7 @@ fn prepare(control: &mut BufReader<File>) -> Result<(Work, Ready), String> {
     boundary_time += locking.elapsed();
     // Bound with exactly the spec's user and capabilities, in the container's network
     // namespace, before the cell reports ready.
-    let server = match (prepared.role(), serve_settings) {
-        (Does::HttpHandler, Some(settings)) => Some(serving::Server::open(settings)?),
-        (Does::HttpHandler, None) => {
-            return Err(format!(
-                "{program} is an HTTP handler, but nothing set up serving it"
-            ))
-        }
-        (Does::Command, _) => None,
-    };
+    let server = serve_settings.map(HttpListener::open).transpose()?;
     // The cell's first thread: created after the lock-down, so it inherits all of it.
     if let Some(relay) = stdin_relay {
         relay.start().map_err(|e| e.to_string())?;
@@ -299,7 +291,7 @@ fn wasi_setup(spec: &RunSpec, sealed: Option<&boundary::Sealed>) -> WasiSetup {
 
 /// Opens the guest's stdio: stdout and stderr are the cell's own fds 1 and 2 (written directly,
 /// so the cell holds no second fd for them); stdin is relayed from the client's FIFO (see
-/// `wasmcell_task::stdio::StdinRelay`), whose thread is started only after the lock-down.
+/// `wasmcell_oci::stdio::StdinRelay`), whose thread is started only after the lock-down.
 fn guest_io(spec: &RunSpec) -> Result<(GuestIo, Option<StdinRelay>), String> {
     let (relay, stdin) = match &spec.stdin {
         // The terminal's slave side, which fd 1 is, opened for reading and writing.

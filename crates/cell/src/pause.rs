@@ -17,6 +17,8 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use crate::protocol::CELL_FAILURE;
+
 /// Holds until SIGINT or SIGTERM; the exit status (0), or the cell's failure status if the
 /// filter cannot be installed.
 pub fn hold() -> Result<i32, i32> {
@@ -24,13 +26,13 @@ pub fn hold() -> Result<i32, i32> {
     // Every signal waits in the queue for `wait` below: none is handled asynchronously and none
     // has its default action (as the init of a PID namespace, most would be ignored anyway).
     if nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&all), None).is_err() {
-        return Err(crate::CELL_FAILURE);
+        return Err(CELL_FAILURE);
     }
     if let Err(message) = crate::seccomp::install_pause() {
         // Its stderr is the container's log: say why the sandbox did not hold.
         use std::io::Write;
         let _ = writeln!(std::io::stderr(), "wasmcell pause: {message}");
-        return Err(crate::CELL_FAILURE);
+        return Err(CELL_FAILURE);
     }
     loop {
         match all.wait() {

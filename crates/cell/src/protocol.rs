@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use wasmcell_engine::CacheOutcome;
-use wasmcell_task::RunSpec;
+use wasmcell_oci::RunSpec;
 
 /// Read end of the control pipe: the [`Orders`], then the start byte.
 pub const CONTROL_FD: RawFd = 3;
@@ -16,6 +16,18 @@ pub const STATUS_FD: RawFd = 4;
 pub const PROGRAM_FD: RawFd = 5;
 /// The byte that tells a prepared cell to run its guest.
 pub const START_BYTE: u8 = b'S';
+
+/// A PID namespace's supervisor's fd of the cgroup's OOM kill count, once it is locked down
+/// (`crate::supervisor`; its seccomp filter allows reading this fd only).
+pub const OOM_KILLS_FD: RawFd = 0;
+/// A PID namespace's supervisor's fd of the status pipe, once it is locked down (its filter
+/// allows writing this fd only).
+pub const REPORT_FD: RawFd = 1;
+
+/// Exit status of a cell whose task was deleted before it started.
+pub const NOT_STARTED: i32 = 0;
+/// Exit status of a cell that could not prepare or run its guest (runc's, for the same).
+pub const CELL_FAILURE: i32 = 125;
 
 /// The one line of JSON the shim sends first: where the cell places itself, and what it runs.
 /// Generic so the shim can send a borrowed run spec.

@@ -15,18 +15,17 @@
 //!   `clone3` answers `ENOSYS`, which makes glibc fall back to `clone`, whose flags can be checked;
 //! - `socket` only for `AF_INET` and `AF_INET6`, `ioctl` only for a handful of fd requests.
 //!
-//! The policy is one filter, compiled by `bpf` into a binary search over the call numbers, which
+//! The policy is one filter, compiled by `wasmcell_seccomp` into a binary search over the call numbers, which
 //! the kernel's own run of each new filter over every call number at install makes several
 //! times cheaper than linear filters (docs/performance.md).
 
 use std::collections::BTreeMap;
 use std::os::fd::RawFd;
 
-mod bpf;
-mod profile;
-mod syscalls;
+use wasmcell_seccomp::arch::{nr, AUDIT_ARCH};
 
-use bpf::{Action, Case, Check, Compare, Condition, Policy, Rule};
+use crate::protocol::{OOM_KILLS_FD, REPORT_FD};
+use wasmcell_seccomp::{profile, Action, Case, Check, Compare, Condition, Policy, Rule};
 
 /// System calls allowed whatever their arguments.
 const ALLOWED: &[libc::c_long] = &[
@@ -205,19 +204,8 @@ const ARCH_PRCTLS: &[libc::c_int] = &[0x1002, 0x1003];
 const PRCTLS: &[libc::c_int] = &[libc::PR_SET_NAME, libc::PR_GET_NAME];
 
 /// The audit architecture of the system call table wasmcell is built for.
-#[cfg(target_arch = "x86_64")]
-const AUDIT_ARCH: u32 = 0xc000_003e;
-#[cfg(target_arch = "aarch64")]
-const AUDIT_ARCH: u32 = 0xc000_00b7;
-#[cfg(target_arch = "riscv64")]
-const AUDIT_ARCH: u32 = 0xc000_00f3;
-
 /// Anything not listed fails with `EPERM`, as in runc's default profile.
 const REFUSED: Action = Action::Errno(libc::EPERM as u16);
-
-fn nr(call: libc::c_long) -> u32 {
-    call as u32
-}
 
 /// Allowed when argument `arg` is one of `values`.
 fn allow_one_of(arg: u8, values: impl IntoIterator<Item = u32>) -> Rule {
@@ -416,8 +404,8 @@ fn supervisor_policy() -> Policy {
     // Its report of an OOM kill: the count read from one fd, the line written to another.
     let fd = |fd: RawFd| allow_one_of(0, [fd as u32]);
     let calls = &mut policy.calls;
-    calls.insert(nr(libc::SYS_pread64), fd(crate::supervisor::OOM_KILLS_FD));
-    calls.insert(nr(libc::SYS_write), fd(crate::supervisor::REPORT_FD));
+    calls.insert(nr(libc::SYS_pread64), fd(OOM_KILLS_FD));
+    calls.insert(nr(libc::SYS_write), fd(REPORT_FD));
     policy
 }
 
@@ -463,8 +451,8 @@ pub fn install_pause() -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::bpf::interpreter::{run, trace};
     use super::*;
+    use wasmcell_seccomp::interpreter::{run, trace};
 
     const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
     const EPERM: u32 = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
@@ -609,7 +597,6 @@ mod tests {
         assert_eq!(answer(libc::SYS_read, 0), EPERM);
         assert_eq!(answer(libc::SYS_clone, 0), EPERM);
         assert_eq!(answer(libc::SYS_openat, 0), EPERM);
-        use crate::supervisor::{OOM_KILLS_FD, REPORT_FD};
         assert_eq!(answer(libc::SYS_pread64, OOM_KILLS_FD), ALLOW);
         assert_eq!(answer(libc::SYS_pread64, REPORT_FD), EPERM);
         assert_eq!(answer(libc::SYS_write, REPORT_FD), ALLOW);

@@ -28,13 +28,14 @@
 #![allow(unsafe_code)]
 
 use std::fs::File;
-use std::os::fd::{IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{IntoRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
+use crate::protocol::{OOM_KILLED, OOM_KILLS_FD, REPORT_FD, STATUS_FD};
 use crate::sys;
 
 /// Signals whose default action ends a process and that a user sends (`ctr task kill -s`);
@@ -84,11 +85,6 @@ fn handle(signals: &[Signal], handler: extern "C" fn(libc::c_int)) -> Result<(),
     }
     Ok(())
 }
-
-/// The supervisor's fd of the cgroup's OOM kill count, once it is locked down.
-pub const OOM_KILLS_FD: RawFd = 0;
-/// The supervisor's fd of the status pipe, once it is locked down.
-pub const REPORT_FD: RawFd = 1;
 
 /// Forks. Returns in the child, which runs the guest; the parent supervises it and never
 /// returns. `init`: the child is the init of a new namespace. `oom_kills`: the cgroup file
@@ -191,7 +187,7 @@ fn supervise(child: Pid, oom_kills: Option<File>) -> ! {
     }
 }
 
-/// Writes [`crate::OOM_KILLED`] on the status pipe if the cgroup counts an OOM kill.
+/// Writes [`OOM_KILLED`] on the status pipe if the cgroup counts an OOM kill.
 fn report_oom_kill() {
     let mut text = [0u8; 512];
     // SAFETY: reads into a buffer of the length given.
@@ -199,7 +195,7 @@ fn report_oom_kill() {
     let Ok(n) = usize::try_from(n) else { return };
     let text = String::from_utf8_lossy(&text[..n]);
     if wasmcell_cgroup::parse_oom_kills(&text) > 0 {
-        let line = format!("{}\n", crate::OOM_KILLED);
+        let line = format!("{}\n", OOM_KILLED);
         // SAFETY: writes the bytes of a live buffer. SIGPIPE is ignored: a shim that has gone
         // away makes this fail, not kill the supervisor.
         unsafe { libc::write(REPORT_FD, line.as_ptr().cast(), line.len()) };
@@ -217,7 +213,7 @@ fn lock_down(oom_kills: Option<File>) -> Result<(), String> {
             // stdio is the guest's); the originals are closed below.
             let moved = unsafe {
                 libc::dup2(fd, OOM_KILLS_FD) == OOM_KILLS_FD
-                    && libc::dup2(crate::STATUS_FD, REPORT_FD) == REPORT_FD
+                    && libc::dup2(STATUS_FD, REPORT_FD) == REPORT_FD
             };
             if !moved {
                 return Err(format!(
@@ -237,7 +233,7 @@ fn lock_down(oom_kills: Option<File>) -> Result<(), String> {
         .map_err(|e| format!("no core dumps: {e}"))?;
     const CAP_KILL: u32 = 5;
     let kill = CAP_KILL;
-    for cap in 0..=crate::boundary::last_cap() {
+    for cap in 0..=crate::capabilities::last_cap() {
         if cap != kill {
             sys::drop_bounding(cap).map_err(|e| format!("drop capability {cap}: {e}"))?;
         }

@@ -27,13 +27,11 @@
 
 use std::io::{BufReader, Write};
 
-use wasmcell_engine::serve::settings::{serve_requested, Settings};
-use wasmcell_engine::{
-    CacheOutcome, CompileCache, Engine, Grants, GuestIo, Prepared, Role as Does,
-};
-use wasmcell_task::isolation::NamespaceKind;
+use wasmcell_engine::http_server::settings::{serve_requested, Settings};
+use wasmcell_engine::{CacheOutcome, CompileCache, Engine, Grants, GuestIo, Mode, Prepared};
+use wasmcell_oci::isolation::NamespaceKind;
 
-use crate::serving::Server;
+use crate::http_listener::HttpListener;
 use crate::{protocol, read_orders, run_guest, serve_guest, sys, wasi_setup, Ready, CELL_FAILURE};
 use crate::{CONTROL_FD, PROGRAM_FD, STATUS_FD};
 
@@ -142,7 +140,7 @@ fn run() -> Result<i32, i32> {
     }
 }
 
-type Prepare = (Prepared, Grants, Option<Server>, Ready);
+type Prepare = (Prepared, Grants, Option<HttpListener>, Ready);
 
 fn prepare(control: std::fs::File) -> Result<Prepare, String> {
     let started = std::time::Instant::now();
@@ -163,8 +161,8 @@ fn prepare(control: std::fs::File) -> Result<Prepare, String> {
     .map_err(|e| e.to_string())?;
     let compiled = wasmcell_engine::load_cache_entry(&engine, &program, compiled)
         .map_err(|e| e.to_string())?;
-    let prepared = Prepared::new(&engine, &program, compiled, serve_requested(&spec.env))
-        .map_err(|e| e.to_string())?;
+    let mode = compiled.exports(&engine).mode(serve_requested(&spec.env));
+    let prepared = Prepared::new(&engine, &program, compiled, mode).map_err(|e| e.to_string())?;
     let stdin = sys::take_inherited(0).map_err(|e| format!("stdin: {e}"))?;
     let grants = wasmcell_engine::grant(
         &wasi_setup(&spec, None),
@@ -177,9 +175,9 @@ fn prepare(control: std::fs::File) -> Result<Prepare, String> {
     // The container's init: the terminating signals end it as they end a cell (SIGTERM and
     // SIGINT drain a server first).
     crate::supervisor::exit_on_terminating_signals()?;
-    let server = match prepared.role() {
-        Does::HttpHandler => Some(Server::open(Settings::from_env(&spec.env, None)?)?),
-        Does::Command => None,
+    let server = match mode {
+        Mode::HttpHandler => Some(HttpListener::open(Settings::from_env(&spec.env, None)?)?),
+        Mode::Command => None,
     };
     nix::sys::prctl::set_no_new_privs().map_err(|e| format!("set no_new_privs: {e}"))?;
     crate::seccomp::install()?;

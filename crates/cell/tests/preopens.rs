@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use wasmcell_task::Bundle;
+use wasmcell_oci::Bundle;
 
 /// Whether the filesystem behind `path` is mounted read-only (`statvfs`'s `ST_RDONLY`).
 fn read_only(path: &Path) -> Result<bool, String> {

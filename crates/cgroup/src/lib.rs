@@ -1,6 +1,6 @@
 //! The container's cgroup, through the cgroup filesystem: v1 (one hierarchy per controller) and
 //! v2 (the unified hierarchy), for the cgroupfs and systemd path forms of
-//! [`CgroupPath`](wasmcell_task::CgroupPath).
+//! [`CgroupPath`](wasmcell_oci::CgroupPath).
 //!
 //! The shim creates the cgroup and applies [`Resources`] before the cell loads anything; the cell
 //! moves itself in ([`join_self`]) as soon as it has its orders, before it reads its program (so
@@ -14,99 +14,25 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod error;
+mod files;
+mod hierarchy;
+mod join;
+mod v1;
+mod v2;
+
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use wasmcell_task::Resources;
+use wasmcell_oci::Resources;
 
-/// A failed cgroup operation, naming the file or directory.
-#[derive(Debug, thiserror::Error)]
-#[error("{what}: {source}")]
-pub struct CgroupError {
-    what: String,
-    #[source]
-    source: std::io::Error,
-}
-
-fn err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> CgroupError {
-    let what = what.into();
-    move |source| CgroupError { what, source }
-}
-
-/// Result of cgroup operations.
-pub type Result<T> = std::result::Result<T, CgroupError>;
-
-/// The cgroup filesystem of this machine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Hierarchy {
-    /// cgroup v1: each mounted hierarchy and the controllers (or `name=`) it carries.
-    V1(Vec<(PathBuf, Vec<String>)>),
-    /// cgroup v2, mounted at this path.
-    V2(PathBuf),
-}
-
-impl Hierarchy {
-    /// Finds the cgroup mounts in `/proc/self/mountinfo`: the unified hierarchy at
-    /// `/sys/fs/cgroup` means v2; otherwise every `cgroup` (v1) mount is used, and a v2 hierarchy
-    /// mounted beside them (hybrid mode) is left alone, as runc does.
-    pub fn detect() -> Result<Hierarchy> {
-        let info =
-            std::fs::read_to_string("/proc/self/mountinfo").map_err(err("read mountinfo"))?;
-        Ok(Hierarchy::from_mountinfo(&info))
-    }
-
-    fn from_mountinfo(info: &str) -> Hierarchy {
-        let mut v1 = Vec::new();
-        for CgroupMount {
-            fstype,
-            mount_point,
-            super_opts,
-        } in cgroup_mounts(info)
-        {
-            match fstype {
-                "cgroup2" if mount_point == "/sys/fs/cgroup" => {
-                    return Hierarchy::V2(PathBuf::from(mount_point));
-                }
-                "cgroup" => {
-                    let controllers = super_opts
-                        .split(',')
-                        .filter(|o| !matches!(*o, "rw" | "ro") && !o.starts_with("release_agent"))
-                        .map(str::to_owned)
-                        .collect();
-                    v1.push((PathBuf::from(mount_point), controllers));
-                }
-                _ => {}
-            }
-        }
-        Hierarchy::V1(v1)
-    }
-}
-
-/// A `cgroup` or `cgroup2` mount, from a line of `/proc/self/mountinfo`.
-struct CgroupMount<'a> {
-    fstype: &'a str,
-    mount_point: &'a str,
-    /// The super block's options: a v1 hierarchy's controllers (or `name=`) among them.
-    super_opts: &'a str,
-}
-
-/// The cgroup mounts of a `/proc/self/mountinfo` text, in its order.
-fn cgroup_mounts(info: &str) -> impl Iterator<Item = CgroupMount<'_>> {
-    info.lines().filter_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        let mount_point = left.split(' ').nth(4)?;
-        let mut right = right.split(' ');
-        let fstype = right.next()?;
-        let super_opts = right.nth(1).unwrap_or_default();
-        matches!(fstype, "cgroup" | "cgroup2").then_some(CgroupMount {
-            fstype,
-            mount_point,
-            super_opts,
-        })
-    })
-}
+use error::err;
+pub use error::{CgroupError, Result};
+use files::ControlFiles;
+pub use hierarchy::Hierarchy;
+pub use join::{join_files_of, join_self, thread_count};
 
 /// One container's cgroup.
 #[derive(Debug, Clone)]
@@ -124,9 +50,6 @@ pub fn parse_oom_kills(text: &str) -> u64 {
     parse_keyed(text).get(OOM_KILL_KEY).copied().unwrap_or(0)
 }
 
-/// Controllers a v2 cgroup needs enabled in its parents.
-const V2_CONTROLLERS: [&str; 4] = ["cpu", "memory", "pids", "cpuset"];
-
 impl Cgroup {
     /// The cgroup at `relative` (below each hierarchy's root), without touching it.
     pub fn at(hierarchy: Hierarchy, relative: &Path) -> Cgroup {
@@ -140,24 +63,8 @@ impl Cgroup {
     pub fn create(hierarchy: Hierarchy, relative: &Path, resources: &Resources) -> Result<Cgroup> {
         let cg = Cgroup::at(hierarchy, relative);
         match &cg.hierarchy {
-            Hierarchy::V1(mounts) => {
-                for (mount, controllers) in mounts {
-                    let cpuset = controllers.iter().any(|c| c == "cpuset");
-                    create_dirs(mount, relative, cpuset)?;
-                }
-            }
-            Hierarchy::V2(root) => {
-                let mut dir = root.clone();
-                for part in relative.components() {
-                    enable_v2_controllers(&dir);
-                    dir.push(part);
-                    match std::fs::create_dir(&dir) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-                        Err(e) => return Err(err(format!("create {}", dir.display()))(e)),
-                    }
-                }
-            }
+            Hierarchy::V1(mounts) => v1::create_dirs(mounts, relative)?,
+            Hierarchy::V2(root) => v2::create_dirs(root, relative)?,
         }
         if let Err(e) = cg.apply(resources) {
             let _ = cg.remove();
@@ -232,122 +139,10 @@ impl Cgroup {
 
     /// Applies `resources`: the limits at Create, or the new ones of an Update.
     pub fn apply(&self, r: &Resources) -> Result<()> {
-        if self.is_v2() {
-            self.apply_v2(r)
-        } else {
-            self.apply_v1(r)
+        match &self.hierarchy {
+            Hierarchy::V1(_) => v1::apply(self, r),
+            Hierarchy::V2(_) => v2::apply(self, r),
         }
-    }
-
-    /// The files v1 and v2 name alike: the cpuset and the pids limit.
-    fn apply_cpuset_and_pids(&self, r: &Resources) -> Result<()> {
-        if let Some(v) = &r.cpuset_cpus {
-            self.write("cpuset.cpus", v)?;
-        }
-        if let Some(v) = &r.cpuset_mems {
-            self.write("cpuset.mems", v)?;
-        }
-        if let Some(v) = r.pids_limit {
-            self.write("pids.max", &pids_max(v))?;
-        }
-        Ok(())
-    }
-
-    fn apply_v1(&self, r: &Resources) -> Result<()> {
-        if let Some(limit) = r.memory_limit {
-            // memsw must stay ≥ the limit: when lowering, the limit goes first; when raising, swap.
-            let swap = r.memory_swap;
-            let has_memsw = self
-                .file("memory.memsw.limit_in_bytes")
-                .is_some_and(|p| p.exists());
-            let first = self.write("memory.limit_in_bytes", &limit.to_string());
-            if let (Some(swap), true) = (swap, has_memsw) {
-                self.write("memory.memsw.limit_in_bytes", &swap.to_string())?;
-            }
-            if first.is_err() {
-                self.write("memory.limit_in_bytes", &limit.to_string())?;
-            }
-        }
-        if let Some(v) = r.memory_reservation {
-            self.write("memory.soft_limit_in_bytes", &v.to_string())?;
-        }
-        if let Some(v) = r.memory_swappiness.filter(|v| *v <= 100) {
-            self.write("memory.swappiness", &v.to_string())?;
-        }
-        if let Some(v) = r.cpu_shares.filter(|v| *v != 0) {
-            self.write("cpu.shares", &v.to_string())?;
-        }
-        if let Some(v) = r.cpu_period.filter(|v| *v != 0) {
-            self.write("cpu.cfs_period_us", &v.to_string())?;
-        }
-        if let Some(v) = r.cpu_quota.filter(|v| *v != 0) {
-            self.write("cpu.cfs_quota_us", &v.to_string())?;
-        }
-        self.apply_cpuset_and_pids(r)?;
-        for rule in &r.devices {
-            let file = if rule.allow {
-                "devices.allow"
-            } else {
-                "devices.deny"
-            };
-            self.write(file, &rule.v1_line())?;
-        }
-        for (size, limit) in &r.hugepage_limits {
-            // A machine without the hugetlb controller has no huge pages to limit.
-            if self.file("hugetlb.x").is_some() {
-                self.write(
-                    &format!("hugetlb.{size}.limit_in_bytes"),
-                    &limit.to_string(),
-                )?;
-            }
-        }
-        Ok(())
-    }
-
-    fn apply_v2(&self, r: &Resources) -> Result<()> {
-        if let Some(limit) = r.memory_limit {
-            let max = if limit < 0 {
-                "max".to_owned()
-            } else {
-                limit.to_string()
-            };
-            self.write("memory.max", &max)?;
-            // v1's memsw counts memory plus swap; v2's swap.max counts swap alone.
-            if let Some(swap) = r.memory_swap {
-                let swap_max = if swap < 0 || limit < 0 {
-                    "max".to_owned()
-                } else {
-                    (swap - limit).max(0).to_string()
-                };
-                if self.file("memory.swap.max").is_some_and(|p| p.exists()) {
-                    self.write("memory.swap.max", &swap_max)?;
-                }
-            }
-        }
-        if let Some(v) = r.memory_reservation.filter(|v| *v > 0) {
-            self.write("memory.low", &v.to_string())?;
-        }
-        if let Some(w) = r.cpu_weight() {
-            self.write("cpu.weight", &w.to_string())?;
-        }
-        if r.cpu_quota.is_some() || r.cpu_period.is_some() {
-            let quota = match r.cpu_quota {
-                Some(q) if q > 0 => q.to_string(),
-                _ => "max".to_owned(),
-            };
-            let period = r.cpu_period.filter(|p| *p != 0).unwrap_or(100_000);
-            self.write("cpu.max", &format!("{quota} {period}"))?;
-        }
-        self.apply_cpuset_and_pids(r)?;
-        for (size, limit) in &r.hugepage_limits {
-            let name = format!("hugetlb.{size}.max");
-            if self.file(&name).is_some_and(|p| p.exists()) {
-                self.write(&name, &limit.to_string())?;
-            }
-        }
-        // Device rules need an eBPF program on v2; the cell instead sees no device at all (its
-        // root is remounted `nodev`), which is stricter than any rule set.
-        Ok(())
     }
 
     /// The files through which a process moves itself into the cgroup with [`join_self`]: on v1
@@ -399,41 +194,17 @@ impl Cgroup {
 
     /// Freezes (`true`) or thaws the cgroup and waits until the kernel says it is done.
     pub fn freeze(&self, frozen: bool) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        if self.is_v2() {
-            self.write("cgroup.freeze", if frozen { "1" } else { "0" })?;
-            let want = if frozen { 1 } else { 0 };
-            while self.read_keyed("cgroup.events")?.get("frozen") != Some(&want) {
-                if Instant::now() > deadline {
-                    return Err(timeout("cgroup.events"));
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        } else {
-            let state = if frozen { "FROZEN" } else { "THAWED" };
-            self.write("freezer.state", state)?;
-            while self.read("freezer.state")?.trim() != state {
-                if Instant::now() > deadline {
-                    return Err(timeout("freezer.state"));
-                }
-                // A v1 freeze can stall in FREEZING; writing again retries it.
-                self.write("freezer.state", state)?;
-                std::thread::sleep(Duration::from_millis(1));
-            }
+        match &self.hierarchy {
+            Hierarchy::V1(_) => v1::freeze(self, frozen),
+            Hierarchy::V2(_) => v2::freeze(self, frozen),
         }
-        Ok(())
     }
 
     /// Whether the cgroup is frozen.
     pub fn is_frozen(&self) -> bool {
-        if self.is_v2() {
-            self.read_keyed("cgroup.events")
-                .ok()
-                .and_then(|m| m.get("frozen").copied())
-                == Some(1)
-        } else {
-            self.read("freezer.state")
-                .is_ok_and(|s| s.trim() == "FROZEN")
+        match &self.hierarchy {
+            Hierarchy::V1(_) => v1::is_frozen(self),
+            Hierarchy::V2(_) => v2::is_frozen(self),
         }
     }
 
@@ -468,18 +239,18 @@ impl Cgroup {
     }
 }
 
-fn timeout(file: &str) -> CgroupError {
-    CgroupError {
-        what: format!("wait for {file}"),
-        source: std::io::Error::new(ErrorKind::TimedOut, "the kernel did not finish in 5 s"),
+impl ControlFiles for Cgroup {
+    fn file(&self, name: &str) -> Option<PathBuf> {
+        Cgroup::file(self, name)
     }
-}
-
-fn pids_max(limit: i64) -> String {
-    if limit > 0 {
-        limit.to_string()
-    } else {
-        "max".to_owned()
+    fn write(&self, name: &str, value: &str) -> Result<()> {
+        Cgroup::write(self, name, value)
+    }
+    fn read(&self, name: &str) -> Result<String> {
+        Cgroup::read(self, name)
+    }
+    fn read_keyed(&self, name: &str) -> Result<HashMap<String, u64>> {
+        Cgroup::read_keyed(self, name)
     }
 }
 
@@ -493,47 +264,6 @@ pub fn parse_keyed(text: &str) -> HashMap<String, u64> {
         .collect()
 }
 
-/// Creates `relative` below a v1 hierarchy; in the cpuset hierarchy each new level copies its
-/// parent's CPUs and memory nodes, without which no process could join it.
-fn create_dirs(mount: &Path, relative: &Path, cpuset: bool) -> Result<()> {
-    let mut dir = mount.to_owned();
-    for part in relative.components() {
-        let parent = dir.clone();
-        dir.push(part);
-        match std::fs::create_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(err(format!("create {}", dir.display()))(e)),
-        }
-        if cpuset {
-            for file in ["cpuset.cpus", "cpuset.mems"] {
-                let mine = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
-                if mine.trim().is_empty() {
-                    let theirs = std::fs::read_to_string(parent.join(file))
-                        .map_err(err(format!("read {}", parent.join(file).display())))?;
-                    std::fs::write(dir.join(file), theirs.trim())
-                        .map_err(err(format!("write {}", dir.join(file).display())))?;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Enables the controllers the container needs for the children of `dir` (v2). Best effort: a
-/// controller the machine lacks shows up as a missing file when its limit is written.
-fn enable_v2_controllers(dir: &Path) {
-    let available = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
-    let wanted: Vec<String> = V2_CONTROLLERS
-        .iter()
-        .filter(|c| available.split_whitespace().any(|a| a == **c))
-        .map(|c| format!("+{c}"))
-        .collect();
-    if !wanted.is_empty() {
-        let _ = std::fs::write(dir.join("cgroup.subtree_control"), wanted.join(" "));
-    }
-}
-
 /// The pids of a `cgroup.procs` text, without `0` and anything else that is not a process.
 fn parse_pids(text: &str) -> Vec<i32> {
     text.lines()
@@ -542,105 +272,16 @@ fn parse_pids(text: &str) -> Vec<i32> {
         .collect()
 }
 
-/// The number of threads of the calling process. [`join_self`] moves only the calling thread,
-/// so it checks there is no other; the daemon checks it before it forks.
-pub fn thread_count() -> std::io::Result<usize> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|n| n.trim().parse().ok())
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no Threads: line"))
-}
-
-/// Moves the calling process into a cgroup by writing `0` ("myself") into each of `files`, from
-/// [`Cgroup::self_join_files`]. The process must be single-threaded, which this checks.
-///
-/// Why the process moves itself rather than being moved by the shim: writing another process's
-/// pid (or a whole thread group) takes the kernel's global `cgroup_threadgroup_rwsem` for
-/// writing, and the first such write after a quiet spell waits for an RCU grace period
-/// (milliseconds; docs/performance.md). A single thread moving itself through v1's `tasks` file
-/// needs no such lock, since it can neither exit nor exec meanwhile. On v2, `cgroup.procs` always
-/// moves the thread group and takes the lock, so the cost is the same as the shim's write;
-/// kernels that lock for every write are no slower either.
-pub fn join_self(files: &[PathBuf]) -> Result<()> {
-    let threads = thread_count().map_err(err("count the threads in /proc/self/status"))?;
-    if threads != 1 {
-        return Err(CgroupError {
-            what: "join the cgroup".to_owned(),
-            source: std::io::Error::other(format!(
-                "the process has {threads} threads; only the calling one would move"
-            )),
-        });
-    }
-    for file in files {
-        std::fs::write(file, "0").map_err(err(format!("join {}", file.display())))?;
-    }
-    Ok(())
-}
-
-/// The files through which a process moves itself with [`join_self`] into the cgroups of
-/// process `pid`, in every hierarchy mounted here (a hybrid host's unified one too), whoever
-/// made them: runc through systemd, runc on its own, or the cell.
-pub fn join_files_of(pid: i32) -> Result<Vec<PathBuf>> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(err("read mountinfo"))?;
-    let file = format!("/proc/{pid}/cgroup");
-    let member = std::fs::read_to_string(&file).map_err(err(format!("read {file}")))?;
-    Ok(join_files(&info, &member))
-}
-
-/// [`join_files_of`] from the texts of `/proc/self/mountinfo` and `/proc/<pid>/cgroup`. A v1
-/// line (`3:cpu,cpuacct:/path`) goes to the `cgroup` mount whose options carry all of its
-/// controllers (or its `name=`), the v2 line (`0::/path`) to the `cgroup2` mount.
-fn join_files(mountinfo: &str, member: &str) -> Vec<PathBuf> {
-    let mounts: Vec<CgroupMount<'_>> = cgroup_mounts(mountinfo).collect();
-    member
-        .lines()
-        .filter_map(|line| {
-            let mut parts = line.splitn(3, ':');
-            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-            let (mount_point, file) = if controllers.is_empty() {
-                let mount = mounts.iter().find(|m| m.fstype == "cgroup2")?;
-                (mount.mount_point, "cgroup.procs")
-            } else {
-                let mount = mounts.iter().find(|m| {
-                    m.fstype == "cgroup"
-                        && controllers
-                            .split(',')
-                            .all(|c| m.super_opts.split(',').any(|o| o == c))
-                })?;
-                (mount.mount_point, "tasks")
-            };
-            let path = path.trim_start_matches('/');
-            // A path the reader's cgroup namespace cannot name has no file here.
-            (!path.split('/').any(|c| c == ".."))
-                .then(|| Path::new(mount_point).join(path).join(file))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn detects_v1_hierarchies_and_v2() {
+    fn v1_control_files_are_in_the_hierarchy_of_their_controller() {
         let v1 = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
                   32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
-                  40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd\n\
-                  41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
-        let h = Hierarchy::from_mountinfo(v1);
-        assert_eq!(
-            h,
-            Hierarchy::V1(vec![
-                (
-                    "/sys/fs/cgroup/cpu,cpuacct".into(),
-                    vec!["cpu".into(), "cpuacct".into()]
-                ),
-                ("/sys/fs/cgroup/systemd".into(), vec!["name=systemd".into()]),
-            ])
-        );
-        let cg = Cgroup::at(h, Path::new("default/c1"));
+                  40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd\n";
+        let cg = Cgroup::at(Hierarchy::from_mountinfo(v1), Path::new("default/c1"));
         assert_eq!(
             cg.file("cpuacct.usage"),
             Some(PathBuf::from(
@@ -648,40 +289,6 @@ mod tests {
             ))
         );
         assert_eq!(cg.file("memory.max_usage_in_bytes"), None);
-
-        let v2 = "30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
-        assert_eq!(
-            Hierarchy::from_mountinfo(v2),
-            Hierarchy::V2("/sys/fs/cgroup".into())
-        );
-    }
-
-    #[test]
-    fn a_process_cgroups_map_to_the_join_files_of_each_hierarchy() {
-        let info = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
-                    32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
-                    33 31 0:30 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
-                    40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd\n\
-                    41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
-        let member = "5:memory:/k8s/c1\n3:cpuacct,cpu:/k8s/c1\n1:name=systemd:/s/x.scope\n\
-                      0::/s/x.scope\n9:pids:/k8s/c1\n2:blkio:/../escape\n";
-        assert_eq!(
-            join_files(info, member),
-            [
-                "/sys/fs/cgroup/memory/k8s/c1/tasks",
-                "/sys/fs/cgroup/cpu,cpuacct/k8s/c1/tasks",
-                "/sys/fs/cgroup/systemd/s/x.scope/tasks",
-                "/sys/fs/cgroup/unified/s/x.scope/cgroup.procs",
-            ]
-            .map(PathBuf::from)
-        );
-        let v2 = "30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
-        assert_eq!(
-            join_files(v2, "0::/kubepods/pod1/c2\n"),
-            [PathBuf::from(
-                "/sys/fs/cgroup/kubepods/pod1/c2/cgroup.procs"
-            )]
-        );
     }
 
     #[test]

@@ -35,7 +35,8 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::Module;
 
-use crate::{is_component, Engine, Error, Result};
+use crate::world::{is_component, Exports};
+use crate::{Engine, Error, Result};
 
 /// A compiled program, ready to link.
 pub enum Program {
@@ -43,6 +44,23 @@ pub enum Program {
     Module(Module),
     /// A component.
     Component(Component),
+}
+
+impl Program {
+    /// What it exports, as the engine sees the compiled code: what [`Exports::of`] reads from
+    /// its bytes, for a process that has only the compiled program (the cell under runc).
+    pub fn exports(&self, engine: &Engine) -> Exports {
+        match self {
+            Program::Module(_) => Exports::default(),
+            Program::Component(component) => Exports {
+                names: component
+                    .component_type()
+                    .exports(engine.wasmtime())
+                    .map(|(name, _)| name.to_owned())
+                    .collect(),
+            },
+        }
+    }
 }
 
 /// Where a program came from.
@@ -312,6 +330,7 @@ impl CompileCache {
     /// Deserializes an entry if it exists, is ours and loads. An entry that does not load is
     /// left in place (another task may be using it): the caller compiles it again and the new
     /// entry replaces it.
+    #[allow(unsafe_code)]
     fn try_deserialize(&self, engine: &Engine, component: bool, path: &Path) -> Option<Program> {
         let meta = entry_is_ours(path)?;
         // SAFETY: `path` is in a directory only this user can write (checked by
@@ -397,6 +416,7 @@ fn touch(path: &Path, meta: &std::fs::Metadata) {
 /// Loads a cache entry that was opened for us by the shim, which looked it up in (or compiled it
 /// into) the root-only cache with [`CompileCache::load`]: how a cell under runc, which cannot see
 /// the cache, gets its program. Never call it on a file that did not come from the cache.
+#[allow(unsafe_code)]
 pub fn load_cache_entry(engine: &Engine, program: &str, mut file: File) -> Result<Program> {
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)

@@ -8,20 +8,16 @@
 //! errors (`I32Exit`), a component's `run` returning `Err` is exit 1, and a trap is kept apart so
 //! the caller can print it and exit with [`TRAP_EXIT_CODE`].
 
-use std::fs::File;
-use std::path::PathBuf;
-
 use wasmtime::component::ResourceTable;
-use wasmtime::{InstancePre, Store, StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::cli::InputFile;
+use wasmtime::{InstancePre, Store, StoreLimits};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
-use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-
+use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-use crate::serve::{self, ServeState};
-use crate::world::{Exports, CLI_RUN, HTTP_HANDLER};
+use crate::grants::Grants;
+use crate::http_server::{self, RequestState};
+use crate::world::{Mode, CLI_RUN, HTTP_HANDLER};
 use crate::{Engine, Error, Program, Result};
 
 /// Exit status of a guest that trapped: 128 + SIGABRT, what a native program that aborts gets
@@ -38,16 +34,7 @@ pub struct Prepared {
 enum PreparedKind {
     Core(InstancePre<CoreState>),
     Component(CommandPre<ComponentState>),
-    Proxy(ProxyPre<ServeState>),
-}
-
-/// What a prepared program does once started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// It runs to its exit (a core module's `_start`, a component's `wasi:cli/run`).
-    Command,
-    /// It serves HTTP until drained (a component's `wasi:http/incoming-handler`).
-    HttpHandler,
+    Proxy(ProxyPre<RequestState>),
 }
 
 /// Store data of a core module guest.
@@ -85,21 +72,20 @@ impl WasiView for ComponentState {
 }
 
 impl Prepared {
-    /// Links `program` against WASI; fails if it imports anything WASI does not provide or is
-    /// neither a command (`_start` for a core module, `wasi:cli/run` for a component) nor an
-    /// HTTP handler (a component exporting `wasi:http/incoming-handler`). A component that is
-    /// both runs as a command unless `serve_requested`.
-    pub fn new(
-        engine: &Engine,
-        name: &str,
-        program: Program,
-        serve_requested: bool,
-    ) -> Result<Prepared> {
+    /// Links `program` to do what `mode` says ([`Exports::mode`](crate::Exports::mode) of its
+    /// exports decides it); fails if it imports anything WASI does not provide or is neither a
+    /// command (`_start` for a core module, `wasi:cli/run` for a component) nor an HTTP handler
+    /// (a component exporting `wasi:http/incoming-handler`).
+    pub fn new(engine: &Engine, name: &str, program: Program, mode: Mode) -> Result<Prepared> {
         let link_err = |reason: String| Error::Link {
             program: name.to_owned(),
             reason,
         };
+        let exports = program.exports(engine);
         let kind = match program {
+            Program::Module(_) if mode == Mode::HttpHandler => {
+                return Err(link_err("a core module cannot serve HTTP".into()))
+            }
             Program::Module(module) => {
                 let mut linker = wasmtime::Linker::<CoreState>::new(engine.wasmtime());
                 wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |t| &mut t.wasi)
@@ -119,15 +105,13 @@ impl Prepared {
                 PreparedKind::Core(pre)
             }
             Program::Component(component) => {
-                let exports = component_exports(engine, &component);
-                let serves = exports.handles_http() && (!exports.has(CLI_RUN) || serve_requested);
-                if serves {
+                if mode == Mode::HttpHandler {
                     if !engine.serves() {
                         return Err(Error::Engine(format!(
                             "{name} is served, but the engine was not configured for serving"
                         )));
                     }
-                    let pre = serve::link(engine.wasmtime(), &component).map_err(link_err)?;
+                    let pre = http_server::link(engine.wasmtime(), &component).map_err(link_err)?;
                     PreparedKind::Proxy(pre)
                 } else if exports.has(CLI_RUN) {
                     let mut linker =
@@ -165,132 +149,29 @@ impl Prepared {
     }
 
     /// What it does once started.
-    pub fn role(&self) -> Role {
+    pub fn mode(&self) -> Mode {
         match self.kind {
-            PreparedKind::Proxy(_) => Role::HttpHandler,
-            _ => Role::Command,
+            PreparedKind::Proxy(_) => Mode::HttpHandler,
+            _ => Mode::Command,
         }
     }
 
     /// Serves HTTP on `listener` until `drain` becomes readable and the requests in flight
-    /// have ended (see [`serve`](crate::serve)); for an HTTP handler only.
+    /// have ended (see [`http_server`]); for an HTTP handler only.
     pub fn serve(
         self,
         grants: Grants,
-        settings: serve::Settings,
+        settings: http_server::Settings,
         listener: std::net::TcpListener,
         drain: std::os::fd::OwnedFd,
     ) -> Result<i32> {
         match self.kind {
-            PreparedKind::Proxy(pre) => serve::serve(pre, grants, settings, listener, drain),
+            PreparedKind::Proxy(pre) => http_server::serve(pre, grants, settings, listener, drain),
             _ => Err(Error::Engine(format!(
                 "{} is not an HTTP handler",
                 self.name
             ))),
         }
-    }
-}
-
-/// The names a component exports, as the engine sees them.
-fn component_exports(engine: &Engine, component: &wasmtime::component::Component) -> Exports {
-    let names = component
-        .component_type()
-        .exports(engine.wasmtime())
-        .map(|(name, _)| name.to_owned())
-        .collect();
-    Exports { names }
-}
-
-/// What the guest is granted, and nothing else.
-#[derive(Debug, Clone, Default)]
-pub struct WasiSetup {
-    /// Arguments, program name first.
-    pub args: Vec<String>,
-    /// Environment.
-    pub env: Vec<(String, String)>,
-    /// Initial working directory (reported through `wasi:cli/environment.initial-cwd`).
-    pub cwd: String,
-    /// Directories: host path, guest path, read-only.
-    pub preopens: Vec<(PathBuf, String, bool)>,
-    /// The container's memory limit: no linear memory may grow beyond [`linear_memory_cap`] of
-    /// it (`memory.grow` returns -1, which the guest can handle) before the kernel's OOM killer
-    /// would end the whole cell.
-    pub memory_limit: Option<u64>,
-}
-
-/// How large one linear memory may grow under a container memory limit: the limit less a
-/// headroom for what the runtime itself keeps in the same cgroup (engine, compiled code, WASI
-/// buffers), a quarter of the limit and at most 8 MiB. Without the headroom a guest growing its
-/// memory up to the limit would be OOM-killed instead of seeing `memory.grow` fail.
-pub fn linear_memory_cap(limit: u64) -> u64 {
-    const MAX_HEADROOM: u64 = 8 << 20;
-    limit - (limit / 4).min(MAX_HEADROOM)
-}
-
-fn limits(setup: &WasiSetup) -> StoreLimits {
-    let mut b = StoreLimitsBuilder::new();
-    if let Some(limit) = setup.memory_limit {
-        let cap = linear_memory_cap(limit);
-        b = b.memory_size(usize::try_from(cap).unwrap_or(usize::MAX));
-    }
-    b.build()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::linear_memory_cap;
-
-    #[test]
-    fn linear_memory_cap_leaves_headroom() {
-        assert_eq!(linear_memory_cap(32 << 20), 24 << 20);
-        assert_eq!(linear_memory_cap(8 << 20), 6 << 20);
-        assert_eq!(linear_memory_cap(1 << 30), (1 << 30) - (8 << 20));
-    }
-}
-
-/// The guest's stdio: `stdin` `None` is an empty stdin; stdout and stderr are either this
-/// process's own fds 1 and 2 (no extra fd is held for them) or discarded.
-#[derive(Debug, Default)]
-pub struct GuestIo {
-    /// Standard input.
-    pub stdin: Option<File>,
-    /// Whether the guest writes to this process's stdout and stderr (else its output is
-    /// discarded).
-    pub inherit_output: bool,
-}
-
-/// The guest's stdin, read from a file (a pipe, or a terminal's slave side) as wasmtime's
-/// [`InputFile`] reads it, and a terminal when that file is one: WASI's `isatty` and
-/// `wasi:cli/terminal-stdin` then say so, as they do for stdout and stderr (wasmtime asks the
-/// process's own fds 1 and 2), so that an interpreter gives its interactive prompt.
-struct GuestStdin {
-    file: InputFile,
-    terminal: bool,
-}
-
-impl GuestStdin {
-    fn new(file: File) -> GuestStdin {
-        let terminal = std::io::IsTerminal::is_terminal(&file);
-        GuestStdin {
-            file: InputFile::new(file),
-            terminal,
-        }
-    }
-}
-
-impl wasmtime_wasi::cli::IsTerminal for GuestStdin {
-    fn is_terminal(&self) -> bool {
-        self.terminal
-    }
-}
-
-impl wasmtime_wasi::cli::StdinStream for GuestStdin {
-    fn async_stream(&self) -> Box<dyn tokio::io::AsyncRead + Send + Sync> {
-        self.file.async_stream()
-    }
-
-    fn p2_stream(&self) -> Box<dyn wasmtime_wasi::p2::InputStream> {
-        self.file.p2_stream()
     }
 }
 
@@ -311,48 +192,6 @@ impl Outcome {
             Outcome::Trapped(_) => TRAP_EXIT_CODE,
         }
     }
-}
-
-impl WasiSetup {
-    /// Gives `b` the guest's command line, env, cwd and network (not its directories).
-    pub(crate) fn configure(&self, b: &mut WasiCtxBuilder) {
-        b.args(&self.args)
-            .envs(&self.env)
-            .initial_cwd(&self.cwd)
-            // The cell is in the container's network namespace: the guest reaches what a
-            // native process of the container would (WASI sockets, TCP and UDP), nothing from
-            // the host's. Name lookup stays off: the C library's resolver would load NSS
-            // modules, executable mappings the cell's seccomp filter refuses.
-            .inherit_network()
-            .allow_tcp(true)
-            .allow_udp(true);
-    }
-}
-
-fn build_ctx(setup: &WasiSetup, io: GuestIo) -> Result<WasiCtxBuilder> {
-    let mut b = WasiCtxBuilder::new();
-    setup.configure(&mut b);
-    b.allow_blocking_current_thread(true);
-    if let Some(f) = io.stdin {
-        b.stdin(GuestStdin::new(f));
-    }
-    if io.inherit_output {
-        b.inherit_stdout().inherit_stderr();
-    }
-    for (host, guest, read_only) in &setup.preopens {
-        let perms = if *read_only {
-            FsPerms::ReadOnly
-        } else {
-            FsPerms::ReadWrite
-        };
-        b.preopened_dir(host, guest, perms).map_err(|e| {
-            Error::Wasi(format!(
-                "cannot preopen {} as {guest}: {e:#}",
-                host.display()
-            ))
-        })?;
-    }
-    Ok(b)
 }
 
 /// Replaces WASI preview 1's `proc_exit` with one that exits with any status the guest asks
@@ -378,48 +217,6 @@ fn outcome_of(err: wasmtime::Error) -> Outcome {
         return Outcome::Exited(exit.0);
     }
     Outcome::Trapped(format!("{err:?}"))
-}
-
-/// What a guest is granted, opened: its preopened directories and stdio are held as open
-/// handles, so the cell can give up its view of the host's filesystem (pivot into the rootfs)
-/// between [`grant`] and [`run`].
-pub struct Grants {
-    builder: WasiCtxBuilder,
-    limits: StoreLimits,
-    setup: WasiSetup,
-}
-
-/// Opens what `setup` and `io` grant the guest.
-pub fn grant(setup: &WasiSetup, io: GuestIo) -> Result<Grants> {
-    Ok(Grants {
-        builder: build_ctx(setup, io)?,
-        limits: limits(setup),
-        setup: setup.clone(),
-    })
-}
-
-/// What each request of a served guest is granted: the same as a command's, its directories
-/// opened once for all of them.
-pub(crate) struct RequestGrants {
-    pub(crate) setup: WasiSetup,
-    pub(crate) filesystem: wasmtime_wasi::filesystem::WasiFilesystemCtx,
-    pub(crate) limits: StoreLimits,
-}
-
-impl Grants {
-    pub(crate) fn for_requests(self) -> RequestGrants {
-        let Grants {
-            mut builder,
-            limits,
-            setup,
-        } = self;
-        let mut template = builder.build();
-        RequestGrants {
-            setup,
-            filesystem: template.filesystem().clone(),
-            limits,
-        }
-    }
 }
 
 /// Instantiates and runs the guest to completion on this thread.

@@ -10,6 +10,20 @@ pub const HTTP_HANDLER: &str = "wasi:http/incoming-handler";
 /// The interface a `wasi:cli/command` component exports: the host calls it once.
 pub const CLI_RUN: &str = "wasi:cli/run";
 
+/// Whether wasm bytes are a component (layer 1) rather than a core module.
+pub fn is_component(wasm: &[u8]) -> bool {
+    wasm.len() >= 8 && &wasm[..4] == b"\0asm" && wasm[4..8] == [0x0d, 0, 1, 0]
+}
+
+/// What a program does once started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// It runs to its exit (a core module's `_start`, a component's `wasi:cli/run`).
+    Command,
+    /// It serves HTTP until drained (a component's `wasi:http/incoming-handler`).
+    HttpHandler,
+}
+
 /// The names a component exports at its top level (nested components' exports are not its own).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Exports {
@@ -54,6 +68,18 @@ impl Exports {
     /// Whether it can be served: it exports `wasi:http/incoming-handler`.
     pub fn handles_http(&self) -> bool {
         self.has(HTTP_HANDLER)
+    }
+
+    /// What a program with these exports does: a component exporting
+    /// `wasi:http/incoming-handler` is served, unless it is also a command and serving was not
+    /// asked for (`serve_requested`: the container's `WASMCELL_HTTP_SERVE`); anything else runs
+    /// as a command. The one place this is decided.
+    pub fn mode(&self, serve_requested: bool) -> Mode {
+        if self.handles_http() && (!self.has(CLI_RUN) || serve_requested) {
+            Mode::HttpHandler
+        } else {
+            Mode::Command
+        }
     }
 
     /// The exports, for an error message.

@@ -2,9 +2,9 @@
 //! handful of reads the shim makes of containerd at every Create.
 //!
 //! Why not tonic: the shim daemon lives for one pod, often for one short task, so every Create
-//! paid for a tokio runtime, hyper's HTTP/2 machinery and tower's buffers just to make three
-//! calls, a measurable share of the CPU a task costs (docs/performance.md); this client does the
-//! same calls with a few reads and writes each.
+//! would pay for a tokio runtime, hyper's HTTP/2 machinery and tower's buffers just to make
+//! three calls, a measurable share of the CPU a task costs (docs/performance.md); this client
+//! does the same calls with a few reads and writes each.
 //!
 //! What it speaks (RFC 9113, and gRPC's HTTP/2 mapping):
 //! - The client preface and SETTINGS (no server push; the largest stream window), then a

@@ -26,7 +26,7 @@ pub enum Error {
     NotImplemented(String),
     /// Bundle, spec, entrypoint or stdio problems found by the task layer.
     #[error(transparent)]
-    Task(#[from] wasmcell_task::Error),
+    Task(#[from] wasmcell_oci::Error),
     /// runc failed.
     #[error("runc: {0}")]
     Runc(String),
@@ -55,7 +55,7 @@ impl Error {
 
     /// The ttrpc code containerd will see.
     pub fn code(&self) -> Code {
-        use wasmcell_task::Error as T;
+        use wasmcell_oci::Error as T;
         match self {
             Error::NotFound(_) => Code::NOT_FOUND,
             Error::AlreadyExists(_) => Code::ALREADY_EXISTS,
@@ -63,7 +63,6 @@ impl Error {
             Error::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
             Error::NotImplemented(_) => Code::UNIMPLEMENTED,
             Error::DeadlineExceeded(_) => Code::DEADLINE_EXCEEDED,
-            Error::Task(T::InvalidState { .. }) => Code::FAILED_PRECONDITION,
             Error::Task(T::Io { .. }) => Code::INTERNAL,
             Error::Task(_) => Code::INVALID_ARGUMENT,
             Error::Runc(_) | Error::Internal(_) => Code::UNKNOWN,
@@ -83,12 +82,10 @@ mod tests {
 
     #[test]
     fn codes_reach_containerd() {
-        let state = Error::Task(wasmcell_task::Error::InvalidState {
-            id: "x".into(),
-            status: wasmcell_task::Status::Running,
-            operation: "delete",
-        });
-        assert_eq!(state.code(), Code::FAILED_PRECONDITION);
+        assert_eq!(
+            Error::FailedPrecondition("task x is running: cannot start".into()).code(),
+            Code::FAILED_PRECONDITION
+        );
         assert_eq!(
             Error::NotImplemented("exec".into()).code(),
             Code::UNIMPLEMENTED

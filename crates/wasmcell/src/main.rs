@@ -2,6 +2,7 @@
 //!
 //! `wasmcell image build` writes an OCI image tarball of a wasm program for `ctr image import`,
 //! `nerdctl load` or `docker load`; `wasmcell install` puts wasmcell on a containerd node.
+#![forbid(unsafe_code)]
 
 mod image;
 mod install;

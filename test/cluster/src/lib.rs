@@ -13,6 +13,7 @@
 //! killed, pods removed through CRI (their shims, cells, mounts, cgroups and network
 //! namespaces go with them), the bridge and the node's address deleted, the host settings the
 //! kubelet and the bridge plugin change put back. On a panic each component's log is printed.
+#![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used)]
 
 use std::net::TcpListener;

@@ -440,3 +440,10 @@ impl Drop for Api {
         })));
     }
 }
+
+impl crate::Containerd {
+    /// A client of this containerd's gRPC API.
+    pub fn api(&self) -> Api {
+        Api::connect(&self.socket)
+    }
+}

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::{containerd_major, Containerd, Ran};
+use crate::{bin_dir, containerd_major, Containerd, Ran};
 
 /// The pause image the CRI plugin is told to use for sandboxes.
 pub const PAUSE_IMAGE: &str = "wasmcell.test/pause:1";
@@ -406,5 +406,27 @@ impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Containerd {
+    /// Starts containerd with its CRI plugin on ([`cri_config`]) and wasmcell as runtime
+    /// handler [`HANDLER`], the pause image imported.
+    pub fn start_cri() -> Containerd {
+        Containerd::start_cri_with_env(&[])
+    }
+
+    /// [`Containerd::start_cri`] with extra environment variables (which its shims inherit).
+    pub fn start_cri_with_env(env: &[(&str, &str)]) -> Containerd {
+        let dir = Containerd::new_dir();
+        let socket = dir.path().join("containerd.sock");
+        std::fs::write(
+            dir.path().join("config.toml"),
+            cri_config(dir.path(), &socket) + &handler_section(),
+        )
+        .unwrap();
+        let c = Containerd::start_in(dir, env, &[bin_dir()]);
+        c.import_pause();
+        c
     }
 }

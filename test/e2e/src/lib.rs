@@ -4,6 +4,8 @@
 //! [`Containerd`] is torn down in `Drop` even when a test fails: containerd and every shim it
 //! started are killed and mounts under the temp dir are undone. When the test panicked,
 //! containerd's log (which carries the shim's log) is printed first.
+// The terminal helper alone makes system calls the standard library does not wrap.
+#![deny(unsafe_code)]
 #![allow(clippy::unwrap_used)]
 
 pub mod api;
@@ -258,26 +260,6 @@ impl Containerd {
         Containerd::start_in(dir, env, &[bin_dir()])
     }
 
-    /// Starts containerd with its CRI plugin on ([`cri::cri_config`]) and wasmcell as runtime
-    /// handler [`cri::HANDLER`], the pause image imported.
-    pub fn start_cri() -> Containerd {
-        Containerd::start_cri_with_env(&[])
-    }
-
-    /// [`Containerd::start_cri`] with extra environment variables (which its shims inherit).
-    pub fn start_cri_with_env(env: &[(&str, &str)]) -> Containerd {
-        let dir = Containerd::new_dir();
-        let socket = dir.path().join("containerd.sock");
-        std::fs::write(
-            dir.path().join("config.toml"),
-            cri::cri_config(dir.path(), &socket) + &cri::handler_section(),
-        )
-        .unwrap();
-        let c = Containerd::start_in(dir, env, &[bin_dir()]);
-        c.import_pause();
-        c
-    }
-
     /// A new temp dir for an instance: its config goes to `config.toml` in it, its socket is
     /// `containerd.sock` (as the config must say).
     pub fn new_dir() -> tempfile::TempDir {
@@ -477,11 +459,6 @@ impl Containerd {
         tar
     }
 
-    /// A client of this containerd's gRPC API.
-    pub fn api(&self) -> api::Api {
-        api::Api::connect(&self.socket)
-    }
-
     /// containerd's default runtime spec (`ctr oci spec`) for container `id`, with `args`, `env`
     /// and `cwd` as a client sets them from an image config.
     pub fn default_spec(
@@ -508,7 +485,7 @@ impl Containerd {
 
     /// Builds a rootfs image named `name` holding the probe fixture as `/probe.wasm` and imports
     /// it without unpacking (what containerd 1.6 can do with any image); its defaults and
-    /// layers, for containers created through the API ([`api::ContainerRequest::wasmcell`]).
+    /// layers, for containers created through the API ([`crate::api::ContainerRequest::wasmcell`]).
     pub fn import_probe_unpacked(&self, name: &str) -> image::ImageDefaults {
         // The image names the program after its file: /probe.wasm.
         let dir = self.dir.path().join("unpacked-probe");

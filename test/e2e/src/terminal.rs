@@ -36,8 +36,9 @@ pub fn set_window(fd: &impl AsRawFd, cols: u16, rows: u16) -> std::io::Result<()
 
 /// The window size (columns, rows) of the terminal `fd` is a side of.
 pub fn window(fd: &impl AsRawFd) -> std::io::Result<(u16, u16)> {
-    // SAFETY: an all-zero `winsize` is a valid value; TIOCGWINSZ writes one to the pointer.
+    // SAFETY: an all-zero `winsize` is a valid value (four integers).
     let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes one `winsize` to the pointer, which points at one.
     if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut size) } != 0 {
         return Err(std::io::Error::last_os_error());
     }

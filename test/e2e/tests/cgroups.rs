@@ -540,6 +540,7 @@ fn a_cgroup_path_with_dot_dot_is_never_a_cells() {
 /// runc would attach an eBPF program. A cell attaches none: every mount it grants is `nodev`,
 /// so the kernel refuses to open any device node there, whatever the rules.
 #[test]
+#[allow(unsafe_code)] // mknod, which the standard library does not wrap
 fn a_guest_cannot_open_a_device_node_of_its_mounts() {
     let c = Containerd::start();
     c.import_wasm(IMG, "probe.wasm", fixtures::PROBE);

@@ -116,7 +116,7 @@ fn bad_command_lines_fail_with_a_message() {
 
 #[test]
 fn the_shim_is_linked_statically_without_pie_unless_asked() {
-    // crates/shim/build.rs: relocating a PIE build at each exec dirtied 936 KiB per process.
+    // crates/shim/build.rs: relocating a PIE build at each exec dirties pages of every process.
     // Makefile: a static binary skips the dynamic loader at each of the two execs per task.
     let elf = std::fs::read(bin_dir().join("containerd-shim-wasmcell-v1")).unwrap();
     assert_eq!(&elf[..4], b"\x7fELF");

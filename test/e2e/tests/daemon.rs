@@ -98,8 +98,8 @@ fn the_forked_daemon_keeps_nothing_of_start_and_reaps_every_exit() {
     assert_eq!(cells.len(), 1, "{cells:?}");
     assert_eq!(proc_status(cells[0], "SigBlk"), "0000000000000000");
     // Idle, the daemon sleeps: once its request threads have ended (they wait a second for
-    // the next request), every thread waits without a timeout (with the ttrpc crate's server
-    // and client, which poll with a 10 ms timeout, it woke 99 times in this second).
+    // the next request), every thread waits without a timeout (a server or client that polls
+    // with a timeout would wake many times in this second).
     assert!(
         c.wait_until(Duration::from_secs(10), || threads_named(daemon, "request")
             == 0),

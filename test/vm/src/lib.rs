@@ -14,6 +14,7 @@
 //!   a daemon beside qemu.)
 //!
 //! KVM is not used: on these machines `-enable-kvm` hangs at early boot.
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::runc::Runc;
+use crate::host::runc::Runc;
 
 /// Settings of one shim instance.
 #[derive(Debug, Clone)]

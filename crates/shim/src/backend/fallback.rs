@@ -1,5 +1,5 @@
 //! The runc fallback: a wasm container whose spec asks for something the cell cannot honour (see
-//! `wasmcell_task::isolation::Unsupported`) runs under runc, with the cell program as the
+//! `wasmcell_oci::isolation::Unsupported`) runs under runc, with the cell program as the
 //! container's process, rather than in a cell with weaker isolation than asked for. The shim's
 //! log says why.
 //!
@@ -32,16 +32,17 @@ use std::time::Duration;
 use oci_spec::runtime::Spec;
 use wasmcell_cell::under_runc::{CELL_IN_RUNC_ARG, COMPILE_ARG, SERVING};
 use wasmcell_cell::PROGRAM_FD;
-use wasmcell_task::isolation::Isolation;
-use wasmcell_task::isolation::Unsupported;
-use wasmcell_task::resources::{CgroupPath, Resources};
-use wasmcell_task::{Bundle, Entrypoint, RunSpec};
+use wasmcell_oci::isolation::Isolation;
+use wasmcell_oci::isolation::Unsupported;
+use wasmcell_oci::resources::{CgroupPath, Resources};
+use wasmcell_oci::{Bundle, Entrypoint, RunSpec};
 
 use super::config::Config;
-use super::runc::{NativeStdio, RuncTask};
+use super::runc::RuncTask;
 use crate::error::{Error, Result};
 use crate::host::console::ConsoleIo;
 use crate::host::process::{map_fds, pipe, run_command, send_fds};
+use crate::host::runc::NativeStdio;
 
 /// Where the cell's files are bound in the container.
 const CELL_DIR: &str = "/.wasmcell";

@@ -18,8 +18,8 @@ use std::path::Path;
 
 use containerd_shim::api::CreateTaskRequest;
 use wasmcell_cell::Role;
-use wasmcell_task::isolation::Unsupported;
-use wasmcell_task::{Bundle, Entrypoint, RunSpec};
+use wasmcell_oci::isolation::Unsupported;
+use wasmcell_oci::{Bundle, Entrypoint, RunSpec};
 
 use super::cell::CellOutput;
 use super::config::{Config, PauseBy};
@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::host::console::ConsoleIo;
 use crate::host::image;
 use crate::host::rootfs::MountedRootfs;
+use crate::host::runc::NativeStdio;
 use crate::host::streams::{self, Outputs};
 
 /// The annotation by which the CRI plugin tells a pod's sandbox (pause) container from the
@@ -163,12 +164,12 @@ fn native_stdio(
     stdin: String,
     stdout: OwnedFd,
     stderr: OwnedFd,
-) -> Result<(runc::NativeStdio, Option<ConsoleIo>)> {
+) -> Result<(NativeStdio, Option<ConsoleIo>)> {
     if terminal {
         let io = ConsoleIo { stdin, stdout };
-        return Ok((runc::NativeStdio::null()?, Some(io)));
+        return Ok((NativeStdio::null()?, Some(io)));
     }
-    let stdio = runc::NativeStdio {
+    let stdio = NativeStdio {
         stdin: streams::open_native_stdin(&stdin)?,
         stdout: stdout.into(),
         stderr: stderr.into(),
@@ -249,7 +250,7 @@ impl HostLauncher {
                     _ => How::Cell(Box::new(run), Role::Guest),
                 })
             }
-            Err(wasmcell_task::Error::Unsupported(reason)) => Ok(How::CellUnderRunc(reason)),
+            Err(wasmcell_oci::Error::Unsupported(reason)) => Ok(How::CellUnderRunc(reason)),
             Err(e) => Err(Error::from(e)),
         }
     }

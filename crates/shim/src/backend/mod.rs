@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use containerd_shim::api::CreateTaskRequest;
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
-use wasmcell_task::Entrypoint;
+use wasmcell_oci::Entrypoint;
 
 use crate::error::{Error, Result};
 use crate::host::console::{Console, ConsoleIo};
@@ -78,8 +78,8 @@ fn exec_program(
         .first()
         .ok_or_else(|| Error::InvalidArgument(format!("exec {exec_id}: no args")))?;
     let cwd = process.cwd().to_string_lossy();
-    let env = wasmcell_task::runspec::process_env(process);
-    wasmcell_task::entrypoint::resolve(rootfs, arg0, &cwd, &env)
+    let env = wasmcell_oci::runspec::process_env(process);
+    wasmcell_oci::entrypoint::resolve(rootfs, arg0, &cwd, &env)
         .map_err(|e| Error::InvalidArgument(format!("exec {exec_id}: {e}")))
 }
 

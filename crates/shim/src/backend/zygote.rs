@@ -1,10 +1,10 @@
 //! The zygote: a small single-threaded process, forked from the shim daemon before the daemon
 //! starts any thread, that forks the cells.
 //!
-//! Why: executing the shim binary again for every cell costs about a millisecond of CPU and of
-//! wall time on the test machines (the kernel's exec, the dynamic loader's relocations and its
-//! CPU feature probes, which trap to the hypervisor in a VM, and Rust's start-up). A fork of a
-//! small process costs a tenth of that, and the cell's pages stay shared with the zygote. The
+//! Why: executing the shim binary again for every cell costs the kernel's exec, the dynamic
+//! loader's relocations and its CPU feature probes (which trap to the hypervisor in a VM) and
+//! Rust's start-up; a fork of a small process costs a fraction of that (docs/performance.md),
+//! and the cell's pages stay shared with the zygote. The
 //! daemon itself cannot fork a cell: it is multi-threaded, and the child of a threaded process
 //! may only call async-signal-safe functions until it executes something, while a cell runs
 //! wasmtime. The zygote has one thread, so its children are ordinary processes.
@@ -24,7 +24,7 @@
 //! - The cells are the zygote's children, so the zygote reaps them and sends each exit to the
 //!   daemon, which hands it to the exit monitor as its reaper (`crate::host::reaper`) would. If
 //!   the zygote dies, its cells are re-parented to the daemon (a subreaper) and reaped there.
-//! - If the zygote cannot be started or stops answering, cells are executed as before
+//! - If the zygote cannot be started or stops answering, cells are executed instead
 //!   (`Cell::spawn` falls back), and the shim log says why.
 //!
 //! The price: the cells of one shim share the zygote's address-space layout (the randomized

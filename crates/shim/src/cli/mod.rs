@@ -8,9 +8,6 @@ pub mod start;
 use std::io::Read;
 use std::io::Write;
 
-/// The annotation the CRI plugin puts on every container of a pod.
-pub const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
-
 /// Runs the action of `flags` (`start` or `delete`, or `-v` / `-info`); the process's exit
 /// status.
 pub fn run(flags: containerd_shim::Flags) -> i32 {

@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 use containerd_shim::util::write_address;
 use containerd_shim::StartOpts;
 
-use super::SANDBOX_ID_ANNOTATION;
 use crate::rpc::socket_path;
+
+/// The annotation the CRI plugin puts on every container of a pod.
+pub const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
 
 /// Finds or launches the daemon of the container's pod and prints its address.
 pub fn run(flags: &containerd_shim::Flags) -> Result<(), String> {
@@ -43,7 +45,7 @@ fn start(opts: &StartOpts) -> containerd_shim::Result<String> {
 /// The id that decides which shim serves a container: its pod's sandbox id, so that all
 /// containers of a pod share one shim; a container outside Kubernetes gets a shim of its own.
 pub fn grouping_id(bundle: &Path, id: &str) -> String {
-    wasmcell_task::Bundle::read(bundle)
+    wasmcell_oci::Bundle::read(bundle)
         .ok()
         .and_then(|bundle| {
             bundle

@@ -3,10 +3,10 @@
 //! containerd runs `shim start` for every container and reads the address it prints. When no
 //! shim serves the container's pod yet, `start` binds the pod's socket and **forks** the daemon
 //! from itself, instead of executing the binary again as the `containerd-shim` crate's `spawn`
-//! does. An exec here costs about a millisecond of CPU and of wall time (the kernel's exec, the
-//! dynamic loader's CPU probes, which trap to the hypervisor in a VM, and the page faults of a
-//! fresh process); `start` has just paid for all of it, and has a single thread, so its child is
-//! a complete process that may do anything. The daemon then:
+//! does. An exec costs the kernel's exec, the dynamic loader's CPU probes (which trap to the
+//! hypervisor in a VM) and the page faults of a fresh process (docs/performance.md has the
+//! figures); `start` has just paid for all of it, and has a single thread, so its child is a
+//! complete process that may do anything. The daemon then:
 //!
 //! 1. takes the shape an executed daemon would have: `/dev/null` as stdio (containerd reads
 //!    `start`'s output until every copy of it is closed), default signal handlers, a

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-use wasmcell_task::stdio::StdinRelay;
+use wasmcell_oci::stdio::StdinRelay;
 
 use crate::error::{Error, Result};
 use crate::host::process::pipe;
@@ -260,9 +260,10 @@ mod tests {
         .attach(master)
         .unwrap();
         console.resize(132, 43).unwrap();
+        // SAFETY: an all-zero `winsize` is a valid value (four integers).
         let mut size: libc::winsize = unsafe { std::mem::zeroed() };
-        // SAFETY: TIOCGWINSZ writes one `winsize` to the pointer.
         assert_eq!(
+            // SAFETY: TIOCGWINSZ writes one `winsize` to the pointer, which points at one.
             unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCGWINSZ, &mut size) },
             0
         );

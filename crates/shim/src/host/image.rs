@@ -11,13 +11,13 @@ use std::os::unix::fs::FileExt;
 use oci_spec::runtime::Spec;
 use wasmcell_image::artifact::{self, Lookup};
 use wasmcell_image::containerd::Containerd;
-use wasmcell_task::entrypoint::{self, Entrypoint};
-use wasmcell_task::Bundle;
+use wasmcell_oci::entrypoint::{self, Entrypoint};
+use wasmcell_oci::Bundle;
 
 use crate::error::{Error, Result};
 
 /// The image lookup of a container, running in a thread of its own from the start of Create so
-/// that its round trips to containerd (about a millisecond) overlap the rootfs mount.
+/// that its round trips to containerd overlap the rootfs mount.
 pub struct PendingLookup {
     started: std::time::Instant,
     outcome: Result<std::thread::JoinHandle<Result<Lookup>>>,
@@ -77,10 +77,10 @@ pub fn find(lookup: PendingLookup, id: &str, bundle: &mut Bundle) -> Result<Entr
     };
     let process = bundle.process()?;
     let args = process.args().as_deref().unwrap_or_default();
-    let arg0 = args.first().ok_or(wasmcell_task::Error::NoProcess)?;
+    let arg0 = args.first().ok_or(wasmcell_oci::Error::NoProcess)?;
     let cwd = process.cwd().to_string_lossy();
     entrypoint::resolve(&bundle.rootfs, arg0, &cwd, &bundle.env()?).map_err(|e| match (e, gone) {
-        (e @ wasmcell_task::Error::EntrypointNotFound { .. }, Some(name)) => {
+        (e @ wasmcell_oci::Error::EntrypointNotFound { .. }, Some(name)) => {
             Error::InvalidArgument(format!(
                 "{e} (the container's image {name} is no longer in containerd, so its wasm \
                  layers, if it had any, could not be read)"

@@ -1,6 +1,6 @@
 //! The host side of the shim, below the task core and the backends: child processes and their
 //! reaping, stdio and terminals, rootfs mounts, the image lookup, cgroup metrics, systemd
-//! scopes, and the process title.
+//! scopes, runc's command line, and the process title.
 
 pub mod console;
 pub mod image;
@@ -9,5 +9,6 @@ pub mod process;
 pub mod proctitle;
 pub mod reaper;
 pub mod rootfs;
+pub mod runc;
 pub mod streams;
 pub mod systemd;

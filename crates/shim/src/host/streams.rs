@@ -1,5 +1,5 @@
 //! A task's standard streams on the shim side: opening the FIFOs, `file://` logs and
-//! `binary://` loggers containerd names (their URIs are parsed by `wasmcell_task::stdio`).
+//! `binary://` loggers containerd names (their URIs are parsed by `wasmcell_oci::stdio`).
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use wasmcell_task::stdio::{self, BinaryLogger, OutputTarget};
+use wasmcell_oci::stdio::{self, BinaryLogger, OutputTarget};
 
 use crate::error::{Error, Result};
 use crate::host::process::{map_fds, pipe, spawn_watched};
@@ -116,7 +116,7 @@ fn spawn_logger(
         ],
     )?;
     let (child, _watch) = spawn_watched(&mut cmd).map_err(|e| {
-        Error::Task(wasmcell_task::Error::Stdio {
+        Error::Task(wasmcell_oci::Error::Stdio {
             what: "stdout",
             uri: format!("binary://{}", logger.path.display()),
             reason: e.to_string(),

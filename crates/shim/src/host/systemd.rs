@@ -8,7 +8,7 @@
 //!
 //! The D-Bus calls go through `busctl` (part of systemd, so present wherever this driver
 //! applies), which keeps a D-Bus client out of the shim. On a host without systemd as init
-//! the same path is taken as a directory layout and created directly, as before.
+//! the same path is taken as a directory layout and created directly.
 
 use std::path::Path;
 use std::process::Command;
@@ -26,9 +26,9 @@ pub fn running() -> bool {
 
 /// The scope unit and slice systemd is asked for when `path` has systemd's form and systemd is
 /// the host's init; `None` when the shim creates the cgroup itself.
-pub fn scope_of(path: &wasmcell_task::CgroupPath) -> Option<(String, String)> {
+pub fn scope_of(path: &wasmcell_oci::CgroupPath) -> Option<(String, String)> {
     match path {
-        wasmcell_task::CgroupPath::Systemd {
+        wasmcell_oci::CgroupPath::Systemd {
             slice,
             prefix,
             name,
@@ -40,7 +40,7 @@ pub fn scope_of(path: &wasmcell_task::CgroupPath) -> Option<(String, String)> {
 /// Whether runc gets `--systemd-cgroup` for `spec` (whose cgroupsPath has systemd's form, on a
 /// host whose init is systemd).
 pub fn drives(spec: &oci_spec::runtime::Spec, id: &str) -> bool {
-    wasmcell_task::CgroupPath::of_spec(spec, id)
+    wasmcell_oci::CgroupPath::of_spec(spec, id)
         .ok()
         .is_some_and(|p| scope_of(&p).is_some())
 }

@@ -5,8 +5,8 @@
 //! connection, a handler thread, a reader, a writer and two or more request threads, besides its
 //! listener and reaper, and hands every request from the reader to a request thread and every
 //! response on to the writer; its client starts a reader and a writer thread. A daemon serves one
-//! short task, so those threads and the hand-offs between them were a large share of the CPU a
-//! task costs (docs/performance.md).
+//! short task, so those threads and the hand-offs between them would be a large share of the CPU
+//! a task costs (docs/performance.md).
 //! Here one thread serves every connection ([`server`]) and answers itself the requests that
 //! never wait; the others get a thread of their own (the daemon names which, in
 //! `crate::daemon`). The events client ([`client`]) makes its calls from the thread that sends

@@ -10,7 +10,7 @@
 //! The envelope is built here rather than by the framework's `RemotePublisher`, which names the
 //! event's type through protobuf reflection: the first use of reflection in a process parses the
 //! descriptors of the whole `.proto` file, comments included, and a daemon serving one short task
-//! paid that every time. The type names of the task events are fixed by containerd's API, so
+//! would pay that every time. The type names of the task events are fixed by containerd's API, so
 //! [`type_url`] names them from the topic (a unit test checks them against reflection).
 
 use std::sync::{mpsc, Arc, Mutex};

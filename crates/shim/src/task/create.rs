@@ -8,9 +8,9 @@ use std::time::Instant;
 use containerd_shim::api::{CreateTaskRequest, CreateTaskResponse};
 use containerd_shim::protos::events::task::{TaskCreate, TaskIO};
 use containerd_shim::protos::topics::TASK_CREATE_EVENT_TOPIC;
-use wasmcell_task::TaskState;
 
-use super::exits::Owner;
+use super::lifecycle::TaskState;
+use super::registry::Owner;
 use super::{Task, Tasks};
 use crate::error::{Error, Result};
 use crate::sync::lock;

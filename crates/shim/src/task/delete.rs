@@ -5,9 +5,9 @@ use std::time::Duration;
 use containerd_shim::api::{DeleteRequest, DeleteResponse};
 use containerd_shim::protos::events::task::TaskDelete;
 use containerd_shim::protos::topics::TASK_DELETE_EVENT_TOPIC;
-use wasmcell_task::Status;
 
 use super::events::timestamp;
+use super::lifecycle::Status;
 use super::Tasks;
 use crate::error::{Error, Result};
 use crate::sync::{lock, wait_timeout_while};

@@ -15,30 +15,13 @@ use containerd_shim::protos::events::task::{TaskExecAdded, TaskExecStarted, Task
 use containerd_shim::protos::topics::{
     TASK_EXEC_ADDED_EVENT_TOPIC, TASK_EXEC_STARTED_EVENT_TOPIC, TASK_EXIT_EVENT_TOPIC,
 };
-use wasmcell_task::{Status, TaskState};
 
 use super::events::timestamp;
-use super::exits::{finish_exit, Owner, CONSOLE_DRAIN_TIMEOUT};
-use super::{Task, Tasks};
-use crate::backend::ExecBackend;
+use super::lifecycle::{Status, TaskState};
+use super::registry::{Exec, Owner, Task, Tasks};
+use super::report::{finish_exit, CONSOLE_DRAIN_TIMEOUT};
 use crate::error::{Error, Result};
 use crate::sync::{lock, wait_timeout_while, wait_while};
-
-/// One exec process of a task.
-pub(super) struct Exec {
-    id: String,
-    backend: Box<dyn ExecBackend>,
-    /// When Exec began making it: only an exit reaped after this can be its process's.
-    created: Instant,
-    stdin: String,
-    stdout: String,
-    stderr: String,
-    /// Its pid as containerd sees it once started (0 before), and the pid whose exit is its.
-    pid: Mutex<u32>,
-    watched: Mutex<i32>,
-    state: Mutex<TaskState>,
-    changed: Condvar,
-}
 
 /// Waits, at most `timeout`, until `execs` have exited (their exits reported): a container's
 /// exit is reported after those of the execs that die with it, as containerd's runc shim

@@ -1,9 +1,9 @@
 //! State: what containerd shows in `ctr task ls`.
 
 use containerd_shim::api::{StateRequest, StateResponse, Status as ApiStatus};
-use wasmcell_task::Status;
 
 use super::events::timestamp;
+use super::lifecycle::Status;
 use super::Tasks;
 use crate::error::Result;
 use crate::sync::lock;

@@ -14,7 +14,8 @@ use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::MessageDyn;
 
 use super::events::EventSender;
-use super::{ExitSource, Tasks};
+use super::exit_source::ExitSource;
+use super::Tasks;
 use crate::backend::{Backend, ExecBackend, ExecIo, ExecStarted, Launch, Launched};
 use crate::error::{Error, Result};
 use crate::sync::lock;

@@ -1,5 +1,6 @@
 //! Writes the test fixtures (wasm programs) into a directory: `wasmcell-fixtures DIR`.
 //! `make demo` uses it for its hello image.
+#![forbid(unsafe_code)]
 
 fn main() {
     let Some(dir) = std::env::args_os().nth(1) else {

@@ -1,25 +1,27 @@
-//! A cell whose component serves HTTP (`wasmcell_engine::serve`): the engine it needs, and the
-//! server's socket, bound inside the container's network namespace before the cell reports
+//! A cell whose component serves HTTP (`wasmcell_engine::http_server`): the engine it needs,
+//! and the server's socket, bound inside the container's network namespace before the cell reports
 //! that it is ready (so a readiness probe or a first request never finds nothing listening),
 //! with SIGTERM and SIGINT turned into a drain.
 
 use std::net::TcpListener;
 use std::os::fd::OwnedFd;
 
-use wasmcell_engine::serve::settings::{self, Settings};
-use wasmcell_engine::world::{Exports, CLI_RUN};
-use wasmcell_engine::{linear_memory_cap, Engine, Pool};
-use wasmcell_task::RunSpec;
+use wasmcell_engine::http_server::{self, Settings};
+use wasmcell_engine::{linear_memory_cap, Engine, Exports, Mode, Pool};
+use wasmcell_oci::RunSpec;
 
-/// The engine `wasm` needs (the serving one for any component that can be served, as
-/// [`Engine::for_program`] decides), and how to serve it if it is to be served.
-pub fn engine_for(wasm: &[u8], spec: &RunSpec) -> Result<(Engine, Option<Settings>), String> {
-    let exports = Exports::of(wasm);
+/// The engine a program with `exports` needs (the serving one for any component that can be
+/// served, as [`Engine::for_program`] decides from the same exports), and, when `mode` is
+/// [`Mode::HttpHandler`], how to serve it, with an instance pool sized by those settings.
+pub fn engine_for(
+    exports: &Exports,
+    mode: Mode,
+    spec: &RunSpec,
+) -> Result<(Engine, Option<Settings>), String> {
     if !exports.handles_http() {
         return Ok((Engine::new().map_err(|e| e.to_string())?, None));
     }
-    let serves = !exports.has(CLI_RUN) || settings::serve_requested(&spec.env);
-    if !serves {
+    if mode == Mode::Command {
         return Ok((Engine::serving(None).map_err(|e| e.to_string())?, None));
     }
     let settings = Settings::from_env(&spec.env, cpu_limit(spec))?;
@@ -43,7 +45,7 @@ fn cpu_limit(spec: &RunSpec) -> Option<f64> {
 }
 
 /// The server's socket and its drain signal, made before the cell reports ready.
-pub struct Server {
+pub struct HttpListener {
     /// How to serve.
     pub settings: Settings,
     /// The bound, listening socket.
@@ -52,12 +54,12 @@ pub struct Server {
     pub drain: OwnedFd,
 }
 
-impl Server {
+impl HttpListener {
     /// Binds the socket and makes SIGTERM and SIGINT start a drain.
-    pub fn open(settings: Settings) -> Result<Server, String> {
-        let listener = wasmcell_engine::serve::bind(&settings).map_err(|e| e.to_string())?;
+    pub fn open(settings: Settings) -> Result<HttpListener, String> {
+        let listener = http_server::bind(&settings).map_err(|e| e.to_string())?;
         let drain = crate::supervisor::drain_on_terminating_signals()?;
-        Ok(Server {
+        Ok(HttpListener {
             settings,
             listener,
             drain,

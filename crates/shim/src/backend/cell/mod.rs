@@ -2,46 +2,27 @@
 //! ([`launch`], [`CellTask`]), and the shim side of `wasmcell_cell`'s protocol ([`Cell`]).
 
 use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use wasmcell_cell::{Ready, Role, CONTROL_FD, PROGRAM_FD, START_BYTE, STATUS_FD};
+use wasmcell_cell::{Ready, Role};
 use wasmcell_cgroup::{Cgroup, Hierarchy};
-use wasmcell_task::entrypoint::Entrypoint;
-use wasmcell_task::isolation::NamespaceKind;
-use wasmcell_task::{Bundle, CgroupPath, Resources, RunSpec};
+use wasmcell_oci::entrypoint::Entrypoint;
+use wasmcell_oci::isolation::NamespaceKind;
+use wasmcell_oci::{Bundle, CgroupPath, Resources, RunSpec};
+
+mod process;
+
+use process::{Cell, Placement};
 
 use super::{Backend, ExecBackend, ExecIo, ExecStarted, CELL_ARG};
 use crate::error::{Error, Result};
 use crate::host::console::{self, Console, ConsoleIo};
-use crate::host::process::{map_fds, pipe, spawn_watched};
 use crate::host::systemd;
-use crate::sync::lock;
-
-/// How a new cell gets into its cgroup.
-pub enum Placement<'a> {
-    /// It writes itself into this cgroup (created beforehand).
-    JoinItself(&'a Cgroup),
-    /// This puts the cell's pid into its cgroup (a systemd scope, which can only be created
-    /// with a process in it) before the cell gets its orders.
-    BySystemd(&'a Cgroup, &'a dyn Fn(i32) -> Result<()>),
-}
-
-impl Placement<'_> {
-    fn cgroup(&self) -> &Cgroup {
-        match self {
-            Placement::JoinItself(cgroup) | Placement::BySystemd(cgroup, _) => cgroup,
-        }
-    }
-}
 
 /// File in the bundle that records a cell's pid, for `shim delete` after a shim crash.
 pub const CELL_PID_FILE: &str = "cell.pid";
@@ -217,7 +198,7 @@ impl Backend for CellTask {
     }
 
     fn update(&self, resources: &oci_spec::runtime::LinuxResources, _json: &[u8]) -> Result<()> {
-        let resources = Resources::from_oci(resources).map_err(wasmcell_task::Error::from)?;
+        let resources = Resources::from_oci(resources).map_err(wasmcell_oci::Error::from)?;
         self.cgroup
             .apply(&resources)
             .map_err(|e| Error::Internal(format!("update task {}: {e}", self.id)))?;
@@ -466,206 +447,6 @@ impl Drop for ScopeGuard {
     fn drop(&mut self) {
         if let Some((unit, _)) = self.0.take() {
             systemd::stop_scope(&unit);
-        }
-    }
-}
-
-/// A running (or prepared, not yet started) cell.
-pub struct Cell {
-    /// The cell's pid.
-    pub pid: i32,
-    control: Mutex<Option<File>>,
-    /// The status pipe after the status line (non-blocking), and what was read of it: a cell
-    /// with a PID namespace writes [`wasmcell_cell::OOM_KILLED`] there when the OOM killer
-    /// killed its guest.
-    after_status: Mutex<(Option<File>, Vec<u8>)>,
-}
-
-impl Cell {
-    /// Starts a cell for `spec` and waits until it has loaded and linked `program`, at most
-    /// `prepare_timeout` (the compile deadline). `place` says how the new cell gets into its
-    /// cgroup ([`Placement`]).
-    #[allow(clippy::too_many_arguments)]
-    pub fn spawn(
-        spec: &RunSpec,
-        role: Role,
-        program: File,
-        stdout: OwnedFd,
-        stderr: OwnedFd,
-        prepare_timeout: Duration,
-        place: Placement<'_>,
-    ) -> Result<(Cell, Ready)> {
-        let (control_r, mut control_w) = pipe()?;
-        let (mut status_r, status_w) = pipe()?;
-        let fds = [
-            stdout.as_fd(),
-            stderr.as_fd(),
-            control_r.as_fd(),
-            status_w.as_fd(),
-            program.as_fd(),
-        ];
-        let pid = match super::zygote::get().map(|z| z.spawn_cell(&spec.id, fds)) {
-            Some(Ok(pid)) => pid,
-            Some(Err(e)) => {
-                log::warn!("task {}: {e}; executing the cell instead", spec.id);
-                exec_cell(&spec.id, fds)?
-            }
-            None => exec_cell(&spec.id, fds)?,
-        };
-        drop((control_r, status_w, program, stdout, stderr));
-        let cell = Cell {
-            pid,
-            control: Mutex::new(None),
-            after_status: Mutex::new((None, Vec::new())),
-        };
-        let oom_kill_file = place.cgroup().oom_kill_file();
-
-        // The cell moves itself into the cgroup before it loads anything (see
-        // `wasmcell_cgroup::join_self` for why it is not moved from here), unless systemd
-        // puts it there.
-        let join = match place {
-            Placement::JoinItself(cgroup) => cgroup.self_join_files(),
-            Placement::BySystemd(_, place) => match place(pid) {
-                Ok(()) => Vec::new(),
-                Err(e) => {
-                    cell.kill(Signal::SIGKILL);
-                    return Err(e);
-                }
-            },
-        };
-        if let Err(e) = wasmcell_cell::write_orders(&mut control_w, join, role, oom_kill_file, spec)
-        {
-            cell.kill(Signal::SIGKILL);
-            return Err(Error::io("send the run spec to the cell", e));
-        }
-
-        let ready = match wait_status(&mut status_r, prepare_timeout) {
-            Ok((line, rest)) => {
-                let _ = nix::fcntl::fcntl(
-                    status_r.as_fd(),
-                    nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-                );
-                *lock(&cell.after_status) = (Some(status_r), rest);
-                wasmcell_cell::parse_status(&line)
-            }
-            Err(e) => {
-                cell.kill(Signal::SIGKILL);
-                return Err(e);
-            }
-        };
-        match ready {
-            Ok(ready) => {
-                *lock(&cell.control) = Some(control_w);
-                Ok((cell, ready))
-            }
-            Err(message) => {
-                cell.kill(Signal::SIGKILL);
-                Err(Error::InvalidArgument(message))
-            }
-        }
-    }
-
-    /// Whether the cell said the OOM killer killed its guest: read once the cell has exited
-    /// (its supervisor writes before it ends), after which the pipe is closed.
-    pub fn reported_oom_kill(&self) -> bool {
-        let mut after = lock(&self.after_status);
-        let (pipe, seen) = &mut *after;
-        if let Some(mut file) = pipe.take() {
-            let mut buf = [0u8; 256];
-            while let Ok(n @ 1..) = file.read(&mut buf) {
-                seen.extend_from_slice(&buf[..n]);
-            }
-        }
-        String::from_utf8_lossy(seen)
-            .lines()
-            .any(|l| l == wasmcell_cell::OOM_KILLED)
-    }
-
-    /// Lets the prepared guest run.
-    pub fn start(&self) -> Result<()> {
-        let mut control = lock(&self.control);
-        let mut file = control
-            .take()
-            .ok_or_else(|| Error::Internal("cell was already started".into()))?;
-        file.write_all(&[START_BYTE])
-            .map_err(|e| Error::io("start the cell (it has exited)", e))
-    }
-
-    /// Sends `signal` to the cell; a cell that is gone already is not an error here.
-    pub fn kill(&self, signal: Signal) {
-        let _ = kill(Pid::from_raw(self.pid), signal);
-    }
-
-    /// Sends a raw signal number.
-    pub fn signal(&self, signal: u32) -> Result<()> {
-        let sig = Signal::try_from(signal as i32)
-            .map_err(|_| Error::InvalidArgument(format!("invalid signal {signal}")))?;
-        kill(Pid::from_raw(self.pid), sig).map_err(|e| match e {
-            nix::errno::Errno::ESRCH => Error::NotFound("process already finished".into()),
-            e => Error::io(format!("kill cell {}", self.pid), e),
-        })
-    }
-}
-
-/// Executes the shim binary as the cell of container `id` with `fds` (in the order of
-/// [`super::zygote::CELL_FDS`]); its pid.
-fn exec_cell(id: &str, fds: [BorrowedFd<'_>; super::zygote::CELL_FDS]) -> Result<i32> {
-    let [stdout, stderr, control_r, status_w, program] = fds;
-    let exe = std::env::current_exe().map_err(|e| Error::io("find the shim binary", e))?;
-    let mut cmd = Command::new(exe);
-    cmd.arg(CELL_ARG)
-        .arg(id)
-        .env_clear()
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(dup(stdout)?))
-        .stderr(Stdio::from(dup(stderr)?));
-    let _staged = map_fds(
-        &mut cmd,
-        &[
-            (&control_r, CONTROL_FD),
-            (&status_w, STATUS_FD),
-            (&program, PROGRAM_FD),
-        ],
-    )?;
-    let (child, _watch) = spawn_watched(&mut cmd)?;
-    Ok(child.id() as i32)
-}
-
-fn dup(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
-    fd.try_clone_to_owned()
-        .map_err(|e| Error::io("duplicate an fd for the cell", e))
-}
-
-/// Reads the cell's status line, waiting at most `timeout` for it: the line (empty if the cell
-/// closed the pipe without one), and any bytes read past it.
-fn wait_status(status: &mut File, timeout: Duration) -> Result<(String, Vec<u8>)> {
-    let deadline = std::time::Instant::now() + timeout;
-    let mut read = Vec::new();
-    loop {
-        if let Some(end) = read.iter().position(|b| *b == b'\n') {
-            let rest = read.split_off(end + 1);
-            return Ok((String::from_utf8_lossy(&read).into_owned(), rest));
-        }
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let ms = left.as_millis().min(i32::MAX as u128) as i32;
-        let mut fds = [PollFd::new(status.as_fd(), PollFlags::POLLIN)];
-        let n = match poll(
-            &mut fds,
-            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
-        ) {
-            Err(nix::errno::Errno::EINTR) => continue,
-            r => r.map_err(|e| Error::io("wait for the cell", e))?,
-        };
-        if n == 0 {
-            return Err(Error::prepare_deadline(timeout));
-        }
-        let mut buf = [0u8; 512];
-        match status.read(&mut buf) {
-            Ok(0) => return Ok((String::from_utf8_lossy(&read).into_owned(), Vec::new())),
-            Ok(n) => read.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::io("read the cell's status", e)),
         }
     }
 }

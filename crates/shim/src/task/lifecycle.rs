@@ -2,14 +2,14 @@
 //!
 //! `Created → Running → Stopped → Deleted`, with `Created → Stopped` when a task is killed or
 //! deleted before it starts, and `Running ⇄ Paused` (a paused task that exits, or is killed
-//! with SIGKILL, which thaws it, goes on from there). An invalid transition is an [`Error::InvalidState`] (containerd's
-//! FailedPrecondition), never a panic; a second exit is reported as such so that the shim never
+//! with SIGKILL, which thaws it, goes on from there). An invalid transition is an
+//! [`Error::FailedPrecondition`] (containerd's FailedPrecondition), never a panic; a second exit is reported as such so that the shim never
 //! publishes a duplicate TaskExit.
 
 use std::fmt;
 use std::time::SystemTime;
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Where a task is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,11 +76,10 @@ impl TaskState {
     }
 
     fn invalid(&self, operation: &'static str) -> Error {
-        Error::InvalidState {
-            id: self.id.clone(),
-            status: self.status,
-            operation,
-        }
+        Error::FailedPrecondition(format!(
+            "task {} is {}: cannot {operation}",
+            self.id, self.status
+        ))
     }
 
     /// Checks that the task can start.
@@ -107,14 +106,6 @@ impl TaskState {
                 true
             }
             Status::Stopped | Status::Deleted => false,
-        }
-    }
-
-    /// Checks that a signal can be delivered.
-    pub fn check_kill(&self) -> Result<()> {
-        match self.status {
-            Status::Created | Status::Running | Status::Paused => Ok(()),
-            _ => Err(self.invalid("kill")),
         }
     }
 
@@ -171,6 +162,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_invalid_transition_is_a_failed_precondition_naming_the_task() {
+        let mut task = TaskState::new("x");
+        task.started().expect("a created task starts");
+        let again = task
+            .check_start()
+            .expect_err("a running task does not start again");
+        assert_eq!(
+            again.code(),
+            containerd_shim::protos::ttrpc::Code::FAILED_PRECONDITION
+        );
+        assert_eq!(again.to_string(), "task x is running: cannot start");
+    }
+
+    #[test]
     fn lifecycle() {
         let mut t = TaskState::new("a");
         assert_eq!(t.status(), Status::Created);
@@ -185,7 +190,6 @@ mod tests {
         assert!(t.exited(137, now));
         assert!(!t.exited(0, now), "a second exit is refused");
         assert_eq!(t.exit().map(|e| e.code), Some(137));
-        assert!(t.check_kill().is_err());
         assert_eq!(t.deleted().map(|e| e.code).ok(), Some(137));
         assert!(t.deleted().is_err());
     }
@@ -208,7 +212,6 @@ mod tests {
         t.frozen(true).expect("pause");
         assert_eq!(t.status(), Status::Paused);
         assert!(t.frozen(true).is_err(), "no second pause");
-        assert!(t.check_kill().is_ok());
         t.frozen(false).expect("resume");
         assert_eq!(t.status(), Status::Running);
         t.frozen(true).expect("pause");

@@ -4,8 +4,8 @@
 //! Why not a general filter library: the usual layout is one comparison per listed call, in a
 //! row. Since Linux 5.11 the kernel runs every new filter once per system call number of each
 //! architecture when it is installed, to learn which calls it may allow without running it
-//! again, so a row of some 130 comparisons costs the cell tens of thousands of emulated
-//! instructions at every start (docs/performance.md). A search over the sorted numbers answers
+//! again, so a long row of comparisons is run over and over at every start
+//! (docs/performance.md has the cost). A search over the sorted numbers answers
 //! any call in about eight comparisons, at install and at every checked call after it.
 //!
 //! Layout of the program:
@@ -61,11 +61,17 @@ impl Action {
 /// libseccomp's `SCMP_CMP_*` do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compare {
+    /// Equal.
     Eq,
+    /// Not equal.
     Ne,
+    /// Less than.
     Lt,
+    /// Less than or equal.
     Le,
+    /// Greater than.
     Gt,
+    /// Greater than or equal.
     Ge,
     /// The argument's bits under the mask equal the value.
     MaskedEq(u64),
@@ -74,8 +80,11 @@ pub enum Compare {
 /// A comparison of one argument (0 to 5), on all of its 64 bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Condition {
+    /// Which argument (0 to 5).
     pub arg: u8,
+    /// How it is compared.
     pub op: Compare,
+    /// What it is compared with.
     pub value: u64,
 }
 
@@ -100,7 +109,9 @@ impl Condition {
 /// holds (no condition: always).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Case {
+    /// What must hold, all of it.
     pub conditions: Vec<Condition>,
+    /// The answer when it does.
     pub action: Action,
 }
 
@@ -109,10 +120,13 @@ pub struct Case {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Check {
     /// None of `mask`'s bits is set.
+    #[allow(missing_docs)]
     BitsClear { arg: u8, mask: u32 },
     /// All of `mask`'s bits are set.
+    #[allow(missing_docs)]
     BitsSet { arg: u8, mask: u32 },
     /// The argument is one of `values`.
+    #[allow(missing_docs)]
     OneOf { arg: u8, values: Vec<u32> },
 }
 
@@ -480,319 +494,5 @@ impl Policy {
             }
         }
         Ok(block)
-    }
-}
-
-#[cfg(any(test, fuzzing))]
-pub(crate) mod interpreter {
-    //! The part of classic BPF the compiler emits, run as the kernel runs it, so tests (and
-    //! the fuzz target `fuzz/fuzz_targets/seccomp_policy.rs`) can ask a compiled program for
-    //! its answer to any call.
-    use super::*;
-
-    /// The program's return value for a call, or why the program is not one the kernel would
-    /// run (a jump out of it, an instruction this module does not emit, no `ret` at the end).
-    pub fn run(
-        program: &[Instruction],
-        arch: u32,
-        nr: u32,
-        args: &[u64; 6],
-    ) -> Result<u32, String> {
-        trace(program, arch, nr, args).map(|(value, _)| value)
-    }
-
-    /// [`run`]'s return value and the number of instructions it ran.
-    pub fn trace(
-        program: &[Instruction],
-        arch: u32,
-        nr: u32,
-        args: &[u64; 6],
-    ) -> Result<(u32, usize), String> {
-        let mut data = Vec::with_capacity(64);
-        data.extend(nr.to_ne_bytes());
-        data.extend(arch.to_ne_bytes());
-        data.extend(0u64.to_ne_bytes());
-        for arg in args {
-            data.extend(arg.to_ne_bytes());
-        }
-        let mut accumulator = 0u32;
-        let mut pc = 0usize;
-        let mut executed = 0usize;
-        loop {
-            executed += 1;
-            let insn = program
-                .get(pc)
-                .ok_or(format!("fell off the program at {pc}"))?;
-            let code = u32::from(insn.code);
-            pc += 1;
-            match code {
-                c if c == libc::BPF_LD | libc::BPF_W | libc::BPF_ABS => {
-                    let at = insn.k as usize;
-                    let word = data.get(at..at + 4).ok_or(format!("load at {at}"))?;
-                    accumulator = u32::from_ne_bytes(word.try_into().expect("four bytes"));
-                }
-                c if c == libc::BPF_ALU | libc::BPF_AND | libc::BPF_K => accumulator &= insn.k,
-                c if c == libc::BPF_RET | libc::BPF_K => return Ok((insn.k, executed)),
-                c if c == libc::BPF_JMP | libc::BPF_JA => pc += insn.k as usize,
-                c if c & 0x07 == libc::BPF_JMP => {
-                    let taken = match c & 0xf0 {
-                        op if op == libc::BPF_JEQ => accumulator == insn.k,
-                        op if op == libc::BPF_JGE => accumulator >= insn.k,
-                        op if op == libc::BPF_JGT => accumulator > insn.k,
-                        op if op == libc::BPF_JSET => accumulator & insn.k != 0,
-                        op => return Err(format!("jump op {op:#x}")),
-                    };
-                    pc += usize::from(if taken { insn.jt } else { insn.jf });
-                }
-                c => return Err(format!("instruction {c:#x}")),
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::interpreter::run;
-    use super::*;
-
-    const ARCH: u32 = 0xc000_003e;
-    const EPERM: Action = Action::Errno(1);
-
-    /// What `policy` says about a call, straight from its table.
-    fn expected(policy: &Policy, nr: u32, args: &[u64; 6]) -> u32 {
-        match policy.calls.get(&nr) {
-            None => policy.default.ret_value(),
-            Some(rule) => rule.answer(args, policy.default).ret_value(),
-        }
-    }
-
-    fn assert_same_answers(policy: &Policy, numbers: impl Iterator<Item = u32>, args: &[[u64; 6]]) {
-        let program = policy.compile().expect("compile");
-        for nr in numbers {
-            for a in args {
-                assert_eq!(
-                    run(&program, policy.arch, nr, a),
-                    Ok(expected(policy, nr, a)),
-                    "call {nr} with {a:?}"
-                );
-            }
-        }
-    }
-
-    fn sample_policy() -> Policy {
-        let mut calls = BTreeMap::new();
-        for nr in [0, 1, 2, 3, 5, 8, 9, 10, 60, 61, 231, 435, 439] {
-            calls.insert(nr, Rule::Always(Action::Allow));
-        }
-        calls.insert(4, Rule::Always(Action::Errno(38)));
-        calls.insert(11, Rule::Allow(Check::BitsClear { arg: 2, mask: 4 }));
-        calls.insert(
-            56,
-            Rule::Allow(Check::BitsSet {
-                arg: 0,
-                mask: 0x10000,
-            }),
-        );
-        calls.insert(
-            41,
-            Rule::Allow(Check::OneOf {
-                arg: 0,
-                values: vec![2, 10],
-            }),
-        );
-        calls.insert(u32::MAX, Rule::Always(Action::Allow));
-        Policy {
-            arch: ARCH,
-            calls,
-            default: EPERM,
-        }
-    }
-
-    fn sample_args() -> Vec<[u64; 6]> {
-        let mut args = vec![[0; 6]];
-        for value in [
-            1,
-            2,
-            4,
-            5,
-            10,
-            0x10000,
-            0x10004,
-            0xffff_ffff,
-            0x1_0000_0000,
-            u64::MAX,
-        ] {
-            for arg in 0..6 {
-                let mut a = [0; 6];
-                a[arg] = value;
-                args.push(a);
-            }
-        }
-        args
-    }
-
-    #[test]
-    fn every_call_number_gets_the_answer_of_its_table() {
-        let policy = sample_policy();
-        let edges = [
-            0x4000_0000,
-            0x4000_0001,
-            0x8000_0000,
-            u32::MAX - 1,
-            u32::MAX,
-        ];
-        assert_same_answers(&policy, (0..1024).chain(edges), &sample_args());
-    }
-
-    #[test]
-    fn a_foreign_architecture_kills_the_process() {
-        let program = sample_policy().compile().expect("compile");
-        for arch in [0x4000_0003, 0xc000_00b7, 0] {
-            assert_eq!(
-                run(&program, arch, 0, &[0; 6]),
-                Ok(Action::KillProcess.ret_value())
-            );
-        }
-    }
-
-    #[test]
-    fn allowed_neighbours_share_one_range_and_the_search_is_short() {
-        let mut calls = BTreeMap::new();
-        for nr in 0..300 {
-            calls.insert(nr, Rule::Always(Action::Allow));
-        }
-        let policy = Policy {
-            arch: ARCH,
-            calls,
-            default: EPERM,
-        };
-        // arch check (3), load, one comparison, two answers
-        assert_eq!(policy.compile().expect("compile").len(), 7);
-    }
-
-    #[test]
-    fn halves_longer_than_a_conditional_jump_are_reached_through_an_unconditional_one() {
-        // Every other number allowed, every third checked: about 1,400 ranges.
-        let mut calls = BTreeMap::new();
-        for nr in (0..1400).step_by(2) {
-            let rule = if nr % 3 == 0 {
-                Rule::Allow(Check::OneOf {
-                    arg: 1,
-                    values: vec![5, 10, 0xffff_ffff],
-                })
-            } else {
-                Rule::Always(Action::Allow)
-            };
-            calls.insert(nr, rule);
-        }
-        let policy = Policy {
-            arch: ARCH,
-            calls,
-            default: Action::Errno(13),
-        };
-        let program = policy.compile().expect("compile");
-        assert!(program.len() > 1000);
-        let unconditional = (libc::BPF_JMP | libc::BPF_JA) as u16;
-        assert!(program.iter().any(|i| i.code == unconditional));
-        assert_same_answers(&policy, 0..1500, &sample_args());
-    }
-
-    #[test]
-    fn a_program_longer_than_the_kernel_takes_is_an_error() {
-        let mut calls = BTreeMap::new();
-        for nr in (0..20_000).step_by(2) {
-            calls.insert(nr, Rule::Always(Action::Allow));
-        }
-        let policy = Policy {
-            arch: ARCH,
-            calls,
-            default: EPERM,
-        };
-        let error = policy.compile().expect_err("too long");
-        assert!(error.contains("more than the kernel's 4096"), "{error}");
-    }
-
-    /// Values at the edges of every comparison: around the high and low words' boundaries.
-    fn edge_values() -> Vec<u64> {
-        let mut v = Vec::new();
-        for base in [0u64, 1, 0xffff_ffff, 0x1_0000_0000, 0x1_0000_0001, u64::MAX] {
-            v.extend([base.wrapping_sub(1), base, base.wrapping_add(1)]);
-        }
-        v.extend([0x8000_0000, 0x7e01_0000, 0x2000_0000_0000_0005]);
-        v
-    }
-
-    #[test]
-    fn cases_compare_whole_64_bit_arguments_as_their_table_says() {
-        let values = edge_values();
-        let ops = [
-            Compare::Eq,
-            Compare::Ne,
-            Compare::Lt,
-            Compare::Le,
-            Compare::Gt,
-            Compare::Ge,
-            Compare::MaskedEq(0x7e02_0000),
-            Compare::MaskedEq(0xffff_0000_0000_ffff),
-        ];
-        let mut args = Vec::new();
-        for v in &values {
-            for w in [0, 1] {
-                args.push([*v, w, *v, 0, 0, *v]);
-            }
-        }
-        // One policy per comparison: all of them would not fit in one program.
-        for op in ops {
-            let mut calls = BTreeMap::new();
-            let mut nr = 0;
-            for value in &values {
-                let value = match op {
-                    Compare::MaskedEq(mask) => value & mask,
-                    _ => *value,
-                };
-                let case = |arg| Case {
-                    conditions: vec![Condition { arg, op, value }],
-                    action: Action::Errno(7),
-                };
-                calls.insert(nr, Rule::Cases(vec![case(0)]));
-                // The same on the sixth argument, and a second case that two conditions make.
-                calls.insert(
-                    nr + 1,
-                    Rule::Cases(vec![
-                        case(5),
-                        Case {
-                            conditions: vec![
-                                Condition {
-                                    arg: 1,
-                                    op: Compare::Ne,
-                                    value: 0,
-                                },
-                                Condition { arg: 2, op, value },
-                            ],
-                            action: Action::Trap,
-                        },
-                    ]),
-                );
-                nr += 2;
-            }
-            let policy = Policy {
-                arch: ARCH,
-                calls,
-                default: Action::Allow,
-            };
-            assert_same_answers(&policy, 0..nr + 2, &args);
-        }
-    }
-
-    #[test]
-    fn a_check_of_a_seventh_argument_is_an_error() {
-        let mut calls = BTreeMap::new();
-        calls.insert(1, Rule::Allow(Check::BitsClear { arg: 6, mask: 1 }));
-        let policy = Policy {
-            arch: ARCH,
-            calls,
-            default: EPERM,
-        };
-        assert!(policy.compile().expect_err("arg 6").contains("argument 6"));
     }
 }

@@ -60,16 +60,6 @@ pub enum Error {
         /// The 4 version bytes, hex.
         version: String,
     },
-    /// A task operation is not valid in the task's current state.
-    #[error("task {id} is {status}: cannot {operation}")]
-    InvalidState {
-        /// Task id.
-        id: String,
-        /// Current status.
-        status: state::Status,
-        /// What was attempted.
-        operation: &'static str,
-    },
     /// A stdio URI containerd handed us is not understood.
     #[error("unsupported stdio {what} {uri:?}: {reason}")]
     Stdio {
@@ -90,8 +80,6 @@ pub enum Error {
         source: std::io::Error,
     },
 }
-
-use crate::state;
 
 impl Error {
     /// Wraps an I/O error with what was being done.

@@ -296,7 +296,7 @@ mod tests {
             let err = resolve(rootfs, "/dev.wasm", "/", &[]).expect_err("a device");
             assert!(err.to_string().contains("is a character device"), "{err}");
         }
-        // A directory of that name is passed over, as before.
+        // A directory of that name is passed over too.
         std::fs::create_dir(rootfs.join("dir.wasm")).expect("mkdir");
         let err = resolve(rootfs, "/dir.wasm", "/", &[]).expect_err("a directory");
         assert!(matches!(err, Error::EntrypointNotFound { .. }), "{err}");

@@ -46,21 +46,22 @@ use budget::{MemoryBudget, RequestLimits};
 pub use output::{LineOutput, LineStream, Target};
 pub use settings::Settings;
 
-use crate::run::{Grants, RequestGrants};
+use crate::grants::{Grants, RequestGrants};
+use crate::memory::requests_memory_budget;
 use crate::{Error, Result};
 
 /// How often the engine's epoch ticks while serving: the granularity of request deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Store data of one request.
-pub struct ServeState {
+pub struct RequestState {
     ctx: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
     limits: RequestLimits,
 }
 
-impl WasiView for ServeState {
+impl WasiView for RequestState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
             ctx: &mut self.ctx,
@@ -69,7 +70,7 @@ impl WasiView for ServeState {
     }
 }
 
-impl WasiHttpView for ServeState {
+impl WasiHttpView for RequestState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         WasiHttpCtxView {
             ctx: &mut self.http,
@@ -83,8 +84,8 @@ impl WasiHttpView for ServeState {
 pub(crate) fn link(
     engine: &wasmtime::Engine,
     component: &wasmtime::component::Component,
-) -> std::result::Result<ProxyPre<ServeState>, String> {
-    let mut linker = wasmtime::component::Linker::<ServeState>::new(engine);
+) -> std::result::Result<ProxyPre<RequestState>, String> {
+    let mut linker = wasmtime::component::Linker::<RequestState>::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| format!("{e:#}"))?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
         .map_err(|e| format!("{e:#}"))?;
@@ -107,7 +108,7 @@ pub fn bind(settings: &Settings) -> Result<std::net::TcpListener> {
 
 /// What every request shares.
 struct Shared {
-    pre: ProxyPre<ServeState>,
+    pre: ProxyPre<RequestState>,
     grants: RequestGrants,
     settings: Settings,
     in_flight: Arc<Semaphore>,
@@ -117,7 +118,7 @@ struct Shared {
 
 impl Shared {
     /// A fresh store for one request, with the guest's grants and the request's deadline.
-    fn store(&self, deadline: Instant) -> Store<ServeState> {
+    fn store(&self, deadline: Instant) -> Store<RequestState> {
         let mut builder = WasiCtxBuilder::new();
         self.grants.setup.configure(&mut builder);
         builder
@@ -127,7 +128,7 @@ impl Shared {
         // The directories were opened once, before the cell gave up its view of the host; each
         // request gets handles to the same ones.
         *ctx.filesystem() = self.grants.filesystem.clone();
-        let state = ServeState {
+        let state = RequestState {
             ctx,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
@@ -149,7 +150,7 @@ impl Shared {
 
 /// Serves until the drain fd becomes readable and the requests in flight have ended; 0.
 pub fn serve(
-    pre: ProxyPre<ServeState>,
+    pre: ProxyPre<RequestState>,
     grants: Grants,
     settings: Settings,
     listener: std::net::TcpListener,
@@ -169,7 +170,7 @@ pub fn serve(
         memory: grants
             .setup
             .memory_limit
-            .map(|limit| MemoryBudget::new(crate::requests_memory_budget(limit))),
+            .map(|limit| MemoryBudget::new(requests_memory_budget(limit))),
         pre,
         grants,
         settings,
