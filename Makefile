@@ -40,14 +40,17 @@ build:
 fixtures:
 	$(CARGO) build --release -p wasmcell-e2e --bins
 
-# Lint: formatting and clippy with warnings as errors.
+# Lint: formatting, clippy with warnings as errors, no import circle between the files of any
+# crate, and the dependency tree against the advisory database (offline; test/scripts/audit.sh).
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+	python3 test/scripts/module-cycles.py
+	bash test/scripts/audit.sh
 
 # Build the pinned third-party tools (test/tools/versions.env) once, into a cache outside the repo.
 tools:
-	bash test/tools/build.sh containerd crictl critest nerdctl crane kubernetes-validate kubernetes etcd cni-plugins cargo-fuzz >/dev/null
+	bash test/tools/build.sh containerd crictl critest nerdctl crane kubernetes-validate kubernetes etcd cni-plugins cargo-fuzz cargo-audit >/dev/null
 
 # The whole test suite: unit tests and the end-to-end suites against a private containerd 2.x,
 # then against Debian's containerd 1.6.

@@ -133,6 +133,12 @@ build_cargo_fuzz() {
   cargo install --quiet --locked --root "$1" cargo-fuzz --version "$CARGO_FUZZ_VERSION"
 }
 
+# cargo-audit (crates.io): checks Cargo.lock against the RustSec advisory database, read offline
+# from the snapshot in ../shared/advisory-db (test/scripts/audit.sh).
+build_cargo_audit() {
+  cargo install --quiet --locked --root "$1" cargo-audit --version "$CARGO_AUDIT_VERSION"
+}
+
 build_wasmtime_cli() {
   cargo install --quiet --locked --root "$1" wasmtime-cli --version "$WASMTIME_CLI_VERSION" \
     --no-default-features \
@@ -157,9 +163,10 @@ for name in "$@"; do
     cni-plugins) tool cni-plugins "$CNI_PLUGINS_VERSION" build_cni_plugins ;;
     kubernetes-validate) tool kubernetes-validate "$KUBERNETES_VALIDATE_VERSION" build_kubernetes_validate ;;
     cargo-fuzz) tool cargo-fuzz "$CARGO_FUZZ_VERSION" build_cargo_fuzz ;;
+    cargo-audit) tool cargo-audit "$CARGO_AUDIT_VERSION" build_cargo_audit ;;
     wasmtime-cli) tool wasmtime-cli "$WASMTIME_CLI_VERSION" build_wasmtime_cli ;;
     *)
-      echo "tools: unknown tool '$name' (known: containerd crictl critest crane nerdctl kubernetes etcd cni-plugins kubernetes-validate cargo-fuzz wasmtime-cli)" >&2
+      echo "tools: unknown tool '$name' (known: containerd crictl critest crane nerdctl kubernetes etcd cni-plugins kubernetes-validate cargo-fuzz cargo-audit wasmtime-cli)" >&2
       exit 2
       ;;
   esac
