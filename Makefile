@@ -45,6 +45,7 @@ fixtures:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+	python3 test/scripts/module-cycles.py --self-test
 	python3 test/scripts/module-cycles.py
 	bash test/scripts/audit.sh
 

@@ -8,16 +8,21 @@ none, so every file can be read knowing only what it imports. A file declaring a
 (`mod child;`) does not import it by that alone.
 
     test/scripts/module-cycles.py [CRATE_DIR ...]   (default: every member of the workspace)
+    test/scripts/module-cycles.py --self-test       (the checker on crates made for it)
 
-Prints each circle with the names that make each of its edges, and exits 1 if there is any.
+Prints each circle with the names that make each of its edges, and exits 1 if there is any;
+exits 2 when a declared module's file cannot be found (so nothing goes unread). Macros are not
+followed: a `macro_rules!` used from another file is no edge (none of the workspace's crates
+defines one for another file).
 """
 
 import re
 import sys
 from pathlib import Path
 
-# Comments, then string and char literals, are blanked before anything is parsed; a raw string
-# (r"..", r#".."#) is rare in this code and handled by the same pass.
+# Comments, then string and char literals, are blanked before anything is parsed, keeping every
+# character's position (so a span of the blanked text is the same span of the source); a raw
+# string (r"..", r#".."#) is handled by the same pass.
 TOKEN = re.compile(
     r'//[^\n]*'                      # line comment (doc comments included)
     r'|/\*.*?\*/'                    # block comment (not nested: none of ours are)
@@ -26,7 +31,7 @@ TOKEN = re.compile(
     r"|b?'(?:\\.|[^'\\\n])'",        # char (a lifetime has no closing quote)
     re.S,
 )
-MOD_DECL = re.compile(r'(?:#\[([^\]]*)\]\s*)*(?:pub(?:\([^)]*\))?\s+)?mod\s+(\w+)\s*([;{])')
+MOD_DECL = re.compile(r'((?:#\[[^\]]*\]\s*)*)(?:pub(?:\([^)]*\))?\s+)?mod\s+(\w+)\s*([;{])')
 PATH_ATTR = re.compile(r'path\s*=\s*"([^"]+)"')
 USE = re.compile(r'\buse\s+([^;]+);')
 PUB_USE = re.compile(r'\bpub(?:\([^)]*\))?\s+use\s+([^;]+);')
@@ -34,7 +39,13 @@ PATH = re.compile(r'(?<![\w:])((?:crate|super|self|[a-z_][a-z0-9_]*)(?:::\w+)+)'
 
 
 def strip(text):
-    return TOKEN.sub(lambda m: '"' if m.group(0).startswith(('"', 'b"', 'r')) else ' ', text)
+    def blank(m):
+        token = m.group(0)
+        fill = re.sub(r'[^\n]', ' ', token)
+        if token.startswith(('"', 'b"', 'r')):
+            return '"' + fill[1:-1] + '"' if len(token) > 1 else fill
+        return fill
+    return TOKEN.sub(blank, text)
 
 
 def expand_use(tree):
@@ -72,6 +83,7 @@ class Crate:
         self.modules = {}   # module path tuple -> file
         self.children = {}  # module path tuple -> set of child names
         self.reexports = {}  # module path tuple -> {name: path segments it re-exports}
+        self.missing = []  # (declaring file, module name) of declared modules with no file
         for top in ('lib.rs', 'main.rs'):
             f = root / 'src' / top
             if f.exists():
@@ -80,28 +92,36 @@ class Crate:
     def load(self, path, file):
         self.modules[path] = file
         self.children.setdefault(path, set())
-        text = strip(file.read_text())
+        raw = file.read_text()
+        text = strip(raw)
+        scopes = self.scopes(path, text)
         for m in PUB_USE.finditer(text):
             for p in expand_use(m.group(1)):
                 segs = p.split('::')
                 if segs[-1] not in ('*', 'self'):
                     self.reexports.setdefault(path, {})[segs[-1]] = segs
         for m in MOD_DECL.finditer(text):
-            attrs, name, kind = m.group(1) or '', m.group(2), m.group(3)
-            child = path + (name,)
-            self.children[path].add(name)
+            name, kind = m.group(2), m.group(3)
+            # Attributes are read from the source: the blanked text has no string in them.
+            attrs = raw[m.start(1):m.end(1)]
+            outer = max((sc for sc in scopes if sc[0] <= m.start() < sc[1]), key=lambda sc: sc[0])[2]
+            child = outer + (name,)
+            self.children.setdefault(outer, set()).add(name)
             if kind == '{':
                 # An inline module is part of its file; paths through it land on this file.
                 self.modules[child] = file
                 self.children.setdefault(child, set())
                 continue
             here = file.parent if file.name in ('lib.rs', 'main.rs', 'mod.rs') else file.parent / file.stem
+            here = here.joinpath(*outer[len(path):])
             explicit = PATH_ATTR.search(attrs)
             candidates = [file.parent / explicit.group(1)] if explicit else [here / f'{name}.rs', here / name / 'mod.rs']
             for c in candidates:
                 if c.exists():
                     self.load(child, c)
                     break
+            else:
+                self.missing.append((file, name))
 
     def module_of_file(self, file):
         return min((p for p, f in self.modules.items() if f == file), key=len)
@@ -159,17 +179,32 @@ class Crate:
                 return max((s for s in scopes if s[0] <= pos < s[1]), key=lambda s: s[0])[2]
 
             paths = []
+            globs = {}  # scope -> modules whose names `use X::*` brings in
             for m in USE.finditer(text):
-                paths += [(m.start(), p) for p in expand_use(m.group(1))]
+                for p in expand_use(m.group(1)):
+                    paths.append((m.start(), p))
+                    segs = p.split('::')
+                    if segs[-1] == '*':
+                        scope = scope_at(m.start())
+                        source = self.resolve(scope, segs[:-1] or ['self'])
+                        if source is not None:
+                            globs.setdefault(scope, []).append(source)
             blanked = USE.sub(lambda m: ' ' * len(m.group(0)), text)
             paths += [(m.start(), m.group(1)) for m in PATH.finditer(blanked)]
             for pos, p in paths:
                 segs = [s for s in p.split('::') if s and s != '*']
                 if not segs:
                     continue
-                target = self.resolve(scope_at(pos), segs)
+                scope = scope_at(pos)
+                target = self.resolve(scope, segs)
                 if target is None:
-                    continue
+                    # A name a glob import brought in (`use super::*;` then `sibling::f()`).
+                    for source in globs.get(scope, []):
+                        target = self.resolve(source, ['self'] + segs)
+                        if target is not None and target != source:
+                            break
+                    else:
+                        continue
                 to = self.modules.get(target)
                 if to is not None and to != file:
                     found.setdefault((file, to), set()).add('::'.join(segs))
@@ -221,15 +256,75 @@ def workspace_members(top):
     return [top / m for m in members]
 
 
+# Crates the checker must get right, each a dict of files: one with a circle (`circle`) of the
+# shapes this script reads, one without (`clean`). `--self-test` runs them.
+SELF_TEST = {
+    'plain': (True, {
+        'lib.rs': 'mod a;\nmod b;\n',
+        'a.rs': 'use crate::b::g;\npub fn f() { g() }\n',
+        'b.rs': 'pub fn g() { crate::a::f() }\n'}),
+    'path attribute after another attribute': (True, {
+        'lib.rs': '#[path = "impl/x.rs"]\n#[allow(dead_code)]\nmod a;\nmod b;\n',
+        'impl/x.rs': 'pub fn f() { crate::b::g() }\n',
+        'b.rs': 'pub fn g() { crate::a::f() }\n'}),
+    'a sibling named through a glob import': (True, {
+        'lib.rs': 'mod m;\n',
+        'm/mod.rs': 'mod a;\nmod b;\n',
+        'm/a.rs': 'use super::*;\npub fn f() { b::g() }\n',
+        'm/b.rs': 'pub fn g() { super::a::f() }\n'}),
+    'file modules declared in an inline module': (True, {
+        'lib.rs': 'mod outer {\n    pub mod a;\n    pub mod b;\n}\n',
+        'outer/a.rs': 'pub fn f() { crate::outer::b::g() }\n',
+        'outer/b.rs': 'pub fn g() { crate::outer::a::f() }\n'}),
+    'a re-export used from a child': (True, {
+        'lib.rs': 'mod a;\nmod b;\npub use a::f;\n',
+        'a.rs': 'pub fn f() { crate::b::g() }\n',
+        'b.rs': 'pub fn g() { crate::f() }\n'}),
+    'layers, and names in comments and strings': (False, {
+        'lib.rs': 'mod a;\nmod b;\npub use b::g;\n',
+        'a.rs': '// crate::b::g() is not called here\npub fn f() -> &\'static str { "crate::b::g" }\n',
+        'b.rs': 'pub fn g() { crate::a::f(); }\n#[cfg(test)]\nmod tests {\n    use super::*;\n}\n'}),
+}
+
+
+def self_test():
+    import tempfile
+    failures = 0
+    for name, (has_circle, files) in SELF_TEST.items():
+        with tempfile.TemporaryDirectory() as d:
+            for rel, text in files.items():
+                f = Path(d) / 'src' / rel
+                f.parent.mkdir(parents=True, exist_ok=True)
+                f.write_text(text)
+            crate = Crate(Path(d))
+            found = bool(circles(crate.edges())) or bool(crate.missing)
+            if found != has_circle:
+                failures += 1
+                print(f'module-cycles self-test: {name}: circle found: {found}, expected: {has_circle}')
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / 'src').mkdir()
+        (Path(d) / 'src' / 'lib.rs').write_text('mod gone;\n')
+        if not Crate(Path(d)).missing:
+            failures += 1
+            print('module-cycles self-test: a module without its file is not reported')
+    print(f'module-cycles self-test: {len(SELF_TEST) + 1 - failures} passed, {failures} failed')
+    return 1 if failures else 0
+
+
 def main(argv):
+    if argv == ['--self-test']:
+        return self_test()
     top = Path(__file__).resolve().parents[2]
     dirs = [Path(a) for a in argv] or workspace_members(top)
     status = 0
     for d in dirs:
         crate = Crate(d.resolve())
+        for file, name in crate.missing:
+            print(f'module-cycles: {file}: no file for `mod {name};`', file=sys.stderr)
+            status = 2
         edges = crate.edges()
         for comp in circles(edges):
-            status = 1
+            status = max(status, 1)
             rel = lambda f: str(f.relative_to(top)) if f.is_relative_to(top) else str(f)
             print(f'import circle in {rel(d.resolve())}:')
             members = set(comp)

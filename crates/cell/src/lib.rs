@@ -34,11 +34,11 @@ mod supervisor;
 mod sys;
 pub mod under_runc;
 
-use protocol::NOT_STARTED;
 pub use protocol::{
-    parse_status, write_orders, write_status, Orders, Ready, Role, CELL_FAILURE, CONTROL_FD,
-    OOM_KILLED, PROGRAM_FD, START_BYTE, STATUS_FD,
+    parse_status, write_orders, write_status, Orders, Ready, Role, CONTROL_FD, OOM_KILLED,
+    PROGRAM_FD, START_BYTE, STATUS_FD,
 };
+use protocol::{CELL_FAILURE, NOT_STARTED};
 
 /// The preopens' mounts as the cell makes them (exposed for the crate's integration tests,
 /// which check the kernel's flags on them).

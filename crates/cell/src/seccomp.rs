@@ -203,7 +203,6 @@ const ARCH_PRCTLS: &[libc::c_int] = &[0x1002, 0x1003];
 /// `prctl` options: thread names only.
 const PRCTLS: &[libc::c_int] = &[libc::PR_SET_NAME, libc::PR_GET_NAME];
 
-/// The audit architecture of the system call table wasmcell is built for.
 /// Anything not listed fails with `EPERM`, as in runc's default profile.
 const REFUSED: Action = Action::Errno(libc::EPERM as u16);
 

@@ -32,7 +32,8 @@ use wasmcell_engine::{CacheOutcome, CompileCache, Engine, Grants, GuestIo, Mode,
 use wasmcell_oci::isolation::NamespaceKind;
 
 use crate::http_listener::HttpListener;
-use crate::{protocol, read_orders, run_guest, serve_guest, sys, wasi_setup, Ready, CELL_FAILURE};
+use crate::protocol::CELL_FAILURE;
+use crate::{protocol, read_orders, run_guest, serve_guest, sys, wasi_setup, Ready};
 use crate::{CONTROL_FD, PROGRAM_FD, STATUS_FD};
 
 /// The argument that makes the shim binary the process of a runc container.

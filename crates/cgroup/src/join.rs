@@ -18,7 +18,7 @@ pub fn thread_count() -> std::io::Result<usize> {
 }
 
 /// Moves the calling process into a cgroup by writing `0` ("myself") into each of `files`, from
-/// [`Cgroup::self_join_files`]. The process must be single-threaded, which this checks.
+/// [`Cgroup::self_join_files`](crate::Cgroup::self_join_files). The process must be single-threaded, which this checks.
 ///
 /// Why the process moves itself rather than being moved by the shim: writing another process's
 /// pid (or a whole thread group) takes the kernel's global `cgroup_threadgroup_rwsem` for

@@ -118,7 +118,7 @@ fn build_ctx(setup: &WasiSetup, io: GuestIo) -> Result<WasiCtxBuilder> {
 
 /// What a guest is granted, opened: its preopened directories and stdio are held as open
 /// handles, so the cell can give up its view of the host's filesystem (pivot into the rootfs)
-/// between [`grant`] and [`run`].
+/// between [`grant`] and [`run`](crate::run).
 pub struct Grants {
     pub(crate) builder: WasiCtxBuilder,
     pub(crate) limits: StoreLimits,

@@ -25,7 +25,7 @@ const WASM_PAGE: u64 = 64 << 10;
 /// back with `madvise`, whose TLB shootdown interrupts every core the server's threads ran on,
 /// and whose pages the next request faults in again (most of a request's memory cost;
 /// docs/performance.md). The pool keeps at most `instances` idle slots warm (see
-/// [`Engine::serving`]), and a slot in use holds memory the requests' own budget counts, so
+/// [`Engine::serving`](crate::Engine::serving)), and a slot in use holds memory the requests' own budget counts, so
 /// this much per slot keeps the idle slots within their budget.
 pub(crate) fn keep_resident(instances: u32, memory_cap: Option<u64>) -> usize {
     let budget = keep_resident_budget(memory_cap);

@@ -10,7 +10,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`bpf`] | the compiler: [`Policy`] → BPF, by binary search over the call numbers |
-//! | [`interpreter`] | the part of classic BPF the compiler emits, run as the kernel runs it |
+//! | `interpreter` | the part of classic BPF the compiler emits, run as the kernel runs it (feature `interpreter`: tests and the fuzz target) |
 //! | [`profile`] | an OCI `linux.seccomp` profile → a compiled program, as runc applies it |
 //! | [`syscalls`] | the native architecture's call names and numbers |
 //! | [`arch`] | the native architecture's audit number, and call numbers as a filter sees them |
@@ -19,6 +19,7 @@
 
 pub mod arch;
 pub mod bpf;
+#[cfg(feature = "interpreter")]
 pub mod interpreter;
 #[cfg(feature = "oci-profile")]
 pub mod profile;

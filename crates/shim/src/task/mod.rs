@@ -18,7 +18,7 @@ mod exec;
 mod exit_source;
 mod exits;
 mod kill;
-pub(crate) mod lifecycle;
+mod lifecycle;
 mod pause;
 mod pid_table;
 mod pids;
