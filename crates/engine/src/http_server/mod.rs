@@ -23,6 +23,7 @@ pub mod settings;
 
 use std::convert::Infallible;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -175,18 +176,26 @@ pub fn serve(
         grants,
         settings,
     });
-    let code = runtime.block_on(async move {
-        let ticker = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(EPOCH_TICK);
-            loop {
-                tick.tick().await;
-                engine.increment_epoch();
-            }
-        });
-        let code = accept_until_drained(shared, listener, drain).await;
-        ticker.abort();
-        code
-    });
+    // The epoch ticks on a thread of its own, not as a task of the runtime: a guest that spins
+    // holds the worker it runs on until the epoch moves, and a tick woken onto that worker (a
+    // worker's next-task slot is not taken by the other workers) would wait behind it for
+    // ever, and with it the request's deadline.
+    let ticking = Arc::new(AtomicBool::new(true));
+    let ticker = {
+        let ticking = Arc::clone(&ticking);
+        std::thread::Builder::new()
+            .name("epoch".into())
+            .spawn(move || {
+                while ticking.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .map_err(|e| Error::io("start the epoch thread", e))?
+    };
+    let code = runtime.block_on(accept_until_drained(shared, listener, drain));
+    ticking.store(false, Ordering::Relaxed);
+    let _ = ticker.join();
     runtime.shutdown_background();
     code
 }
