@@ -103,6 +103,19 @@ fn main() {
     let server = listener.replace(ONE, "(global $connections i32 (i32.const -1))");
     std::fs::write(out.join("server.wasm"), listener_component(&server)).expect("write server");
 
+    let resolve = std::fs::read_to_string(src.join("resolve.wat")).expect("read resolve.wat");
+    std::fs::write(
+        out.join("resolve.wasm"),
+        wit_component_of(
+            "resolve.wat",
+            &resolve,
+            wasi_wit_dir(),
+            RESOLVE_WORLD,
+            "resolve",
+        ),
+    )
+    .expect("write resolve");
+
     let handler =
         std::fs::read_to_string(src.join("http_handler.wat")).expect("read http_handler.wat");
     std::fs::write(
@@ -152,6 +165,22 @@ fn main() {
         http_component("http_fetch.wat", &fetch, HTTP_FETCH_WORLD, "http-fetch"),
     )
     .expect("write http_fetch");
+    const HTTP_SCHEME: &str = "(global $scheme i32 (i32.const 0))";
+    assert!(
+        fetch.contains(HTTP_SCHEME),
+        "http_fetch.wat declares {HTTP_SCHEME}"
+    );
+    let fetch_tls = fetch.replace(HTTP_SCHEME, "(global $scheme i32 (i32.const 1))");
+    std::fs::write(
+        out.join("https_fetch.wasm"),
+        http_component(
+            "http_fetch.wat (https)",
+            &fetch_tls,
+            HTTP_FETCH_WORLD,
+            "http-fetch",
+        ),
+    )
+    .expect("write https_fetch");
     let neither = wat::parse_file(src.join("no_world.wat")).expect("no_world.wat");
     std::fs::write(out.join("no_world.wasm"), neither).expect("write no_world");
 }
@@ -192,6 +221,21 @@ world http-echo {
   import wasi:http/types@0.2.12;
   import wasi:io/streams@0.2.12;
   export wasi:http/incoming-handler@0.2.12;
+}
+"#;
+
+/// What `resolve.wat` imports and exports.
+const RESOLVE_WORLD: &str = r#"
+package wasmcell:fixtures;
+
+world resolve {
+  import wasi:cli/environment@0.2.12;
+  import wasi:cli/stdout@0.2.12;
+  import wasi:io/streams@0.2.12;
+  import wasi:io/poll@0.2.12;
+  import wasi:sockets/instance-network@0.2.12;
+  import wasi:sockets/ip-name-lookup@0.2.12;
+  export wasi:cli/run@0.2.12;
 }
 "#;
 

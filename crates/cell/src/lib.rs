@@ -27,6 +27,7 @@ mod boundary;
 mod capabilities;
 pub mod compiler;
 mod http_listener;
+mod network;
 mod pause;
 mod protocol;
 pub mod seccomp;
@@ -235,8 +236,8 @@ fn prepare(control: &mut BufReader<File>) -> Result<(Work, Ready), String> {
     let sealed = boundary::seal_preopens(&spec)?;
     boundary_time += sealing.elapsed();
     let (io, stdin_relay) = guest_io(&spec)?;
-    let grants =
-        wasmcell_engine::grant(&wasi_setup(&spec, Some(&sealed)), io).map_err(|e| e.to_string())?;
+    let setup = wasi_setup(&spec, Some(&sealed), exports.handles_http())?;
+    let grants = wasmcell_engine::grant(&setup, io).map_err(|e| e.to_string())?;
     // The runtime holds its own handles now.
     drop(sealed);
     let locking = Instant::now();
@@ -264,10 +265,15 @@ fn prepare(control: &mut BufReader<File>) -> Result<(Work, Ready), String> {
     Ok((work, ready))
 }
 
-/// What the guest is granted: its command line, env and preopens; `sealed`: the preopens' own
-/// handles (a cell under runc, whose mounts runc made, has none).
-fn wasi_setup(spec: &RunSpec, sealed: Option<&boundary::Sealed>) -> WasiSetup {
-    WasiSetup {
+/// What the guest is granted: its command line, env, preopens and network; `sealed`: the
+/// preopens' own handles (a cell under runc, whose mounts runc made, has none); `links_http`:
+/// whether it may make outgoing `wasi:http` requests, which need the container's TLS roots.
+fn wasi_setup(
+    spec: &RunSpec,
+    sealed: Option<&boundary::Sealed>,
+    links_http: bool,
+) -> Result<WasiSetup, String> {
+    Ok(WasiSetup {
         args: spec.args.clone(),
         env: spec.env.clone(),
         cwd: spec.cwd.clone(),
@@ -286,7 +292,8 @@ fn wasi_setup(spec: &RunSpec, sealed: Option<&boundary::Sealed>) -> WasiSetup {
             .resources
             .memory_limit
             .and_then(|l| u64::try_from(l).ok()),
-    }
+        network: network::grant(spec, links_http)?,
+    })
 }
 
 /// Opens the guest's stdio: stdout and stderr are the cell's own fds 1 and 2 (written directly,

@@ -162,11 +162,12 @@ fn prepare(control: std::fs::File) -> Result<Prepare, String> {
     .map_err(|e| e.to_string())?;
     let compiled = wasmcell_engine::load_cache_entry(&engine, &program, compiled)
         .map_err(|e| e.to_string())?;
-    let mode = compiled.exports(&engine).mode(serve_requested(&spec.env));
+    let exports = compiled.exports(&engine);
+    let mode = exports.mode(serve_requested(&spec.env));
     let prepared = Prepared::new(&engine, &program, compiled, mode).map_err(|e| e.to_string())?;
     let stdin = sys::take_inherited(0).map_err(|e| format!("stdin: {e}"))?;
     let grants = wasmcell_engine::grant(
-        &wasi_setup(&spec, None),
+        &wasi_setup(&spec, None, exports.handles_http())?,
         GuestIo {
             stdin: Some(stdin),
             inherit_output: true,

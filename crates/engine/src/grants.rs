@@ -3,6 +3,9 @@
 
 use std::fs::File;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use wasmcell_net::{Resolver, Trust};
 
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::cli::InputFile;
@@ -26,6 +29,19 @@ pub struct WasiSetup {
     /// it (`memory.grow` returns -1, which the guest can handle) before the kernel's OOM killer
     /// would end the whole cell.
     pub memory_limit: Option<u64>,
+    /// What the guest reaches by name, and whom it trusts there.
+    pub network: NetworkGrant,
+}
+
+/// The container's resolver and TLS roots, which `wasi:sockets/ip-name-lookup` and outgoing
+/// `wasi:http` use (the cell reads the container's files for them before it locks itself
+/// down). The default is libc's: a nameserver on the container's loopback, no TLS roots.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkGrant {
+    /// The resolver, shared by every lookup of the cell (and so is its cache).
+    pub resolver: Arc<Resolver>,
+    /// The roots outgoing https trusts; `None`: the guest cannot make https requests.
+    pub trust: Option<Arc<Trust>>,
 }
 
 /// The guest's stdio: `stdin` `None` is an empty stdin; stdout and stderr are either this
@@ -82,11 +98,12 @@ impl WasiSetup {
             .initial_cwd(&self.cwd)
             // The cell is in the container's network namespace: the guest reaches what a
             // native process of the container would (WASI sockets, TCP and UDP), nothing from
-            // the host's. Name lookup stays off: the C library's resolver would load NSS
-            // modules, executable mappings the cell's seccomp filter refuses.
+            // the host's. Names resolve through the container's resolver (`name_lookup`), not
+            // wasmtime-wasi's.
             .inherit_network()
             .allow_tcp(true)
-            .allow_udp(true);
+            .allow_udp(true)
+            .allow_ip_name_lookup(true);
     }
 }
 

@@ -23,6 +23,8 @@
 //! | `world` | what a component exports, and what it therefore does |
 //! | `grants` | what a guest is granted, opened |
 //! | `memory` | how a container's memory limit is shared out |
+//! | `name_lookup` | `wasi:sockets/ip-name-lookup` through the container's resolver |
+//! | `outgoing` | outgoing `wasi:http`: names, TLS with the container's roots, HTTP/2 |
 //! | `run` | linking a guest, running a command |
 //! | [`http_server`] | serving a `wasi:http/proxy` component |
 #![deny(missing_docs)]
@@ -36,6 +38,8 @@ mod error;
 mod grants;
 pub mod http_server;
 mod memory;
+mod name_lookup;
+mod outgoing;
 mod run;
 pub mod world;
 
@@ -44,7 +48,7 @@ pub use cache::{
 };
 pub use engine::{detect_cpu_features, Engine, Pool};
 pub use error::{Error, Result};
-pub use grants::{grant, Grants, GuestIo, WasiSetup};
+pub use grants::{grant, Grants, GuestIo, NetworkGrant, WasiSetup};
 pub use memory::linear_memory_cap;
 pub use run::{run, Outcome, Prepared, TRAP_EXIT_CODE};
 pub use world::{is_component, Exports, Mode};

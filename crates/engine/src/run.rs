@@ -17,6 +17,8 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::grants::Grants;
 use crate::http_server::{self, RequestState};
+use crate::name_lookup::{self, NameLookup, NamesView};
+use crate::outgoing::Outgoing;
 use crate::world::{Mode, CLI_RUN, HTTP_HANDLER};
 use crate::{Engine, Error, Program, Result};
 
@@ -50,6 +52,9 @@ struct ComponentState {
     limits: StoreLimits,
     /// For a component that is also an HTTP handler run as a command: it imports wasi:http.
     http: wasmtime_wasi_http::WasiHttpCtx,
+    /// How its outgoing requests are sent, and its name lookups answered.
+    outgoing: Outgoing,
+    resolver: std::sync::Arc<wasmcell_net::Resolver>,
 }
 
 impl wasmtime_wasi_http::WasiHttpView for ComponentState {
@@ -57,7 +62,16 @@ impl wasmtime_wasi_http::WasiHttpView for ComponentState {
         wasmtime_wasi_http::WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: Default::default(),
+            hooks: &mut self.outgoing,
+        }
+    }
+}
+
+impl NamesView for ComponentState {
+    fn names(&mut self) -> NameLookup<'_> {
+        NameLookup {
+            table: &mut self.table,
+            resolver: &self.resolver,
         }
     }
 }
@@ -118,6 +132,7 @@ impl Prepared {
                         wasmtime::component::Linker::<ComponentState>::new(engine.wasmtime());
                     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
                         .map_err(|e| Error::Engine(format!("{e:#}")))?;
+                    name_lookup::link(&mut linker).map_err(|e| Error::Engine(format!("{e:#}")))?;
                     if exports.handles_http() {
                         wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)
                             .map_err(|e| Error::Engine(format!("{e:#}")))?;
@@ -246,7 +261,7 @@ fn run_in_context(prepared: &Prepared, grants: Grants) -> Result<Outcome> {
     let Grants {
         mut builder,
         limits,
-        ..
+        setup,
     } = grants;
     match &prepared.kind {
         PreparedKind::Core(pre) => {
@@ -277,6 +292,12 @@ fn run_in_context(prepared: &Prepared, grants: Grants) -> Result<Outcome> {
                 table: ResourceTable::new(),
                 limits,
                 http: wasmtime_wasi_http::WasiHttpCtx::new(),
+                outgoing: Outgoing::new(
+                    setup.network.resolver.clone(),
+                    setup.network.trust.clone(),
+                    None,
+                ),
+                resolver: setup.network.resolver.clone(),
             };
             let mut store = Store::new(prepared.engine.wasmtime(), state);
             store.limiter(|s| &mut s.limits);

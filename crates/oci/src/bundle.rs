@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec;
 
-use crate::runspec::{preopens, process_env};
+use crate::runspec::{file_mounts, preopens, process_env};
 use crate::{CgroupPath, Error, Isolation, Preopen, Resources, Result, RunSpec};
 
 /// A container's bundle, read once at Create: every later step (finding the program, choosing
@@ -74,6 +74,7 @@ impl Bundle {
             cwd: process.cwd().to_string_lossy().into_owned(),
             rootfs: self.rootfs.clone(),
             preopens: self.preopens(),
+            file_mounts: file_mounts(&self.rootfs, &self.spec),
             stdin,
             // The shim sets it when it gives the cell a terminal.
             terminal: false,

@@ -106,7 +106,7 @@ pub fn candidates(arg0: &str, cwd: &str, env: &[(String, String)]) -> Vec<String
 
 /// Finds `path` with `rootfs` as the root directory, without opening what it names (`O_PATH`:
 /// a FIFO would block, a device's driver would act).
-fn find_in_root(root: &File, path: &str) -> std::io::Result<File> {
+pub(crate) fn find_in_root(root: &File, path: &str) -> std::io::Result<File> {
     let how = OpenHow::new()
         .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
         .mode(Mode::empty())
@@ -117,7 +117,7 @@ fn find_in_root(root: &File, path: &str) -> std::io::Result<File> {
 
 /// Opens for reading the regular file `found` (from [`find_in_root`]) refers to: through its
 /// fd's link in /proc, so it is the very inode that was checked.
-fn open_found(found: &File) -> std::io::Result<File> {
+pub(crate) fn open_found(found: &File) -> std::io::Result<File> {
     use std::os::fd::AsRawFd;
     std::fs::OpenOptions::new()
         .read(true)

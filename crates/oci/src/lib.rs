@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bundle;
+pub mod container_files;
 pub mod entrypoint;
 pub mod error;
 pub mod isolation;
@@ -19,6 +20,7 @@ pub mod runspec;
 pub mod stdio;
 
 pub use bundle::Bundle;
+pub use container_files::ReadError;
 pub use entrypoint::{Entrypoint, ProgramKind};
 pub use error::{Error, Result};
 pub use isolation::Isolation;

@@ -42,6 +42,11 @@ pub struct RunSpec {
     pub rootfs: PathBuf,
     /// The rootfs as `/` plus each directory bind mount at its destination.
     pub preopens: Vec<Preopen>,
+    /// Each bind mount of a single file (the kubelet's `/etc/resolv.conf` and `/etc/hosts`, a
+    /// ConfigMap's key): not the guest's (WASI grants directories), but the cell reads the
+    /// container's name-service files and CA bundle through them ([`RunSpec::read_file`]).
+    #[serde(default)]
+    pub file_mounts: Vec<Preopen>,
     /// Path of the stdin FIFO, which the cell opens itself, or `None` for no stdin.
     pub stdin: Option<PathBuf>,
     /// The cell's stdout and stderr are the slave side of a terminal whose master the shim
@@ -90,6 +95,16 @@ fn is_bind(mount: &oci_spec::runtime::Mount) -> bool {
 /// Kernel filesystems (`proc`, `sysfs`, `tmpfs`, …) have no meaning to a WASI guest and file bind
 /// mounts cannot be WASI preopens, so they are left out; the list is what the guest sees.
 pub(crate) fn preopens(rootfs: &Path, spec: &Spec) -> Vec<Preopen> {
+    bind_mounts(rootfs, spec).0
+}
+
+/// The bind mounts of single files, at their destinations, in the spec's order.
+pub(crate) fn file_mounts(rootfs: &Path, spec: &Spec) -> Vec<Preopen> {
+    bind_mounts(rootfs, spec).1
+}
+
+/// The spec's bind mounts: the preopens (see [`preopens`]) and the mounts of single files.
+fn bind_mounts(rootfs: &Path, spec: &Spec) -> (Vec<Preopen>, Vec<Preopen>) {
     let root_ro = spec
         .root()
         .as_ref()
@@ -100,6 +115,7 @@ pub(crate) fn preopens(rootfs: &Path, spec: &Spec) -> Vec<Preopen> {
         guest: "/".to_owned(),
         read_only: root_ro,
     }];
+    let mut files = Vec::new();
     for m in spec.mounts().iter().flatten() {
         if !is_bind(m) {
             continue;
@@ -111,6 +127,13 @@ pub(crate) fn preopens(rootfs: &Path, spec: &Spec) -> Vec<Preopen> {
                 source.display(),
                 m.destination().display()
             );
+            if source.is_file() {
+                files.push(Preopen {
+                    host: source.clone(),
+                    guest: m.destination().to_string_lossy().into_owned(),
+                    read_only: true,
+                });
+            }
             continue;
         }
         // The last of `ro`/`rw` wins, as in mount(8); containerd's recursive `rro` is read-only
@@ -132,7 +155,7 @@ pub(crate) fn preopens(rootfs: &Path, spec: &Spec) -> Vec<Preopen> {
             read_only,
         });
     }
-    out
+    (out, files)
 }
 
 #[cfg(test)]

@@ -44,6 +44,12 @@ pub const HTTP_ECHO: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/http_echo
 /// A wasi:http/proxy component (`test/fixtures/http_fetch.wat`) that answers a request for
 /// `/<host>:<port>` with the body of `GET http://<host>:<port>/upstream` (an outgoing request).
 pub const HTTP_FETCH: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/http_fetch.wasm"));
+/// [`HTTP_FETCH`] fetching `https://<host>:<port>/upstream`.
+pub const HTTPS_FETCH: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/https_fetch.wasm"));
+/// A WASI 0.2 command (`test/fixtures/resolve.wat`) that looks each of its arguments up with
+/// `wasi:sockets/ip-name-lookup` and prints `<name> <address>` per address, or `<name> error
+/// <code>` (18 name-unresolvable, 19 temporary-resolver-failure); exit 1 if any failed.
+pub const RESOLVE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/resolve.wasm"));
 /// A component that exports neither `wasi:cli/run` nor `wasi:http/incoming-handler`, only a
 /// function `greet`.
 pub const NO_WORLD: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/no_world.wasm"));
@@ -97,5 +103,7 @@ pub const ALL: &[(&str, &[u8])] = &[
     ("http_and_command.wasm", HTTP_AND_COMMAND),
     ("http_echo.wasm", HTTP_ECHO),
     ("http_fetch.wasm", HTTP_FETCH),
+    ("https_fetch.wasm", HTTPS_FETCH),
+    ("resolve.wasm", RESOLVE),
     ("no_world.wasm", NO_WORLD),
 ];

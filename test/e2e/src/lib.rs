@@ -11,8 +11,10 @@
 pub mod api;
 pub mod cri;
 pub mod cri_client;
+pub mod dns;
 pub mod fixtures;
 pub mod image;
+pub mod netns;
 pub mod terminal;
 
 pub use containerd_shim_protos::TaskClient;

@@ -49,6 +49,8 @@ pub use settings::Settings;
 
 use crate::grants::{Grants, RequestGrants};
 use crate::memory::requests_memory_budget;
+use crate::name_lookup::{self, NameLookup, NamesView};
+use crate::outgoing::Outgoing;
 use crate::{Error, Result};
 
 /// How often the engine's epoch ticks while serving: the granularity of request deadlines.
@@ -60,6 +62,17 @@ pub struct RequestState {
     http: WasiHttpCtx,
     table: ResourceTable,
     limits: RequestLimits,
+    outgoing: Outgoing,
+    resolver: Arc<wasmcell_net::Resolver>,
+}
+
+impl NamesView for RequestState {
+    fn names(&mut self) -> NameLookup<'_> {
+        NameLookup {
+            table: &mut self.table,
+            resolver: &self.resolver,
+        }
+    }
 }
 
 impl WasiView for RequestState {
@@ -76,7 +89,7 @@ impl WasiHttpView for RequestState {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: Default::default(),
+            hooks: &mut self.outgoing,
         }
     }
 }
@@ -88,6 +101,7 @@ pub(crate) fn link(
 ) -> std::result::Result<ProxyPre<RequestState>, String> {
     let mut linker = wasmtime::component::Linker::<RequestState>::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| format!("{e:#}"))?;
+    name_lookup::link(&mut linker).map_err(|e| format!("{e:#}"))?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
         .map_err(|e| format!("{e:#}"))?;
     let pre = linker
@@ -122,6 +136,7 @@ impl Shared {
     fn store(&self, deadline: Instant) -> Store<RequestState> {
         let mut builder = WasiCtxBuilder::new();
         self.grants.setup.configure(&mut builder);
+        let network = &self.grants.setup.network;
         builder
             .stdout(LineOutput(Target::Stdout))
             .stderr(LineOutput(Target::Stderr));
@@ -134,6 +149,12 @@ impl Shared {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             limits: RequestLimits::new(self.grants.limits.clone(), self.memory.clone()),
+            outgoing: Outgoing::new(
+                network.resolver.clone(),
+                network.trust.clone(),
+                Some(deadline),
+            ),
+            resolver: network.resolver.clone(),
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limits);

@@ -217,6 +217,8 @@ fn run_spec(id: &str, bundle: &Bundle) -> Result<RunSpec> {
         cwd: process.cwd().to_string_lossy().into_owned(),
         rootfs: PathBuf::from("/"),
         preopens,
+        // runc mounted them where they belong: the cell reads them in its root.
+        file_mounts: Vec::new(),
         stdin: None,
         terminal: false,
         cache_dir: PathBuf::new(),

@@ -1,0 +1,441 @@
+//! Name lookup in the cell (`wasi:sockets/ip-name-lookup`): from the container's `/etc/hosts`
+//! and `/etc/resolv.conf` (bind-mounted as single files, as CRI does), against a nameserver the
+//! test starts inside the container's network namespace, with Kubernetes' search list and
+//! `ndots:5`; NXDOMAIN, a dead nameserver and hostile answers are bounded, clear failures. And
+//! outgoing `wasi:http` to names, over TLS verified against the image's CA bundle.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use wasmcell_e2e::dns::{TestDns, Zone, TRUNCATED_ANSWER};
+use wasmcell_e2e::netns::NetNs;
+use wasmcell_e2e::{fixtures, Containerd, Ran};
+
+const IMG: &str = "wasmcell.test/resolve:latest";
+
+/// The kubelet's resolv.conf for a pod in namespace `ns`, with a nameserver at `server`.
+fn kubelet_resolv_conf(server: &str, options: &str) -> String {
+    format!(
+        "search ns.svc.cluster.local svc.cluster.local cluster.local\nnameserver {server}\n\
+         options ndots:5 {options}\n"
+    )
+}
+
+/// Runs the resolve fixture on `names` in a cell inside `netns`, with these files mounted at
+/// `/etc/resolv.conf` and `/etc/hosts`.
+fn resolve(c: &Containerd, netns: &NetNs, resolv_conf: &str, hosts: &str, names: &[&str]) -> Ran {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("resolv.conf");
+    let hosts_file = dir.path().join("hosts");
+    std::fs::write(&conf, resolv_conf).expect("write resolv.conf");
+    std::fs::write(&hosts_file, hosts).expect("write hosts");
+    let with_ns = format!("network:{}", netns.path());
+    let mount = |src: &std::path::Path, dst: &str| {
+        format!("type=bind,src={},dst={dst},options=rbind:ro", src.display())
+    };
+    let (m1, m2) = (
+        mount(&conf, "/etc/resolv.conf"),
+        mount(&hosts_file, "/etc/hosts"),
+    );
+    let mut args = vec!["/resolve.wasm"];
+    args.extend_from_slice(names);
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    let id = format!("resolve-{}", RUNS.fetch_add(1, Ordering::Relaxed));
+    c.run_wasm_with(
+        &["--with-ns", &with_ns, "--mount", &m1, "--mount", &m2],
+        IMG,
+        &id,
+        &args,
+    )
+}
+
+fn lines(r: &Ran) -> Vec<&str> {
+    r.stdout.lines().map(str::trim_end).collect()
+}
+
+#[test]
+fn names_resolve_through_the_hosts_file_and_the_search_list() {
+    let c = Containerd::start();
+    c.import_wasm(IMG, "resolve.wasm", fixtures::RESOLVE);
+    let netns = NetNs::create("names");
+    // An IPv6 nameserver: the pod's resolv.conf may name one.
+    let dns = TestDns::start(
+        &netns,
+        "::1".parse().unwrap(),
+        Zone::default()
+            .with(
+                "backend.ns.svc.cluster.local",
+                "198.18.5.5".parse().unwrap(),
+            )
+            .with(
+                "backend.ns.svc.cluster.local",
+                "2001:db8::5".parse().unwrap(),
+            )
+            .with("db.example.internal", "198.18.5.6".parse().unwrap()),
+    );
+    let r = resolve(
+        &c,
+        &netns,
+        &kubelet_resolv_conf("::1", "timeout:2 attempts:2"),
+        "127.0.0.1 localhost\n198.18.7.7 alias.local # hostAliases\n",
+        &[
+            "backend",
+            "backend.ns",
+            "backend.ns.svc",
+            "backend.ns.svc.cluster.local.",
+            "alias.local",
+            "db.example.internal",
+            "198.18.0.9",
+            "nothere",
+        ],
+    );
+    let out = lines(&r);
+    for name in [
+        "backend",
+        "backend.ns",
+        "backend.ns.svc",
+        "backend.ns.svc.cluster.local.",
+    ] {
+        assert!(
+            out.contains(&format!("{name} 198.18.5.5").as_str()),
+            "{name}: {r:?}\nqueries: {:?}",
+            dns.queries()
+        );
+        assert!(
+            out.contains(&format!("{name} 2001:db8:0:0:0:0:0:5").as_str()),
+            "{name} AAAA: {r:?}"
+        );
+    }
+    assert!(out.contains(&"alias.local 198.18.7.7"), "{r:?}");
+    assert!(out.contains(&"db.example.internal 198.18.5.6"), "{r:?}");
+    assert!(out.contains(&"198.18.0.9 198.18.0.9"), "{r:?}");
+    // NXDOMAIN for every name of the search list: name-unresolvable.
+    assert!(out.contains(&"nothere error 18"), "{r:?}");
+    assert_eq!(r.code, 1, "one name failed: {r:?}");
+
+    let queries = dns.queries();
+    // The hosts file answered alias.local: no query for it.
+    assert!(
+        !queries.iter().any(|q| q.contains("alias.local")),
+        "{queries:?}"
+    );
+    // ndots:5: a name with fewer dots goes through the search list first, in its order.
+    let a: Vec<&String> = queries.iter().filter(|q| q.starts_with("A ")).collect();
+    let first_backend = a
+        .iter()
+        .position(|q| q.as_str() == "A backend.ns.svc.cluster.local")
+        .expect("backend was asked for");
+    assert!(
+        !a[..first_backend].iter().any(|q| q.as_str() == "A backend"),
+        "the bare name went first: {queries:?}"
+    );
+    let db = a
+        .iter()
+        .position(|q| q.as_str() == "A db.example.internal.ns.svc.cluster.local")
+        .expect("db went through the search list");
+    assert!(
+        a.iter()
+            .position(|q| q.as_str() == "A db.example.internal")
+            .is_some_and(|p| p > db),
+        "db.example.internal was tried as it is after the search list: {queries:?}"
+    );
+}
+
+#[test]
+fn a_dead_nameserver_is_a_timeout_error_within_the_configured_bound() {
+    let c = Containerd::start();
+    c.import_wasm(IMG, "resolve.wasm", fixtures::RESOLVE);
+    let netns = NetNs::create("deadns");
+    let _dead = TestDns::silent(&netns, "127.0.0.1".parse().unwrap());
+    // A cold start first, so the bound below is the lookup's.
+    let warm = resolve(&c, &netns, "nameserver 127.0.0.1\n", "", &["198.18.0.1"]);
+    assert_eq!(warm.code, 0, "{warm:?}");
+    let started = Instant::now();
+    let r = resolve(
+        &c,
+        &netns,
+        "nameserver 127.0.0.1\noptions timeout:1 attempts:2\n",
+        "",
+        &["service.example"],
+    );
+    let took = started.elapsed();
+    assert!(
+        lines(&r).contains(&"service.example error 19"),
+        "temporary-resolver-failure: {r:?}"
+    );
+    // timeout × attempts = 2 s, plus a start; the resolver's own defaults (5 s, 2 attempts)
+    // would take 10 s.
+    assert!(
+        took < Duration::from_secs(8),
+        "the lookup took {took:?} with a 2 s bound: {r:?}"
+    );
+}
+
+#[test]
+fn hostile_answers_are_refused_and_the_cell_goes_on() {
+    let c = Containerd::start();
+    c.import_wasm(IMG, "resolve.wasm", fixtures::RESOLVE);
+    let netns = NetNs::create("hostile");
+    let dns = TestDns::start(
+        &netns,
+        "127.0.0.1".parse().unwrap(),
+        Zone::default().with("fine.test", "198.18.5.7".parse().unwrap()),
+    );
+    let r = resolve(
+        &c,
+        &netns,
+        "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+        "",
+        &[
+            "wrongid.test.",
+            "loop.test.",
+            "huge.test.",
+            "truncated.test.",
+            "fine.test.",
+        ],
+    );
+    let out = lines(&r);
+    // An answer to another query, and one that does not decode, are not answers: the lookup
+    // times out.
+    assert!(out.contains(&"wrongid.test. error 19"), "{r:?}");
+    assert!(
+        !out.iter().any(|l| l.starts_with("loop.test. 198")),
+        "a compression loop gave an address: {r:?}"
+    );
+    assert!(
+        out.iter().any(|l| l.starts_with("loop.test. error")),
+        "{r:?}"
+    );
+    // Truncated over UDP: asked again over TCP.
+    assert!(
+        out.contains(&format!("truncated.test. {TRUNCATED_ANSWER}").as_str()),
+        "{r:?}\nqueries: {:?}",
+        dns.queries()
+    );
+    assert!(dns
+        .queries()
+        .iter()
+        .any(|q| q.as_str() == "tcp A truncated.test"));
+    // 64 KiB of records: answered or refused, but the cell is still there for the next name.
+    assert!(out.iter().any(|l| l.starts_with("huge.test. ")), "{r:?}");
+    assert!(out.contains(&"fine.test. 198.18.5.7"), "{r:?}");
+}
+
+/// A CA, and a server certificate for `names` signed by it: (CA PEM, chain, key).
+fn issue(names: &[&str]) -> (String, Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("CA");
+    let key = rcgen::KeyPair::generate().expect("server key");
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let leaf = rcgen::CertificateParams::new(names)
+        .expect("server params")
+        .signed_by(&key, &ca, &ca_key)
+        .expect("server certificate");
+    (
+        ca.pem(),
+        vec![leaf.der().clone()],
+        PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+}
+
+/// Answers every request on `listener` with `body`, over TLS when `tls` is given.
+fn upstream(listener: TcpListener, body: &'static str, tls: Option<Arc<rustls::ServerConfig>>) {
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let tls = tls.clone();
+            std::thread::spawn(move || {
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut head = [0u8; 4096];
+                match tls {
+                    None => {
+                        let mut s = stream;
+                        let _ = s.read(&mut head);
+                        let _ = s.write_all(reply.as_bytes());
+                    }
+                    Some(config) => {
+                        let Ok(conn) = rustls::ServerConnection::new(config) else {
+                            return;
+                        };
+                        let mut s = rustls::StreamOwned::new(conn, stream);
+                        if s.read(&mut head).is_ok() {
+                            let _ = s.write_all(reply.as_bytes());
+                            s.conn.send_close_notify();
+                            let _ = s.flush();
+                        }
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// `GET path` from `addr` inside `netns`: the status line's code and the body.
+fn get_in(netns: &NetNs, addr: SocketAddr, path: &str) -> (u16, String) {
+    // HTTP/1.0: the body comes whole, not chunked.
+    let request = format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+    netns.enter(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut s = loop {
+            match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+                Ok(s) => break s,
+                Err(e) if Instant::now() > deadline => panic!("connect to {addr}: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        s.write_all(request.as_bytes()).expect("send");
+        let mut reply = String::new();
+        let _ = s.read_to_string(&mut reply);
+        let code = reply
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = reply
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (code, body)
+    })
+}
+
+#[test]
+fn outgoing_wasi_http_reaches_names_and_verifies_tls_against_the_image_s_ca_bundle() {
+    const HTTP_IMG: &str = "wasmcell.test/http-fetch-names:latest";
+    const HTTPS_IMG: &str = "wasmcell.test/https-fetch:latest";
+    let c = Containerd::start();
+    c.import_wasm(HTTP_IMG, "http_fetch.wasm", fixtures::HTTP_FETCH);
+    c.import_wasm(HTTPS_IMG, "https_fetch.wasm", fixtures::HTTPS_FETCH);
+    let netns = NetNs::create("outgoing");
+    let _dns = TestDns::start(
+        &netns,
+        "127.0.0.1".parse().unwrap(),
+        Zone::default().with(
+            "upstream.ns.svc.cluster.local",
+            "127.0.0.1".parse().unwrap(),
+        ),
+    );
+    // Inside the pod's network: a plain upstream, one with a certificate of the image's CA and
+    // one with a certificate of another CA.
+    let (ca_pem, chain, key) = issue(&["upstream", "upstream.ns.svc.cluster.local"]);
+    let (_, other_chain, other_key) = issue(&["upstream"]);
+    let server_config = |chain, key| {
+        Arc::new(
+            rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("server config"),
+        )
+    };
+    let (plain, good, bad) = netns.enter(|| {
+        let bind = |port| TcpListener::bind(("127.0.0.1", port)).expect("bind an upstream");
+        (bind(18080), bind(18443), bind(18444))
+    });
+    upstream(plain, "hello over http\n", None);
+    upstream(good, "hello over tls\n", Some(server_config(chain, key)));
+    upstream(
+        bad,
+        "should not be read\n",
+        Some(server_config(other_chain, other_key)),
+    );
+
+    // The image's CA bundle, where Debian keeps it (a directory mount, as a ConfigMap is).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).expect("mkdir");
+    std::fs::write(certs.join("ca-certificates.crt"), &ca_pem).expect("write the bundle");
+    let conf = dir.path().join("resolv.conf");
+    std::fs::write(&conf, kubelet_resolv_conf("127.0.0.1", "timeout:2")).expect("write");
+    let log = dir.path().join("fetch.log");
+    let with_ns = format!("network:{}", netns.path());
+    let flags = |addr: &str| {
+        vec![
+            "--with-ns".to_owned(),
+            with_ns.clone(),
+            "--env".to_owned(),
+            format!("WASMCELL_HTTP_ADDR={addr}"),
+            "--mount".to_owned(),
+            format!(
+                "type=bind,src={},dst=/etc/resolv.conf,options=rbind:ro",
+                conf.display()
+            ),
+            "--mount".to_owned(),
+            format!(
+                "type=bind,src={},dst=/etc/ssl/certs,options=rbind:ro",
+                certs.display()
+            ),
+            "--log-uri".to_owned(),
+            format!("file://{}", log.display()),
+        ]
+    };
+    let events = c.events();
+    for (image, id, program, addr) in [
+        (HTTP_IMG, "fetch-http", "/http_fetch.wasm", "127.0.0.1:8081"),
+        (
+            HTTPS_IMG,
+            "fetch-https",
+            "/https_fetch.wasm",
+            "127.0.0.1:8443",
+        ),
+    ] {
+        let f = flags(addr);
+        let f: Vec<&str> = f.iter().map(String::as_str).collect();
+        let r = c.run_detached(&f, image, id, &[program]);
+        assert_eq!(r.code, 0, "{r:?}");
+    }
+    let http: SocketAddr = "127.0.0.1:8081".parse().unwrap();
+    let https: SocketAddr = "127.0.0.1:8443".parse().unwrap();
+    // A short name through the search list, and the full name.
+    assert_eq!(
+        get_in(&netns, http, "/upstream:18080"),
+        (200, "hello over http\n".to_owned()),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(
+        get_in(&netns, http, "/upstream.ns.svc.cluster.local:18080"),
+        (200, "hello over http\n".to_owned())
+    );
+    assert_eq!(
+        get_in(&netns, https, "/upstream:18443"),
+        (200, "hello over tls\n".to_owned()),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    // Another CA's certificate: refused, the reason in the container's log; and a name no one
+    // has: a DNS error. Each fails its own request only.
+    assert_eq!(get_in(&netns, https, "/upstream:18444").0, 500);
+    assert_eq!(get_in(&netns, http, "/nothere:18080").0, 500);
+    assert_eq!(get_in(&netns, https, "/upstream:18443").0, 200);
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        logged
+            .contains("outgoing request to https://upstream:18444: TLS: invalid peer certificate"),
+        "{logged}"
+    );
+    assert!(
+        logged.contains("outgoing request to http://nothere:18080: nothere: no such host"),
+        "{logged}"
+    );
+    for id in ["fetch-http", "fetch-https"] {
+        c.ctr(&["task", "kill", "-s", "SIGKILL", id]);
+        events.wait_for("/tasks/exit", id, Duration::from_secs(10));
+        c.ctr(&["task", "delete", id]);
+        c.ctr(&["container", "delete", id]);
+    }
+}
