@@ -9,7 +9,9 @@ packages=(containerd runc protobuf-compiler clang lld wasi-libc libclang-rt-14-d
   # The fuzz targets (fuzz/): libFuzzer is C++, built by the libfuzzer-sys crate with `c++`.
   g++
   # wasi:http: curl is the tests' HTTP/2 (h2c) and upload client, wrk the bench's load.
-  curl wrk)
+  curl wrk
+  # The cluster tier's kube-proxy programs the node's Services with iptables (nf_tables).
+  iptables)
 need=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")

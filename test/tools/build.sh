@@ -76,6 +76,19 @@ build_nerdctl() {
 # staging module (the list is read from that go.mod in the module cache) with its published
 # v0.<minor>.<patch>. The version variables are set as Kubernetes' own build sets them.
 build_kubernetes() {
+  build_kubernetes_commands "$1" kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl
+}
+
+# kube-proxy, from the same wrapper module: a tool of its own, so that the cluster binaries
+# cached before it came are reused.
+build_kube_proxy() {
+  build_kubernetes_commands "$1" kube-proxy
+}
+
+# build_kubernetes_commands DIR CMD...: Kubernetes' commands CMD into DIR/bin.
+build_kubernetes_commands() {
+  local dir=$1
+  shift
   local v=$KUBERNETES_VERSION staging="v0.${KUBERNETES_VERSION#v1.}" gomod
   gomod=$(go mod download -json "k8s.io/kubernetes@$v" |
     sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
@@ -84,20 +97,28 @@ build_kubernetes() {
     sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/src/.*#\1#p' "$gomod" |
       while read -r m; do printf '\t%s => %s %s\n' "$m" "$m" "$staging"; done
     printf ')\n'
-  } >"$1/wrapper/go.mod"
+  } >"$dir/wrapper/go.mod"
   local ldflags="-s -w" pkg
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ldflags+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=1"
     ldflags+=" -X $pkg.gitMinor=$(echo "$v" | cut -d. -f2) -X $pkg.gitTreeState=clean"
   done
-  local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl) pkgs=() cmd
+  local cmds=("$@") pkgs=() cmd
   for cmd in "${cmds[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$cmd@$v"); done
-  cd "$1/wrapper"
+  cd "$dir/wrapper"
   go get "${pkgs[@]}"
   for cmd in "${cmds[@]}"; do
     echo "tools: building $cmd"
-    go build -o "$1/bin/$cmd" -ldflags "$ldflags" "k8s.io/kubernetes/cmd/$cmd"
+    go build -o "$dir/bin/$cmd" -ldflags "$ldflags" "k8s.io/kubernetes/cmd/$cmd"
   done
+}
+
+# CoreDNS, static (its go.mod has no replace lines): the cluster tier's cluster DNS. Built as
+# CoreDNS's own Makefile builds it.
+build_coredns() {
+  local pkg=github.com/coredns/coredns v=$COREDNS_VERSION
+  CGO_ENABLED=0 GOBIN="$1/bin" go install -tags grpcnotrace \
+    -ldflags "-s -w -X $pkg/coremain.GitCommit=$v" "$pkg@$v"
 }
 
 # etcd's root module (whose main is the etcd binary) has replace lines: a wrapper module's own
@@ -159,6 +180,8 @@ for name in "$@"; do
     crane) tool crane "$CRANE_VERSION" build_crane ;;
     nerdctl) tool nerdctl "$NERDCTL_VERSION" build_nerdctl ;;
     kubernetes) tool kubernetes "$KUBERNETES_VERSION" build_kubernetes ;;
+    kube-proxy) tool kube-proxy "$KUBERNETES_VERSION" build_kube_proxy ;;
+    coredns) tool coredns "$COREDNS_VERSION" build_coredns ;;
     etcd) tool etcd "$ETCD_VERSION" build_etcd ;;
     cni-plugins) tool cni-plugins "$CNI_PLUGINS_VERSION" build_cni_plugins ;;
     kubernetes-validate) tool kubernetes-validate "$KUBERNETES_VALIDATE_VERSION" build_kubernetes_validate ;;

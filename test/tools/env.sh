@@ -12,7 +12,10 @@ WASMCELL_CRANE=$(_wasmcell_tool crane)/crane
 WASMCELL_KUBERNETES_VALIDATE=$(_wasmcell_tool kubernetes-validate)/kubernetes-validate
 WASMCELL_KUBECTL=$(_wasmcell_tool kubernetes)/kubectl
 WASMCELL_ETCD=$(_wasmcell_tool etcd)/etcd
+WASMCELL_KUBE_PROXY=$(_wasmcell_tool kube-proxy)/kube-proxy
+WASMCELL_COREDNS=$(_wasmcell_tool coredns)/coredns
 WASMCELL_CNI_PLUGINS=$(_wasmcell_tool cni-plugins)
 export WASMCELL_CONTAINERD2 WASMCELL_CRICTL WASMCELL_CRITEST WASMCELL_NERDCTL WASMCELL_CRANE \
-  WASMCELL_KUBERNETES_VALIDATE WASMCELL_KUBECTL WASMCELL_ETCD WASMCELL_CNI_PLUGINS
+  WASMCELL_KUBERNETES_VALIDATE WASMCELL_KUBECTL WASMCELL_ETCD WASMCELL_CNI_PLUGINS \
+  WASMCELL_KUBE_PROXY WASMCELL_COREDNS
 unset -f _wasmcell_tool

@@ -16,6 +16,9 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used)]
 
+pub mod firewall;
+pub mod services;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -53,7 +56,7 @@ pub fn etcd_bin() -> PathBuf {
 }
 
 /// A free TCP port on loopback (bound, then released for the program that takes it).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -153,9 +156,10 @@ impl ControlPlane {
                 &p("sa.key"),
                 "--service-account-issuer",
                 "https://kubernetes.default.svc",
-                // A range of the 198.18.0.0/15 test network: nothing is ever sent there.
+                // A range of the 198.18.0.0/15 test network (kube-proxy routes it on the node
+                // when a test starts it: `services`).
                 "--service-cluster-ip-range",
-                "198.18.128.0/24",
+                services::SERVICE_SUBNET,
                 "--authorization-mode",
                 "Node,RBAC",
                 "--enable-admission-plugins",
@@ -475,6 +479,8 @@ impl PodNetwork {
                 "ipam": {
                     "type": "host-local",
                     "ranges": [[{"subnet": POD_SUBNET}]],
+                    // Services are reached through the node, where kube-proxy's rules are.
+                    "routes": [{"dst": services::SERVICE_SUBNET}],
                     "dataDir": dir.join("cni/ipam"),
                 },
             }, {
@@ -511,6 +517,8 @@ pub struct Kubelet {
     /// Host directories the kubelet makes whatever its flags say (its device-plugin socket,
     /// the container log links) that did not exist before it: removed on drop.
     made: Vec<PathBuf>,
+    /// The host's iptables chains before it started: those it (or kube-proxy) made go too.
+    chains: firewall::KubeChains,
 }
 
 /// Host paths a kubelet writes below whatever its root and log directories are.
@@ -537,6 +545,7 @@ impl Kubelet {
                 ((*k).to_owned(), v.trim().to_owned())
             })
             .collect();
+        let chains = firewall::KubeChains::snapshot();
         let made = KUBELET_HOST_DIRS
             .iter()
             .map(PathBuf::from)
@@ -596,12 +605,20 @@ podLogsDir: {logs}
 cgroupsPerQOS: false
 enforceNodeAllocatable: []
 resolvConf: ""
+# No KUBE-FIREWALL of the kubelet's on the host: kube-proxy (`services`) keeps the Services'
+# rules. What chains the kubelet still makes (its canaries) go with it (`firewall`).
+makeIPTablesUtilChains: false
+# The kube-dns Service (`services`; when a test has not started it, lookups in pods fail).
+clusterDNS: ["{cluster_dns}"]
+clusterDomain: {cluster_domain}
 localStorageCapacityIsolation: false
 evictionHard: {{"memory.available": "1Mi", "nodefs.available": "1%", "imagefs.available": "1%"}}
 "#,
                 ca = pd.join("ca.crt").display(),
                 sock = c.socket.display(),
                 logs = d.join("pod-logs").display(),
+                cluster_dns = services::CLUSTER_DNS,
+                cluster_domain = services::CLUSTER_DOMAIN,
             ),
         )
         .unwrap();
@@ -634,6 +651,7 @@ evictionHard: {{"memory.available": "1Mi", "nodefs.available": "1%", "imagefs.av
             cri: c.socket.clone(),
             sysctls,
             made,
+            chains,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         while plane.kubectl(&["get", "node", NODE_NAME]).code != 0 {
@@ -705,6 +723,7 @@ impl Drop for Kubelet {
         for dir in &self.made {
             let _ = std::fs::remove_dir_all(dir);
         }
+        self.chains.remove_new();
     }
 }
 
