@@ -24,7 +24,7 @@ export $(TARGET_RUSTFLAGS) := $(STATIC_RUSTFLAGS)
 # List the targets.
 help:
 	@grep -B1 -E '^[a-z-]+:' Makefile | grep -E '^#' | sed 's/^# //'; \
-	 echo "targets: deps tools build fixtures test e2e soak bench demo lint install installer-image clean"
+	 echo "targets: deps tools build fixtures test e2e soak bench demo lint install installer-image example-app clean"
 
 # Install the Debian packages the build, the wasm fixtures and the tests need (as root).
 deps:
@@ -108,8 +108,17 @@ PYTHON_REPL := target/bench/python-repl.wasm
 $(PYTHON_REPL): benches/workloads/python-repl/app.py benches/scripts/componentize.sh
 	bash benches/scripts/componentize.sh python-repl $@
 
-# The components the tests run, made here from the sources in benches/workloads.
-test-components: $(HTTP_HANDLER) $(JS_HANDLER) $(PYTHON_REPL)
+# The example application's images (deploy/kubernetes/examples/app): two Python components and
+# Debian's Redis, which the cluster tier runs.
+EXAMPLE_APP := target/images/app-frontend.tar
+example-app: $(EXAMPLE_APP)
+$(EXAMPLE_APP): $(wildcard deploy/kubernetes/examples/app/*/app.py) \
+    deploy/kubernetes/examples/app/build-images.sh benches/scripts/componentize.sh | build
+	bash deploy/kubernetes/examples/app/build-images.sh $(BIN)/wasmcell target/images
+
+# The components the tests run, made here from the sources in benches/workloads, and the
+# example application's images.
+test-components: $(HTTP_HANDLER) $(JS_HANDLER) $(PYTHON_REPL) $(EXAMPLE_APP)
 
 # The benchmark's reference shim: a workspace of its own, built into the shared target directory
 # as cargo builds it by default (dynamically linked, without the flags above).

@@ -6,16 +6,20 @@
 #                    prompt (componentize-py), for the terminal tests;
 #   http-handler:    http-handler/app.py, a wasi:http/proxy handler (componentize-py);
 #   js-handler:      js-handler/app.js, a wasi:http/proxy handler (componentize-js, which embeds
-#                    SpiderMonkey: about 13 MiB).
+#                    SpiderMonkey: about 13 MiB);
+#   app-frontend:    the example application's frontend (deploy/kubernetes/examples/app), a
+#                    wasi:http/proxy handler (componentize-py);
+#   app-backend:     its backend, a wasi:http/proxy handler that also imports wasi:sockets (TCP
+#                    and name lookup) to reach Redis (componentize-py).
 #
 # componentize-py comes from PyPI into a venv under target/bench, componentize-js from the npm
 # registry into target/bench too. The WIT comes from the sources of the wasmtime-wasi (wasi:cli)
 # and wasmtime-wasi-http (wasi:http) crates the workspace builds with, so the component imports
 # the WASI version the shim's wasmtime provides.
-# Usage: componentize.sh large-component|python-repl|http-handler|js-handler OUTPUT.wasm
+# Usage: componentize.sh PROGRAM OUTPUT.wasm (a program above)
 set -euo pipefail
 
-usage="usage: componentize.sh large-component|python-repl|http-handler|js-handler OUTPUT.wasm"
+usage="usage: componentize.sh large-component|python-repl|http-handler|js-handler|app-frontend|app-backend OUTPUT.wasm"
 program=${1:?$usage}
 out=$(realpath -m "${2:?$usage}")
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -100,12 +104,17 @@ componentize_py() {
     apt-get update -q
     apt-get install -y -q python3-venv
   fi
-  if [ ! -x "$venv/bin/componentize-py" ]; then
+  # A venv made elsewhere (the tree moved) has scripts that name another interpreter: remake it.
+  if ! "$venv/bin/componentize-py" --version 2>/dev/null | grep -qF "$componentize_py_version"; then
     echo "componentize: installing componentize-py $componentize_py_version from PyPI into $venv"
+    rm -rf "$venv"
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q "componentize-py==$componentize_py_version"
   fi
-  cp "$root/benches/workloads/$program/app.py" "$work/"
+  case "$program" in
+    app-*) cp "$root/deploy/kubernetes/examples/app/${program#app-}/app.py" "$work/" ;;
+    *) cp "$root/benches/workloads/$program/app.py" "$work/" ;;
+  esac
   (
     cd "$work"
     "$venv/bin/componentize-py" -d "$wit" -w "$world" bindings . >/dev/null
@@ -128,5 +137,24 @@ case "$program" in
     componentize_py "$wit" "wasi:http/proxy@$version"
     ;;
   js-handler) componentize_js ;;
+  app-frontend)
+    wit=$(wit_of wasmtime-wasi-http wit)
+    componentize_py "$wit" "wasi:http/proxy@$(package_version "$wit" http)"
+    ;;
+  app-backend)
+    # wasi:http/proxy plus the wasi:sockets interfaces a TCP client needs.
+    wit=$(wit_of wasmtime-wasi-http wit)
+    version=$(package_version "$wit" http)
+    mkdir -p "$work/wit/deps"
+    cp "$wit"/deps/*.wit "$work/wit/deps/"
+    {
+      printf 'package wasmcell:example-app;\n\nworld backend {\n  include wasi:http/proxy@%s;\n' "$version"
+      for i in instance-network ip-name-lookup tcp-create-socket tcp; do
+        printf '  import wasi:sockets/%s@%s;\n' "$i" "$version"
+      done
+      printf '}\n'
+    } >"$work/wit/world.wit"
+    componentize_py "$work/wit" "wasmcell:example-app/backend"
+    ;;
   *) echo "$usage" >&2; exit 2 ;;
 esac

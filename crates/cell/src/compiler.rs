@@ -96,9 +96,14 @@ pub fn compile_locked_down_in(
         (Ok(WaitStatus::Exited(..)), Some((&FAILED, message))) => {
             Err(failed(String::from_utf8_lossy(message).into_owned()))
         }
-        (Ok(WaitStatus::Signaled(_, sig, _)), _) => Err(failed(format!(
-            "compiling it was killed by {sig:?} (a memory limit too low for compiling it?)"
-        ))),
+        (Ok(WaitStatus::Signaled(_, sig, _)), _) => Err(Error::CompileAborted {
+            program: program.to_owned(),
+            reason: format!(
+                "the compiler was killed by {sig:?}: is the container's memory limit too low \
+                 for compiling it? (a first start compiles in the container's cgroup; later \
+                 starts load the node's compile cache)"
+            ),
+        }),
         (status, _) => Err(failed(format!(
             "the compiler ended without an answer ({status:?})"
         ))),

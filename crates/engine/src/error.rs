@@ -19,6 +19,15 @@ pub enum Error {
         /// The validator's or compiler's message.
         reason: String,
     },
+    /// Compiling was cut short from outside (the compiler process was killed: at the
+    /// container's memory limit, typically); the bytes may be valid.
+    #[error("{program} could not be compiled: {reason}")]
+    CompileAborted {
+        /// Program name.
+        program: String,
+        /// What ended the compiler.
+        reason: String,
+    },
     /// The guest imports something no host provides, or exports no entry point.
     #[error("{program} cannot be linked: {reason}")]
     Link {

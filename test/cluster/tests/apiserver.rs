@@ -28,7 +28,7 @@ fn the_deploy_manifests_apply_to_a_kube_apiserver_and_read_back_as_written() {
         "{v}"
     );
 
-    for name in ["", "examples"] {
+    for name in ["", "examples", "examples/app"] {
         let r = plane.kubectl(&["apply", "-k", &kustomization(name)]);
         assert_eq!(r.code, 0, "apply -k {name}: {r:?}");
     }

@@ -2,11 +2,14 @@
 //! ClusterIP routing (`wasmcell_cluster::services`). A wasm pod resolves a Service by each of the
 //! names Kubernetes' search path allows, a wasi:http handler calls another wasm Deployment by
 //! its Service's short name, `hostAliases` and `dnsPolicy: None` with a `dnsConfig` are the
-//! pod's, and `kubectl port-forward` reaches a wasi:http pod.
+//! pod's, and `kubectl port-forward` reaches a wasi:http pod. The example application
+//! (`deploy/kubernetes/examples/app`: Python frontend and backend in wasm, Redis native) answers
+//! end to end.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -303,4 +306,87 @@ spec:
     let _ = forward.wait();
     assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
     assert!(answer.contains("hello from request"), "{answer}");
+}
+
+/// The example application's images (`make example-app`), built if their sources changed.
+fn example_app_images() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let status = Command::new("make")
+        .args(["-s", "-C"])
+        .arg(&root)
+        .arg("example-app")
+        .status()
+        .expect("run make");
+    assert!(status.success(), "make example-app: {status}");
+    ["app-frontend", "app-backend", "app-redis"]
+        .iter()
+        .map(|name| root.join(format!("target/images/{name}.tar")))
+        .collect()
+}
+
+#[test]
+fn the_example_application_answers_through_cluster_dns_services_and_redis() {
+    let plane = ControlPlane::start();
+    let node = Node::start(&plane, true, "wasmcell.dev/installed=true");
+    let _services = ClusterServices::start(&plane, &node);
+    runtime_class(&plane);
+    for image in example_app_images() {
+        node.containerd.import_cri(&image);
+    }
+    let r = plane.kubectl(&[
+        "apply",
+        "-k",
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/kubernetes/examples/app"
+        ),
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    // The first start of each Python component compiles 18 MiB of wasm.
+    for (deployment, replicas) in [("redis", "1"), ("backend", "2"), ("frontend", "1")] {
+        plane.wait_for_output(
+            &[
+                "-n",
+                "wasm-app",
+                "get",
+                "deployment",
+                deployment,
+                "-o",
+                "jsonpath={.status.readyReplicas}",
+            ],
+            replicas,
+            Duration::from_secs(300),
+            &format!("{deployment} ready"),
+        );
+    }
+    // From the node, through the frontend's ClusterIP: frontend -> backend (by name, a
+    // ClusterIP) -> redis (by name over wasi:sockets TCP, a ClusterIP).
+    let frontend = plane
+        .kubectl(&[
+            "-n",
+            "wasm-app",
+            "get",
+            "service",
+            "frontend",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ])
+        .stdout;
+    let frontend = format!("{}:80", frontend.trim());
+    for visit in 1..=3 {
+        let (code, body) = get(&frontend, "/");
+        assert_eq!(
+            (code, body.as_str()),
+            (
+                200,
+                format!("frontend -> backend: visits: {visit}\n").as_str()
+            ),
+            "{}",
+            plane
+                .kubectl(&["-n", "wasm-app", "logs", "-l", "app in (frontend,backend)"])
+                .stdout
+        );
+    }
+    let r = plane.kubectl(&["delete", "namespace", "wasm-app", "--wait=true"]);
+    assert_eq!(r.code, 0, "{r:?}");
 }
