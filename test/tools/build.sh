@@ -15,16 +15,19 @@ export GOFLAGS="-buildvcs=false -modcacherw"
 
 # tool NAME VERSION BUILDER: runs `BUILDER DIR` once into DIR=$cache/NAME-VERSION (its binaries
 # go to DIR/bin, a scratch module may use DIR/wrapper), then prints DIR/bin. A build that fails
-# leaves no marker, so the next run builds again.
+# leaves no marker, so the next run builds again; the marker holds a hash of the builder's
+# text, so a changed recipe (another plugin, another flag) builds again too (an empty marker,
+# from before markers held one, is taken as current).
 tool() {
-  local name=$1 version=$2 builder=$3 dir="$cache/$1-$2"
-  if [ ! -f "$dir/.built" ]; then
+  local name=$1 version=$2 builder=$3 dir="$cache/$1-$2" recipe
+  recipe=$(declare -f "$builder" | sha256sum | cut -c1-16)
+  if [ ! -f "$dir/.built" ] || { [ -s "$dir/.built" ] && [ "$(cat "$dir/.built")" != "$recipe" ]; }; then
     echo "tools: building $name $version into $dir (once; later runs reuse it)" >&2
     rm -rf "$dir"
     mkdir -p "$dir/bin" "$dir/wrapper"
     local started=$SECONDS
     ("$builder" "$dir") >&2
-    touch "$dir/.built"
+    echo "$recipe" >"$dir/.built"
     echo "tools: $name $version built in $((SECONDS - started)) s" >&2
   fi
   echo "$dir/bin"
@@ -146,7 +149,8 @@ GO
 build_cni_plugins() {
   local pkg=github.com/containernetworking/plugins v=$CNI_PLUGINS_VERSION
   GOBIN="$1/bin" go install -ldflags "-s -w -X $pkg/pkg/utils/buildversion.BuildVersion=$v" \
-    "$pkg/plugins/main/bridge@$v" "$pkg/plugins/main/loopback@$v" "$pkg/plugins/ipam/host-local@$v"
+    "$pkg/plugins/main/bridge@$v" "$pkg/plugins/main/loopback@$v" "$pkg/plugins/ipam/host-local@$v" \
+    "$pkg/plugins/meta/portmap@$v" "$pkg/plugins/meta/firewall@$v" "$pkg/plugins/meta/tuning@$v"
 }
 
 # cargo-fuzz (crates.io), for the fuzz targets in fuzz/ (test/scripts/fuzz.sh).

@@ -21,7 +21,9 @@
 //!
 //! - `http`: wasi:http serving against `wasmtime serve` ([`http`]);
 //! - `exec`: CRI ExecSync of a wasm probe in a wasm container against `runc exec` of busybox
-//!   `true` ([`exec`]).
+//!   `true` ([`exec`]);
+//! - `names`: a name lookup from a cell against busybox's `nslookup` under runc, against one
+//!   nameserver with the kubelet's resolv.conf ([`names`]).
 //!
 //! Each scenario prints its table when it ends; the JSON (`--json PATH`, default
 //! `target/bench/results.json`) is written at the end, also after Ctrl-C (or SIGTERM), which
@@ -36,6 +38,7 @@ mod http;
 mod isolation;
 mod kubelet;
 mod machine;
+mod names;
 mod pods;
 mod progress;
 mod stats;
@@ -67,6 +70,7 @@ const SCENARIOS: &[&str] = &[
     "kubelet",
     "http",
     "exec",
+    "names",
 ];
 
 struct Options {
@@ -354,6 +358,20 @@ fn main() {
         report.insert(
             "exec_through_cri".into(),
             exec::measure(o.rounds, &interrupted),
+        );
+    }
+
+    if wants("names") && !interrupted() {
+        let resolve = import_wasm(&c, "resolve", fixtures::RESOLVE);
+        report.insert(
+            "name_lookup".into(),
+            names::measure(
+                &c,
+                &api,
+                (resolve.0, &resolve.1),
+                ("bench.wasmcell/busybox:latest", &busybox),
+                o.rounds.min(10),
+            ),
         );
     }
 

@@ -164,10 +164,12 @@ impl Isolation {
     /// The boundary `spec` asks for, or what of it the cell cannot honour.
     pub fn from_spec(spec: &Spec) -> Result<Isolation, Unsupported> {
         let mut iso = Isolation::default();
-        if let Some(names) = hook_kinds(spec) {
-            // runc runs them at their points of the lifecycle, in their namespaces, with the
-            // container's state on stdin: the cell does not, so it must not pretend to.
-            return Err(Unsupported(format!("OCI hooks ({names}); runc runs them")));
+        if let Some(names) = container_hook_kinds(spec) {
+            // They run inside the container, as a native process of it: a cell has none.
+            // (The shim runs the runtime-namespace stages itself: `crate::hooks`.)
+            return Err(Unsupported(format!(
+                "OCI hooks that run inside the container ({names}); runc runs them"
+            )));
         }
         if let Some(linux) = spec.linux() {
             for ns in linux.namespaces().iter().flatten() {
@@ -288,17 +290,13 @@ impl Isolation {
     }
 }
 
-/// The kinds of OCI hooks `spec` lists (`createRuntime, poststop`), if any.
-fn hook_kinds(spec: &Spec) -> Option<String> {
+/// The stages of OCI hooks that run inside the container (`createContainer,
+/// startContainer`) that `spec` lists, if any.
+fn container_hook_kinds(spec: &Spec) -> Option<String> {
     let hooks = spec.hooks().as_ref()?;
-    #[allow(deprecated)] // prestart is deprecated, but runc still runs it
     let kinds = [
-        ("prestart", hooks.prestart()),
-        ("createRuntime", hooks.create_runtime()),
         ("createContainer", hooks.create_container()),
         ("startContainer", hooks.start_container()),
-        ("poststart", hooks.poststart()),
-        ("poststop", hooks.poststop()),
     ];
     let names: Vec<&str> = kinds
         .iter()
@@ -313,25 +311,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_spec_with_hooks_goes_to_runc_and_empty_hook_lists_do_not() {
-        let with = spec(serde_json::json!({
+    fn hooks_inside_the_container_go_to_runc_and_runtime_namespace_ones_do_not() {
+        let inside = spec(serde_json::json!({
             "ociVersion": "1.0.2",
             "hooks": {
                 "createRuntime": [{"path": "/bin/true"}],
-                "startContainer": [],
+                "createContainer": [{"path": "/bin/true"}],
+                "startContainer": [{"path": "/bin/true"}],
                 "poststop": [{"path": "/bin/true", "args": ["true"]}]
             }
         }));
-        let err = Isolation::from_spec(&with).expect_err("hooks are not the cell's");
+        let err = Isolation::from_spec(&inside).expect_err("hooks inside are not the cell's");
         assert_eq!(
             err.to_string(),
-            "the cell cannot honour OCI hooks (createRuntime, poststop); runc runs them"
+            "the cell cannot honour OCI hooks that run inside the container (createContainer, \
+             startContainer); runc runs them"
         );
-        let empty = spec(serde_json::json!({
+        let runtime = spec(serde_json::json!({
             "ociVersion": "1.0.2",
-            "hooks": {"createRuntime": [], "poststop": []}
+            "hooks": {
+                "prestart": [{"path": "/bin/true"}],
+                "createRuntime": [{"path": "/bin/true"}],
+                "startContainer": [],
+                "poststart": [{"path": "/bin/true"}],
+                "poststop": [{"path": "/bin/true", "args": ["true"]}]
+            }
         }));
-        assert!(Isolation::from_spec(&empty).is_ok());
+        assert!(Isolation::from_spec(&runtime).is_ok());
     }
 
     fn spec(json: serde_json::Value) -> Spec {

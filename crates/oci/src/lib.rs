@@ -14,6 +14,7 @@ pub mod bundle;
 pub mod container_files;
 pub mod entrypoint;
 pub mod error;
+pub mod hooks;
 pub mod isolation;
 pub mod resources;
 pub mod runspec;

@@ -16,7 +16,6 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used)]
 
-pub mod firewall;
 pub mod services;
 
 use std::net::TcpListener;
@@ -518,7 +517,7 @@ pub struct Kubelet {
     /// the container log links) that did not exist before it: removed on drop.
     made: Vec<PathBuf>,
     /// The host's iptables chains before it started: those it (or kube-proxy) made go too.
-    chains: firewall::KubeChains,
+    chains: wasmcell_e2e::firewall::Chains,
 }
 
 /// Host paths a kubelet writes below whatever its root and log directories are.
@@ -545,7 +544,7 @@ impl Kubelet {
                 ((*k).to_owned(), v.trim().to_owned())
             })
             .collect();
-        let chains = firewall::KubeChains::snapshot();
+        let chains = wasmcell_e2e::firewall::Chains::snapshot("KUBE-");
         let made = KUBELET_HOST_DIRS
             .iter()
             .map(PathBuf::from)
@@ -606,7 +605,7 @@ cgroupsPerQOS: false
 enforceNodeAllocatable: []
 resolvConf: ""
 # No KUBE-FIREWALL of the kubelet's on the host: kube-proxy (`services`) keeps the Services'
-# rules. What chains the kubelet still makes (its canaries) go with it (`firewall`).
+# rules. What chains the kubelet still makes (its canaries) go with it (wasmcell_e2e::firewall).
 makeIPTablesUtilChains: false
 # The kube-dns Service (`services`; when a test has not started it, lookups in pods fail).
 clusterDNS: ["{cluster_dns}"]

@@ -12,6 +12,7 @@ pub mod api;
 pub mod cri;
 pub mod cri_client;
 pub mod dns;
+pub mod firewall;
 pub mod fixtures;
 pub mod image;
 pub mod netns;

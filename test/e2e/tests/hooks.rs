@@ -1,6 +1,8 @@
-//! OCI hooks in a wasm container's spec (nerdctl and some CRI setups put them there): the cell
-//! does not run hooks, so such a container goes to the runc fallback, and runc runs each hook
-//! once, at its point of the lifecycle, with the container's state on stdin.
+//! OCI hooks in a wasm container's spec (nerdctl puts createRuntime and poststop into every
+//! spec): the shim runs the runtime-namespace stages for a cell, as runc does, each once, at its
+//! point of the lifecycle, with the container's state on stdin; a spec with hooks that run
+//! inside the container (createContainer, startContainer) goes to the runc fallback, where runc
+//! runs them all.
 #![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::PermissionsExt;
@@ -48,12 +50,26 @@ fn run(
 }
 
 /// A host script that appends `<kind> <state JSON>` to `log`, or fails with `fail` on stderr.
+/// With `netns`, it also appends `<kind>-netns <the network namespace of the state's pid>`.
 fn hook_script(dir: &Path, log: &Path, fail: Option<&str>) -> String {
+    hook_script_with(dir, log, fail, false)
+}
+
+fn hook_script_with(dir: &Path, log: &Path, fail: Option<&str>, netns: bool) -> String {
     let path = dir.join(if fail.is_some() { "fail-hook" } else { "hook" });
+    let netns_line = if netns {
+        format!(
+            "pid=$(echo \"$state\" | sed -n 's/.*\"pid\":\\([0-9]*\\).*/\\1/p')\n\
+             [ -n \"$pid\" ] && echo \"$1-netns $(readlink /proc/$pid/ns/net)\" >> {}\n",
+            log.display()
+        )
+    } else {
+        String::new()
+    };
     let body = match fail {
         Some(msg) => format!("#!/bin/sh\necho '{msg}' >&2\nexit 3\n"),
         None => format!(
-            "#!/bin/sh\nstate=$(cat)\necho \"$1 $state\" >> {}\n",
+            "#!/bin/sh\nstate=$(cat)\necho \"$1 $state\" >> {}\n{netns_line}",
             log.display()
         ),
     };
@@ -98,7 +114,7 @@ fn every_hook_runs_once_in_order_with_the_container_state() {
     assert!(finished.stdout.contains("hello from C"), "{finished:?}");
     assert!(
         c.log()
-            .contains("the cell cannot honour OCI hooks (createRuntime, createContainer, startContainer, poststart, poststop); runc runs them"),
+            .contains("the cell cannot honour OCI hooks that run inside the container (createContainer, startContainer); runc runs them"),
         "the shim's log says why it went to runc:\n{}",
         c.log()
     );
@@ -147,6 +163,79 @@ fn every_hook_runs_once_in_order_with_the_container_state() {
         lines[0].1["pid"].as_i64().unwrap_or(0) > 0,
         "createRuntime sees the pid"
     );
+}
+
+#[test]
+fn a_cell_runs_runtime_namespace_hooks_once_in_order_with_its_state() {
+    let c = Containerd::start();
+    let tar = image(&c);
+    let d = defaults_of(&tar);
+    let log = c.dir.path().join("cell-hooks.log");
+    let script = hook_script_with(c.dir.path(), &log, None, true);
+    let id = "hooked-cell";
+    let mut spec = c.default_spec(id, &["/probe.wasm".into(), "hello".into()], &d.env, &d.cwd);
+    spec["hooks"] = json!({
+        "prestart": [hook(&script, "prestart")],
+        "createRuntime": [hook(&script, "createRuntime")],
+        "poststart": [hook(&script, "poststart")],
+        "poststop": [hook(&script, "poststop")],
+    });
+    spec["annotations"] = json!({"nerdctl/name": "web"});
+    let finished = run(&c, id, spec, &d).unwrap_or_else(|e| panic!("{e}\n{}", c.log()));
+    assert_eq!(finished.exit, 0, "{finished:?}");
+    assert!(finished.stdout.contains("hello from C"), "{finished:?}");
+    assert!(
+        c.log().contains(&format!("task {id}: prepared")) && !c.log().contains("cannot honour"),
+        "run by a cell, not runc:\n{}",
+        c.log()
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let states: Vec<(&str, Value)> = text
+        .lines()
+        .filter(|l| !l.split(' ').next().unwrap_or("").ends_with("-netns"))
+        .map(|l| {
+            let (kind, state) = l.split_once(' ').unwrap();
+            (kind, serde_json::from_str(state).unwrap())
+        })
+        .collect();
+    let kinds: Vec<&str> = states.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        kinds,
+        ["prestart", "createRuntime", "poststart", "poststop"],
+        "{text}"
+    );
+    for ((kind, state), status) in states
+        .iter()
+        .zip(["creating", "creating", "running", "stopped"])
+    {
+        assert_eq!(state["status"], status, "{kind}: {state}");
+        assert_eq!(state["id"], id, "{kind}: {state}");
+        assert_eq!(
+            state["annotations"]["nerdctl/name"], "web",
+            "{kind}: {state}"
+        );
+        assert!(
+            state["bundle"]
+                .as_str()
+                .unwrap_or("")
+                .ends_with(&format!("/{id}")),
+            "{kind}: {state}"
+        );
+        assert_eq!(
+            state["pid"].is_null(),
+            *kind == "poststop",
+            "{kind}: {state}"
+        );
+    }
+    // The pid createRuntime gets is in the container's network namespace, not the host's
+    // (nerdctl's CNI setup finds the namespace there).
+    let host_netns = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let netns = text
+        .lines()
+        .find_map(|l| l.strip_prefix("createRuntime-netns "))
+        .unwrap_or_else(|| panic!("createRuntime saw no namespace: {text}"));
+    assert!(netns.starts_with("net:["), "{text}");
+    assert_ne!(Path::new(netns), host_netns, "{text}");
 }
 
 #[test]

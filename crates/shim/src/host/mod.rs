@@ -3,6 +3,7 @@
 //! scopes, runc's command line, and the process title.
 
 pub mod console;
+pub mod hooks;
 pub mod image;
 pub mod metrics;
 pub mod process;

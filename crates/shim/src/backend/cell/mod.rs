@@ -12,6 +12,7 @@ use nix::unistd::Pid;
 use wasmcell_cell::{Ready, Role};
 use wasmcell_cgroup::{Cgroup, Hierarchy};
 use wasmcell_oci::entrypoint::Entrypoint;
+use wasmcell_oci::hooks::Hooks;
 use wasmcell_oci::isolation::NamespaceKind;
 use wasmcell_oci::{Bundle, CgroupPath, Resources, RunSpec};
 
@@ -22,6 +23,7 @@ use process::{Cell, Placement};
 use super::{Backend, ExecBackend, ExecIo, ExecStarted, CELL_ARG};
 use crate::error::{Error, Result};
 use crate::host::console::{self, Console, ConsoleIo};
+use crate::host::hooks;
 use crate::host::systemd;
 
 /// File in the bundle that records a cell's pid, for `shim delete` after a shim crash.
@@ -44,6 +46,8 @@ pub struct CellTask {
     prepare_timeout: Duration,
     /// Its terminal, when it has one.
     console: Option<Console>,
+    /// The spec's runtime-namespace hooks (poststart and poststop are still to run).
+    hooks: Hooks,
 }
 
 /// A cell's stdout and stderr.
@@ -154,6 +158,44 @@ pub fn launch(
     }
     let pid = ready.guest_pid.unwrap_or(cell.pid);
     let watched = cell.pid;
+    // The container's namespaces exist and its process is in them: prestart and createRuntime
+    // (nerdctl's CNI setup finds the network namespace through the state's pid).
+    let hooks = Hooks::of(&bundle.spec);
+    let annotations = bundle.spec.annotations().clone().unwrap_or_default();
+    let state = |status, pid| hooks::State {
+        id,
+        status,
+        pid,
+        bundle: &bundle.dir,
+        annotations: &annotations,
+    };
+    let creating = state("creating", u32::try_from(pid).ok());
+    let created =
+        hooks::run(&hooks::UnderReaper, "prestart", &hooks.prestart, &creating).and_then(|()| {
+            hooks::run(
+                &hooks::UnderReaper,
+                "createRuntime",
+                &hooks.create_runtime,
+                &creating,
+            )
+        });
+    if created.is_ok() && !(hooks.prestart.is_empty() && hooks.create_runtime.is_empty()) {
+        log::info!(
+            "task {id}: ran its {} prestart and {} createRuntime hook(s)",
+            hooks.prestart.len(),
+            hooks.create_runtime.len()
+        );
+    }
+    if let Err(e) = created {
+        cell.kill(Signal::SIGKILL);
+        let _ = std::fs::remove_file(&pid_file);
+        // As the runtime spec says for a failed create: on to poststop.
+        let stopped = state("stopped", None);
+        if let Err(stop) = hooks::run(&hooks::UnderReaper, "poststop", &hooks.poststop, &stopped) {
+            log::warn!("task {id}: {stop}");
+        }
+        return Err(Error::FailedPrecondition(format!("task {id}: {e}")));
+    }
     let task = CellTask {
         id: id.clone(),
         cell,
@@ -167,13 +209,48 @@ pub fn launch(
         container_pid: pid,
         prepare_timeout,
         console,
+        hooks,
     };
     Ok((task, pid as u32, watched))
 }
 
+impl CellTask {
+    /// Runs this task's hooks of `stage` with the container's state.
+    fn run_hooks(
+        &self,
+        stage: &str,
+        hooks: &[wasmcell_oci::hooks::Hook],
+        status: &str,
+    ) -> std::result::Result<(), String> {
+        if hooks.is_empty() {
+            return Ok(());
+        }
+        let annotations = self.bundle.spec.annotations().clone().unwrap_or_default();
+        let pid = (status != "stopped").then_some(self.container_pid as u32);
+        let state = hooks::State {
+            id: &self.id,
+            status,
+            pid,
+            bundle: &self.bundle.dir,
+            annotations: &annotations,
+        };
+        let ran = hooks::run(&hooks::UnderReaper, stage, hooks, &state);
+        if ran.is_ok() {
+            log::info!("task {}: ran its {} {stage} hook(s)", self.id, hooks.len());
+        }
+        ran
+    }
+}
+
 impl Backend for CellTask {
     fn start(&self) -> Result<()> {
-        self.cell.start()
+        self.cell.start()?;
+        // A failed poststart ends the container, as runc does (runtime spec 1.3).
+        if let Err(e) = self.run_hooks("poststart", &self.hooks.poststart, "running") {
+            self.cell.kill(Signal::SIGKILL);
+            return Err(Error::FailedPrecondition(format!("task {}: {e}", self.id)));
+        }
+        Ok(())
     }
 
     fn signal(&self, signal: u32, _all: bool) -> Result<()> {
@@ -230,6 +307,10 @@ impl Backend for CellTask {
             log::error!("task {}: {e}", self.id);
         }
         let _ = std::fs::remove_file(&self.pid_file);
+        // Deleted: poststop, whose failure is only reported (runtime spec).
+        if let Err(e) = self.run_hooks("poststop", &self.hooks.poststop, "stopped") {
+            log::warn!("task {}: {e}", self.id);
+        }
     }
 
     fn exec(
