@@ -23,7 +23,9 @@
 //! - `exec`: CRI ExecSync of a wasm probe in a wasm container against `runc exec` of busybox
 //!   `true` ([`exec`]);
 //! - `names`: a name lookup from a cell against busybox's `nslookup` under runc, against one
-//!   nameserver with the kubelet's resolv.conf ([`names`]).
+//!   nameserver with the kubelet's resolv.conf ([`names`]);
+//! - `nerdctl`: `nerdctl run --rm` of the wasm hello (a cell) against busybox under runc
+//!   ([`nerdctl`]).
 //!
 //! Each scenario prints its table when it ends; the JSON (`--json PATH`, default
 //! `target/bench/results.json`) is written at the end, also after Ctrl-C (or SIGTERM), which
@@ -39,6 +41,7 @@ mod isolation;
 mod kubelet;
 mod machine;
 mod names;
+mod nerdctl;
 mod pods;
 mod progress;
 mod stats;
@@ -71,6 +74,7 @@ const SCENARIOS: &[&str] = &[
     "http",
     "exec",
     "names",
+    "nerdctl",
 ];
 
 struct Options {
@@ -371,6 +375,18 @@ fn main() {
                 (resolve.0, &resolve.1),
                 ("bench.wasmcell/busybox:latest", &busybox),
                 o.rounds.min(10),
+            ),
+        );
+    }
+
+    if wants("nerdctl") && !interrupted() {
+        report.insert(
+            "nerdctl_run".into(),
+            nerdctl::measure(
+                &c,
+                hello.0,
+                "bench.wasmcell/busybox:latest",
+                o.rounds.min(20),
             ),
         );
     }

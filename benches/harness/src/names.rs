@@ -1,9 +1,10 @@
 //! `names`: one name lookup from a cell (`wasi:sockets/ip-name-lookup`, the resolve fixture)
 //! against the same lookup by a native process of the same network (busybox `nslookup` under
 //! runc, a process per lookup, as `getent hosts` in a sidecar would be), both against one
-//! nameserver in a network namespace of the run's, with the kubelet's resolv.conf (search list,
-//! `ndots:5`). Each name is a Service-like short name found at the first name of the search
-//! list.
+//! nameserver in a network namespace of the run's, with the kubelet's resolv.conf. Each name is
+//! a Service's full name (`svc-N.ns.svc.cluster.local`, given with its final dot to the cell, so
+//! that both sides send one question per address family: busybox's `nslookup` applies no search
+//! list).
 //!
 //! A lookup's cost is the slope between a container that looks up one name and one that looks
 //! up `1 + LOOKUPS` (the start, the same in both, cancels out): with every name different (cold:
@@ -39,13 +40,13 @@ struct Side<'a> {
 
 fn wasm_args(names: &[String]) -> Vec<String> {
     let mut args = vec!["/resolve.wasm".to_owned()];
-    args.extend(names.iter().cloned());
+    args.extend(names.iter().map(|n| format!("{n}.")));
     args
 }
 
 fn busybox_args(names: &[String]) -> Vec<String> {
     let script = format!(
-        "for n in {}; do busybox nslookup $n >/dev/null || exit 1; done; echo looked up",
+        "for n in {}; do out=$(busybox nslookup $n 2>&1) || {{ echo \"$out\"; exit 1; }}; done; echo looked up",
         names.join(" ")
     );
     vec!["/bin/busybox".into(), "sh".into(), "-c".into(), script]
@@ -103,7 +104,11 @@ fn run(place: &Place<'_>, side: &Side<'_>, names: &[String]) -> Duration {
     }
     match r {
         Ok(f) if f.exit == 0 => took,
-        other => panic!("names: {} {id}: {other:?}", side.runtime),
+        Ok(f) => panic!(
+            "names: {} {id}: exit {}: {} {}",
+            side.runtime, f.exit, f.stdout, f.stderr
+        ),
+        Err(e) => panic!("names: {} {id}: {e}", side.runtime),
     }
 }
 
@@ -117,7 +122,11 @@ fn slope(
 ) -> f64 {
     let mut per = Vec::new();
     for round in 0..rounds {
-        let short = run(place, side, &[format!("svc-short-{round}")]);
+        let short = run(
+            place,
+            side,
+            &[format!("svc-short-{round}.ns.svc.cluster.local")],
+        );
         let many = run(place, side, &long(round));
         let d = many.as_secs_f64() - short.as_secs_f64();
         per.push(d * 1000.0 / LOOKUPS as f64);
@@ -162,10 +171,11 @@ pub fn measure(
     };
     let cold = |round: usize| -> Vec<String> {
         (1..=LOOKUPS + 1)
-            .map(|i| format!("svc-{round}-{i}"))
+            .map(|i| format!("svc-{round}-{i}.ns.svc.cluster.local"))
             .collect()
     };
-    let warm = |_: usize| -> Vec<String> { vec!["svc-warm".to_owned(); LOOKUPS + 1] };
+    let warm =
+        |_: usize| -> Vec<String> { vec!["svc-warm.ns.svc.cluster.local".to_owned(); LOOKUPS + 1] };
     let place = Place {
         c,
         api,
@@ -191,7 +201,7 @@ pub fn measure(
         );
     }
     json!({
-        "method": format!("per lookup: (a container looking up {} names − one looking up 1) / {LOOKUPS}, median of {rounds} rounds; the kubelet's resolv.conf (ndots:5, three search domains), the name found at the first", LOOKUPS + 1),
+        "method": format!("per lookup: (a container looking up {} names − one looking up 1) / {LOOKUPS}, median of {rounds} rounds; a Service's full name, A and AAAA, one nameserver on the pod network's loopback", LOOKUPS + 1),
         "cell_cold_ms": cell_cold,
         "cell_warm_ms": cell_warm,
         "busybox_nslookup_ms": native_cold,
