@@ -43,8 +43,8 @@ pub struct Handler<'a> {
 
 /// What wrk measured.
 #[derive(Debug, Clone, Copy)]
-struct Load {
-    rps: f64,
+pub(crate) struct Load {
+    pub(crate) rps: f64,
     p50_ms: f64,
     p99_ms: f64,
     errors: u64,
@@ -53,7 +53,7 @@ struct Load {
 impl Load {
     /// The load with the median requests per second of `loads` (its latencies with it), and
     /// the errors of all.
-    fn median_of(loads: &[Load]) -> Load {
+    pub(crate) fn median_of(loads: &[Load]) -> Load {
         let mut sorted = loads.to_vec();
         sorted.sort_by(|a, b| a.rps.total_cmp(&b.rps));
         Load {
@@ -62,14 +62,14 @@ impl Load {
         }
     }
 
-    fn to_json(self) -> Value {
+    pub(crate) fn to_json(self) -> Value {
         json!({"requests_per_second": self.rps, "p50_ms": self.p50_ms, "p99_ms": self.p99_ms,
                "non_2xx_or_socket_errors": self.errors})
     }
 }
 
 /// A free loopback address.
-fn free_addr() -> SocketAddr {
+pub(crate) fn free_addr() -> SocketAddr {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     probe.local_addr().unwrap()
 }
@@ -111,12 +111,17 @@ fn millis(text: &str) -> Option<f64> {
 }
 
 fn wrk(addr: SocketAddr, connections: usize, secs: u64) -> Load {
+    wrk_path(addr, "/", connections, secs)
+}
+
+/// wrk's load on `path` of `addr`.
+pub(crate) fn wrk_path(addr: SocketAddr, path: &str, connections: usize, secs: u64) -> Load {
     let out = Command::new("wrk")
         .arg(format!("-t{}", connections.min(2)))
         .arg(format!("-c{connections}"))
         .arg(format!("-d{secs}s"))
         .arg("--latency")
-        .arg(format!("http://{addr}/"))
+        .arg(format!("http://{addr}{path}"))
         .output()
         .expect("run wrk (apt install wrk)");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -150,7 +155,7 @@ fn wrk(addr: SocketAddr, connections: usize, secs: u64) -> Load {
 }
 
 /// `wasmtime serve` of `component` on `addr`, its output to `log`.
-fn wasmtime_serve(cli: &Path, component: &Path, addr: SocketAddr, log: &Path) -> Child {
+pub(crate) fn wasmtime_serve(cli: &Path, component: &Path, addr: SocketAddr, log: &Path) -> Child {
     let log = std::fs::File::create(log).unwrap();
     Command::new(cli)
         .arg("serve")

@@ -25,7 +25,9 @@
 //! - `names`: a name lookup from a cell against busybox's `nslookup` under runc, against one
 //!   nameserver with the kubelet's resolv.conf ([`names`]);
 //! - `nerdctl`: `nerdctl run --rm` of the wasm hello (a cell) against busybox under runc
-//!   ([`nerdctl`]).
+//!   ([`nerdctl`]);
+//! - `outgoing`: a handler's outgoing wasi:http requests to a Service's name against `wasmtime
+//!   serve` to the address ([`outgoing`]).
 //!
 //! Each scenario prints its table when it ends; the JSON (`--json PATH`, default
 //! `target/bench/results.json`) is written at the end, also after Ctrl-C (or SIGTERM), which
@@ -42,6 +44,7 @@ mod kubelet;
 mod machine;
 mod names;
 mod nerdctl;
+mod outgoing;
 mod pods;
 mod progress;
 mod stats;
@@ -75,6 +78,7 @@ const SCENARIOS: &[&str] = &[
     "exec",
     "names",
     "nerdctl",
+    "outgoing",
 ];
 
 struct Options {
@@ -388,6 +392,14 @@ fn main() {
                 "bench.wasmcell/busybox:latest",
                 o.rounds.min(20),
             ),
+        );
+    }
+
+    if wants("outgoing") && !interrupted() {
+        let fetch = import_wasm(&c, "http-fetch", fixtures::HTTP_FETCH);
+        report.insert(
+            "outgoing_wasi_http".into(),
+            outgoing::measure(&c, fetch.0, fixtures::HTTP_FETCH, &interrupted),
         );
     }
 

@@ -11,6 +11,10 @@
 //! | `truncated.test` | TC set, no answer | A 198.18.6.6 |
 //! | `huge.test` | TC set, no answer | a 64 KiB message of A records |
 //! | anything else | NXDOMAIN | NXDOMAIN |
+//!
+//! A negative answer (NXDOMAIN, or a name of the zone without records of the type asked for)
+//! carries an SOA record whose TTL is 5 s, as an authoritative server's does (RFC 2308): a
+//! resolver may cache it that long.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -54,23 +58,33 @@ pub struct TestDns {
 impl TestDns {
     /// Serves `zone` on `addr`:53 (UDP and TCP) inside `netns`.
     pub fn start(netns: &NetNs, addr: IpAddr, zone: Zone) -> TestDns {
-        Self::serve(netns, addr, Some(zone))
+        Self::serve(Some(netns), addr, Some(zone))
+    }
+
+    /// Serves `zone` on `addr`:53 of this process's network namespace (a loopback address
+    /// nothing else uses, such as 127.0.0.53).
+    pub fn start_here(addr: IpAddr, zone: Zone) -> TestDns {
+        Self::serve(None, addr, Some(zone))
     }
 
     /// Takes UDP queries on `addr`:53 inside `netns` and never answers: a dead nameserver.
     pub fn silent(netns: &NetNs, addr: IpAddr) -> TestDns {
-        Self::serve(netns, addr, None)
+        Self::serve(Some(netns), addr, None)
     }
 
-    fn serve(netns: &NetNs, addr: IpAddr, zone: Option<Zone>) -> TestDns {
+    fn serve(netns: Option<&NetNs>, addr: IpAddr, zone: Option<Zone>) -> TestDns {
         let queries = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let at = SocketAddr::new(addr, 53);
-        let (udp, tcp) = netns.enter(move || {
+        let bind = move || {
             let udp = UdpSocket::bind(at).expect("bind the test nameserver's UDP port");
             let tcp = TcpListener::bind(at).expect("bind the test nameserver's TCP port");
             (udp, tcp)
-        });
+        };
+        let (udp, tcp) = match netns {
+            Some(netns) => netns.enter(bind),
+            None => bind(),
+        };
         udp.set_read_timeout(Some(Duration::from_millis(100)))
             .expect("timeout");
         tcp.set_nonblocking(true).expect("nonblocking");
@@ -219,7 +233,10 @@ fn answer(query: &[u8], zone: &Zone, tcp: bool, log: &Mutex<Vec<String>>) -> Opt
             set_answers(&mut reply, n);
         }
         _ => match zone.names.get(&name) {
-            None => reply[3] = 0x83,
+            None => {
+                reply[3] = 0x83;
+                negative(&mut reply);
+            }
             Some((v4, v6)) => {
                 let mut n = 0;
                 if qtype == TYPE_A {
@@ -234,8 +251,21 @@ fn answer(query: &[u8], zone: &Zone, tcp: bool, log: &Mutex<Vec<String>>) -> Opt
                     }
                 }
                 set_answers(&mut reply, n);
+                if n == 0 {
+                    negative(&mut reply);
+                }
             }
         },
     }
     Some(reply)
+}
+
+/// Adds the SOA of a negative answer to `reply`'s authority section: owned by the question's
+/// name, TTL 5 s, root names for the server and the mailbox, minimum 5 s.
+fn negative(reply: &mut Vec<u8>) {
+    reply.extend_from_slice(&[0xc0, 12, 0, 6, 0, 1, 0, 0, 0, 5, 0, 22, 0, 0]);
+    for value in [1u32, 3600, 600, 86400, 5] {
+        reply.extend_from_slice(&value.to_be_bytes());
+    }
+    reply[8..10].copy_from_slice(&1u16.to_be_bytes());
 }
