@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used)]
 
+pub mod addresses;
 pub mod services;
 
 use std::net::TcpListener;
@@ -158,7 +159,7 @@ impl ControlPlane {
                 // A range of the 198.18.0.0/15 test network (kube-proxy routes it on the node
                 // when a test starts it: `services`).
                 "--service-cluster-ip-range",
-                services::SERVICE_SUBNET,
+                addresses::SERVICE_SUBNET,
                 "--authorization-mode",
                 "Node,RBAC",
                 "--enable-admission-plugins",
@@ -479,7 +480,7 @@ impl PodNetwork {
                     "type": "host-local",
                     "ranges": [[{"subnet": POD_SUBNET}]],
                     // Services are reached through the node, where kube-proxy's rules are.
-                    "routes": [{"dst": services::SERVICE_SUBNET}],
+                    "routes": [{"dst": addresses::SERVICE_SUBNET}],
                     "dataDir": dir.join("cni/ipam"),
                 },
             }, {
@@ -616,8 +617,8 @@ evictionHard: {{"memory.available": "1Mi", "nodefs.available": "1%", "imagefs.av
                 ca = pd.join("ca.crt").display(),
                 sock = c.socket.display(),
                 logs = d.join("pod-logs").display(),
-                cluster_dns = services::CLUSTER_DNS,
-                cluster_domain = services::CLUSTER_DOMAIN,
+                cluster_dns = addresses::CLUSTER_DNS,
+                cluster_domain = addresses::CLUSTER_DOMAIN,
             ),
         )
         .unwrap();

@@ -20,12 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::{free_port, ControlPlane, Node, NODE_IP, NODE_NAME, POD_SUBNET};
 
-/// The Service range (of the 198.18.0.0/15 test range).
-pub const SERVICE_SUBNET: &str = "198.18.128.0/24";
-/// The `kube-dns` Service's address: the kubelet's `clusterDNS`.
-pub const CLUSTER_DNS: &str = "198.18.128.10";
-/// The cluster domain.
-pub const CLUSTER_DOMAIN: &str = "cluster.local";
+pub use crate::addresses::{CLUSTER_DNS, CLUSTER_DOMAIN, SERVICE_SUBNET};
 /// The CoreDNS image.
 const COREDNS_IMAGE: &str = "wasmcell.test/coredns:v1.15.0";
 
