@@ -105,6 +105,9 @@ fn make(bundle: Option<&(String, Vec<u8>)>) -> Made {
             }
         }
     };
+    // ring rather than aws-lc-rs: no C toolchain build, links statically; rustls deprecates
+    // its provider only because it lacks post-quantum key exchange (see docs/security.md).
+    #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

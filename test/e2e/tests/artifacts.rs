@@ -242,9 +242,10 @@ fn a_wasm_layer_runs_under_the_runc_fallback_too() {
     );
     import(&c, &tar);
     let d = defaults_of(&tar);
-    // OCI hooks are something the cell does not run: runc builds the boundary and runs them.
+    // A hook that runs inside the container is something the cell cannot honour: runc builds
+    // the boundary and runs it.
     let mut spec = c.default_spec("fallback", &d.args, &d.env, &d.cwd);
-    spec["hooks"] = json!({"createRuntime": [{"path": "/bin/true"}]});
+    spec["hooks"] = json!({"createContainer": [{"path": "/bin/true"}]});
     let r = api
         .run(
             ContainerRequest {

@@ -280,9 +280,10 @@ fn a_hung_runc_holds_up_no_other_containers_state() {
         c.dir.path(),
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", c.log()));
-    // Under runc (an OCI hook, which only runc runs), started through the wrapper that hangs.
+    // Under runc (a hook that runs inside the container, which only runc runs), started through
+    // the wrapper that hangs.
     let mut under_runc = spec("hung", &["/probe.wasm", "hello"]);
-    under_runc["hooks"] = json!({"createRuntime": [{"path": "/bin/true"}]});
+    under_runc["hooks"] = json!({"createContainer": [{"path": "/bin/true"}]});
     let started = std::sync::Arc::new(AtomicBool::new(false));
     let starting = {
         let (started, socket) = (started.clone(), c.socket.clone());

@@ -330,6 +330,8 @@ fn outgoing_wasi_http_reaches_names_and_verifies_tls_against_the_image_s_ca_bund
     // one with a certificate of another CA.
     let (ca_pem, chain, key) = issue(&["upstream", "upstream.ns.svc.cluster.local"]);
     let (_, other_chain, other_key) = issue(&["upstream"]);
+    // ring, as the shim uses.
+    #[allow(deprecated)]
     let server_config = |chain, key| {
         Arc::new(
             rustls::ServerConfig::builder_with_provider(Arc::new(

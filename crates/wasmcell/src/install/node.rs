@@ -83,6 +83,8 @@ impl Cluster {
                 .add(cert)
                 .with_context(|| format!("a certificate in {}", ca.display()))?;
         }
+        // ring, as the shim uses (see docs/security.md for why).
+        #[allow(deprecated)]
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -220,6 +222,8 @@ mod tests {
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("ca.crt"), ca.pem()).unwrap();
+        // ring, as the shim uses (see docs/security.md for why).
+        #[allow(deprecated)]
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
