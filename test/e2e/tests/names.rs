@@ -225,23 +225,117 @@ fn hostile_answers_are_refused_and_the_cell_goes_on() {
     assert!(out.contains(&"fine.test. 198.18.5.7"), "{r:?}");
 }
 
-/// A CA, and a server certificate for `names` signed by it: (CA PEM, chain, key).
-fn issue(names: &[&str]) -> (String, Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-    let ca_key = rcgen::KeyPair::generate().expect("CA key");
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).expect("CA");
-    let key = rcgen::KeyPair::generate().expect("server key");
-    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-    let leaf = rcgen::CertificateParams::new(names)
-        .expect("server params")
-        .signed_by(&key, &ca, &ca_key)
-        .expect("server certificate");
-    (
-        ca.pem(),
-        vec![leaf.der().clone()],
-        PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-    )
+/// A CA of the test's: its PEM goes in the image's bundle, its certificates to the upstreams.
+struct TestCa {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl TestCa {
+    fn new(name: &str) -> TestCa {
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).expect("CA");
+        TestCa { cert, key }
+    }
+
+    /// A server certificate for `names`; with `expired`, one whose validity ended in 2021.
+    fn issue(
+        &self,
+        names: &[&str],
+        expired: bool,
+    ) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        let key = rcgen::KeyPair::generate().expect("server key");
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = rcgen::CertificateParams::new(names).expect("server params");
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let leaf = params
+            .signed_by(&key, &self.cert, &self.key)
+            .expect("server certificate");
+        (
+            vec![leaf.der().clone()],
+            PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+    }
+}
+
+/// A TLS server configuration for `chain`, offering `alpn`.
+fn server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    alpn: &[&[u8]],
+) -> Arc<rustls::ServerConfig> {
+    // ring, as the shim uses.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server config");
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+/// Answers every request on `listener` over TLS that offers HTTP/2 alone, with the HTTP version
+/// the request came in: a client that did not pick h2 by ALPN gets no answer at all.
+fn h2_upstream(listener: TcpListener, config: Arc<rustls::ServerConfig>) {
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            while let Ok((stream, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let service = service_fn(|request: hyper::Request<_>| async move {
+                        let body = format!("hello over {:?}\n", request.version());
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from(body)),
+                        ))
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+    });
+}
+
+/// Accepts connections on `listener` and never answers; sends on `closed` when the client
+/// closes one.
+fn silent_upstream(listener: TcpListener, closed: std::sync::mpsc::Sender<()>) {
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let closed = closed.clone();
+            std::thread::spawn(move || {
+                let mut s = stream;
+                let mut buf = [0u8; 4096];
+                let _ = s.set_read_timeout(Some(Duration::from_secs(120)));
+                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+                let _ = closed.send(());
+            });
+        }
+    });
 }
 
 /// Answers every request on `listener` with `body`, over TLS when `tls` is given.
@@ -326,51 +420,63 @@ fn outgoing_wasi_http_reaches_names_and_verifies_tls_against_the_image_s_ca_bund
             "127.0.0.1".parse().unwrap(),
         ),
     );
-    // Inside the pod's network: a plain upstream, one with a certificate of the image's CA and
-    // one with a certificate of another CA.
-    let (ca_pem, chain, key) = issue(&["upstream", "upstream.ns.svc.cluster.local"]);
-    let (_, other_chain, other_key) = issue(&["upstream"]);
-    // ring, as the shim uses.
-    #[allow(deprecated)]
-    let server_config = |chain, key| {
-        Arc::new(
-            rustls::ServerConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .expect("server config"),
-        )
-    };
-    let (plain, good, bad) = netns.enter(|| {
+    // Inside the pod's network: a plain upstream, one with a certificate of the image's CA, one
+    // with a certificate of another CA, one with an expired certificate of the image's CA, one
+    // that speaks HTTP/2 alone, and one that never answers.
+    let ca = TestCa::new("the image's CA");
+    let (chain, key) = ca.issue(&["upstream", "upstream.ns.svc.cluster.local"], false);
+    let (other_chain, other_key) = TestCa::new("another CA").issue(&["upstream"], false);
+    let (expired_chain, expired_key) = ca.issue(&["upstream"], true);
+    let (h2_chain, h2_key) = ca.issue(&["upstream"], false);
+    let (plain, good, bad, expired, h2, silent) = netns.enter(|| {
         let bind = |port| TcpListener::bind(("127.0.0.1", port)).expect("bind an upstream");
-        (bind(18080), bind(18443), bind(18444))
+        (
+            bind(18080),
+            bind(18443),
+            bind(18444),
+            bind(18445),
+            bind(18446),
+            bind(18081),
+        )
     });
+    let http11: &[&[u8]] = &[b"http/1.1"];
     upstream(plain, "hello over http\n", None);
-    upstream(good, "hello over tls\n", Some(server_config(chain, key)));
+    upstream(
+        good,
+        "hello over tls\n",
+        Some(server_config(chain, key, http11)),
+    );
     upstream(
         bad,
         "should not be read\n",
-        Some(server_config(other_chain, other_key)),
+        Some(server_config(other_chain, other_key, http11)),
     );
+    upstream(
+        expired,
+        "should not be read\n",
+        Some(server_config(expired_chain, expired_key, http11)),
+    );
+    h2_upstream(h2, server_config(h2_chain, h2_key, &[b"h2"]));
+    let (closed_tx, closed) = std::sync::mpsc::channel();
+    silent_upstream(silent, closed_tx);
 
     // The image's CA bundle, where Debian keeps it (a directory mount, as a ConfigMap is).
     let dir = tempfile::tempdir().expect("tempdir");
     let certs = dir.path().join("certs");
     std::fs::create_dir(&certs).expect("mkdir");
-    std::fs::write(certs.join("ca-certificates.crt"), &ca_pem).expect("write the bundle");
+    std::fs::write(certs.join("ca-certificates.crt"), ca.cert.pem()).expect("write the bundle");
     let conf = dir.path().join("resolv.conf");
     std::fs::write(&conf, kubelet_resolv_conf("127.0.0.1", "timeout:2")).expect("write");
     let log = dir.path().join("fetch.log");
     let with_ns = format!("network:{}", netns.path());
-    let flags = |addr: &str| {
+    let flags = |addr: &str, timeout_ms: u32| {
         vec![
             "--with-ns".to_owned(),
             with_ns.clone(),
             "--env".to_owned(),
             format!("WASMCELL_HTTP_ADDR={addr}"),
+            "--env".to_owned(),
+            format!("WASMCELL_HTTP_TIMEOUT_MS={timeout_ms}"),
             "--mount".to_owned(),
             format!(
                 "type=bind,src={},dst=/etc/resolv.conf,options=rbind:ro",
@@ -386,16 +492,31 @@ fn outgoing_wasi_http_reaches_names_and_verifies_tls_against_the_image_s_ca_bund
         ]
     };
     let events = c.events();
-    for (image, id, program, addr) in [
-        (HTTP_IMG, "fetch-http", "/http_fetch.wasm", "127.0.0.1:8081"),
+    // The third serves with a short request deadline.
+    for (image, id, program, addr, timeout_ms) in [
+        (
+            HTTP_IMG,
+            "fetch-http",
+            "/http_fetch.wasm",
+            "127.0.0.1:8081",
+            30_000,
+        ),
         (
             HTTPS_IMG,
             "fetch-https",
             "/https_fetch.wasm",
             "127.0.0.1:8443",
+            30_000,
+        ),
+        (
+            HTTP_IMG,
+            "fetch-short",
+            "/http_fetch.wasm",
+            "127.0.0.1:8082",
+            1_500,
         ),
     ] {
-        let f = flags(addr);
+        let f = flags(addr, timeout_ms);
         let f: Vec<&str> = f.iter().map(String::as_str).collect();
         let r = c.run_detached(&f, image, id, &[program]);
         assert_eq!(r.code, 0, "{r:?}");
@@ -424,17 +545,43 @@ fn outgoing_wasi_http_reaches_names_and_verifies_tls_against_the_image_s_ca_bund
     assert_eq!(get_in(&netns, https, "/upstream:18444").0, 500);
     assert_eq!(get_in(&netns, http, "/nothere:18080").0, 500);
     assert_eq!(get_in(&netns, https, "/upstream:18443").0, 200);
+    // HTTP/2, picked by ALPN, from a server that speaks nothing else.
+    assert_eq!(
+        get_in(&netns, https, "/upstream:18446"),
+        (200, "hello over HTTP/2.0\n".to_owned()),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    // An expired certificate of the right CA: refused, and the log says it expired.
+    assert_eq!(get_in(&netns, https, "/upstream:18445").0, 500);
+    // An upstream that never answers: the request ends at its deadline, and so does the
+    // connection to the upstream (it would otherwise wait out the 600 s first-byte default).
+    let short: SocketAddr = "127.0.0.1:8082".parse().unwrap();
+    assert_eq!(get_in(&netns, short, "/upstream:18081").0, 500);
+    assert_eq!(
+        closed.recv_timeout(Duration::from_secs(30)),
+        Ok(()),
+        "the connection to the silent upstream outlived the request's deadline"
+    );
     let logged = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
         logged
-            .contains("outgoing request to https://upstream:18444: TLS: invalid peer certificate"),
+            .contains("outgoing request to https://upstream:18444: TLS: invalid peer certificate: UnknownIssuer"),
+        "{logged}"
+    );
+    assert!(
+        logged.contains("outgoing request to https://upstream:18445: TLS: invalid peer certificate: certificate expired"),
+        "{logged}"
+    );
+    assert!(
+        logged.contains("request GET /upstream:18081 failed: its deadline of 1500 ms passed"),
         "{logged}"
     );
     assert!(
         logged.contains("outgoing request to http://nothere:18080: nothere: no such host"),
         "{logged}"
     );
-    for id in ["fetch-http", "fetch-https"] {
+    for id in ["fetch-http", "fetch-https", "fetch-short"] {
         c.ctr(&["task", "kill", "-s", "SIGKILL", id]);
         events.wait_for("/tasks/exit", id, Duration::from_secs(10));
         c.ctr(&["task", "delete", id]);
