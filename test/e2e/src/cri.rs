@@ -96,7 +96,9 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
 [plugins."io.containerd.cri.v1.runtime".cni]
   bin_dirs = ["{cni_bin}"]
   conf_dir = "{cni_conf}"
-"#
+
+{shim_manager}"#,
+            shim_manager = crate::shim_manager_section(dir)
         )
     } else {
         format!(

@@ -145,8 +145,13 @@ pub fn ctr_bin() -> PathBuf {
 
 /// The major version of the containerd under test (1 or 2), from `containerd --version`.
 pub fn containerd_major() -> u64 {
-    static MAJOR: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *MAJOR.get_or_init(|| {
+    containerd_version().0
+}
+
+/// The major and minor version of the containerd under test, from `containerd --version`.
+pub fn containerd_version() -> (u64, u64) {
+    static VERSION: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+    *VERSION.get_or_init(|| {
         let out = Command::new(containerd_bin())
             .arg("--version")
             .output()
@@ -155,9 +160,30 @@ pub fn containerd_major() -> u64 {
         // "containerd <package> <version> <revision>"; Debian's version has no `v`.
         text.split_whitespace()
             .nth(2)
-            .and_then(|w| w.trim_start_matches('v').split('.').next()?.parse().ok())
+            .and_then(|w| {
+                let mut parts = w.trim_start_matches('v').split('.');
+                Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+            })
             .unwrap_or_else(|| panic!("no version in `containerd --version`: {text}"))
     })
+}
+
+/// Where a private instance's shims put their sockets: inside `dir` from containerd 2.3 on,
+/// which tells its shims (`socket_dir` of the shim manager, handed over in the bootstrap
+/// params); earlier ones hard-code `/run/containerd/s`.
+pub fn shim_socket_dir(dir: &Path) -> Option<PathBuf> {
+    (containerd_version() >= (2, 3)).then(|| dir.join("s"))
+}
+
+/// The config section that puts the shims' sockets in [`shim_socket_dir`], if any.
+pub(crate) fn shim_manager_section(dir: &Path) -> String {
+    match shim_socket_dir(dir) {
+        Some(s) => format!(
+            "[plugins.\"io.containerd.shim.v1.manager\"]\n  socket_dir = \"{}\"\n",
+            s.display()
+        ),
+        None => String::new(),
+    }
 }
 
 /// A private instance's root, state dir and socket, as config values.
@@ -171,7 +197,7 @@ pub(crate) fn instance_paths(dir: &Path, socket: &Path) -> (String, String, Stri
 
 /// The configuration of a private containerd in `dir`: its own root, state and socket, no CRI
 /// (the CRI suites configure their own) and nothing that reaches outside `dir` but what
-/// containerd hard-codes (shim sockets under /run/containerd/s).
+/// containerd before 2.3 hard-codes (shim sockets under /run/containerd/s).
 pub fn private_config(dir: &Path, socket: &Path) -> String {
     let (root, state, sock) = instance_paths(dir, socket);
     if containerd_major() >= 2 {
@@ -189,7 +215,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", 
   level = "info"
 [plugins."io.containerd.internal.v1.opt"]
   path = "{opt}"
-"#
+{shim_manager}"#,
+            shim_manager = shim_manager_section(dir)
         )
     } else {
         format!(

@@ -139,9 +139,132 @@ fn the_forked_daemon_keeps_nothing_of_start_and_reaps_every_exit() {
 
 /// The socket `shim start` binds for container `id`, as the `containerd-shim` crate names it.
 fn pod_socket(address: &str, namespace: &str, id: &str) -> PathBuf {
+    pod_socket_in(Path::new("/run/containerd/s"), address, namespace, id)
+}
+
+/// The socket `shim start` binds for container `id` in `dir`.
+fn pod_socket_in(dir: &Path, address: &str, namespace: &str, id: &str) -> PathBuf {
     let key = PathBuf::from(address).join(namespace).join(id);
     let hash = Sha256::digest(key.display().to_string().as_bytes());
-    PathBuf::from(format!("/run/containerd/s/{}", hex::encode(hash)))
+    dir.join(hex::encode(hash))
+}
+
+/// A protobuf string field (the lengths here are below 128).
+fn proto_field(tag: u8, bytes: &[u8]) -> Vec<u8> {
+    let mut out = vec![(tag << 3) | 2, u8::try_from(bytes.len()).unwrap()];
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// `shim start` as each generation of containerd runs it, against a real containerd's event
+/// socket: 1.6 (no `MAX_SHIM_VERSION`, runtime options or nothing on stdin) reads a bare
+/// address; 1.7 to 2.2 (`MAX_SHIM_VERSION=2`) read JSON; 2.3 and later write bootstrap params
+/// on stdin and read a protobuf `BootstrapResult`, the socket in the directory they name.
+/// The suites' runs against each containerd prove that each reads its form.
+#[test]
+fn start_answers_each_containerd_in_the_form_it_reads() {
+    let c = Containerd::start();
+    let address = c.socket.display().to_string();
+    let ttrpc = format!("{address}.ttrpc");
+    let sockets = tempfile::tempdir().unwrap();
+    let socket_dir = sockets.path().join("s");
+    let pid = std::process::id();
+    let start = |id: &str, max_shim_version: Option<&str>, stdin: &[u8]| {
+        use std::io::Write;
+        let bundle = tempfile::tempdir().unwrap();
+        std::fs::write(bundle.path().join("config.json"), "{}").unwrap();
+        nix::unistd::mkfifo(
+            &bundle.path().join("log"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let log = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(bundle.path().join("log"))
+            .unwrap();
+        let mut cmd = Command::new(bin_dir().join("containerd-shim-wasmcell-v1"));
+        cmd.args(["-namespace", "default", "-id", id, "-address", &address])
+            .args(["-publish-binary", "/bin/false", "start"])
+            .current_dir(bundle.path())
+            .env("TTRPC_ADDRESS", &ttrpc)
+            .env_remove("MAX_SHIM_VERSION")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some(v) = max_shim_version {
+            cmd.env("MAX_SHIM_VERSION", v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{out:?}\n{}", c.log());
+        // containerd reads stdout and stderr together: nothing may be on stderr.
+        assert!(out.stderr.is_empty(), "{out:?}");
+        (out.stdout, bundle, log)
+    };
+
+    // 1.6: runtime options (an `Any`) on stdin, a bare address back.
+    let id = format!("form-bare-{pid}");
+    let options = proto_field(1, b"containerd.runc.v1.Options");
+    let (reply, _bundle, _log) = start(&id, None, &options);
+    let bare = pod_socket(&address, "default", &id);
+    assert_eq!(
+        String::from_utf8_lossy(&reply),
+        format!("unix://{}", bare.display())
+    );
+    assert!(bare.exists());
+
+    // 1.7 to 2.2: JSON.
+    let id = format!("form-json-{pid}");
+    let (reply, _bundle, _log) = start(&id, Some("2"), &options);
+    let json = pod_socket(&address, "default", &id);
+    let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap();
+    assert_eq!(
+        reply,
+        serde_json::json!({
+            "version": 2,
+            "address": format!("unix://{}", json.display()),
+            "protocol": "ttrpc",
+        })
+    );
+
+    // 2.3 and later: BootstrapParams for this container, with a socket directory.
+    let id = format!("form-proto-{pid}");
+    let params = [
+        proto_field(1, id.as_bytes()),
+        proto_field(2, b"default"),
+        proto_field(4, b"v2.3.7"),
+        proto_field(5, ttrpc.as_bytes()),
+        proto_field(6, address.as_bytes()),
+        proto_field(9, socket_dir.display().to_string().as_bytes()),
+    ]
+    .concat();
+    let (reply, _bundle, _log) = start(&id, Some("2"), &params);
+    let proto = pod_socket_in(&socket_dir, &address, "default", &id);
+    let expected = [
+        vec![1 << 3, 2],
+        proto_field(2, format!("unix://{}", proto.display()).as_bytes()),
+        proto_field(3, b"ttrpc"),
+    ]
+    .concat();
+    assert_eq!(reply, expected, "{}", String::from_utf8_lossy(&reply));
+    assert!(
+        proto.exists(),
+        "the socket is in the directory containerd named"
+    );
+
+    // The daemons serve no task: end them and their sockets.
+    for form in ["bare", "json", "proto"] {
+        if let Some(daemon) = c.shim_pid_of(&format!("form-{form}-{pid}")) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(daemon),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    let _ = std::fs::remove_file(&bare);
+    let _ = std::fs::remove_file(&json);
 }
 
 /// Runs `shim start` by hand in `bundle` with events at a socket that does not exist.

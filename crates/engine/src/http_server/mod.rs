@@ -343,9 +343,17 @@ async fn respond(
                 .call_handle(&mut store, request, outparam)
                 .await
         };
+        let past_deadline = || format!("its deadline of {} ms passed", timeout.as_millis());
         let outcome = match tokio::time::timeout(timeout, run).await {
+            // The epoch interrupts a guest past its deadline, which may come a tick before the
+            // timer: the same cause, said the same way.
+            Ok(Err(e))
+                if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) =>
+            {
+                Err(past_deadline())
+            }
             Ok(result) => result.map_err(|e| format!("{e:?}")),
-            Err(_) => Err(format!("its deadline of {} ms passed", timeout.as_millis())),
+            Err(_) => Err(past_deadline()),
         };
         // A guest usually traps when its memory cannot grow: say why it could not.
         outcome.map_err(|message| match store.data_mut().limits.refused() {

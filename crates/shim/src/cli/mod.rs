@@ -1,6 +1,7 @@
 //! The shim binary as containerd runs it: `start` (find or launch the pod's shim daemon),
 //! `delete` (clean up after a task whose shim died), and `-v` / `-info` ([`info`]).
 
+pub mod bootstrap;
 pub mod delete;
 pub mod info;
 pub mod start;
@@ -49,7 +50,13 @@ pub fn run(flags: containerd_shim::Flags) -> i32 {
         return 2;
     }
     let outcome = if flags.action == "start" {
-        start::run(&flags)
+        // containerd 2.3 and later write their bootstrap params here; earlier ones the
+        // runtime options, or nothing.
+        let mut stdin = Vec::new();
+        match std::io::stdin().read_to_end(&mut stdin) {
+            Ok(_) => start::run(&flags, &stdin),
+            Err(e) => Err(format!("read stdin: {e}")),
+        }
     } else {
         delete::run(&flags)
     };
