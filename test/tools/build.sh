@@ -33,11 +33,28 @@ tool() {
   echo "$dir/bin"
 }
 
+# Every containerd of the matrix: `version` is tool()'s (bash's locals reach the functions
+# they call), so one recipe builds each release; 1.x is the module without /v2.
+# 1.x's go.mod has exclude directives, which `go install pkg@version` refuses: a scratch module
+# requires it and builds its commands.
 build_containerd() {
-  local pkg=github.com/containerd/containerd/v2 v=$CONTAINERD_VERSION
-  GOBIN="$1/bin" go install -tags no_btrfs \
-    -ldflags "-s -w -X $pkg/version.Version=$v -X $pkg/version.Revision=go-module-proxy" \
-    "$pkg/cmd/containerd@$v" "$pkg/cmd/ctr@$v" "$pkg/cmd/containerd-shim-runc-v2@$v"
+  local pkg=github.com/containerd/containerd/v2 v=$version cmds=(containerd ctr containerd-shim-runc-v2)
+  local ldflags
+  if [[ $v == v1.* ]]; then
+    pkg=github.com/containerd/containerd
+    ldflags="-s -w -X $pkg/version.Version=$v -X $pkg/version.Revision=go-module-proxy"
+    printf 'module wasmcell.test/tools/containerd\n\ngo 1.25\n' >"$1/wrapper/go.mod"
+    cd "$1/wrapper"
+    for cmd in "${cmds[@]}"; do go get "$pkg/cmd/$cmd@$v"; done
+    for cmd in "${cmds[@]}"; do
+      go build -tags no_btrfs -ldflags "$ldflags" -o "$1/bin/$cmd" "$pkg/cmd/$cmd"
+    done
+    return
+  fi
+  ldflags="-s -w -X $pkg/version.Version=$v -X $pkg/version.Revision=go-module-proxy"
+  local targets=()
+  for cmd in "${cmds[@]}"; do targets+=("$pkg/cmd/$cmd@$v"); done
+  GOBIN="$1/bin" go install -tags no_btrfs -ldflags "$ldflags" "${targets[@]}"
 }
 
 build_crictl() {
@@ -179,6 +196,9 @@ build_kubernetes_validate() {
 for name in "$@"; do
   case "$name" in
     containerd) tool containerd "$CONTAINERD_VERSION" build_containerd ;;
+    containerd-2.3) tool containerd "$CONTAINERD_2_3_VERSION" build_containerd ;;
+    containerd-2.4) tool containerd "$CONTAINERD_2_4_VERSION" build_containerd ;;
+    containerd-1.7) tool containerd "$CONTAINERD_1_7_VERSION" build_containerd ;;
     crictl) tool crictl "$CRI_TOOLS_VERSION" build_crictl ;;
     critest) tool critest "$CRI_TOOLS_VERSION" build_critest ;;
     crane) tool crane "$CRANE_VERSION" build_crane ;;
@@ -193,7 +213,7 @@ for name in "$@"; do
     cargo-audit) tool cargo-audit "$CARGO_AUDIT_VERSION" build_cargo_audit ;;
     wasmtime-cli) tool wasmtime-cli "$WASMTIME_CLI_VERSION" build_wasmtime_cli ;;
     *)
-      echo "tools: unknown tool '$name' (known: containerd crictl critest crane nerdctl kubernetes etcd cni-plugins kubernetes-validate cargo-fuzz cargo-audit wasmtime-cli)" >&2
+      echo "tools: unknown tool '$name' (known: containerd containerd-2.3 containerd-2.4 containerd-1.7 crictl critest crane nerdctl kubernetes etcd cni-plugins kubernetes-validate cargo-fuzz cargo-audit wasmtime-cli)" >&2
       exit 2
       ;;
   esac

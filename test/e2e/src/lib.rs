@@ -168,6 +168,12 @@ pub fn containerd_version() -> (u64, u64) {
     })
 }
 
+/// Whether the containerd under test unpacks a layer that is not a tar (the cncf and runwasi
+/// layouts): 1.6.25 and 1.7.7 on do; the suites' 1.6 is Debian's 1.6.20, which does not.
+pub fn unpacks_non_tar_layers() -> bool {
+    containerd_version() >= (1, 7)
+}
+
 /// Where a private instance's shims put their sockets: inside `dir` from containerd 2.3 on,
 /// which tells its shims (`socket_dir` of the shim manager, handed over in the bootstrap
 /// params); earlier ones hard-code `/run/containerd/s`.

@@ -14,7 +14,7 @@
 #![allow(clippy::unwrap_used)]
 
 use wasmcell_e2e::cri::HANDLER;
-use wasmcell_e2e::{containerd_major, fixtures, Containerd, Ran};
+use wasmcell_e2e::{fixtures, unpacks_non_tar_layers, Containerd, Ran};
 
 /// The outcome the shim logged when it prepared task `id` (`compiled` or `cache-hit`).
 fn prepared(c: &Containerd, id: &str) -> String {
@@ -133,7 +133,7 @@ fn rootfs_images_import_and_run_with_ctr_and_start_again_from_the_cache() {
 #[test]
 fn runwasi_images_import_and_run_with_ctr_on_containerd_2() {
     let c = Containerd::start();
-    if containerd_major() < 2 {
+    if !unpacks_non_tar_layers() {
         // containerd 1.6.20 cannot unpack a non-tar layer: the import fails, plainly.
         let (image, imported, _) = build(&c, "runwasi", &programs()[0], false);
         assert_ne!(imported.code, 0, "{image}: {imported:?}");
@@ -144,7 +144,7 @@ fn runwasi_images_import_and_run_with_ctr_on_containerd_2() {
 
 #[test]
 fn cncf_artifacts_run_through_cri_on_containerd_2_and_ctr_says_why_it_cannot() {
-    if containerd_major() < 2 {
+    if !unpacks_non_tar_layers() {
         let c = Containerd::start();
         let (image, imported, _) = build(&c, "cncf", &programs()[0], false);
         assert_ne!(imported.code, 0, "{image}: {imported:?}");
@@ -201,7 +201,7 @@ fn cncf_artifacts_run_through_cri_on_containerd_2_and_ctr_says_why_it_cannot() {
 fn a_large_wasm_layer_streams_through_the_shim_without_being_held() {
     const MIB: usize = 96;
     let c = Containerd::start();
-    if containerd_major() < 2 {
+    if !unpacks_non_tar_layers() {
         return; // containerd 1.6.20 cannot import the runwasi layout (see above).
     }
     let program = Program {

@@ -234,7 +234,12 @@ impl ConfigFile {
     /// CRI plugin then refuses to load ("no corresponding runtime configured ... for
     /// default_runtime_name"); adding a handler to a file that lists none would do that.
     /// Returns true when it added the runtime.
-    pub fn keep_default_runtime(&mut self, version: i64) -> Result<bool> {
+    /// `builtin` are the built-in runtime's other settings, written out with it.
+    pub fn keep_default_runtime(
+        &mut self,
+        version: i64,
+        builtin: &[(String, toml_edit::Value)],
+    ) -> Result<bool> {
         let plugin = cri_runtime_plugin(version)?;
         let default = self
             .doc
@@ -260,6 +265,11 @@ impl ConfigFile {
         t.set_position(Some(end));
         t.decor_mut().set_prefix(format!("\n{KEPT_DEFAULT}\n"));
         t.insert("runtime_type", value("io.containerd.runc.v2"));
+        for (key, v) in builtin {
+            let mut v = v.clone();
+            v.decor_mut().clear();
+            t.insert(key, Item::Value(v));
+        }
         table.insert(&default, Item::Table(t));
         Ok(true)
     }
@@ -502,7 +512,7 @@ root = "/var/lib/containerd"   # keep this comment
     fn the_default_runtime_is_written_out_for_containerd_1_and_removed_with_the_handler() {
         let original = "version = 2\n";
         let mut c = parse(original);
-        assert!(c.keep_default_runtime(2).unwrap());
+        assert!(c.keep_default_runtime(2, &[]).unwrap());
         c.set_handler(2, &wasmtime()).unwrap();
         let text = c.text();
         assert!(
@@ -510,17 +520,38 @@ root = "/var/lib/containerd"   # keep this comment
             "{text}"
         );
         let mut again = parse(&text);
-        assert!(!again.keep_default_runtime(2).unwrap(), "listed now");
+        assert!(!again.keep_default_runtime(2, &[]).unwrap(), "listed now");
         again.remove_handler(2, "wasmtime").unwrap();
         assert_eq!(again.text(), original);
         // A runc the user wrote stays.
         let mut users = parse(USERS);
-        assert!(!users.keep_default_runtime(2).unwrap());
+        assert!(!users.keep_default_runtime(2, &[]).unwrap());
         users.set_handler(2, &wasmtime()).unwrap();
         users.remove_handler(2, "wasmtime").unwrap();
         assert_eq!(users.text(), USERS);
         let other = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd]\ndefault_runtime_name = \"crun\"\n";
-        assert!(parse(other).keep_default_runtime(2).is_err());
+        assert!(parse(other).keep_default_runtime(2, &[]).is_err());
+    }
+
+    #[test]
+    fn the_default_runtime_keeps_the_settings_containerd_gives_it() {
+        // containerd 1.7's built-in runc runs pods in its podsandbox mode.
+        let original = "version = 2\n";
+        let mut c = parse(original);
+        let builtin = [(
+            "sandbox_mode".to_owned(),
+            toml_edit::Value::from("podsandbox"),
+        )];
+        assert!(c.keep_default_runtime(2, &builtin).unwrap());
+        c.set_handler(2, &wasmtime()).unwrap();
+        let text = c.text();
+        assert!(
+            text.contains("runtimes.runc]\nruntime_type = \"io.containerd.runc.v2\"\nsandbox_mode = \"podsandbox\"\n"),
+            "{text}"
+        );
+        let mut again = parse(&text);
+        again.remove_handler(2, "wasmtime").unwrap();
+        assert_eq!(again.text(), original);
     }
 
     #[test]

@@ -92,6 +92,47 @@ impl Binary {
         Ok(Ok(doc))
     }
 
+    /// The settings of containerd 1.x's built-in runtime `name` that differ from a runtime
+    /// listed with its type alone (`sandbox_mode = "podsandbox"` on 1.7), read from the daemon's
+    /// own defaults (`config dump` of an empty config), so that writing the runtime out keeps it
+    /// as it was. `scratch` is a path the dump's config file may be written to.
+    pub fn builtin_runtime_settings(
+        &self,
+        name: &str,
+        scratch: &Path,
+    ) -> Result<Vec<(String, toml_edit::Value)>> {
+        std::fs::write(scratch, "version = 2\n")
+            .with_context(|| format!("write {}", scratch.display()))?;
+        let dumped = self.dump(scratch);
+        let _ = std::fs::remove_file(scratch);
+        let doc =
+            dumped?.map_err(|e| anyhow::anyhow!("containerd cannot load an empty config: {e}"))?;
+        let Some(runtime) = doc
+            .get("plugins")
+            .and_then(|p| p.get("io.containerd.grpc.v1.cri"))
+            .and_then(|c| c.get("containerd"))
+            .and_then(|c| c.get("runtimes"))
+            .and_then(|r| r.get(name))
+            .and_then(Item::as_table_like)
+        else {
+            return Ok(Vec::new());
+        };
+        let set = |v: &toml_edit::Value| match v {
+            toml_edit::Value::String(s) => !s.value().is_empty(),
+            toml_edit::Value::Boolean(b) => *b.value(),
+            toml_edit::Value::Integer(i) => *i.value() != 0,
+            _ => false,
+        };
+        Ok(runtime
+            .iter()
+            .filter(|(key, _)| *key != "runtime_type")
+            .filter_map(|(key, item)| {
+                let v = item.as_value()?;
+                set(v).then(|| (key.to_owned(), v.clone()))
+            })
+            .collect())
+    }
+
     /// Checks a change before it is made: containerd must load `new` (the root config as it
     /// will be); its CRI plugin must then have runtime handler `handler` running wasmcell
     /// (`present`) or not have it; and everything else containerd reads from it must be what

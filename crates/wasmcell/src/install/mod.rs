@@ -122,7 +122,15 @@ pub fn run(opts: &Options) -> Result<()> {
     let target = if opts.uninstall {
         plan_uninstall(opts, &root, version, &imports)?
     } else {
-        plan_install(opts, &root, version, &imports, drop_in, major)?
+        // containerd 1.x drops its built-in runc once a config lists a runtime: install writes
+        // it out with the settings it had.
+        let builtin = if major < 2 {
+            let scratch = opts.config.with_extension("wasmcell-defaults");
+            containerd.builtin_runtime_settings("runc", &scratch)?
+        } else {
+            Vec::new()
+        };
+        plan_install(opts, &root, version, &imports, drop_in, &builtin, major)?
     };
     let shim = plan_shim(opts, shim)?;
 
@@ -250,6 +258,7 @@ fn plan_install(
     version: i64,
     imports: &[PathBuf],
     drop_in: Option<PathBuf>,
+    builtin: &[(String, toml_edit::Value)],
     containerd_major: u64,
 ) -> Result<Option<Target>> {
     let handler = Handler {
@@ -279,7 +288,7 @@ fn plan_install(
     }
     let mut file = root.file.clone();
     edit(&opts.config, root.text.clone(), false, &mut file, |f| {
-        let kept = containerd_major < 2 && f.keep_default_runtime(version)?;
+        let kept = containerd_major < 2 && f.keep_default_runtime(version, builtin)?;
         let edit = f.set_handler(version, &handler)?;
         Ok(if kept { Edit::Added } else { edit })
     })
