@@ -196,8 +196,8 @@ build_kubernetes_validate() {
 for name in "$@"; do
   case "$name" in
     containerd) tool containerd "$CONTAINERD_VERSION" build_containerd ;;
-    containerd-2.3) tool containerd "$CONTAINERD_2_3_VERSION" build_containerd ;;
     containerd-2.4) tool containerd "$CONTAINERD_2_4_VERSION" build_containerd ;;
+    containerd-2.2) tool containerd "$CONTAINERD_2_2_VERSION" build_containerd ;;
     containerd-1.7) tool containerd "$CONTAINERD_1_7_VERSION" build_containerd ;;
     crictl) tool crictl "$CRI_TOOLS_VERSION" build_crictl ;;
     critest) tool critest "$CRI_TOOLS_VERSION" build_critest ;;
@@ -213,7 +213,7 @@ for name in "$@"; do
     cargo-audit) tool cargo-audit "$CARGO_AUDIT_VERSION" build_cargo_audit ;;
     wasmtime-cli) tool wasmtime-cli "$WASMTIME_CLI_VERSION" build_wasmtime_cli ;;
     *)
-      echo "tools: unknown tool '$name' (known: containerd containerd-2.3 containerd-2.4 containerd-1.7 crictl critest crane nerdctl kubernetes etcd cni-plugins kubernetes-validate cargo-fuzz cargo-audit wasmtime-cli)" >&2
+      echo "tools: unknown tool '$name' (known: containerd containerd-2.4 containerd-2.2 containerd-1.7 crictl critest crane nerdctl kubernetes etcd cni-plugins kubernetes-validate cargo-fuzz cargo-audit wasmtime-cli)" >&2
       exit 2
       ;;
   esac

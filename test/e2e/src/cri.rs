@@ -82,7 +82,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
 
-[plugins."io.containerd.cri.v1.images".pinned_images]
+{local_pull}[plugins."io.containerd.cri.v1.images".pinned_images]
   sandbox = "{PAUSE_IMAGE}"
 
 [plugins."io.containerd.cri.v1.images".registry]
@@ -98,7 +98,8 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
   conf_dir = "{cni_conf}"
 
 {shim_manager}"#,
-            shim_manager = crate::shim_manager_section(dir)
+            shim_manager = crate::shim_manager_section(dir),
+            local_pull = local_pull_section()
         )
     } else {
         format!(
@@ -129,6 +130,17 @@ state = "{state}"
   config_path = "{certs}"
 "#
         )
+    }
+}
+
+/// What `wasmcell install` sets for containerd 2.3 and later: the CRI plugin pulls through the
+/// client's unpacker, which unpacks wasm images (the transfer service unpacks only the host
+/// OS's). Empty for earlier releases.
+pub fn local_pull_section() -> String {
+    if crate::containerd_version() >= (2, 3) {
+        "[plugins.\"io.containerd.cri.v1.images\"]\n  use_local_image_pull = true\n\n".to_owned()
+    } else {
+        String::new()
     }
 }
 
@@ -206,14 +218,10 @@ impl Containerd {
 
     /// Imports an image tarball into the `k8s.io` namespace (every platform it lists).
     pub fn import_cri(&self, tar: &Path) {
-        let r = self.ctr(&[
-            "-n",
-            "k8s.io",
-            "image",
-            "import",
-            "--all-platforms",
-            tar.to_str().unwrap(),
-        ]);
+        let mut args = vec!["-n", "k8s.io"];
+        args.extend(crate::import_args());
+        args.push(tar.to_str().unwrap());
+        let r = self.ctr(&args);
         assert_eq!(r.code, 0, "import into k8s.io: {r:?}");
     }
 

@@ -174,6 +174,18 @@ pub fn unpacks_non_tar_layers() -> bool {
     containerd_version() >= (1, 7)
 }
 
+/// `ctr image import` of every platform, unpacked. From containerd 2.3 the transfer service
+/// that `ctr` uses by default unpacks only images of the host's OS, and a wasi/wasm image stays
+/// packed (a container of it then fails: "parent snapshot ... does not exist"); `--local`
+/// imports and unpacks on the client side, which unpacks every platform.
+pub fn import_args() -> Vec<&'static str> {
+    let mut args = vec!["image", "import", "--all-platforms"];
+    if containerd_version() >= (2, 3) {
+        args.push("--local");
+    }
+    args
+}
+
 /// Where a private instance's shims put their sockets: inside `dir` from containerd 2.3 on,
 /// which tells its shims (`socket_dir` of the shim manager, handed over in the bootstrap
 /// params); earlier ones hard-code `/run/containerd/s`.
@@ -471,7 +483,9 @@ impl Containerd {
             .map(|n| n.replace(['/', ':'], "_"))
             .unwrap_or_else(|| "image".to_owned());
         let tar = self.build_image(&format!("{name}.tar"), args);
-        let r = self.ctr(&["image", "import", "--all-platforms", tar.to_str().unwrap()]);
+        let mut args = import_args();
+        args.push(tar.to_str().unwrap());
+        let r = self.ctr(&args);
         assert_eq!(r.code, 0, "import: {r:?}");
         tar
     }

@@ -47,7 +47,9 @@ fn files_starting(dir: &Path, prefix: &str) -> Vec<PathBuf> {
 /// sections of version 3 exist only on containerd 2.x).
 fn node_config(dir: &Path, version: i64) -> String {
     let socket = dir.join("containerd.sock");
-    let text = cri_config(dir, &socket);
+    // A node's config has none of what install adds (containerd 2.3+'s pulls through the
+    // client: the harness's config has it, as install writes it).
+    let text = cri_config(dir, &socket).replace(&wasmcell_e2e::cri::local_pull_section(), "");
     if version == 3 || containerd_major() < 2 {
         return text;
     }
@@ -140,6 +142,22 @@ fn config_version_runs_through_ctr_and_cri(version: i64) {
         )),
         "{text}"
     );
+    // containerd 2.3+: the CRI plugin pulls through the client, which unpacks wasm images.
+    if wasmcell_e2e::containerd_version() >= (2, 3) {
+        let sets = version == 3;
+        assert_eq!(text.contains("use_local_image_pull = true"), sets, "{text}");
+        assert_eq!(
+            r.stdout
+                .contains("sets the CRI plugin's `use_local_image_pull`"),
+            sets,
+            "{r:?}"
+        );
+        assert_eq!(
+            r.stdout.contains("has no `use_local_image_pull`"),
+            !sets,
+            "{r:?}"
+        );
+    }
     let c = runs_wasm_after_install(dir);
     runs_a_cri_pod(&c);
 }

@@ -85,7 +85,9 @@ fn build(
         args.extend(["--extra-platform", "linux/amd64"]);
     }
     let tar = c.build_image(&format!("{layout}-{}-{extra}.tar", program.name), &args);
-    let r = c.ctr(&["image", "import", "--all-platforms", tar.to_str().unwrap()]);
+    let mut import = wasmcell_e2e::import_args();
+    import.push(tar.to_str().unwrap());
+    let r = c.ctr(&import);
     let component = program.name == "component";
     let platform = match (extra, layout) {
         (true, _) => None,

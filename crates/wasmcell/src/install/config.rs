@@ -21,6 +21,24 @@ const ADDED_BY: &str = "# The wasmcell runtime handler (added by `wasmcell insta
 /// The comment put above the default runtime that `install` writes out for containerd 1.x.
 const KEPT_DEFAULT: &str = "# containerd 1.x's built-in default runtime, written out because a config that lists a runtime loses the built-in ones (added by `wasmcell install`).";
 
+/// The comment put above the CRI image setting `install` adds for containerd 2.3 and later.
+const LOCAL_PULL_ADDED: &str = "# containerd 2.3+ unpacks pulled images of the host's OS only unless the CRI plugin pulls through the client, which unpacks wasm images too (added by `wasmcell install`; `--uninstall` removes it).";
+
+/// containerd 2.x's CRI image plugin and the setting that makes its pulls unpack wasm images.
+const IMAGES_PLUGIN: &str = "io.containerd.cri.v1.images";
+pub const LOCAL_PULL_KEY: &str = "use_local_image_pull";
+
+/// What [`ConfigFile::pull_through_client`] found or did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalPull {
+    /// The setting was added.
+    Added,
+    /// The file already pulls through the client.
+    Already,
+    /// The file turns it off; it is left as the user wrote it.
+    TurnedOff,
+}
+
 /// The first line of a configuration file `install` wrote because none existed.
 pub const WRITTEN_BY: &str =
     "# containerd configuration written by `wasmcell install` (none existed).";
@@ -316,6 +334,85 @@ impl ConfigFile {
         Ok(Edit::Removed)
     }
 
+    /// Makes the CRI plugin of a version 3 file pull through containerd's client, whose
+    /// unpacker unpacks every platform: from containerd 2.3 the transfer service that pulls by
+    /// default unpacks only images of the host's OS, and a pod of a wasi/wasm image then fails
+    /// ("parent snapshot ... does not exist"). A value the file already has is kept.
+    pub fn pull_through_client(&mut self) -> Result<LocalPull> {
+        let end = last_table_position(self.doc.as_table()) + 1;
+        let plugins = self
+            .doc
+            .as_table_mut()
+            .entry("plugins")
+            .or_insert_with(|| {
+                let mut t = Table::new();
+                t.set_implicit(true);
+                Item::Table(t)
+            })
+            .as_table_like_mut()
+            .context("`plugins` is not a table")?;
+        let Some(images) = plugins.get_mut(IMAGES_PLUGIN) else {
+            let mut t = Table::new();
+            t.set_position(Some(end));
+            t.decor_mut().set_prefix(format!("\n{LOCAL_PULL_ADDED}\n"));
+            t.insert(LOCAL_PULL_KEY, value(true));
+            plugins.insert(IMAGES_PLUGIN, Item::Table(t));
+            return Ok(LocalPull::Added);
+        };
+        let images = images
+            .as_table_like_mut()
+            .with_context(|| format!("`plugins.\"{IMAGES_PLUGIN}\"` is not a table"))?;
+        match images.get(LOCAL_PULL_KEY).map(|v| v.as_bool()) {
+            Some(Some(true)) => Ok(LocalPull::Already),
+            Some(Some(false)) => Ok(LocalPull::TurnedOff),
+            Some(None) => bail!("`{LOCAL_PULL_KEY}` of the CRI image plugin is not a boolean"),
+            None => {
+                images.insert(LOCAL_PULL_KEY, value(true));
+                if let Some(mut key) = images.key_mut(LOCAL_PULL_KEY) {
+                    key.leaf_decor_mut()
+                        .set_prefix(format!("{LOCAL_PULL_ADDED}\n"));
+                }
+                Ok(LocalPull::Added)
+            }
+        }
+    }
+
+    /// Removes what [`ConfigFile::pull_through_client`] added; a setting the user wrote stays.
+    /// True when it removed something.
+    pub fn remove_pull_through_client(&mut self) -> bool {
+        let marked = |prefix: Option<&str>| prefix.is_some_and(|p| p.contains(LOCAL_PULL_ADDED));
+        let Some(plugins) = self
+            .doc
+            .get_mut("plugins")
+            .and_then(Item::as_table_like_mut)
+        else {
+            return false;
+        };
+        let Some(images) = plugins.get_mut(IMAGES_PLUGIN).and_then(Item::as_table_mut) else {
+            return false;
+        };
+        let whole_table = marked(images.decor().prefix().and_then(|p| p.as_str()));
+        let key_marked = images
+            .key(LOCAL_PULL_KEY)
+            .is_some_and(|k| marked(k.leaf_decor().prefix().and_then(|p| p.as_str())));
+        if !whole_table && !key_marked {
+            return false;
+        }
+        images.remove(LOCAL_PULL_KEY);
+        if whole_table && images.is_empty() {
+            plugins.remove(IMAGES_PLUGIN);
+            let prints_nothing = self
+                .doc
+                .get("plugins")
+                .and_then(Item::as_table)
+                .is_some_and(|t| t.is_implicit() && t.is_empty());
+            if prints_nothing {
+                self.doc.remove("plugins");
+            }
+        }
+        true
+    }
+
     /// True when the file holds nothing but `version` (and comments): what [`ConfigFile::minimal`]
     /// wrote, once the handler is gone.
     pub fn is_minimal(&self) -> bool {
@@ -552,6 +649,31 @@ root = "/var/lib/containerd"   # keep this comment
         let mut again = parse(&text);
         again.remove_handler(2, "wasmtime").unwrap();
         assert_eq!(again.text(), original);
+    }
+
+    #[test]
+    fn pulling_through_the_client_is_added_once_and_removed_with_the_handler() {
+        for original in [
+            "version = 3\n# the end\n",
+            "version = 3\n[plugins.\"io.containerd.cri.v1.images\"]\n  max_concurrent_downloads = 2\n",
+        ] {
+            let mut c = parse(original);
+            c.set_handler(3, &wasmtime()).unwrap();
+            assert_eq!(c.pull_through_client().unwrap(), LocalPull::Added);
+            let text = c.text();
+            assert!(text.contains("use_local_image_pull = true"), "{text}");
+            let mut again = parse(&text);
+            assert_eq!(again.pull_through_client().unwrap(), LocalPull::Already);
+            assert!(again.remove_pull_through_client());
+            again.remove_handler(3, "wasmtime").unwrap();
+            assert_eq!(again.text(), original);
+        }
+        // The user's own choice stays, either way.
+        let off = "version = 3\n[plugins.\"io.containerd.cri.v1.images\"]\nuse_local_image_pull = false\n";
+        let mut c = parse(off);
+        assert_eq!(c.pull_through_client().unwrap(), LocalPull::TurnedOff);
+        assert!(!c.remove_pull_through_client());
+        assert_eq!(c.text(), off);
     }
 
     #[test]

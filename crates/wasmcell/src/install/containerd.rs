@@ -183,6 +183,14 @@ impl Binary {
         };
         for doc in [&mut old_dump, &mut new_dump] {
             doc.remove("imports");
+            // The one CRI setting install adds beside the handler (containerd 2.3+).
+            if let Some(images) = doc
+                .get_mut("plugins")
+                .and_then(|p| p.get_mut("io.containerd.cri.v1.images"))
+                .and_then(Item::as_table_like_mut)
+            {
+                images.remove(super::config::LOCAL_PULL_KEY);
+            }
             for plugin in CRI_RUNTIME_PLUGINS {
                 if let Some(r) = runtimes_mut(doc, plugin) {
                     r.remove(handler);

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use config::{ConfigFile, Edit, Handler};
+use config::{ConfigFile, Edit, Handler, LocalPull, LOCAL_PULL_KEY};
 
 /// The shim's file name: containerd derives it from the runtime type.
 pub const SHIM_NAME: &str = "containerd-shim-wasmcell-v1";
@@ -130,7 +130,12 @@ pub fn run(opts: &Options) -> Result<()> {
         } else {
             Vec::new()
         };
-        plan_install(opts, &root, version, &imports, drop_in, &builtin, major)?
+        let node = NodeContainerd {
+            major,
+            builtin_runc: builtin,
+            local_pull: pulls_leave_wasm_packed(&containerd_version),
+        };
+        plan_install(opts, &root, version, &imports, drop_in, &node)?
     };
     let shim = plan_shim(opts, shim)?;
 
@@ -252,24 +257,77 @@ fn imported_files(opts: &Options, root: &ConfigFile) -> Result<(Vec<PathBuf>, Op
     Ok((files, drop_in))
 }
 
+/// What install needs to know of the node's containerd beyond its config.
+struct NodeContainerd {
+    /// Its major version.
+    major: u64,
+    /// 1.x: the built-in runc's settings, for writing it out.
+    builtin_runc: Vec<(String, toml_edit::Value)>,
+    /// 2.3+: its CRI pulls leave wasm images packed unless they go through the client.
+    local_pull: bool,
+}
+
 fn plan_install(
     opts: &Options,
     root: &Root,
     version: i64,
     imports: &[PathBuf],
     drop_in: Option<PathBuf>,
-    builtin: &[(String, toml_edit::Value)],
-    containerd_major: u64,
+    node: &NodeContainerd,
 ) -> Result<Option<Target>> {
+    let local_pull = node.local_pull;
     let handler = Handler {
         name: opts.handler.clone(),
         shim_path: Some(opts.shim_dir.join(SHIM_NAME).to_string_lossy().into_owned()),
     };
+    // The handler, and for containerd 2.3+ pulls that unpack wasm images, in a file of
+    // config `v` at `path`.
+    let set = |f: &mut ConfigFile, v: i64, path: &Path| -> Result<Edit> {
+        let edit = f.set_handler(v, &handler)?;
+        if !local_pull {
+            return Ok(edit);
+        }
+        if v != 3 {
+            println!(
+                "  warning: {} is config version {v}, which has no `{LOCAL_PULL_KEY}`: \
+                 containerd 2.3+ leaves wasm images the CRI plugin pulls packed, and their pods \
+                 fail (\"parent snapshot ... does not exist\"); migrate it \
+                 (`containerd config migrate`) and run install again",
+                path.display()
+            );
+            return Ok(edit);
+        }
+        Ok(match f.pull_through_client()? {
+            LocalPull::Added => {
+                println!(
+                    "  {}: sets the CRI plugin's `{LOCAL_PULL_KEY}` (containerd 2.3+ leaves \
+                     pulled wasm images packed otherwise)",
+                    path.display()
+                );
+                if edit == Edit::Unchanged {
+                    Edit::Updated
+                } else {
+                    edit
+                }
+            }
+            LocalPull::Already => edit,
+            LocalPull::TurnedOff => {
+                println!(
+                    "  warning: {} sets `{LOCAL_PULL_KEY} = false`: containerd 2.3+ then leaves \
+                     pulled wasm images packed, and their pods fail (\"parent snapshot ... \
+                     does not exist\"); left as it is",
+                    path.display()
+                );
+                edit
+            }
+        })
+    };
     // A handler already defined in an imported file is edited there.
     if let Some(mut found) = imported_with_handler(imports, version, &opts.handler)? {
         let v = found.version;
-        return edit(&found.path, Some(found.text), true, &mut found.file, |f| {
-            f.set_handler(v, &handler)
+        let path = found.path.clone();
+        return edit(&path, Some(found.text), true, &mut found.file, |f| {
+            set(f, v, &path)
         });
     }
     if root
@@ -280,16 +338,14 @@ fn plan_install(
         if let Some(path) = drop_in {
             if !path.exists() {
                 let mut file = ConfigFile::minimal(version);
-                return edit(&path, None, true, &mut file, |f| {
-                    f.set_handler(version, &handler)
-                });
+                return edit(&path, None, true, &mut file, |f| set(f, version, &path));
             }
         }
     }
     let mut file = root.file.clone();
     edit(&opts.config, root.text.clone(), false, &mut file, |f| {
-        let kept = containerd_major < 2 && f.keep_default_runtime(version, builtin)?;
-        let edit = f.set_handler(version, &handler)?;
+        let kept = node.major < 2 && f.keep_default_runtime(version, &node.builtin_runc)?;
+        let edit = set(f, version, &opts.config)?;
         Ok(if kept { Edit::Added } else { edit })
     })
 }
@@ -303,7 +359,7 @@ fn plan_uninstall(
     if let Some(mut found) = imported_with_handler(imports, version, &opts.handler)? {
         let v = found.version;
         return edit(&found.path, Some(found.text), true, &mut found.file, |f| {
-            f.remove_handler(v, &opts.handler)
+            remove(f, v, &opts.handler)
         });
     }
     let Some(text) = root.text.clone() else {
@@ -315,8 +371,28 @@ fn plan_uninstall(
     };
     let mut file = root.file.clone();
     edit(&opts.config, Some(text), false, &mut file, |f| {
-        f.remove_handler(version, &opts.handler)
+        remove(f, version, &opts.handler)
     })
+}
+
+/// Removes the handler and what install set beside it.
+fn remove(f: &mut ConfigFile, version: i64, handler: &str) -> Result<Edit> {
+    let edit = f.remove_handler(version, handler)?;
+    Ok(match (f.remove_pull_through_client(), edit) {
+        (true, Edit::Unchanged) => Edit::Removed,
+        (_, edit) => edit,
+    })
+}
+
+/// Whether the CRI plugin of containerd `version` (as `containerd --version` prints it) leaves
+/// pulled wasm images packed unless it pulls through the client: 2.3 and later.
+fn pulls_leave_wasm_packed(version: &str) -> bool {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split(['.', '~', '-', '+'])
+        .map(|p| p.parse::<u64>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (2, 3)
 }
 
 /// An imported file that defines the handler.
@@ -670,7 +746,7 @@ fn wildcard(pattern: &str, name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::wildcard;
+    use super::{pulls_leave_wasm_packed, wildcard};
 
     #[test]
     fn wildcards_match_as_go_does_within_a_name() {
@@ -679,5 +755,19 @@ mod tests {
         assert!(!wildcard("*.toml", "wasmcell.toml.bak"));
         assert!(wildcard("1?-*.toml", "10-a.toml"));
         assert!(!wildcard("1?-*.toml", "1-a.toml"));
+    }
+
+    #[test]
+    fn containerd_2_3_and_later_need_pulls_through_the_client() {
+        for (version, needs) in [
+            ("v2.3.7", true),
+            ("v2.4.0-beta.0", true),
+            ("v3.0.0", true),
+            ("v2.2.10", false),
+            ("1.7.35", false),
+            ("1.6.20~ds1", false),
+        ] {
+            assert_eq!(pulls_leave_wasm_packed(version), needs, "{version}");
+        }
     }
 }
