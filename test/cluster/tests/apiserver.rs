@@ -24,7 +24,7 @@ fn the_deploy_manifests_apply_to_a_kube_apiserver_and_read_back_as_written() {
     assert!(
         v["serverVersion"]["gitVersion"]
             .as_str()
-            .is_some_and(|s| s.starts_with("v1.36.")),
+            .is_some_and(|s| s.starts_with("v1.37.")),
         "{v}"
     );
 

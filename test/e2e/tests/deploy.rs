@@ -1,6 +1,6 @@
-//! `deploy/`: every Kubernetes manifest is valid against the Kubernetes 1.36 OpenAPI schema
+//! `deploy/`: every Kubernetes manifest is valid against the Kubernetes 1.37 OpenAPI schema
 //! (kubernetes-validate, strict: unknown fields fail), every kustomization renders with
-//! kubectl 1.36 to valid resources, the RuntimeClass selects the label the installer sets, and the containerd snippets
+//! kubectl 1.37 to valid resources, the RuntimeClass selects the label the installer sets, and the containerd snippets
 //! load in the containerd under test and say what `wasmcell install` writes.
 #![allow(clippy::unwrap_used)]
 
@@ -23,7 +23,7 @@ fn validator() -> PathBuf {
 
 fn validate(files: &[PathBuf]) -> Ran {
     Command::new(validator())
-        .args(["--strict", "--kubernetes-version", "1.36.0"])
+        .args(["--strict", "--kubernetes-version", "1.37.0"])
         .args(files)
         .output()
         .unwrap_or_else(|e| {
