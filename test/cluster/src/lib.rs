@@ -140,6 +140,12 @@ impl ControlPlane {
                 "127.0.0.1",
                 "--advertise-address",
                 "127.0.0.1",
+                // kube-apiserver 1.37 refuses a loopback address for the `kubernetes` Service's
+                // endpoints; no pod here reaches the API through that Service (the ones that
+                // talk to it run on the node's network and are given its address), so it gets
+                // none.
+                "--endpoint-reconciler-type",
+                "none",
                 "--secure-port",
                 &secure.to_string(),
                 "--cert-dir",
@@ -207,10 +213,10 @@ impl ControlPlane {
         }
         // The controllers a single node needs (Deployments, ReplicaSets, service accounts and
         // their tokens, namespaces, garbage collection, node lifecycle: it lifts the not-ready
-        // taint a kubelet registers with), without those that allocate pod CIDRs, routes or
-        // load balancers, which need a cloud or more nodes.
-        let controllers = "*,-node-ipam-controller,-node-route-controller,\
-                           -service-lb-controller,-cloud-node-lifecycle-controller";
+        // taint a kubelet registers with), without the one that allocates pod CIDRs (the CNI
+        // bridge has its own range). Kubernetes 1.37 no longer has the cloud controllers
+        // (routes, load balancers, cloud node lifecycle) in the controller-manager.
+        let controllers = "*,-node-ipam-controller";
         let kubeconfig = plane.kubeconfig.display().to_string();
         plane.spawn(
             "kube-controller-manager",
