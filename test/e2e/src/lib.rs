@@ -161,8 +161,13 @@ pub fn containerd_version() -> (u64, u64) {
         text.split_whitespace()
             .nth(2)
             .and_then(|w| {
+                // The leading digits of each part: "1.6.20~ds1", "2.4.0-beta.0", "2.3~rc1".
+                let number = |p: &str| -> Option<u64> {
+                    let digits: String = p.chars().take_while(char::is_ascii_digit).collect();
+                    digits.parse().ok()
+                };
                 let mut parts = w.trim_start_matches('v').split('.');
-                Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+                Some((number(parts.next()?)?, number(parts.next()?)?))
             })
             .unwrap_or_else(|| panic!("no version in `containerd --version`: {text}"))
     })
@@ -190,7 +195,10 @@ pub fn import_args() -> Vec<&'static str> {
 /// which tells its shims (`socket_dir` of the shim manager, handed over in the bootstrap
 /// params); earlier ones hard-code `/run/containerd/s`.
 pub fn shim_socket_dir(dir: &Path) -> Option<PathBuf> {
-    (containerd_version() >= (2, 3)).then(|| dir.join("s"))
+    // containerd refuses a socket_dir longer than 42 bytes (a socket's path has room for
+    // about 108); under a long TMPDIR the shims keep the default.
+    let s = dir.join("s");
+    (containerd_version() >= (2, 3) && s.as_os_str().len() <= 42).then_some(s)
 }
 
 /// The config section that puts the shims' sockets in [`shim_socket_dir`], if any.

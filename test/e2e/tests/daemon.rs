@@ -149,8 +149,9 @@ fn pod_socket_in(dir: &Path, address: &str, namespace: &str, id: &str) -> PathBu
     dir.join(hex::encode(hash))
 }
 
-/// A protobuf string field (the lengths here are below 128).
+/// A protobuf string field, for lengths below 128 (a one-byte varint).
 fn proto_field(tag: u8, bytes: &[u8]) -> Vec<u8> {
+    assert!(bytes.len() < 128, "a field of {} bytes", bytes.len());
     let mut out = vec![(tag << 3) | 2, u8::try_from(bytes.len()).unwrap()];
     out.extend_from_slice(bytes);
     out

@@ -24,6 +24,10 @@ const KEPT_DEFAULT: &str = "# containerd 1.x's built-in default runtime, written
 /// The comment put above the CRI image setting `install` adds for containerd 2.3 and later.
 const LOCAL_PULL_ADDED: &str = "# containerd 2.3+ unpacks pulled images of the host's OS only unless the CRI plugin pulls through the client, which unpacks wasm images too (added by `wasmcell install`; `--uninstall` removes it).";
 
+/// The comment on the CRI image plugin's header when install had to write one (the file had only
+/// its sub-tables).
+const IMPLICIT_MADE_EXPLICIT: &str = "# containerd 2.3+ unpacks pulled images of the host's OS only unless the CRI plugin pulls through the client, which unpacks wasm images too (this header and its setting added by `wasmcell install`; `--uninstall` removes them).";
+
 /// containerd 2.x's CRI image plugin and the setting that makes its pulls unpack wasm images.
 const IMAGES_PLUGIN: &str = "io.containerd.cri.v1.images";
 pub const LOCAL_PULL_KEY: &str = "use_local_image_pull";
@@ -334,7 +338,8 @@ impl ConfigFile {
         Ok(Edit::Removed)
     }
 
-    /// Makes the CRI plugin of a version 3 file pull through containerd's client, whose
+    /// Makes the CRI plugin pull through containerd's client (in a file of either version:
+    /// containerd 2.x reads the image plugin's table from a version 2 file too), whose
     /// unpacker unpacks every platform: from containerd 2.3 the transfer service that pulls by
     /// default unpacks only images of the host's OS, and a pod of a wasi/wasm image then fails
     /// ("parent snapshot ... does not exist"). A value the file already has is kept.
@@ -359,13 +364,28 @@ impl ConfigFile {
             plugins.insert(IMAGES_PLUGIN, Item::Table(t));
             return Ok(LocalPull::Added);
         };
-        let images = images
-            .as_table_like_mut()
-            .with_context(|| format!("`plugins.\"{IMAGES_PLUGIN}\"` is not a table"))?;
+        let Some(images) = images.as_table_mut() else {
+            // An inline table has no room for the comment that marks what install added.
+            bail!(
+                "`plugins.\"{IMAGES_PLUGIN}\"` is not a table of its own (an inline table?): \
+                 add `{LOCAL_PULL_KEY} = true` to it by hand, or write it as a table"
+            );
+        };
         match images.get(LOCAL_PULL_KEY).map(|v| v.as_bool()) {
             Some(Some(true)) => Ok(LocalPull::Already),
             Some(Some(false)) => Ok(LocalPull::TurnedOff),
             Some(None) => bail!("`{LOCAL_PULL_KEY}` of the CRI image plugin is not a boolean"),
+            None if images.is_implicit() => {
+                // Only its sub-tables were written (`.registry`, `.pinned_images`): the table
+                // now prints a header of its own, marked so that uninstall makes it implicit
+                // again.
+                images.set_implicit(false);
+                images
+                    .decor_mut()
+                    .set_prefix(format!("\n{IMPLICIT_MADE_EXPLICIT}\n"));
+                images.insert(LOCAL_PULL_KEY, value(true));
+                Ok(LocalPull::Added)
+            }
             None => {
                 images.insert(LOCAL_PULL_KEY, value(true));
                 if let Some(mut key) = images.key_mut(LOCAL_PULL_KEY) {
@@ -391,14 +411,21 @@ impl ConfigFile {
         let Some(images) = plugins.get_mut(IMAGES_PLUGIN).and_then(Item::as_table_mut) else {
             return false;
         };
-        let whole_table = marked(images.decor().prefix().and_then(|p| p.as_str()));
+        let header = images.decor().prefix().and_then(|p| p.as_str());
+        let whole_table = marked(header);
+        let made_explicit = header.is_some_and(|p| p.contains(IMPLICIT_MADE_EXPLICIT));
         let key_marked = images
             .key(LOCAL_PULL_KEY)
             .is_some_and(|k| marked(k.leaf_decor().prefix().and_then(|p| p.as_str())));
-        if !whole_table && !key_marked {
+        if !whole_table && !key_marked && !made_explicit {
             return false;
         }
         images.remove(LOCAL_PULL_KEY);
+        if made_explicit {
+            images.decor_mut().clear();
+            images.set_implicit(true);
+            return true;
+        }
         if whole_table && images.is_empty() {
             plugins.remove(IMAGES_PLUGIN);
             let prints_nothing = self
@@ -668,6 +695,20 @@ root = "/var/lib/containerd"   # keep this comment
             again.remove_handler(3, "wasmtime").unwrap();
             assert_eq!(again.text(), original);
         }
+        // A file with only the plugin's sub-tables gets its header, and loses it again.
+        let subtables = "version = 3\n[plugins.\"io.containerd.cri.v1.images\".registry]\n  config_path = \"/etc/containerd/certs.d\"\n";
+        let mut c = parse(subtables);
+        c.set_handler(3, &wasmtime()).unwrap();
+        assert_eq!(c.pull_through_client().unwrap(), LocalPull::Added);
+        let mut again = parse(&c.text());
+        assert_eq!(again.pull_through_client().unwrap(), LocalPull::Already);
+        assert!(again.remove_pull_through_client());
+        again.remove_handler(3, "wasmtime").unwrap();
+        assert_eq!(again.text(), subtables);
+        // An inline table is refused with what to do.
+        let inline = "version = 3\n[plugins]\n\"io.containerd.cri.v1.images\" = { max_concurrent_downloads = 2 }\n";
+        let err = parse(inline).pull_through_client().unwrap_err().to_string();
+        assert!(err.contains("by hand"), "{err}");
         // The user's own choice stays, either way.
         let off = "version = 3\n[plugins.\"io.containerd.cri.v1.images\"]\nuse_local_image_pull = false\n";
         let mut c = parse(off);

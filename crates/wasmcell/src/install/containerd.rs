@@ -94,19 +94,16 @@ impl Binary {
 
     /// The settings of containerd 1.x's built-in runtime `name` that differ from a runtime
     /// listed with its type alone (`sandbox_mode = "podsandbox"` on 1.7), read from the daemon's
-    /// own defaults (`config dump` of an empty config), so that writing the runtime out keeps it
-    /// as it was. `scratch` is a path the dump's config file may be written to.
+    /// own defaults (`config dump` of `empty`, a config that holds only `version = 2`), so that
+    /// writing the runtime out keeps it as it was.
     pub fn builtin_runtime_settings(
         &self,
         name: &str,
-        scratch: &Path,
+        empty: &Path,
     ) -> Result<Vec<(String, toml_edit::Value)>> {
-        std::fs::write(scratch, "version = 2\n")
-            .with_context(|| format!("write {}", scratch.display()))?;
-        let dumped = self.dump(scratch);
-        let _ = std::fs::remove_file(scratch);
-        let doc =
-            dumped?.map_err(|e| anyhow::anyhow!("containerd cannot load an empty config: {e}"))?;
+        let doc = self
+            .dump(empty)?
+            .map_err(|e| anyhow::anyhow!("containerd cannot load an empty config: {e}"))?;
         let Some(runtime) = doc
             .get("plugins")
             .and_then(|p| p.get("io.containerd.grpc.v1.cri"))

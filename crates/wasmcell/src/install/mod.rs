@@ -125,8 +125,9 @@ pub fn run(opts: &Options) -> Result<()> {
         // containerd 1.x drops its built-in runc once a config lists a runtime: install writes
         // it out with the settings it had.
         let builtin = if major < 2 {
-            let scratch = opts.config.with_extension("wasmcell-defaults");
-            containerd.builtin_runtime_settings("runc", &scratch)?
+            let scratch = Scratch::new(&opts.config)?;
+            let empty = scratch.file("defaults.toml", "version = 2\n")?;
+            containerd.builtin_runtime_settings("runc", &empty)?
         } else {
             Vec::new()
         };
@@ -287,16 +288,8 @@ fn plan_install(
         if !local_pull {
             return Ok(edit);
         }
-        if v != 3 {
-            println!(
-                "  warning: {} is config version {v}, which has no `{LOCAL_PULL_KEY}`: \
-                 containerd 2.3+ leaves wasm images the CRI plugin pulls packed, and their pods \
-                 fail (\"parent snapshot ... does not exist\"); migrate it \
-                 (`containerd config migrate`) and run install again",
-                path.display()
-            );
-            return Ok(edit);
-        }
+        // A version 2 file may carry the table too: containerd 2.x reads it as it migrates
+        // the file.
         Ok(match f.pull_through_client()? {
             LocalPull::Added => {
                 println!(
