@@ -10,7 +10,8 @@
 //!
 //! Every version reads the shim's stdout and stderr together, so `start` writes nothing to
 //! stderr unless it fails. The messages are declared here with prost rather than generated:
-//! three small messages of a stable, versioned API, of which the shim reads five fields.
+//! two small messages of a stable, versioned API, of which only the fields the shim uses (and
+//! the version, for tests) are declared.
 
 use std::path::{Path, PathBuf};
 
@@ -33,9 +34,6 @@ pub struct BootstrapParams {
     /// containerd's ttrpc address, for events (`TTRPC_ADDRESS`).
     #[prost(string, tag = "5")]
     pub containerd_ttrpc_address: String,
-    /// containerd's gRPC address (`-address`).
-    #[prost(string, tag = "6")]
-    pub containerd_grpc_address: String,
     /// Where the shim's socket goes, when containerd says.
     #[prost(string, optional, tag = "9")]
     pub socket_dir: Option<String>,
