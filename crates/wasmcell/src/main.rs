@@ -42,14 +42,29 @@ enum Command {
     /// a drop-in file there instead. Comments and layout are kept; the old file is backed up;
     /// the result is loaded by containerd (`config dump`) before it replaces anything. Running
     /// it again changes nothing.
+    ///
+    /// The node's layout is found from its files: k3s and RKE2 get a block appended to the
+    /// containerd config template their agent renders (or a file in the drop-in directory
+    /// their rendered config imports), MicroK8s its containerd-template.toml edited, k0s a
+    /// file in /etc/k0s/containerd.d.
     Install(InstallArgs),
 }
 
 #[derive(clap::Args)]
 struct InstallArgs {
-    /// containerd's configuration file (written with a minimal config if missing).
-    #[arg(long, default_value = "/etc/containerd/config.toml")]
-    config: PathBuf,
+    /// containerd's configuration file on a kubeadm-style node (written with a minimal config
+    /// if missing). Default: found from the node's layout: /etc/containerd/config.toml, or
+    /// k3s's, RKE2's, MicroK8s's or k0s's files when the node has them.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The node's layout, when it cannot be found from its files (two distributions' files on
+    /// one node).
+    #[arg(long, value_enum)]
+    layout: Option<install::layout::Kind>,
+    /// The node's root directory, for a node's tree mounted elsewhere: the layout's files are
+    /// looked for under it.
+    #[arg(long, default_value = "/")]
+    node_root: PathBuf,
     /// The runtime handler's name: a RuntimeClass's `handler`.
     #[arg(long, default_value = "wasmtime")]
     handler: String,
@@ -62,9 +77,10 @@ struct InstallArgs {
     /// containerd's binary (default: containerd on PATH).
     #[arg(long)]
     containerd: Option<PathBuf>,
-    /// containerd's socket (to wait on after --restart).
-    #[arg(long, default_value = "/run/containerd/containerd.sock")]
-    address: PathBuf,
+    /// containerd's socket, to wait on after --restart (default: the layout's, such as
+    /// /run/containerd/containerd.sock or k3s's /run/k3s/containerd/containerd.sock).
+    #[arg(long)]
+    address: Option<PathBuf>,
     /// Print what would change (a diff), write nothing.
     #[arg(long)]
     dry_run: bool,
@@ -74,7 +90,9 @@ struct InstallArgs {
     /// Restart containerd afterwards, if its configuration changed, and wait until it answers.
     #[arg(long)]
     restart: bool,
-    /// The command that restarts containerd, run by sh (default: systemctl restart containerd).
+    /// The command that restarts containerd, run by sh (default: the layout's: systemctl
+    /// restart containerd, k3s or k3s-agent, rke2-server or rke2-agent,
+    /// snap.microk8s.daemon-containerd; k0s restarts it by itself).
     #[arg(long)]
     restart_command: Option<String>,
     /// Seconds to wait for containerd to answer after the restart.
@@ -98,6 +116,8 @@ fn main() -> Result<()> {
         Command::Image { command } => image::build(command),
         Command::Install(a) => install::run(&install::Options {
             config: a.config,
+            layout: a.layout,
+            node_root: a.node_root,
             handler: a.handler,
             shim: a.shim,
             shim_dir: a.shim_dir,

@@ -43,6 +43,19 @@ pub enum LocalPull {
     TurnedOff,
 }
 
+/// What a file says of the CRI image plugin's `use_local_image_pull`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImagesSetting {
+    /// The file has no table for the image plugin.
+    NoTable,
+    /// It has the table, without the setting.
+    TableWithout,
+    /// It sets it true.
+    On,
+    /// It sets it false.
+    Off,
+}
+
 /// The first line of a configuration file `install` wrote because none existed.
 pub const WRITTEN_BY: &str =
     "# containerd configuration written by `wasmcell install` (none existed).";
@@ -256,11 +269,14 @@ impl ConfigFile {
     /// CRI plugin then refuses to load ("no corresponding runtime configured ... for
     /// default_runtime_name"); adding a handler to a file that lists none would do that.
     /// Returns true when it added the runtime.
-    /// `builtin` are the built-in runtime's other settings, written out with it.
+    /// `builtin` are the built-in runtime's other settings, written out with it; `placeholders`
+    /// are values a distribution substitutes into the file before containerd reads it
+    /// (MicroK8s's `${RUNTIME}`).
     pub fn keep_default_runtime(
         &mut self,
         version: i64,
         builtin: &[(String, toml_edit::Value)],
+        placeholders: &[(&str, &str)],
     ) -> Result<bool> {
         let plugin = cri_runtime_plugin(version)?;
         let default = self
@@ -270,7 +286,11 @@ impl ConfigFile {
             .and_then(|p| p.get("containerd"))
             .and_then(|c| c.get("default_runtime_name"))
             .and_then(Item::as_str)
-            .unwrap_or("runc")
+            .unwrap_or("runc");
+        let default = placeholders
+            .iter()
+            .find(|(p, _)| *p == default)
+            .map_or(default, |(_, v)| v)
             .to_owned();
         if self.handler_item(version, &default)?.is_some() {
             return Ok(false);
@@ -394,6 +414,20 @@ impl ConfigFile {
                 }
                 Ok(LocalPull::Added)
             }
+        }
+    }
+
+    /// What the file says of pulling through the client ([`ConfigFile::pull_through_client`]).
+    pub fn images_setting(&self) -> ImagesSetting {
+        let Some(item) = self.doc.get("plugins").and_then(|p| p.get(IMAGES_PLUGIN)) else {
+            return ImagesSetting::NoTable;
+        };
+        let implicit = item.as_table().is_some_and(Table::is_implicit);
+        match item.get(LOCAL_PULL_KEY).and_then(Item::as_bool) {
+            Some(true) => ImagesSetting::On,
+            Some(false) => ImagesSetting::Off,
+            None if implicit => ImagesSetting::NoTable,
+            None => ImagesSetting::TableWithout,
         }
     }
 
@@ -636,7 +670,7 @@ root = "/var/lib/containerd"   # keep this comment
     fn the_default_runtime_is_written_out_for_containerd_1_and_removed_with_the_handler() {
         let original = "version = 2\n";
         let mut c = parse(original);
-        assert!(c.keep_default_runtime(2, &[]).unwrap());
+        assert!(c.keep_default_runtime(2, &[], &[]).unwrap());
         c.set_handler(2, &wasmtime()).unwrap();
         let text = c.text();
         assert!(
@@ -644,17 +678,20 @@ root = "/var/lib/containerd"   # keep this comment
             "{text}"
         );
         let mut again = parse(&text);
-        assert!(!again.keep_default_runtime(2, &[]).unwrap(), "listed now");
+        assert!(
+            !again.keep_default_runtime(2, &[], &[]).unwrap(),
+            "listed now"
+        );
         again.remove_handler(2, "wasmtime").unwrap();
         assert_eq!(again.text(), original);
         // A runc the user wrote stays.
         let mut users = parse(USERS);
-        assert!(!users.keep_default_runtime(2, &[]).unwrap());
+        assert!(!users.keep_default_runtime(2, &[], &[]).unwrap());
         users.set_handler(2, &wasmtime()).unwrap();
         users.remove_handler(2, "wasmtime").unwrap();
         assert_eq!(users.text(), USERS);
         let other = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd]\ndefault_runtime_name = \"crun\"\n";
-        assert!(parse(other).keep_default_runtime(2, &[]).is_err());
+        assert!(parse(other).keep_default_runtime(2, &[], &[]).is_err());
     }
 
     #[test]
@@ -666,7 +703,7 @@ root = "/var/lib/containerd"   # keep this comment
             "sandbox_mode".to_owned(),
             toml_edit::Value::from("podsandbox"),
         )];
-        assert!(c.keep_default_runtime(2, &builtin).unwrap());
+        assert!(c.keep_default_runtime(2, &builtin, &[]).unwrap());
         c.set_handler(2, &wasmtime()).unwrap();
         let text = c.text();
         assert!(

@@ -282,26 +282,17 @@ fn value_text(item: &Item) -> String {
     }
 }
 
-/// Restarts containerd: with `command` (run by `sh -c`) when given, else through systemd.
-pub fn restart(command: Option<&str>) -> Result<()> {
-    let mut cmd = match command {
-        Some(c) => {
-            let mut cmd = Command::new("sh");
-            cmd.args(["-c", c]);
-            cmd
-        }
-        None => {
-            if !Path::new("/run/systemd/system").is_dir() {
-                bail!(
-                    "cannot restart containerd: systemd is not running here; restart it \
-                     yourself or pass --restart-command"
-                );
-            }
-            let mut cmd = Command::new("systemctl");
-            cmd.args(["restart", "containerd"]);
-            cmd
-        }
-    };
+/// Restarts containerd with `command` (run by `sh -c`); `systemd` when the command needs
+/// systemd running, which is checked first for a clear error.
+pub fn restart(command: &str, systemd: bool) -> Result<()> {
+    if systemd && !Path::new("/run/systemd/system").is_dir() {
+        bail!(
+            "cannot restart containerd ({command}): systemd is not running here; restart it \
+             yourself or pass --restart-command"
+        );
+    }
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", command]);
     let out = run(&mut cmd, Duration::from_secs(120))?;
     if !out.status.success() {
         bail!("restarting containerd failed: {}", stderr(&out));

@@ -15,7 +15,9 @@
 
 pub mod config;
 pub mod containerd;
+pub mod layout;
 pub mod node;
+pub mod template;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -23,7 +25,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use config::{ConfigFile, Edit, Handler, LocalPull, LOCAL_PULL_KEY};
+use config::{ConfigFile, Edit, Handler, ImagesSetting, LocalPull, LOCAL_PULL_KEY};
+use layout::{Layout, Restart, RootEdit};
 
 /// The shim's file name: containerd derives it from the runtime type.
 pub const SHIM_NAME: &str = "containerd-shim-wasmcell-v1";
@@ -31,8 +34,13 @@ pub const SHIM_NAME: &str = "containerd-shim-wasmcell-v1";
 /// What the user asked `install` for.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// containerd's root configuration file.
-    pub config: PathBuf,
+    /// containerd's root configuration file, for a kubeadm-style node (default: found from
+    /// the node's layout).
+    pub config: Option<PathBuf>,
+    /// The node's layout (default: found from its files).
+    pub layout: Option<layout::Kind>,
+    /// The node's root directory: `/`, or a node's tree mounted elsewhere.
+    pub node_root: PathBuf,
     /// The runtime handler's name (a RuntimeClass's `handler`).
     pub handler: String,
     /// The shim binary to install (default: the one beside this `wasmcell`).
@@ -41,15 +49,16 @@ pub struct Options {
     pub shim_dir: PathBuf,
     /// containerd's binary (default: `containerd` on `PATH`).
     pub containerd: Option<PathBuf>,
-    /// containerd's socket, to wait on after a restart.
-    pub address: PathBuf,
+    /// containerd's socket, to wait on after a restart (default: the layout's).
+    pub address: Option<PathBuf>,
     /// Print what would change; change nothing.
     pub dry_run: bool,
     /// Remove what install added.
     pub uninstall: bool,
     /// Restart containerd afterwards if its configuration changed, and wait until it answers.
     pub restart: bool,
-    /// The command that restarts containerd (default: `systemctl restart containerd`).
+    /// The command that restarts containerd (default: the layout's, such as `systemctl
+    /// restart containerd` or `systemctl restart k3s`).
     pub restart_command: Option<String>,
     /// How long to wait for containerd after a restart.
     pub wait: Duration,
@@ -69,6 +78,8 @@ struct Target {
     after: Option<String>,
     /// True when `path` is a file `imports` pulls in (the check then imports it by hand).
     imported: bool,
+    /// When `path` is a template: the root config it renders, as it will be.
+    renders: Option<String>,
 }
 
 impl Target {
@@ -81,8 +92,8 @@ impl Target {
 pub fn run(opts: &Options) -> Result<()> {
     if !opts.dry_run && !nix::unistd::geteuid().is_root() {
         bail!(
-            "wasmcell install must run as root: it writes {} and {} (--dry-run works without)",
-            opts.config.display(),
+            "wasmcell install must run as root: it writes containerd's configuration and {} \
+             (--dry-run works without)",
             opts.shim_dir.display()
         );
     }
@@ -99,7 +110,9 @@ pub fn run(opts: &Options) -> Result<()> {
     if let Some(pid) = opts.enter_host {
         node::enter_host_mounts(pid)?;
     }
-    let containerd = containerd::Binary::find(opts.containerd.as_deref())?;
+    let layout = layout::detect(&opts.node_root, opts.layout, opts.config.as_deref())?;
+    let containerd =
+        containerd::Binary::find(opts.containerd.as_deref().or(layout.containerd.as_deref()))?;
     let (containerd_version, major) = containerd.version()?;
     let verb = if opts.uninstall {
         "uninstall"
@@ -107,25 +120,26 @@ pub fn run(opts: &Options) -> Result<()> {
         "install"
     };
     println!(
-        "wasmcell {verb}: containerd {containerd_version} ({}), config {}",
+        "wasmcell {verb}: {} node, containerd {containerd_version} ({}), config {}",
+        layout.kind.name(),
         containerd.path().display(),
-        opts.config.display()
+        layout.config.display()
     );
 
-    let root = read_root(&opts.config, major)?;
+    let root = read_root(&layout, major)?;
     let version = root.file.version()?;
     config::cri_runtime_plugin(version)?;
-    let (imports, drop_in) = imported_files(opts, &root.file)?;
+    let (imports, drop_in) = imported_files(&layout.config, &root.file)?;
     // containerd 1.x replaces a whole plugin section with an imported file's, so a drop-in
     // file would drop the root's CRI settings there; 2.x merges them key by key.
     let drop_in = drop_in.filter(|_| major >= 2);
     let target = if opts.uninstall {
-        plan_uninstall(opts, &root, version, &imports)?
+        plan_uninstall(opts, &layout, &root, version, &imports)?
     } else {
         // containerd 1.x drops its built-in runc once a config lists a runtime: install writes
         // it out with the settings it had.
         let builtin = if major < 2 {
-            let scratch = Scratch::new(&opts.config)?;
+            let scratch = Scratch::new(&layout.config)?;
             let empty = scratch.file("defaults.toml", "version = 2\n")?;
             containerd.builtin_runtime_settings("runc", &empty)?
         } else {
@@ -136,13 +150,13 @@ pub fn run(opts: &Options) -> Result<()> {
             builtin_runc: builtin,
             local_pull: pulls_leave_wasm_packed(&containerd_version),
         };
-        plan_install(opts, &root, version, &imports, drop_in, &node)?
+        plan_install(opts, &layout, &root, version, &imports, drop_in, &node)?
     };
     let shim = plan_shim(opts, shim)?;
 
     if let Some(t) = &target {
         print_diff(t);
-        check(&containerd, opts, &root, &imports, t)?;
+        check(&containerd, opts, &layout, &root, &imports, t)?;
         println!("  containerd {containerd_version} loads the result");
     }
     if let Some(node) = &opts.label_node {
@@ -161,6 +175,9 @@ pub fn run(opts: &Options) -> Result<()> {
     let changed_config = match &target {
         Some(t) => {
             apply(t)?;
+            if t.after.is_none() {
+                remove_empty_drop_in_dir(&layout, &t.path);
+            }
             true
         }
         None => false,
@@ -174,18 +191,42 @@ pub fn run(opts: &Options) -> Result<()> {
     if opts.restart && !changed_config {
         println!("  containerd not restarted: its configuration did not change");
     } else if opts.restart {
-        let how = opts
-            .restart_command
-            .as_deref()
-            .unwrap_or("systemctl restart containerd");
-        println!("  restarting containerd ({how})");
-        containerd::restart(opts.restart_command.as_deref())?;
-        let v = containerd::wait_until_answering(&opts.address, opts.wait)?;
-        println!("  containerd {v} answers at {}", opts.address.display());
+        let (command, systemd) = match (&opts.restart_command, &layout.restart) {
+            (Some(c), _) => (c.clone(), false),
+            (None, Restart::Command { command, systemd }) => (command.clone(), *systemd),
+            (None, Restart::ByItself(how)) => {
+                println!("  containerd not restarted here: {how}");
+                return label_after_install(opts, cluster.as_ref());
+            }
+            (None, Restart::Unknown(why)) => bail!(
+                "the configuration changed, but {}'s containerd cannot be restarted: {why}; \
+                 restart it yourself, or pass --restart-command",
+                layout.kind.name()
+            ),
+        };
+        println!("  restarting containerd ({command})");
+        containerd::restart(&command, systemd)?;
+        let address = opts.address.as_ref().unwrap_or(&layout.address);
+        let v = containerd::wait_until_answering(address, opts.wait)?;
+        println!("  containerd {v} answers at {}", address.display());
     } else if changed_config {
-        println!("  restart containerd for the change to take effect (or run with --restart)");
+        match &layout.restart {
+            Restart::ByItself(how) => println!("  {how}"),
+            Restart::Command { command, .. } => println!(
+                "  restart containerd for the change to take effect ({command}, or run with \
+                 --restart)"
+            ),
+            Restart::Unknown(why) => println!(
+                "  restart containerd for the change to take effect (how is not known: {why})"
+            ),
+        }
     }
-    if let (Some(cluster), Some(node), false) = (&cluster, &opts.label_node, opts.uninstall) {
+    label_after_install(opts, cluster.as_ref())
+}
+
+/// Labels the node once wasmcell is installed on it, when asked to.
+fn label_after_install(opts: &Options, cluster: Option<&node::Cluster>) -> Result<()> {
+    if let (Some(cluster), Some(node), false) = (cluster, &opts.label_node, opts.uninstall) {
         cluster.label_node(node, node::INSTALLED_LABEL, Some("true"))?;
         println!("  node {node} labelled {}=true", node::INSTALLED_LABEL);
     }
@@ -199,12 +240,26 @@ struct Root {
     text: Option<String>,
 }
 
-fn read_root(path: &Path, containerd_major: u64) -> Result<Root> {
+fn read_root(layout: &Layout, containerd_major: u64) -> Result<Root> {
+    let path = &layout.config;
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(Root {
             file: ConfigFile::parse(&text, path)?,
             text: Some(text),
         }),
+        // A file the distribution writes: it has not run yet, and install cannot tell what it
+        // will write.
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && layout.root_edit != RootEdit::InPlace =>
+        {
+            bail!(
+                "{} has not written {} yet: start it once (it writes containerd's configuration \
+             as it starts), then run install again",
+                layout.kind.name(),
+                path.display()
+            )
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Root {
             file: ConfigFile::minimal(config::version_for_containerd(containerd_major)),
             text: None,
@@ -215,8 +270,8 @@ fn read_root(path: &Path, containerd_major: u64) -> Result<Root> {
 
 /// The files `imports` pulls in today, in order, and the drop-in file wasmcell would add to the
 /// first directory pattern.
-fn imported_files(opts: &Options, root: &ConfigFile) -> Result<(Vec<PathBuf>, Option<PathBuf>)> {
-    let dir = opts.config.parent().unwrap_or(Path::new("/"));
+fn imported_files(config: &Path, root: &ConfigFile) -> Result<(Vec<PathBuf>, Option<PathBuf>)> {
+    let dir = config.parent().unwrap_or(Path::new("/"));
     let mut files = Vec::new();
     let mut drop_in = None;
     for pattern in root.imports()? {
@@ -270,13 +325,15 @@ struct NodeContainerd {
 
 fn plan_install(
     opts: &Options,
+    layout: &Layout,
     root: &Root,
     version: i64,
     imports: &[PathBuf],
     drop_in: Option<PathBuf>,
     node: &NodeContainerd,
 ) -> Result<Option<Target>> {
-    let local_pull = node.local_pull;
+    // A root config that pulls through the client already (k3s's does) needs nothing more.
+    let local_pull = node.local_pull && root.file.images_setting() != ImagesSetting::On;
     let handler = Handler {
         name: opts.handler.clone(),
         shim_path: Some(opts.shim_dir.join(SHIM_NAME).to_string_lossy().into_owned()),
@@ -335,16 +392,157 @@ fn plan_install(
             }
         }
     }
+    match &layout.root_edit {
+        RootEdit::InPlace => {}
+        RootEdit::Template { templates } => {
+            return plan_template(opts, layout, templates, root, version, Some(node));
+        }
+        RootEdit::Never => bail!(
+            "{} is {}'s own file, and it imports no drop-in directory install can add a file \
+             to{}",
+            layout.config.display(),
+            layout.kind.name(),
+            if node.major < 2 {
+                " (k0s with containerd 1.x merges CRI drop-ins into a config of its own, which \
+                 install does not write: add the handler in /etc/k0s/containerd.d by hand)"
+            } else {
+                ""
+            }
+        ),
+    }
     let mut file = root.file.clone();
-    edit(&opts.config, root.text.clone(), false, &mut file, |f| {
-        let kept = node.major < 2 && f.keep_default_runtime(version, &node.builtin_runc)?;
-        let edit = set(f, version, &opts.config)?;
+    let config = &layout.config;
+    edit(config, root.text.clone(), false, &mut file, |f| {
+        let kept = node.major < 2
+            && f.keep_default_runtime(version, &node.builtin_runc, layout.placeholders)?;
+        let edit = set(f, version, config)?;
         Ok(if kept { Edit::Added } else { edit })
     })
 }
 
+/// Install (`node` given) or uninstall through a template the distribution renders into the
+/// root config at its start ([`template`]).
+fn plan_template(
+    opts: &Options,
+    layout: &Layout,
+    templates: &[PathBuf],
+    root: &Root,
+    version: i64,
+    node: Option<&NodeContainerd>,
+) -> Result<Option<Target>> {
+    let rendered = root.text.as_deref().unwrap_or_default();
+    // The template in use is the first the renderer finds; with none, the one for the config
+    // version it renders today.
+    let path = match templates.iter().find(|t| t.is_file()) {
+        Some(t) => t.clone(),
+        None if version >= 3 => templates[0].clone(),
+        None => templates[templates.len() - 1].clone(),
+    };
+    let before = match std::fs::read_to_string(&path) {
+        Ok(t) => Some(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+    };
+    let shown = path.display();
+    let name = layout.kind.name();
+    // What the template renders without install's block.
+    let base = template::without_rendered_block(rendered)?;
+    let Some(node) = node else {
+        let Some(text) = before.as_deref() else {
+            println!("  {shown} does not exist: no handler to remove");
+            return Ok(None);
+        };
+        let after = match template::without_block(text)? {
+            template::Without::NoBlock => {
+                println!("  {shown}: has no block of install's: nothing to remove");
+                return Ok(None);
+            }
+            template::Without::Text(t) => Some(t),
+            template::Without::Remove => None,
+        };
+        println!(
+            "  {shown}: removes the runtime handler ({name} renders {} from it at its next start)",
+            layout.config.display()
+        );
+        return Ok(Some(Target {
+            path,
+            before,
+            after,
+            imported: false,
+            renders: Some(base),
+        }));
+    };
+    let base_file = ConfigFile::parse(&base, &layout.config)?;
+    if let Some(runtime_type) = base_file.handler_runtime_type(version, &opts.handler)? {
+        bail!(
+            "{name}'s own configuration ({}) already has a runtime handler `{}` (runtime_type \
+             {runtime_type:?}{}); give wasmcell's another name with --handler (and use it as \
+             the RuntimeClass's handler)",
+            layout.config.display(),
+            opts.handler,
+            if runtime_type == config::RUNTIME_TYPE {
+                ", written outside install's block"
+            } else {
+                ": k3s adds one for each shim of its fixed list it finds on its PATH"
+            }
+        );
+    }
+    let mut block = ConfigFile::parse("", &path)?;
+    block.set_handler(
+        version,
+        &Handler {
+            name: opts.handler.clone(),
+            shim_path: Some(opts.shim_dir.join(SHIM_NAME).to_string_lossy().into_owned()),
+        },
+    )?;
+    if node.local_pull {
+        match base_file.images_setting() {
+            // A table cannot be added to from the end of the file once it was written.
+            ImagesSetting::TableWithout => bail!(
+                "{name}'s configuration ({}) has the CRI image plugin's table without \
+                 `{LOCAL_PULL_KEY}`, which containerd 2.3+ needs to unpack wasm images, and a \
+                 block at the template's end cannot add to it: add `{LOCAL_PULL_KEY} = true` \
+                 to that table in {shown}",
+                layout.config.display()
+            ),
+            ImagesSetting::Off => println!(
+                "  warning: {} sets `{LOCAL_PULL_KEY} = false`: containerd 2.3+ then leaves \
+                 pulled wasm images packed, and their pods fail; left as it is",
+                layout.config.display()
+            ),
+            ImagesSetting::On => {}
+            ImagesSetting::NoTable => {
+                block.pull_through_client()?;
+            }
+        }
+    }
+    let after = template::with_block(before.as_deref(), &block.text())?;
+    if before.as_deref() == Some(after.as_str()) {
+        println!("  {shown}: already as it should be");
+        return Ok(None);
+    }
+    println!(
+        "  {shown}: {} the runtime handler ({name} renders {} from it at its next start)",
+        if template::block_body(before.as_deref().unwrap_or_default())?.is_some() {
+            "updates"
+        } else {
+            "adds"
+        },
+        layout.config.display()
+    );
+    let renders = template::with_block(Some(&base), &block.text())?;
+    Ok(Some(Target {
+        path,
+        before,
+        after: Some(after),
+        imported: false,
+        renders: Some(renders),
+    }))
+}
+
 fn plan_uninstall(
     opts: &Options,
+    layout: &Layout,
     root: &Root,
     version: i64,
     imports: &[PathBuf],
@@ -355,15 +553,28 @@ fn plan_uninstall(
             remove(f, v, &opts.handler)
         });
     }
+    match &layout.root_edit {
+        RootEdit::InPlace => {}
+        RootEdit::Template { templates } => {
+            return plan_template(opts, layout, templates, root, version, None);
+        }
+        RootEdit::Never => {
+            println!(
+                "  no drop-in file defines handler `{}`: nothing to remove",
+                opts.handler
+            );
+            return Ok(None);
+        }
+    }
     let Some(text) = root.text.clone() else {
         println!(
             "  {} does not exist: no handler to remove",
-            opts.config.display()
+            layout.config.display()
         );
         return Ok(None);
     };
     let mut file = root.file.clone();
-    edit(&opts.config, Some(text), false, &mut file, |f| {
+    edit(&layout.config, Some(text), false, &mut file, |f| {
         remove(f, version, &opts.handler)
     })
 }
@@ -458,6 +669,7 @@ fn edit(
         before,
         after,
         imported,
+        renders: None,
     }))
 }
 
@@ -466,12 +678,15 @@ fn edit(
 fn check(
     containerd: &containerd::Binary,
     opts: &Options,
+    layout: &Layout,
     root: &Root,
     imports: &[PathBuf],
     target: &Target,
 ) -> Result<()> {
-    let scratch = Scratch::new(&opts.config)?;
-    let new_root = if target.imported {
+    let scratch = Scratch::new(&layout.config)?;
+    let new_root = if let Some(rendered) = &target.renders {
+        scratch.beside(rendered)?
+    } else if target.imported {
         // The root as it is, its imports spelled out file by file, the target's new text in
         // place of the target (or no file, when it is to go).
         let mut files: Vec<PathBuf> = imports
@@ -504,7 +719,7 @@ fn check(
     } else {
         scratch.beside(target.after.as_deref().unwrap_or(""))?
     };
-    let old_root = root.text.is_some().then_some(opts.config.as_path());
+    let old_root = root.text.is_some().then_some(layout.config.as_path());
     containerd
         .check(old_root, &new_root, &opts.handler, !opts.uninstall)
         .with_context(|| format!("{} was not changed", target.path.display()))
@@ -559,10 +774,25 @@ impl Drop for Scratch {
     }
 }
 
+/// Removes the directory of drop-in file `removed` when it is the layout's drop-in directory,
+/// which the distribution does not create, and is empty now.
+fn remove_empty_drop_in_dir(layout: &Layout, removed: &Path) {
+    let Some(dir) = removed.parent() else {
+        return;
+    };
+    if layout.drop_in_parent.as_deref() != dir.parent() {
+        return;
+    }
+    if std::fs::remove_dir(dir).is_ok() {
+        println!("  removed {} (empty; install had made it)", dir.display());
+    }
+}
+
 /// Puts `target` in place: the old file is kept as a backup, the new one is renamed over it.
 fn apply(target: &Target) -> Result<()> {
     let path = &target.path;
-    if target.before.is_some() {
+    // A file install wrote as a whole and now removes needs no backup.
+    if target.before.is_some() && target.after.is_some() {
         let backup = backup_path(path);
         std::fs::copy(path, &backup)
             .with_context(|| format!("back up {} to {}", path.display(), backup.display()))?;
