@@ -33,9 +33,9 @@ WASMCELL_CONTAINERD_DIR=/usr/bin cargo test --release --no-fail-fast -p wasmcell
 # The version matrix: the suites that cover every code path that talks to containerd (the task
 # lifecycle, the shim's start in each form, finding the shims again after containerd restarts,
 # image layouts and the content store, pulls, exec,
-# terminals, wasi:http serving, CRI pods and sandboxes, `wasmcell install` against that
+# terminals, wasi:http serving, CRI pods and sandboxes, `wasmcell install` and `doctor` against that
 # containerd's own config loader) against each other pinned release.
-MATRIX_SUITES=(lifecycle daemon restart layouts pull exec terminal http sandbox install)
+MATRIX_SUITES=(lifecycle daemon restart layouts pull exec terminal http sandbox install doctor)
 for release in 2.4 2.2 1.7; do
   dir=$(bash test/tools/build.sh "containerd-$release") || { status=1; continue; }
   echo "== the matrix suites against $("$dir/containerd" --version)"

@@ -1,9 +1,12 @@
 //! `wasmcell`: the user's command line.
 //!
 //! `wasmcell image build` writes an OCI image tarball of a wasm program for `ctr image import`,
-//! `nerdctl load` or `docker load`; `wasmcell install` puts wasmcell on a containerd node.
-#![forbid(unsafe_code)]
+//! `nerdctl load` or `docker load`; `wasmcell install` puts wasmcell on a containerd node;
+//! `wasmcell doctor` says what on a node would stop a wasm pod.
+// Only the kernel probes of doctor (`doctor/kernel.rs`) make raw system calls.
+#![deny(unsafe_code)]
 
+mod doctor;
 mod image;
 mod install;
 
@@ -48,6 +51,43 @@ enum Command {
     /// their rendered config imports), MicroK8s its containerd-template.toml edited, k0s a
     /// file in /etc/k0s/containerd.d.
     Install(InstallArgs),
+    /// Check this node for what would stop a wasm pod, and print the fix for each problem:
+    /// containerd and its config, the runtime handler, the shim, containerd 2.3+'s image
+    /// unpacking, the cgroup drivers of the kubelet and containerd, the cgroup controllers,
+    /// the kernel's system calls, the compile cache, and whether a k3s/RKE2/MicroK8s/k0s
+    /// node's own files carry the handler. Exits 1 when a check fails.
+    Doctor(DoctorArgs),
+}
+
+#[derive(clap::Args)]
+struct DoctorArgs {
+    /// The runtime handler wasm pods' RuntimeClass names.
+    #[arg(long, default_value = "wasmtime")]
+    handler: String,
+    /// containerd's configuration file on a kubeadm-style node (default: found from the
+    /// node's layout).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The node's layout, when it cannot be found from its files.
+    #[arg(long, value_enum)]
+    layout: Option<install::layout::Kind>,
+    /// The node's root directory, for a node's tree mounted elsewhere: the layout's files,
+    /// /sys, /run, the kubelet's config and the cache are looked for under it (the handler's
+    /// runtime_path is taken as it is).
+    #[arg(long, default_value = "/")]
+    node_root: PathBuf,
+    /// containerd's binary (default: the layout's, else containerd on PATH).
+    #[arg(long)]
+    containerd: Option<PathBuf>,
+    /// The kubelet's configuration file.
+    #[arg(long, default_value = "/var/lib/kubelet/config.yaml")]
+    kubelet_config: PathBuf,
+    /// The shim's compile cache (the WASMCELL_CACHE_DIR containerd gives it).
+    #[arg(long, default_value = "/var/lib/wasmcell/cache")]
+    cache_dir: PathBuf,
+    /// Print the checks as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -62,7 +102,7 @@ struct InstallArgs {
     #[arg(long, value_enum)]
     layout: Option<install::layout::Kind>,
     /// The node's root directory, for a node's tree mounted elsewhere: the layout's files are
-    /// looked for under it.
+    /// looked for under it (--shim-dir is taken as it is).
     #[arg(long, default_value = "/")]
     node_root: PathBuf,
     /// The runtime handler's name: a RuntimeClass's `handler`.
@@ -113,6 +153,22 @@ struct InstallArgs {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
+        Command::Doctor(a) => {
+            let healthy = doctor::run(&doctor::Options {
+                node_root: a.node_root,
+                layout: a.layout,
+                config: a.config,
+                containerd: a.containerd,
+                handler: a.handler,
+                kubelet_config: a.kubelet_config,
+                cache_dir: a.cache_dir,
+                json: a.json,
+            })?;
+            if !healthy {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Image { command } => image::build(command),
         Command::Install(a) => install::run(&install::Options {
             config: a.config,

@@ -617,10 +617,9 @@ fn k3s_rendered(dir: &Path, imports: bool) -> String {
         )
     );
     if imports {
-        let line = format!(
-            "imports = [\"{}/config-v3.toml.d/*.toml\"]\n",
-            dir.join(K3S_DIR).display()
-        );
+        // As k3s writes it: a path on the node.
+        let line =
+            "imports = [\"/var/lib/rancher/k3s/agent/etc/containerd/config-v3.toml.d/*.toml\"]\n";
         text = text.replacen("version = 3\n", &format!("version = 3\n{line}"), 1);
     }
     text
@@ -645,7 +644,9 @@ fn k3s_render(template: &str, base: &str) -> String {
 /// Skips a test of a layout whose config is version 3 on containerd 1.x.
 fn needs_containerd_2(what: &str) -> bool {
     if containerd_major() < 2 {
-        eprintln!("skipped: {what} renders a version 3 config, which containerd 1.x cannot load");
+        wasmcell_e2e::skip(&format!(
+            "{what} renders a version 3 config, which containerd 1.x cannot load"
+        ));
         return false;
     }
     true
@@ -678,8 +679,26 @@ fn k3s_without_a_template_gets_one_that_renders_its_base_then_the_handler() {
     );
     // k3s's base already pulls through the client: only the handler is added.
     assert!(!template.contains("use_local_image_pull"), "{template}");
-    let r = install_on_node(&d, &[]);
+    // Run again before k3s restarted: nothing to change, but the restart is still due, and
+    // --restart makes it.
+    let marker = d.join("restarted");
+    let restart = format!("touch {}", marker.display());
+    let socket = d.join("nothing-here.sock");
+    let r = install_on_node(
+        &d,
+        &[
+            "--restart",
+            "--restart-command",
+            &restart,
+            "--address",
+            socket.to_str().unwrap(),
+            "--wait",
+            "1",
+        ],
+    );
     assert!(r.stdout.contains("nothing changed"), "{r:?}");
+    assert!(r.stdout.contains("has not rendered"), "{r:?}");
+    assert!(marker.exists(), "the restart command ran: {r:?}");
 
     // k3s restarts: it renders the template, and containerd runs wasm pods from the result.
     let rendered = k3s_render(&template, &base);
@@ -690,17 +709,34 @@ fn k3s_without_a_template_gets_one_that_renders_its_base_then_the_handler() {
     let d = c.dir.path();
     let r = install_on_node(d, &[]);
     assert!(r.stdout.contains("nothing changed"), "{r:?}");
+    assert!(!r.stdout.contains("has not rendered"), "{r:?}");
     let r = install_on_node(d, &["--uninstall"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(
-        !k3s.join("config-v3.toml.tmpl").exists(),
+        r.stdout.contains("(install had written it)"),
         "the template install wrote is removed: {r:?}"
     );
-    // Without the block, k3s renders its base again.
-    let block = &template[template.find("# wasmcell").unwrap()..];
+    assert!(!k3s.join("config-v3.toml.tmpl").exists());
+    assert!(
+        files_starting(&k3s, "config-v3.toml.tmpl").is_empty(),
+        "no backup of it"
+    );
+    // The check loaded what k3s renders without the block: its base.
+    assert!(r.stdout.contains("loads the result"), "{r:?}");
+
+    // A template install wrote and the admin added to since stays, with their addition.
+    let r = install_on_node(d, &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let added = format!(
+        "{}[plugins.'io.containerd.cri.v1.images'.registry.mirrors]\n",
+        read(&k3s.join("config-v3.toml.tmpl"))
+    );
+    write(&k3s.join("config-v3.toml.tmpl"), &added);
+    let r = install_on_node(d, &["--uninstall"]);
+    assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(
-        k3s_render(&base, ""),
-        k3s_render(&template.replace(block, ""), &base)
+        read(&k3s.join("config-v3.toml.tmpl")),
+        "{{ template \"base\" . }}\n[plugins.'io.containerd.cri.v1.images'.registry.mirrors]\n"
     );
 }
 
@@ -720,8 +756,14 @@ fn a_k3s_template_of_the_users_gets_a_block_uninstall_takes_back_byte_for_byte()
     write(&k3s.join("config.toml"), &k3s_render(users, &base));
     let r = install_on_node(d, &["--dry-run"]);
     assert_eq!(r.code, 0, "{r:?}");
-    assert!(r.stdout.contains("restart containerd") || r.stdout.contains("nothing was written"));
+    assert!(r.stdout.contains("+# wasmcell install: begin"), "{r:?}");
     assert_eq!(read(&k3s.join("config-v3.toml.tmpl")), users);
+    // No unit to restart k3s with: --restart changes nothing rather than leave it half done.
+    let r = install_on_node(d, &["--restart"]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("cannot be restarted"), "{r:?}");
+    assert_eq!(read(&k3s.join("config-v3.toml.tmpl")), users);
+    assert!(!d.join("bin").exists(), "no shim installed: {r:?}");
     let r = install_on_node(d, &[]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(
@@ -784,8 +826,12 @@ fn k3s_that_imports_a_drop_in_directory_gets_a_file_there_and_nothing_else_chang
     assert!(read(&drop_in).contains("runtimes.wasmtime]"));
     assert!(!k3s.join("config-v3.toml.tmpl").exists());
     assert_eq!(read(&k3s.join("config.toml")), rendered);
-    // containerd loads k3s's file and the drop-in it imports.
-    write(&d.join("config.toml"), &rendered);
+    // containerd loads k3s's file and the drop-in it imports (the node's path, in the
+    // fixture).
+    write(
+        &d.join("config.toml"),
+        &rendered.replace("\"/var/lib/", &format!("\"{}/node/var/lib/", d.display())),
+    );
     let c = runs_wasm_after_install(dir);
     runs_a_cri_pod(&c);
     let r = install_on_node(c.dir.path(), &["--uninstall"]);
@@ -798,7 +844,7 @@ fn k3s_that_imports_a_drop_in_directory_gets_a_file_there_and_nothing_else_chang
 }
 
 #[test]
-fn rke2_restarts_the_unit_that_is_enabled_and_says_when_it_has_not_started_yet() {
+fn rke2_names_the_unit_that_is_enabled_and_says_when_it_has_not_started_yet() {
     if !needs_containerd_2("RKE2") {
         return;
     }
@@ -826,7 +872,9 @@ fn rke2_restarts_the_unit_that_is_enabled_and_says_when_it_has_not_started_yet()
     let r = install_on_node(d, &["--dry-run"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stdout.contains("RKE2 node"), "{r:?}");
+    assert!(!rke2.join("config-v3.toml.tmpl").exists());
     let r = install_on_node(d, &[]);
+    assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stdout.contains("systemctl restart rke2-agent"), "{r:?}");
     assert!(read(&rke2.join("config-v3.toml.tmpl")).contains("runtimes.wasmtime]"));
 }
@@ -937,7 +985,8 @@ fn k0s_gets_a_drop_in_it_restarts_containerd_for_and_its_own_file_is_untouched()
     let dir = Containerd::new_dir();
     let d = dir.path();
     let node = d.join("node");
-    let managed = K0S_MANAGED.replace("/etc/k0s/", &format!("{}/etc/k0s/", node.display()));
+    // As k0s writes it: its import is a path on the node.
+    let managed = K0S_MANAGED.to_owned();
     let config = node.join("etc/k0s/containerd.toml");
     write(&config, &managed);
     std::fs::create_dir_all(node.join("etc/k0s/containerd.d")).unwrap();

@@ -75,7 +75,7 @@ impl Binary {
 
     /// Loads `config` the way the daemon does (`containerd --config CONFIG config dump`): the
     /// whole configuration with its imports merged and every default filled in.
-    fn dump(&self, config: &Path) -> Result<std::result::Result<DocumentMut, String>> {
+    pub fn dump(&self, config: &Path) -> Result<std::result::Result<DocumentMut, String>> {
         let out = run(
             Command::new(&self.path)
                 .arg("--config")
@@ -209,10 +209,10 @@ impl Binary {
 }
 
 /// The plugins that hold CRI runtime handlers: containerd 2.x's, then 1.x's.
-const CRI_RUNTIME_PLUGINS: [&str; 2] =
+pub const CRI_RUNTIME_PLUGINS: [&str; 2] =
     ["io.containerd.cri.v1.runtime", "io.containerd.grpc.v1.cri"];
 
-fn runtimes<'a>(doc: &'a DocumentMut, plugin: &str) -> Option<&'a Item> {
+pub fn runtimes<'a>(doc: &'a DocumentMut, plugin: &str) -> Option<&'a Item> {
     doc.get("plugins")?
         .get(plugin)?
         .get("containerd")?
@@ -300,6 +300,29 @@ pub fn restart(command: &str, systemd: bool) -> Result<()> {
     Ok(())
 }
 
+/// Waits for a restart that another program makes (k0s restarts containerd a few seconds after
+/// its drop-in directory changes): until containerd stops answering at `address`, then until
+/// it answers again, at most `timeout` each; returns the version it reports.
+pub fn wait_for_restart(address: &Path, timeout: Duration) -> Result<String> {
+    let deadline = Instant::now() + timeout;
+    let answers = || {
+        wasmcell_image::containerd::Containerd::connect(&address.to_string_lossy(), "default")
+            .and_then(|c| c.version())
+            .is_ok()
+    };
+    while answers() {
+        if Instant::now() >= deadline {
+            bail!(
+                "containerd at {} was not restarted within {} s",
+                address.display(),
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_until_answering(address, timeout)
+}
+
 /// Waits until containerd answers a Version call at `address`, at most `timeout`; returns the
 /// version it reports.
 pub fn wait_until_answering(address: &Path, timeout: Duration) -> Result<String> {
@@ -321,7 +344,7 @@ pub fn wait_until_answering(address: &Path, timeout: Duration) -> Result<String>
 }
 
 /// Runs `cmd` to its end, killing it at `deadline` (a hung command must not hang `install`).
-fn run(cmd: &mut Command, deadline: Duration) -> Result<Output> {
+pub fn run(cmd: &mut Command, deadline: Duration) -> Result<Output> {
     let name = format!("{:?}", cmd.get_program());
     let mut child = cmd
         .stdin(Stdio::null())

@@ -38,6 +38,13 @@ pub enum Kind {
 
 impl Kind {
     /// The name users know it by.
+    /// The value `--layout` takes for it.
+    pub fn flag(self) -> String {
+        clap::ValueEnum::to_possible_value(&self)
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default()
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Kind::Kubeadm => "kubeadm-style",
@@ -79,8 +86,11 @@ pub enum Restart {
 #[derive(Debug, Clone)]
 pub struct Layout {
     pub kind: Kind,
-    /// The root configuration file containerd loads.
+    /// The root configuration file install edits: the one containerd loads, or for MicroK8s
+    /// the template it is rendered from.
     pub config: PathBuf,
+    /// The file containerd loads.
+    pub loaded: PathBuf,
     /// How that file may be changed.
     pub root_edit: RootEdit,
     /// The containerd binary the distribution runs, when it bundles one and it is there.
@@ -103,6 +113,22 @@ const RKE2_DIR: &str = "var/lib/rancher/rke2/agent/etc/containerd";
 const MICROK8S_TEMPLATE: &str = "var/snap/microk8s/current/args/containerd-template.toml";
 const K0S_CONFIG: &str = "etc/k0s/containerd.toml";
 const KUBEADM_CONFIG: &str = "etc/containerd/config.toml";
+
+/// The runtime handlers k3s's and RKE2's agent add by themselves, each when it finds the
+/// runtime's shim or binary on its PATH.
+pub const K3S_RUNTIMES: [&str; 11] = [
+    "crun",
+    "nvidia",
+    "nvidia-experimental",
+    "nvidia-cdi",
+    "lunatic",
+    "slight",
+    "spin",
+    "wws",
+    "wasmedge",
+    "wasmer",
+    "wasmtime",
+];
 
 /// The first line of a k0s-managed `containerd.toml`.
 pub const K0S_MANAGED: &str = "# k0s_managed=true";
@@ -133,7 +159,7 @@ pub fn detect(root: &Path, asked: Option<Kind>, config: Option<&Path>) -> Result
                 Some(layout) => Ok(layout),
                 None => bail!(
                     "--layout {}: this node has no {} (under {})",
-                    kind.name(),
+                    kind.flag(),
                     marker(kind),
                     root.display()
                 ),
@@ -181,6 +207,7 @@ fn of(kind: Kind, root: &Path) -> Option<Layout> {
             template.is_file().then(|| Layout {
                 kind,
                 config: template,
+                loaded: root.join("var/snap/microk8s/current/args/containerd.toml"),
                 root_edit: RootEdit::InPlace,
                 containerd: existing(root.join("snap/microk8s/current/bin/containerd")),
                 address: root.join("var/snap/microk8s/common/run/containerd.sock"),
@@ -214,6 +241,7 @@ fn of(kind: Kind, root: &Path) -> Option<Layout> {
             };
             Some(Layout {
                 kind,
+                loaded: config.clone(),
                 config,
                 root_edit,
                 containerd: existing(root.join("var/lib/k0s/bin/containerd")),
@@ -229,6 +257,7 @@ fn of(kind: Kind, root: &Path) -> Option<Layout> {
 fn kubeadm(root: &Path, config: PathBuf) -> Layout {
     Layout {
         kind: Kind::Kubeadm,
+        loaded: config.clone(),
         config,
         root_edit: RootEdit::InPlace,
         containerd: None,
@@ -263,6 +292,7 @@ fn rancher(kind: Kind, root: &Path) -> Option<Layout> {
     Some(Layout {
         kind,
         config: dir.join("config.toml"),
+        loaded: dir.join("config.toml"),
         root_edit: RootEdit::Template {
             templates: vec![
                 dir.join("config-v3.toml.tmpl"),

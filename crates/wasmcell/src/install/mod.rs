@@ -129,7 +129,7 @@ pub fn run(opts: &Options) -> Result<()> {
     let root = read_root(&layout, major)?;
     let version = root.file.version()?;
     config::cri_runtime_plugin(version)?;
-    let (imports, drop_in) = imported_files(&layout.config, &root.file)?;
+    let (imports, drop_in) = imported_files(&layout.config, &root.file, &opts.node_root)?;
     // containerd 1.x replaces a whole plugin section with an imported file's, so a drop-in
     // file would drop the root's CRI settings there; 2.x merges them key by key.
     let drop_in = drop_in.filter(|_| major >= 2);
@@ -153,6 +153,30 @@ pub fn run(opts: &Options) -> Result<()> {
         plan_install(opts, &layout, &root, version, &imports, drop_in, &node)?
     };
     let shim = plan_shim(opts, shim)?;
+    // The template says one thing and what the distribution rendered from it another: its
+    // containerd has not been restarted since an earlier run changed the template.
+    let pending = target.is_none() && render_pending(&layout, &root)?;
+    if pending {
+        println!(
+            "  {} has not rendered {} since its template changed: containerd needs a restart",
+            layout.kind.name(),
+            layout.loaded.display()
+        );
+    }
+    let restart_due = target.is_some() || pending;
+    // Nothing is written when the restart asked for cannot happen.
+    if let (true, None, Restart::Unknown(why), true) = (
+        opts.restart,
+        &opts.restart_command,
+        &layout.restart,
+        restart_due,
+    ) {
+        bail!(
+            "--restart: {}'s containerd cannot be restarted ({why}); nothing was changed: \
+             pass --restart-command, or run without --restart and restart it yourself",
+            layout.kind.name()
+        );
+    }
 
     if let Some(t) = &target {
         print_diff(t);
@@ -188,6 +212,7 @@ pub fn run(opts: &Options) -> Result<()> {
     // Only a changed config needs containerd restarted (a new shim binary is used by the next
     // container as it is); so the installer DaemonSet, which runs this at every start of its
     // pod, restarts containerd once, not at every start.
+    let changed_config = changed_config || pending;
     if opts.restart && !changed_config {
         println!("  containerd not restarted: its configuration did not change");
     } else if opts.restart {
@@ -196,6 +221,12 @@ pub fn run(opts: &Options) -> Result<()> {
             (None, Restart::Command { command, systemd }) => (command.clone(), *systemd),
             (None, Restart::ByItself(how)) => {
                 println!("  containerd not restarted here: {how}");
+                // A label lets wasm pods come: only once containerd has the handler.
+                if opts.label_node.is_some() {
+                    let address = opts.address.as_ref().unwrap_or(&layout.address);
+                    let v = containerd::wait_for_restart(address, opts.wait)?;
+                    println!("  containerd {v} answers again at {}", address.display());
+                }
                 return label_after_install(opts, cluster.as_ref());
             }
             (None, Restart::Unknown(why)) => bail!(
@@ -222,6 +253,20 @@ pub fn run(opts: &Options) -> Result<()> {
         }
     }
     label_after_install(opts, cluster.as_ref())
+}
+
+/// Whether a template layout's template and the config rendered from it disagree on install's
+/// block: the distribution has not rendered (restarted containerd) since.
+fn render_pending(layout: &Layout, root: &Root) -> Result<bool> {
+    let RootEdit::Template { templates } = &layout.root_edit else {
+        return Ok(false);
+    };
+    let Some(path) = templates.iter().find(|t| t.is_file()) else {
+        return Ok(false);
+    };
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    let rendered = root.text.as_deref().unwrap_or_default();
+    Ok(template::block_body(&text)? != template::block_body(rendered)?)
 }
 
 /// Labels the node once wasmcell is installed on it, when asked to.
@@ -255,7 +300,8 @@ fn read_root(layout: &Layout, containerd_major: u64) -> Result<Root> {
         {
             bail!(
                 "{} has not written {} yet: start it once (it writes containerd's configuration \
-             as it starts), then run install again",
+             as it starts), then run install again (if it runs another containerd, install \
+             with --layout kubeadm)",
                 layout.kind.name(),
                 path.display()
             )
@@ -270,12 +316,20 @@ fn read_root(layout: &Layout, containerd_major: u64) -> Result<Root> {
 
 /// The files `imports` pulls in today, in order, and the drop-in file wasmcell would add to the
 /// first directory pattern.
-fn imported_files(config: &Path, root: &ConfigFile) -> Result<(Vec<PathBuf>, Option<PathBuf>)> {
+/// An absolute pattern (k3s's and k0s's are) names a path on the node, under `node_root`.
+fn imported_files(
+    config: &Path,
+    root: &ConfigFile,
+    node_root: &Path,
+) -> Result<(Vec<PathBuf>, Option<PathBuf>)> {
     let dir = config.parent().unwrap_or(Path::new("/"));
     let mut files = Vec::new();
     let mut drop_in = None;
     for pattern in root.imports()? {
-        let pattern = dir.join(pattern);
+        let pattern = match Path::new(&pattern).strip_prefix("/") {
+            Ok(on_node) => node_root.join(on_node),
+            Err(_) => dir.join(pattern),
+        };
         let name = pattern
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -433,10 +487,21 @@ fn plan_template(
     let rendered = root.text.as_deref().unwrap_or_default();
     // The template in use is the first the renderer finds; with none, the one for the config
     // version it renders today.
-    let path = match templates.iter().find(|t| t.is_file()) {
-        Some(t) => t.clone(),
-        None if version >= 3 => templates[0].clone(),
-        None => templates[templates.len() - 1].clone(),
+    let has_block = |t: &PathBuf| {
+        std::fs::read_to_string(t)
+            .ok()
+            .and_then(|text| template::block_body(&text).ok().flatten())
+            .is_some()
+    };
+    // Uninstall takes the block from whichever template has it (the one in use may have
+    // changed since install: k3s's containerd 1.x read config.toml.tmpl).
+    let with_block = node
+        .is_none()
+        .then(|| templates.iter().find(|t| has_block(t)));
+    let path = match (with_block.flatten(), templates.iter().find(|t| t.is_file())) {
+        (Some(t), _) | (None, Some(t)) => t.clone(),
+        (None, None) if version >= 3 => templates[0].clone(),
+        (None, None) => templates[templates.len() - 1].clone(),
     };
     let before = match std::fs::read_to_string(&path) {
         Ok(t) => Some(t),
@@ -482,9 +547,20 @@ fn plan_template(
             opts.handler,
             if runtime_type == config::RUNTIME_TYPE {
                 ", written outside install's block"
+            } else if layout::K3S_RUNTIMES.contains(&opts.handler.as_str()) {
+                ": the agent adds one for each shim of its fixed list it finds on its PATH"
             } else {
-                ": k3s adds one for each shim of its fixed list it finds on its PATH"
+                ""
             }
+        );
+    }
+    if layout::K3S_RUNTIMES.contains(&opts.handler.as_str()) {
+        println!(
+            "  warning: `{}` is a handler {name} makes itself once it finds that runtime's shim \
+             on its PATH (for `wasmtime`: containerd-shim-wasmtime-v1, as KWasm installs it); \
+             its containerd would then not start (the table twice): install with --handler \
+             wasmcell on nodes that may get such a shim",
+            opts.handler
         );
     }
     let mut block = ConfigFile::parse("", &path)?;

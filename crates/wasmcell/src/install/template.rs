@@ -80,19 +80,23 @@ pub fn without_block(text: &str) -> Result<Without> {
     let Some(cut) = cut(text)? else {
         return Ok(Without::NoBlock);
     };
-    if cut.created {
+    let rest = cut_out(text, &cut);
+    // A file install wrote goes as a whole only while it holds nothing the user added.
+    if cut.created && rest == BASE_ONLY {
         return Ok(Without::Remove);
     }
-    let start = if cut.joined && text[..cut.start].ends_with('\n') {
+    Ok(Without::Text(rest))
+}
+
+/// `text` without the block at `cut`; the line break install put before a block that ended
+/// the file goes too, but only while the block still ends it (text after it keeps its line).
+fn cut_out(text: &str, cut: &Cut) -> String {
+    let start = if cut.joined && cut.end == text.len() && text[..cut.start].ends_with('\n') {
         cut.start - 1
     } else {
         cut.start
     };
-    Ok(Without::Text(format!(
-        "{}{}",
-        &text[..start],
-        &text[cut.end..]
-    )))
+    format!("{}{}", &text[..start], &text[cut.end..])
 }
 
 /// What a template renders without install's block: `rendered` with the block's lines cut out
@@ -100,23 +104,23 @@ pub fn without_block(text: &str) -> Result<Without> {
 pub fn without_rendered_block(rendered: &str) -> Result<String> {
     Ok(match cut(rendered)? {
         None => rendered.to_owned(),
-        Some(c) => {
-            let start = if c.joined && rendered[..c.start].ends_with('\n') {
-                c.start - 1
-            } else {
-                c.start
-            };
-            format!("{}{}", &rendered[..start], &rendered[c.end..])
-        }
+        Some(c) => cut_out(rendered, &c),
     })
 }
 
-/// The TOML between the markers, if `text` has a block.
+/// The TOML between the markers, if `text` has a block. Blank lines are left out: the
+/// renderer adds and drops them, so a template's block and the same block rendered compare
+/// equal.
 pub fn block_body(text: &str) -> Result<Option<String>> {
     Ok(cut(text)?.map(|c| {
         let inner = &text[c.start..c.end];
         let lines: Vec<&str> = inner.lines().collect();
-        lines[1..lines.len() - 1].join("\n")
+        lines[1..lines.len() - 1]
+            .iter()
+            .filter(|l| !l.trim().is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join("\n")
     }))
 }
 
@@ -194,6 +198,24 @@ mod tests {
                 Without::Text(before.to_owned())
             );
         }
+    }
+
+    #[test]
+    fn what_the_user_added_around_the_block_is_kept_by_uninstall() {
+        // A template install wrote, with a line added after it: the file stays, with the line.
+        let created = format!("{}[x]\n", with_block(None, TOML).unwrap());
+        assert_eq!(
+            without_block(&created).unwrap(),
+            Without::Text(format!("{BASE_ONLY}[x]\n"))
+        );
+        // A block install joined to a last line, then a line added after it: both lines stay
+        // lines.
+        let joined = format!("{}[y]\n", with_block(Some("a = 1"), TOML).unwrap());
+        assert_eq!(
+            without_block(&joined).unwrap(),
+            Without::Text("a = 1\n[y]\n".into())
+        );
+        assert_eq!(without_rendered_block(&joined).unwrap(), "a = 1\n[y]\n");
     }
 
     #[test]
