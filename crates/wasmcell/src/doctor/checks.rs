@@ -8,11 +8,32 @@ use std::time::Duration;
 use toml_edit::{DocumentMut, Item};
 
 use super::kernel::{Feature, Kernel};
-use super::{Finding, Options};
+use super::report::Finding;
 use crate::install::config::{self, RUNTIME_TYPE};
 use crate::install::containerd::{self, Binary, CRI_RUNTIME_PLUGINS};
 use crate::install::layout::{self, Kind, Layout, RootEdit};
 use crate::install::{template, SHIM_NAME};
+
+/// What the user asked doctor for.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The node's root directory (`/`, or a node's tree mounted elsewhere).
+    pub node_root: PathBuf,
+    /// The layout, when it cannot be found from the files.
+    pub layout: Option<Kind>,
+    /// A kubeadm-style root config, when it is not the default.
+    pub config: Option<PathBuf>,
+    /// containerd's binary (default: the layout's, else on `PATH`).
+    pub containerd: Option<PathBuf>,
+    /// The runtime handler pods name in their RuntimeClass.
+    pub handler: String,
+    /// The kubelet's configuration file.
+    pub kubelet_config: PathBuf,
+    /// The shim's compile cache (its `WASMCELL_CACHE_DIR`).
+    pub cache_dir: PathBuf,
+    /// Print JSON rather than a table.
+    pub json: bool,
+}
 
 /// Free space below which the compile cache fails: a compiled module is a few times its wasm.
 const CACHE_MIN_FREE: u64 = 256 << 20;
@@ -722,13 +743,13 @@ mod tests {
     fn a_kernel_without_a_call_the_cell_needs_fails_with_the_release_that_has_it() {
         for f in Feature::ALL {
             let finding = check_kernel(&Lacking(f));
-            assert_eq!(finding.status, super::super::Status::Fail);
+            assert_eq!(finding.status, super::super::report::Status::Fail);
             assert!(finding.detail.contains(f.name()), "{finding:?}");
             assert!(finding.detail.contains(f.since()), "{finding:?}");
         }
         assert_eq!(
             check_kernel(&super::super::kernel::Running).status,
-            super::super::Status::Ok
+            super::super::report::Status::Ok
         );
     }
 
