@@ -232,6 +232,48 @@ fn cell_joins_the_spec_cgroup_with_its_limits_and_leaves_none_behind() {
     remove_test_slice("wasmcelltest-pod1.slice");
 }
 
+/// On a node whose D-Bus system bus does not answer (no dbus, or stopped), the shim reaches
+/// systemd over its private socket, as runc does as root: a cell's scope is made, holds the
+/// cell, and is stopped at delete, as through the bus.
+#[test]
+fn without_the_system_bus_scopes_come_through_systemds_private_socket() {
+    if !systemd_is_init() {
+        wasmcell_e2e::skip("systemd is not this machine's init (the VM tier runs this test)");
+        return;
+    }
+    /// The system bus comes back however the test ends.
+    struct BusBack;
+    impl Drop for BusBack {
+        fn drop(&mut self) {
+            systemctl(&["start", "dbus.socket", "dbus.service"]);
+        }
+    }
+    let _back = BusBack;
+    systemctl(&["stop", "dbus.socket", "dbus.service"]);
+    assert!(
+        std::os::unix::net::UnixStream::connect("/run/dbus/system_bus_socket").is_err(),
+        "the system bus still answers"
+    );
+    let c = Containerd::start();
+    c.import_wasm(IMG, "probe.wasm", fixtures::PROBE);
+    let pid = start(
+        &c,
+        "cg-nobus",
+        &["--cgroup", "wasmcelltest-pod2.slice:wc:cg-nobus"],
+        &["sleep", "600"],
+    );
+    let want = "/wasmcelltest.slice/wasmcelltest-pod2.slice/wc-cg-nobus.scope";
+    assert_scope("wc-cg-nobus.scope", want, Some(pid));
+    kill_and_delete(&c, "cg-nobus");
+    let show = systemctl(&["show", "-p", "ActiveState", "wc-cg-nobus.scope"]);
+    assert_eq!(
+        show.trim(),
+        "ActiveState=inactive",
+        "the scope is stopped at delete"
+    );
+    remove_test_slice("wasmcelltest-pod2.slice");
+}
+
 /// The slices of a systemd-form path are shared parents, which wasmcell leaves (as runc does);
 /// the tests tidy their own: `slice` inside `wasmcelltest.slice`, then that.
 fn remove_test_slice(slice: &str) {

@@ -13,3 +13,4 @@ pub mod rootfs;
 pub mod runc;
 pub mod streams;
 pub mod systemd;
+pub mod systemd_direct;

@@ -7,13 +7,16 @@
 //! and stops the unit at delete. Native containers get runc's `--systemd-cgroup`.
 //!
 //! The D-Bus calls go through `busctl` (part of systemd, so present wherever this driver
-//! applies), which keeps a D-Bus client out of the shim. On a host without systemd as init
-//! the same path is taken as a directory layout and created directly.
+//! applies), which keeps a D-Bus client out of the shim. On a node whose system bus does not
+//! answer (no dbus, or stopped), they go straight to systemd over its private socket instead
+//! (`systemd_direct`), as runc's driver does as root. On a host without systemd as init the
+//! same path is taken as a directory layout and created directly.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use super::systemd_direct::{self, Args, Value, PRIVATE_SOCKET};
 use crate::error::{Error, Result};
 
 /// How long systemd may take to create a scope and move the process into it.
@@ -57,6 +60,26 @@ pub fn unit_name(prefix: &str, name: &str) -> String {
 /// How long one D-Bus call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How busctl's error starts when no system bus answers.
+const NO_BUS: &str = "no system bus";
+
+/// Calls `method` of systemd's manager: through busctl (`busctl_args`, in its notation), or,
+/// when no system bus answers, over systemd's private socket (`direct`).
+fn call(method: &str, busctl_args: &[&str], direct: &Args) -> Result<()> {
+    let mut all = vec![method];
+    all.extend_from_slice(busctl_args);
+    match busctl(&all) {
+        Err(Error::Internal(e)) if e.starts_with(NO_BUS) && Path::new(PRIVATE_SOCKET).exists() => {
+            systemd_direct::call_manager(method, direct, CALL_TIMEOUT).map_err(|d| {
+                Error::Internal(format!(
+                    "systemd refused {method} over {PRIVATE_SOCKET} ({e}): {d}"
+                ))
+            })
+        }
+        other => other.map(drop),
+    }
+}
+
 fn busctl(args: &[&str]) -> Result<String> {
     let mut cmd = Command::new("busctl");
     cmd.args([
@@ -69,6 +92,9 @@ fn busctl(args: &[&str]) -> Result<String> {
     // Through the shim's helper: the daemon's reaper collects every child, so a plain
     // `Command::output` could find its child's status already taken (ECHILD).
     let out = crate::host::process::run_command(&mut cmd, CALL_TIMEOUT)?;
+    if out.status != 0 && out.stderr.contains("Failed to connect to bus") {
+        return Err(Error::Internal(format!("{NO_BUS}: {}", out.stderr.trim())));
+    }
     if out.status != 0 {
         return Err(Error::Internal(format!(
             "systemd refused {}: {}",
@@ -88,31 +114,45 @@ pub fn start_scope(unit: &str, slice: &str, pid: i32, relative: &Path) -> Result
         slice
     };
     let description = format!("wasmcell container {unit}");
+    let pid_number = u32::try_from(pid).map_err(|_| Error::Internal(format!("pid {pid}")))?;
     let pid = pid.to_string();
-    busctl(&[
+    call(
         "StartTransientUnit",
-        "ssa(sv)a(sa(sv))",
-        unit,
-        "fail",
-        "5",
-        "Description",
-        "s",
-        &description,
-        "Slice",
-        "s",
-        slice,
-        "Delegate",
-        "b",
-        "true",
-        "DefaultDependencies",
-        "b",
-        "false",
-        "PIDs",
-        "au",
-        "1",
-        &pid,
-        "0",
-    ])?;
+        &[
+            "ssa(sv)a(sa(sv))",
+            unit,
+            "fail",
+            "5",
+            "Description",
+            "s",
+            &description,
+            "Slice",
+            "s",
+            slice,
+            "Delegate",
+            "b",
+            "true",
+            "DefaultDependencies",
+            "b",
+            "false",
+            "PIDs",
+            "au",
+            "1",
+            &pid,
+            "0",
+        ],
+        &Args::Transient(
+            unit,
+            "fail",
+            &[
+                ("Description", Value::Str(&description)),
+                ("Slice", Value::Str(slice)),
+                ("Delegate", Value::Bool(true)),
+                ("DefaultDependencies", Value::Bool(false)),
+                ("PIDs", Value::U32s(&[pid_number])),
+            ],
+        ),
+    )?;
     // The call returns once the job is queued; the move is done when the process's cgroup
     // (v2's line, or v1's systemd hierarchy) names the scope.
     let want = format!("/{}", relative.display());
@@ -136,7 +176,11 @@ pub fn start_scope(unit: &str, slice: &str, pid: i32, relative: &Path) -> Result
 
 /// Stops the scope `unit` (systemd kills what is left in it); a unit that is gone is fine.
 pub fn stop_scope(unit: &str) {
-    if let Err(e) = busctl(&["StopUnit", "ss", unit, "replace"]) {
+    if let Err(e) = call(
+        "StopUnit",
+        &["ss", unit, "replace"],
+        &Args::Strings2(unit, "replace"),
+    ) {
         if !e.to_string().contains("not loaded") {
             log::warn!("stop {unit}: {e}");
         }
