@@ -229,6 +229,28 @@ fn disagreeing_cgroup_drivers_and_missing_controllers_fail() {
         "they disagree",
         "SystemdCgroup = true",
     );
+    // Both on systemd's driver, on a node whose systemd the shim cannot reach.
+    let installed = std::fs::read_to_string(n.config()).unwrap();
+    std::fs::write(
+        n.config(),
+        format!(
+            "{installed}\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\n  \
+             SystemdCgroup = true\n"
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(n.root().join("run/systemd/system")).unwrap();
+    n.fails(
+        &[],
+        "cgroup driver",
+        "neither a D-Bus system bus",
+        "start the system bus",
+    );
+    // systemd's private socket is enough (the shim falls back to it).
+    n.write("run/systemd/private", "");
+    let (_, checks) = n.doctor(&[]);
+    assert_eq!(checks["cgroup driver"]["status"], "ok", "{checks:#}");
+    std::fs::write(n.config(), installed).unwrap();
     n.write(
         "var/lib/kubelet/config.yaml",
         "kind: KubeletConfiguration\n",

@@ -417,7 +417,10 @@ fn check_cgroup_driver(node: &Node, opts: &Options) -> Finding {
             }
         });
     let systemd = node.path(Path::new("/run/systemd/system")).is_dir();
-    let bus = node.path(Path::new("/run/dbus/system_bus_socket")).exists();
+    // The shim asks systemd for each cell's scope over the system bus, or, without one, over
+    // systemd's private socket.
+    let bus = node.path(Path::new("/run/dbus/system_bus_socket")).exists()
+        || node.path(Path::new("/run/systemd/private")).exists();
     let mut detail = format!(
         "{version}; kubelet: {}; containerd's {default}: {}; shim: follows the pod's cgroup parent",
         kubelet.as_deref().unwrap_or("no config file"),
@@ -447,10 +450,14 @@ fn check_cgroup_driver(node: &Node, opts: &Options) -> Finding {
         );
     }
     if uses_systemd && !bus {
-        return Finding::warn(
+        return Finding::fail(
             NAME,
-            format!("{detail}; no D-Bus system bus (/run/dbus/system_bus_socket)"),
-            "start the system bus (dbus): the shim asks systemd for each cell's scope over it",
+            format!(
+                "{detail}; neither a D-Bus system bus (/run/dbus/system_bus_socket) nor \
+                 systemd's private socket (/run/systemd/private)"
+            ),
+            "start the system bus (dbus), or run the shim as root beside systemd: it asks \
+             systemd for each cell's scope over one of them",
         );
     }
     Finding::ok(NAME, detail)
