@@ -59,23 +59,32 @@ enum Command {
     Doctor(DoctorArgs),
 }
 
+/// Which node, and where its containerd's configuration is: install's and doctor's.
+#[derive(clap::Args)]
+struct NodeArgs {
+    /// containerd's configuration file on a kubeadm-style node (install writes a minimal one if
+    /// it is missing). Default: found from the node's layout: /etc/containerd/config.toml, or
+    /// k3s's, RKE2's, MicroK8s's or k0s's files when the node has them.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The node's layout, when it cannot be found from its files (two distributions' files on
+    /// one node).
+    #[arg(long, value_enum)]
+    layout: Option<install::layout::Kind>,
+    /// The node's root directory, for a node's tree mounted elsewhere: the layout's files (and
+    /// doctor's /sys, /run, kubelet config and cache) are looked for under it; the shim's
+    /// directory and a handler's runtime_path are taken as they are.
+    #[arg(long, default_value = "/")]
+    node_root: PathBuf,
+}
+
 #[derive(clap::Args)]
 struct DoctorArgs {
     /// The runtime handler wasm pods' RuntimeClass names.
     #[arg(long, default_value = "wasmtime")]
     handler: String,
-    /// containerd's configuration file on a kubeadm-style node (default: found from the
-    /// node's layout).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// The node's layout, when it cannot be found from its files.
-    #[arg(long, value_enum)]
-    layout: Option<install::layout::Kind>,
-    /// The node's root directory, for a node's tree mounted elsewhere: the layout's files,
-    /// /sys, /run, the kubelet's config and the cache are looked for under it (the handler's
-    /// runtime_path is taken as it is).
-    #[arg(long, default_value = "/")]
-    node_root: PathBuf,
+    #[command(flatten)]
+    node: NodeArgs,
     /// containerd's binary (default: the layout's, else containerd on PATH).
     #[arg(long)]
     containerd: Option<PathBuf>,
@@ -92,19 +101,8 @@ struct DoctorArgs {
 
 #[derive(clap::Args)]
 struct InstallArgs {
-    /// containerd's configuration file on a kubeadm-style node (written with a minimal config
-    /// if missing). Default: found from the node's layout: /etc/containerd/config.toml, or
-    /// k3s's, RKE2's, MicroK8s's or k0s's files when the node has them.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// The node's layout, when it cannot be found from its files (two distributions' files on
-    /// one node).
-    #[arg(long, value_enum)]
-    layout: Option<install::layout::Kind>,
-    /// The node's root directory, for a node's tree mounted elsewhere: the layout's files are
-    /// looked for under it (--shim-dir is taken as it is).
-    #[arg(long, default_value = "/")]
-    node_root: PathBuf,
+    #[command(flatten)]
+    node: NodeArgs,
     /// The runtime handler's name: a RuntimeClass's `handler`.
     #[arg(long, default_value = "wasmtime")]
     handler: String,
@@ -155,9 +153,9 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Doctor(a) => {
             let healthy = doctor::run(&doctor::Options {
-                node_root: a.node_root,
-                layout: a.layout,
-                config: a.config,
+                node_root: a.node.node_root,
+                layout: a.node.layout,
+                config: a.node.config,
                 containerd: a.containerd,
                 handler: a.handler,
                 kubelet_config: a.kubelet_config,
@@ -171,9 +169,9 @@ fn main() -> Result<()> {
         }
         Command::Image { command } => image::build(command),
         Command::Install(a) => install::run(&install::Options {
-            config: a.config,
-            layout: a.layout,
-            node_root: a.node_root,
+            config: a.node.config,
+            layout: a.node.layout,
+            node_root: a.node.node_root,
             handler: a.handler,
             shim: a.shim,
             shim_dir: a.shim_dir,

@@ -51,6 +51,29 @@ pub fn cmdline(pid: i32) -> Vec<String> {
         .collect()
 }
 
+/// Runs `wasmcell install ARGS` on the node whose tree is `dir/node` (its layout found from the
+/// files there), with the containerd under test; the shim goes to `dir/bin`.
+pub fn install_on_node(dir: &Path, args: &[&str]) -> Ran {
+    wasmcell_install(dir, ("--node-root", &dir.join("node")), args)
+}
+
+/// Runs `wasmcell install` with `node` (`--config FILE` or `--node-root DIR`), the containerd
+/// under test and `args`; the shim goes to `dir/bin`.
+pub fn wasmcell_install(dir: &Path, node: (&str, &Path), args: &[&str]) -> Ran {
+    Command::new(bin_dir().join("wasmcell"))
+        .arg("install")
+        .arg(node.0)
+        .arg(node.1)
+        .arg("--shim-dir")
+        .arg(dir.join("bin"))
+        .arg("--containerd")
+        .arg(containerd_bin())
+        .args(args)
+        .output()
+        .unwrap()
+        .into()
+}
+
 /// Directory of the binaries under test: `WASMCELL_BIN_DIR` (`make e2e` sets it), else the
 /// profile directory of this test executable (`target/<triple>/release`), where `make build`
 /// puts the shim and the CLI. Either way the shim must be there: a test never runs against

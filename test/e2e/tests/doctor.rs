@@ -50,18 +50,7 @@ impl Node {
     }
 
     fn install(&self, args: &[&str]) -> Ran {
-        Command::new(bin_dir().join("wasmcell"))
-            .arg("install")
-            .arg("--node-root")
-            .arg(self.root())
-            .arg("--shim-dir")
-            .arg(self.dir.path().join("bin"))
-            .arg("--containerd")
-            .arg(containerd_bin())
-            .args(args)
-            .output()
-            .unwrap()
-            .into()
+        wasmcell_e2e::install_on_node(self.dir.path(), args)
     }
 
     /// Runs doctor with `--json`: its exit status and each check's finding by name; with the

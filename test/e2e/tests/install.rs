@@ -8,22 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use wasmcell_e2e::cri::{cri_config, HANDLER};
-use wasmcell_e2e::{bin_dir, containerd_bin, containerd_major, fixtures, Containerd, Ran};
+use wasmcell_e2e::{
+    bin_dir, containerd_bin, containerd_major, fixtures, install_on_node, Containerd, Ran,
+};
 
 /// Runs `wasmcell install` on `dir/config.toml`, the shim going to `dir/bin`.
 fn install(dir: &Path, args: &[&str]) -> Ran {
-    let out = Command::new(bin_dir().join("wasmcell"))
-        .arg("install")
-        .arg("--config")
-        .arg(dir.join("config.toml"))
-        .arg("--shim-dir")
-        .arg(dir.join("bin"))
-        .arg("--containerd")
-        .arg(containerd_bin())
-        .args(args)
-        .output()
-        .unwrap();
-    out.into()
+    wasmcell_e2e::wasmcell_install(dir, ("--config", &dir.join("config.toml")), args)
 }
 
 fn read(path: &Path) -> String {
@@ -563,23 +554,6 @@ fn the_installer_image_has_the_shell_and_tools_its_daemonset_runs() {
 }
 
 // ---- The distributions' layouts, as fixture trees of a node under `dir/node`. ----
-
-/// Runs `wasmcell install` on the node whose tree is `dir/node`, its layout found from the
-/// files there; the shim goes to `dir/bin`.
-fn install_on_node(dir: &Path, args: &[&str]) -> Ran {
-    Command::new(bin_dir().join("wasmcell"))
-        .arg("install")
-        .arg("--node-root")
-        .arg(dir.join("node"))
-        .arg("--shim-dir")
-        .arg(dir.join("bin"))
-        .arg("--containerd")
-        .arg(containerd_bin())
-        .args(args)
-        .output()
-        .unwrap()
-        .into()
-}
 
 fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
