@@ -131,6 +131,37 @@ fn containerd_its_config_and_the_handler_each_fail_with_their_fix() {
         "no containerd binary",
         "--containerd",
     );
+    let (_, checks) = n.doctor(&["--containerd", "/nonexistent/containerd"]);
+    assert_eq!(checks["config"]["status"], "skip", "{checks:#}");
+    // A containerd that says it is 1.5, then one that says 1.7 reading a version 3 file (the
+    // real one under test loads the configs).
+    let fake = n.dir.path().join("containerd");
+    for (version, config, check, says) in [
+        ("v1.5.9", None, "containerd", "too old"),
+        (
+            "v1.7.0",
+            Some("version = 3\n"),
+            "config",
+            "which containerd 1.x cannot load",
+        ),
+    ] {
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\n[ \"$1\" = --version ] && exec echo \"containerd x {version} y\"\n\
+                 exec {} \"$@\"\n",
+                containerd_bin().display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let before = std::fs::read_to_string(n.config()).unwrap();
+        if let Some(text) = config {
+            std::fs::write(n.config(), text).unwrap();
+        }
+        n.fails(&["--containerd", fake.to_str().unwrap()], check, says, "");
+        std::fs::write(n.config(), before).unwrap();
+    }
     let installed = std::fs::read_to_string(n.config()).unwrap();
     n.fails(
         &["--handler", "other"],
@@ -228,6 +259,12 @@ fn disagreeing_cgroup_drivers_and_missing_controllers_fail() {
         ),
     )
     .unwrap();
+    n.fails(
+        &[],
+        "cgroup driver",
+        "systemd is not this node's init",
+        "cgroupfs",
+    );
     std::fs::create_dir_all(n.root().join("run/systemd/system")).unwrap();
     n.fails(
         &[],
@@ -251,7 +288,22 @@ fn disagreeing_cgroup_drivers_and_missing_controllers_fail() {
         "memory not enabled",
         "cgroup_enable=memory",
     );
+    // cgroup v1 whose kernel turned memory off: no memory hierarchy, and /proc/cgroups says so.
     std::fs::remove_file(n.root().join("sys/fs/cgroup/cgroup.controllers")).unwrap();
+    for h in ["cpu", "pids"] {
+        std::fs::create_dir_all(n.root().join("sys/fs/cgroup").join(h)).unwrap();
+    }
+    n.write(
+        "proc/cgroups",
+        "#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpu\t2\t1\t1\nmemory\t0\t1\t0\npids\t3\t1\t1\n",
+    );
+    n.fails(
+        &[],
+        "cgroup controllers",
+        "memory not enabled",
+        "cgroup_enable=memory",
+    );
+    std::fs::remove_dir_all(n.root().join("sys/fs/cgroup")).unwrap();
     n.fails(&[], "cgroup driver", "neither cgroup v2 nor v1", "mount");
 }
 
@@ -259,8 +311,29 @@ fn disagreeing_cgroup_drivers_and_missing_controllers_fail() {
 fn a_compile_cache_others_can_write_or_own_or_that_is_full_fails() {
     let n = Node::new();
     let cache = n.root().join("var/lib/wasmcell/cache");
-    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
-    n.fails(&[], "compile cache", "others can write it", "chmod 700");
+    for mode in [0o777, 0o755] {
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(mode)).unwrap();
+        n.fails(
+            &[],
+            "compile cache",
+            "not 700: the shim refuses it",
+            "chmod 700",
+        );
+    }
+    // A symlink to a private directory is refused by the shim, so by doctor.
+    let elsewhere = n.dir.path().join("cache-elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::rename(&cache, n.dir.path().join("cache-kept")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &cache).unwrap();
+    n.fails(
+        &[],
+        "compile cache",
+        "not a directory",
+        "WASMCELL_CACHE_DIR",
+    );
+    std::fs::remove_file(&cache).unwrap();
+    std::fs::rename(n.dir.path().join("cache-kept"), &cache).unwrap();
     std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o700)).unwrap();
     std::os::unix::fs::chown(&cache, Some(65534), None).unwrap();
     n.fails(

@@ -12,6 +12,7 @@
 //! (`systemd_direct`), as runc's driver does as root. On a host without systemd as init the
 //! same path is taken as a directory layout and created directly.
 
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -60,24 +61,35 @@ pub fn unit_name(prefix: &str, name: &str) -> String {
 /// How long one D-Bus call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How busctl's error starts when no system bus answers.
-const NO_BUS: &str = "no system bus";
+/// The system bus's socket: `DBUS_SYSTEM_BUS_ADDRESS`'s `unix:path=`, else the standard one.
+fn system_bus_socket(address: Option<&str>) -> String {
+    address
+        .and_then(|a| {
+            a.split(';').find_map(|t| {
+                t.strip_prefix("unix:path=")
+                    .map(|p| p.split(',').next().unwrap_or(p).to_owned())
+            })
+        })
+        .unwrap_or_else(|| "/run/dbus/system_bus_socket".to_owned())
+}
 
-/// Calls `method` of systemd's manager: through busctl (`busctl_args`, in its notation), or,
-/// when no system bus answers, over systemd's private socket (`direct`).
+/// Calls `method` of systemd's manager: through busctl (`busctl_args`, in its notation) when
+/// the system bus answers, else over systemd's private socket (`direct`). Whether the bus
+/// answers is asked of its socket, not read from busctl's words, which change between systemd
+/// releases.
 fn call(method: &str, busctl_args: &[&str], direct: &Args) -> Result<()> {
+    let bus = system_bus_socket(std::env::var("DBUS_SYSTEM_BUS_ADDRESS").ok().as_deref());
+    if UnixStream::connect(&bus).is_err() && Path::new(PRIVATE_SOCKET).exists() {
+        return systemd_direct::call_manager(method, direct, CALL_TIMEOUT).map_err(|d| {
+            Error::Internal(format!(
+                "systemd refused {method} over {PRIVATE_SOCKET} (no system bus answers at \
+                 {bus}): {d}"
+            ))
+        });
+    }
     let mut all = vec![method];
     all.extend_from_slice(busctl_args);
-    match busctl(&all) {
-        Err(Error::Internal(e)) if e.starts_with(NO_BUS) && Path::new(PRIVATE_SOCKET).exists() => {
-            systemd_direct::call_manager(method, direct, CALL_TIMEOUT).map_err(|d| {
-                Error::Internal(format!(
-                    "systemd refused {method} over {PRIVATE_SOCKET} ({e}): {d}"
-                ))
-            })
-        }
-        other => other.map(drop),
-    }
+    busctl(&all).map(drop)
 }
 
 fn busctl(args: &[&str]) -> Result<String> {
@@ -92,9 +104,6 @@ fn busctl(args: &[&str]) -> Result<String> {
     // Through the shim's helper: the daemon's reaper collects every child, so a plain
     // `Command::output` could find its child's status already taken (ECHILD).
     let out = crate::host::process::run_command(&mut cmd, CALL_TIMEOUT)?;
-    if out.status != 0 && out.stderr.contains("Failed to connect to bus") {
-        return Err(Error::Internal(format!("{NO_BUS}: {}", out.stderr.trim())));
-    }
     if out.status != 0 {
         return Err(Error::Internal(format!(
             "systemd refused {}: {}",
@@ -190,6 +199,19 @@ pub fn stop_scope(unit: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_system_bus_is_where_its_address_says() {
+        assert_eq!(system_bus_socket(None), "/run/dbus/system_bus_socket");
+        assert_eq!(
+            system_bus_socket(Some("unix:path=/var/run/dbus/sock,guid=1;tcp:host=x")),
+            "/var/run/dbus/sock"
+        );
+        assert_eq!(
+            system_bus_socket(Some("tcp:host=x")),
+            "/run/dbus/system_bus_socket"
+        );
+    }
 
     #[test]
     fn scope_names_follow_runc() {

@@ -8,12 +8,15 @@
 //! EXTERNAL authentication, one method call, and reading messages until its reply (systemd
 //! sends its signals to every private connection too).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// systemd's socket for direct connections.
 pub const PRIVATE_SOCKET: &str = "/run/systemd/private";
+
+/// The largest message read: systemd's answers and signals here are small.
+const MAX_MESSAGE: u64 = 8 << 20;
 
 /// A value of a unit property (a D-Bus variant).
 pub enum Value<'a> {
@@ -31,8 +34,9 @@ pub enum Args<'a> {
 }
 
 /// Calls `method` of `org.freedesktop.systemd1.Manager` with `args` over systemd's private
-/// socket, waiting at most `timeout`; an error reply is an error naming it.
+/// socket, waiting at most `timeout` in all; an error reply is an error naming it.
 pub fn call_manager(method: &str, args: &Args, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
     let mut sock = UnixStream::connect(PRIVATE_SOCKET)
         .map_err(|e| format!("connect to {PRIVATE_SOCKET}: {e}"))?;
     sock.set_read_timeout(Some(timeout))
@@ -46,6 +50,13 @@ pub fn call_manager(method: &str, args: &Args, timeout: Duration) -> Result<(), 
     sock.write_all(&message)
         .map_err(|e| format!("send {method}: {e}"))?;
     loop {
+        // systemd's signals keep coming: the deadline is for the answer, not for each read.
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| format!("{method}: no answer within {timeout:?}"))?;
+        sock.set_read_timeout(Some(left))
+            .map_err(|e| e.to_string())?;
         let reply = read_message(&mut sock).map_err(|e| format!("{method}: {e}"))?;
         if reply.reply_serial != Some(SERIAL) {
             continue; // a signal, or anything else that is not our answer
@@ -67,11 +78,15 @@ fn authenticate(sock: &mut UnixStream) -> Result<(), String> {
     let hex: String = uid.bytes().map(|b| format!("{b:02x}")).collect();
     sock.write_all(format!("\0AUTH EXTERNAL {hex}\r\n").as_bytes())
         .map_err(|e| format!("authenticate: {e}"))?;
-    let mut line = String::new();
-    BufReader::new(&mut *sock)
-        .take(512)
-        .read_line(&mut line)
-        .map_err(|e| format!("authenticate: {e}"))?;
+    // Byte by byte to the line's end: nothing after it may be taken from the socket.
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.last() != Some(&b'\n') && line.len() < 512 {
+        sock.read_exact(&mut byte)
+            .map_err(|e| format!("authenticate: {e}"))?;
+        line.push(byte[0]);
+    }
+    let line = String::from_utf8_lossy(&line);
     if !line.starts_with("OK ") {
         return Err(format!("systemd refused authentication: {}", line.trim()));
     }
@@ -190,6 +205,7 @@ fn method_call(serial: u32, member: &str, signature: &str, body: &[u8]) -> Vec<u
 }
 
 /// What this client reads of a message.
+#[derive(Debug)]
 struct Message {
     kind: u8,
     reply_serial: Option<u32>,
@@ -216,16 +232,24 @@ fn read_message(sock: &mut UnixStream) -> Result<Message, String> {
             u32::from_be_bytes(bytes)
         }
     };
-    let body_len = u32_at(&fixed, 4) as usize;
-    let fields_len = u32_at(&fixed, 12) as usize;
-    // The header's fields, padded to 8, then the body; a message is at most 128 MiB.
+    if fixed[3] != 1 {
+        return Err(format!("D-Bus protocol version {}", fixed[3]));
+    }
+    // The header's fields, padded to 8, then the body.
+    let body_len = u64::from(u32_at(&fixed, 4));
+    let fields_len = u64::from(u32_at(&fixed, 12));
     let rest_len = fields_len.div_ceil(8) * 8 + body_len;
-    if rest_len > 128 << 20 {
+    if rest_len > MAX_MESSAGE {
         return Err(format!("a message of {rest_len} bytes"));
     }
-    let mut rest = vec![0u8; rest_len];
-    sock.read_exact(&mut rest)
+    let (fields_len, rest_len) = (fields_len as usize, rest_len as usize);
+    let mut rest = Vec::with_capacity(rest_len.min(64 << 10));
+    sock.take(rest_len as u64)
+        .read_to_end(&mut rest)
         .map_err(|e| format!("read an answer: {e}"))?;
+    if rest.len() != rest_len {
+        return Err("the connection ended inside a message".into());
+    }
     // Positions in `rest` are 16 past the message's start, which keeps 8-byte alignment.
     let mut m = Message {
         kind: fixed[1],
@@ -273,12 +297,9 @@ fn read_message(sock: &mut UnixStream) -> Result<Message, String> {
                     .ok_or("a truncated header")?;
                 at += 2 + len;
             }
-            other => {
-                return Err(format!(
-                    "a header field of type {}",
-                    String::from_utf8_lossy(other)
-                ))
-            }
+            // A field of another type: unknown fields are to be ignored, and its size is not
+            // known, so the rest of the header is left unread.
+            _ => break,
         }
     }
     if m.error_name.is_some() && signature.starts_with('s') {
@@ -336,6 +357,41 @@ mod tests {
     }
 
     #[test]
+    fn a_big_endian_answer_is_read_and_garbage_or_a_huge_length_is_an_error() {
+        let (mut ours, mut theirs) = UnixStream::pair().unwrap();
+        ours.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        // A method return to serial 1, big-endian: the reply serial is field 5, of type u.
+        let mut be = vec![b'B', METHOD_RETURN, 0, 1];
+        be.extend_from_slice(&0u32.to_be_bytes()); // body length
+        be.extend_from_slice(&7u32.to_be_bytes()); // serial
+        be.extend_from_slice(&8u32.to_be_bytes()); // fields' length
+        be.extend_from_slice(&[5, 1, b'u', 0]);
+        be.extend_from_slice(&1u32.to_be_bytes());
+        theirs.write_all(&be).unwrap();
+        let m = read_message(&mut ours).unwrap();
+        assert_eq!((m.kind, m.reply_serial), (METHOD_RETURN, Some(1)));
+        theirs.write_all(b"GARBAGE!GARBAGE!").unwrap();
+        assert!(read_message(&mut ours)
+            .unwrap_err()
+            .contains("not a D-Bus message"));
+        let mut huge = vec![b'l', METHOD_RETURN, 0, 1];
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        huge.extend_from_slice(&1u32.to_le_bytes());
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        theirs.write_all(&huge).unwrap();
+        assert!(read_message(&mut ours).unwrap_err().contains("bytes"));
+    }
+
+    #[test]
+    fn a_refused_authentication_is_an_error_naming_the_answer() {
+        let (mut ours, mut theirs) = UnixStream::pair().unwrap();
+        ours.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        theirs.write_all(b"REJECTED EXTERNAL\r\n").unwrap();
+        let err = authenticate(&mut ours).unwrap_err();
+        assert!(err.contains("REJECTED EXTERNAL"), "{err}");
+    }
+
+    #[test]
     fn an_answer_is_read_past_signals_and_an_error_names_itself() {
         let (mut ours, mut theirs) = UnixStream::pair().unwrap();
         ours.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -350,6 +406,7 @@ mod tests {
             w.buf.extend_from_slice(body);
             w.buf
         };
+        // Its second header field has a type this client does not read.
         let signal = message(
             4,
             &|w| {
@@ -357,6 +414,10 @@ mod tests {
                 w.buf.push(3);
                 w.signature("s");
                 w.string("JobNew");
+                w.align(8);
+                w.buf.push(10);
+                w.signature("y");
+                w.buf.push(1);
             },
             &[],
         );

@@ -1,6 +1,7 @@
 //! The checks, each a function of what was read of the node.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -195,6 +196,12 @@ fn check_config(node: &Node) -> Finding {
             "write it as version 2, or upgrade containerd to 2.x",
         );
     }
+    if node.containerd.is_err() {
+        return Finding::skip(
+            NAME,
+            format!("{shown}: version {version}; not loaded (containerd was not found)"),
+        );
+    }
     match &node.dump {
         Err(e) => Finding::fail(
             NAME,
@@ -240,6 +247,15 @@ fn check_handler(node: &Node, opts: &Options) -> Finding {
 
 fn check_shim(node: &Node, opts: &Options) -> Finding {
     const NAME: &str = "shim";
+    let foreign = node
+        .handler(&opts.handler)
+        .and_then(|h| h.get("runtime_type"))
+        .and_then(Item::as_str)
+        .is_some_and(|t| t != RUNTIME_TYPE);
+    if foreign {
+        // Not wasmcell's: its binary is not run (doctor runs as root).
+        return Finding::skip(NAME, "the handler runs another runtime (see handler)");
+    }
     let runtime_path = node
         .handler(&opts.handler)
         .and_then(|h| h.get("runtime_path"))
@@ -360,9 +376,13 @@ fn check_image_unpack(node: &Node) -> Finding {
 /// `/sys/fs/cgroup` shows neither.
 fn cgroup_version(node: &Node) -> Option<u8> {
     let dir = node.path(Path::new("/sys/fs/cgroup"));
+    // v1 by any of its hierarchies: a node may lack one (memory, when the kernel turned it off).
     if dir.join("cgroup.controllers").is_file() {
         Some(2)
-    } else if dir.join("memory").is_dir() {
+    } else if ["systemd", "cpu", "cpuacct", "pids", "memory", "cpuset"]
+        .iter()
+        .any(|h| dir.join(h).is_dir())
+    {
         Some(1)
     } else {
         None
@@ -370,12 +390,24 @@ fn cgroup_version(node: &Node) -> Option<u8> {
 }
 
 /// The kubelet's `cgroupDriver` from its config file (`cgroupfs` when the file leaves it out,
-/// as the kubelet does); None when there is no file. A top-level key is read by its line, so
+/// as the kubelet does): YAML's `cgroupDriver: x  # comment` or JSON's `"cgroupDriver": "x"`.
+/// A top-level key is read by its line, so
 /// that doctor needs no YAML parser (and the kubelet writes this file in one known form).
 fn kubelet_driver(text: &str) -> String {
     text.lines()
-        .find_map(|l| l.strip_prefix("cgroupDriver:"))
-        .map(|v| v.trim().trim_matches(['"', '\'']).to_owned())
+        .find_map(|l| {
+            let l = l.trim().trim_start_matches(['{', ',']).trim_start();
+            l.strip_prefix("cgroupDriver:")
+                .or_else(|| l.strip_prefix("\"cgroupDriver\":"))
+        })
+        .map(|v| {
+            let v = v.split(" #").next().unwrap_or(v);
+            v.trim()
+                .trim_end_matches([',', '}'])
+                .trim()
+                .trim_matches(['"', '\''])
+                .to_owned()
+        })
         .unwrap_or_else(|| "cgroupfs".into())
 }
 
@@ -419,13 +451,23 @@ fn check_cgroup_driver(node: &Node, opts: &Options) -> Finding {
     let systemd = node.path(Path::new("/run/systemd/system")).is_dir();
     // The shim asks systemd for each cell's scope over the system bus, or, without one, over
     // systemd's private socket.
-    let bus = node.path(Path::new("/run/dbus/system_bus_socket")).exists()
+    let bus = UnixStream::connect(node.path(Path::new("/run/dbus/system_bus_socket"))).is_ok()
         || node.path(Path::new("/run/systemd/private")).exists();
     let mut detail = format!(
         "{version}; kubelet: {}; containerd's {default}: {}; shim: follows the pod's cgroup parent",
         kubelet.as_deref().unwrap_or("no config file"),
         runc.unwrap_or("unknown")
     );
+    if let Some(k) = kubelet
+        .as_deref()
+        .filter(|k| !["systemd", "cgroupfs"].contains(k))
+    {
+        return Finding::fail(
+            NAME,
+            format!("{detail}: the kubelet's cgroupDriver {k:?} is neither systemd nor cgroupfs"),
+            format!("set cgroupDriver in {}", opts.kubelet_config.display()),
+        );
+    }
     if let (Some(k), Some(r)) = (kubelet.as_deref(), runc) {
         if k != r {
             detail.push_str(": they disagree");
@@ -543,7 +585,13 @@ fn check_cache(node: &Node, opts: &Options) -> Finding {
     // The shim makes the directory (and its parents) at its first compile.
     let mut at = dir.as_path();
     let meta = loop {
-        match std::fs::metadata(at) {
+        // The directory itself as it is (the shim refuses a symlink), its parents followed.
+        let meta = if at == dir {
+            std::fs::symlink_metadata(at)
+        } else {
+            std::fs::metadata(at)
+        };
+        match meta {
             Ok(m) => break m,
             Err(_) => match at.parent() {
                 Some(p) => at = p,
@@ -565,7 +613,7 @@ fn check_cache(node: &Node, opts: &Options) -> Finding {
     if !meta.is_dir() {
         return Finding::fail(
             NAME,
-            format!("{existing} is not a directory"),
+            format!("{existing} is not a directory (the shim refuses a symlink too)"),
             "remove it, or point WASMCELL_CACHE_DIR (--cache-dir here) elsewhere",
         );
     }
@@ -580,10 +628,11 @@ fn check_cache(node: &Node, opts: &Options) -> Finding {
         );
     }
     let mode = meta.permissions().mode() & 0o7777;
-    if at == dir && mode & 0o022 != 0 {
+    // The shim refuses any access but its owner's (it creates the directory 0700).
+    if at == dir && mode & 0o077 != 0 {
         return Finding::fail(
             NAME,
-            format!("{existing} has mode {mode:o}: others can write it"),
+            format!("{existing} has mode {mode:o}, not 700: the shim refuses it"),
             format!(
                 "chmod 700 {}: whoever writes it can put compiled code there that cells run",
                 at.display()
@@ -699,9 +748,21 @@ fn edited_by_install(
                         .join(pattern),
                 };
                 if let (Some(dir), Some(name)) = (pattern.parent(), pattern.file_name()) {
-                    let name = name.to_string_lossy().replace('*', "");
+                    let name = name.to_string_lossy().into_owned();
+                    // A `*` in the file name (what install follows too); a name without one is
+                    // the file itself.
+                    let (head, tail) = name.split_once('*').unwrap_or((&name, ""));
+                    let exact = !name.contains('*');
                     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-                        if e.file_name().to_string_lossy().ends_with(&name) {
+                        let file = e.file_name().to_string_lossy().into_owned();
+                        let matches = if exact {
+                            file == name
+                        } else {
+                            file.len() >= head.len() + tail.len()
+                                && file.starts_with(head)
+                                && file.ends_with(tail)
+                        };
+                        if matches {
                             candidates.push(e.path());
                         }
                     }
@@ -757,6 +818,24 @@ mod tests {
         assert_eq!(
             check_kernel(&super::super::kernel::Running).status,
             super::super::report::Status::Ok
+        );
+    }
+
+    #[test]
+    fn the_kubelets_driver_is_read_with_a_comment_or_as_json() {
+        assert_eq!(
+            kubelet_driver("cgroupDriver: systemd  # kubeadm\n"),
+            "systemd"
+        );
+        assert_eq!(
+            kubelet_driver(
+                "{\n  \"kind\": \"KubeletConfiguration\",\n  \"cgroupDriver\": \"systemd\",\n}"
+            ),
+            "systemd"
+        );
+        assert_eq!(
+            kubelet_driver("{\"cgroupDriver\": \"cgroupfs\"}"),
+            "cgroupfs"
         );
     }
 

@@ -61,33 +61,37 @@ pub struct Running;
 
 impl Kernel for Running {
     fn has(&self, feature: Feature) -> Result<bool, String> {
-        // SAFETY: each call gets an invalid file descriptor or a null pointer with flags that
-        // make the kernel check the arguments before it reads any memory, or (pidfd_open of
-        // this process) returns a new descriptor that is closed at once.
+        // SAFETY: each call is given arguments the kernel refuses before it reads memory of
+        // ours or changes anything: a null filter program (EFAULT when filters exist), an
+        // invalid file descriptor, a zero size; pidfd_open of this process returns a new
+        // descriptor that is closed at once.
         let rc = unsafe {
             match feature {
-                Feature::SeccompFilter => {
-                    const SECCOMP_GET_ACTION_AVAIL: libc::c_long = 2;
-                    const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
-                    let action = SECCOMP_RET_ERRNO;
-                    libc::syscall(
-                        libc::SYS_seccomp,
-                        SECCOMP_GET_ACTION_AVAIL,
-                        0,
-                        &action as *const u32,
-                    )
-                }
-                Feature::OpenTree => libc::syscall(libc::SYS_open_tree, -1, c"".as_ptr(), 0),
+                Feature::SeccompFilter => libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+                    std::ptr::null::<libc::c_void>(),
+                ) as libc::c_long,
+                Feature::OpenTree => libc::syscall(
+                    libc::SYS_open_tree,
+                    -1 as libc::c_long,
+                    c"".as_ptr(),
+                    0 as libc::c_long,
+                ),
                 Feature::MountSetattr => libc::syscall(
                     libc::SYS_mount_setattr,
-                    -1,
+                    -1 as libc::c_long,
                     c"".as_ptr(),
-                    0,
+                    0 as libc::c_long,
                     std::ptr::null::<u8>(),
-                    0,
+                    0 as libc::size_t,
                 ),
                 Feature::Pidfd => {
-                    let fd = libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0);
+                    let fd = libc::syscall(
+                        libc::SYS_pidfd_open,
+                        libc::getpid() as libc::c_long,
+                        0 as libc::c_long,
+                    );
                     if fd >= 0 {
                         libc::close(fd as libc::c_int);
                     }
@@ -95,28 +99,63 @@ impl Kernel for Running {
                 }
             }
         };
-        if rc >= 0 {
-            return Ok(true);
-        }
-        match std::io::Error::last_os_error().raw_os_error() {
-            Some(libc::ENOSYS) => Ok(false),
-            // A seccomp profile around doctor itself may refuse the call; that says nothing
-            // of the kernel.
-            Some(libc::EPERM) if feature != Feature::SeccompFilter => Err(format!(
-                "{} was refused (EPERM): is doctor running under a seccomp profile?",
-                feature.name()
-            )),
-            // seccomp without filter support answers EINVAL for the operation.
-            Some(libc::EINVAL) if feature == Feature::SeccompFilter => Ok(false),
-            Some(_) => Ok(true),
-            None => Err(format!("{}: no error number", feature.name())),
-        }
+        let errno = (rc < 0).then(|| std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+        answer(feature, errno, confined())
+    }
+}
+
+/// Whether this process runs under a seccomp filter of its own (a container's profile), which
+/// can answer ENOSYS or EPERM for calls the kernel has.
+fn confined() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Seccomp:").map(|v| v.trim() == "2"))
+        })
+        .unwrap_or(false)
+}
+
+/// What a probe's outcome says: `errno` is None when the call succeeded.
+fn answer(feature: Feature, errno: Option<i32>, confined: bool) -> Result<bool, String> {
+    let hidden = || {
+        Err(format!(
+            "{} could not be asked: doctor runs under a seccomp filter that refuses it; run it \
+             on the node itself",
+            feature.name()
+        ))
+    };
+    match (feature, errno) {
+        (Feature::SeccompFilter, None) => Err("seccomp accepted a null filter".into()),
+        // The null filter is refused as a bad address only where filters exist.
+        (Feature::SeccompFilter, Some(libc::EFAULT)) => Ok(true),
+        (Feature::SeccompFilter, Some(libc::EINVAL)) => Ok(false),
+        (_, None) => Ok(true),
+        (_, Some(libc::ENOSYS | libc::EPERM)) if confined => hidden(),
+        (_, Some(libc::ENOSYS)) => Ok(false),
+        (_, Some(libc::EPERM)) => hidden(),
+        (Feature::SeccompFilter, Some(e)) => Err(format!("seccomp probe: errno {e}")),
+        // The call exists and refused its arguments.
+        (_, Some(_)) => Ok(true),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_outcome_of_a_probe_is_read_as_the_kernel_meant_it() {
+        use Feature::*;
+        assert_eq!(answer(OpenTree, Some(libc::ENOSYS), false), Ok(false));
+        assert_eq!(answer(OpenTree, Some(libc::EBADF), false), Ok(true));
+        assert_eq!(answer(Pidfd, None, false), Ok(true));
+        assert!(answer(MountSetattr, Some(libc::ENOSYS), true).is_err());
+        assert!(answer(MountSetattr, Some(libc::EPERM), false).is_err());
+        assert_eq!(answer(SeccompFilter, Some(libc::EFAULT), false), Ok(true));
+        assert_eq!(answer(SeccompFilter, Some(libc::EINVAL), false), Ok(false));
+        assert!(answer(SeccompFilter, None, false).is_err());
+    }
 
     #[test]
     fn this_machines_kernel_has_what_the_cell_uses() {
