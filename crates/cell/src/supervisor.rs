@@ -16,7 +16,11 @@
 //! - when the child was killed by SIGKILL, it reads the cgroup's OOM kill count and, if the
 //!   OOM killer did it, says so on the status pipe before it ends: it is still in the cgroup
 //!   then, so the cgroup still exists, where systemd's driver removes it the moment the last
-//!   process leaves, before the shim could read it.
+//!   process leaves, before the shim could read it. For that it keeps itself out of the OOM
+//!   killer's reach (`oom_score_adj` -1000, where the host lets it lower its score): with
+//!   `memory.oom.group` set, as the kubelet sets it on cgroup v2, the kernel kills every other
+//!   process of the cgroup at once, and the supervisor, spared, reports the kill and then ends
+//!   the namespace, so the container still ends as a whole.
 //!
 //! Before waiting it closes every fd but those two, drops every capability but `CAP_KILL` (to
 //! signal a child that may run under another uid), sets `no_new_privs` and installs a seccomp
@@ -157,6 +161,11 @@ fn supervise(child: Pid, oom_kills: Option<File>) -> ! {
     // Failing to set up forwarding or the lock-down must not leave a guest unsupervised.
     // (It has no fd left to report why: the child's failure to start says enough.)
     let reporting = oom_kills.is_some();
+    if reporting {
+        // A host that forbids lowering it (an unprivileged or restricted one) leaves the
+        // supervisor to die with the group; the shim then reads the count itself at exit.
+        let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");
+    }
     if handle(&TERMINATING, forward)
         .and_then(|()| handle(&ALSO_FORWARDED, forward))
         .and_then(|()| lock_down(oom_kills))

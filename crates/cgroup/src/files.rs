@@ -50,3 +50,38 @@ fn pids_max(limit: i64) -> String {
         "max".to_owned()
     }
 }
+
+/// A cgroup double for the version-specific code's tests: every file exists, writes are
+/// recorded in order, reads find nothing.
+#[cfg(test)]
+pub(crate) mod recorder {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    #[derive(Default)]
+    pub(crate) struct Recorder {
+        pub(crate) writes: RefCell<Vec<(String, String)>>,
+    }
+
+    impl ControlFiles for Recorder {
+        fn file(&self, name: &str) -> Option<PathBuf> {
+            Some(PathBuf::from(name))
+        }
+        fn write(&self, name: &str, value: &str) -> Result<()> {
+            self.writes
+                .borrow_mut()
+                .push((name.to_owned(), value.to_owned()));
+            Ok(())
+        }
+        fn read(&self, name: &str) -> Result<String> {
+            Err(CgroupError {
+                what: format!("read {name}"),
+                source: std::io::Error::new(ErrorKind::NotFound, "a double"),
+            })
+        }
+        fn read_keyed(&self, _name: &str) -> Result<HashMap<String, u64>> {
+            Ok(HashMap::new())
+        }
+    }
+}

@@ -5,11 +5,21 @@ use std::time::{Duration, Instant};
 
 use wasmcell_oci::Resources;
 
-use crate::error::{err, Result};
+use crate::error::{err, CgroupError, Result};
 use crate::files::{apply_cpuset_and_pids, timeout, ControlFiles};
 
 /// Applies `r` to the v1 cgroup `cg`.
 pub(crate) fn apply(cg: &impl ControlFiles, r: &Resources) -> Result<()> {
+    if let Some((name, _)) = r.unified.first() {
+        // As runc: v2's files have no v1 meaning to translate them to.
+        return Err(CgroupError {
+            what: format!("set {name}"),
+            source: std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "cgroup v2 unified settings (linux.resources.unified) on a cgroup v1 host",
+            ),
+        });
+    }
     if let Some(limit) = r.memory_limit {
         // memsw must stay ≥ the limit: when lowering, the limit goes first; when raising, swap.
         let swap = r.memory_swap;
@@ -115,4 +125,26 @@ fn create_dirs_in(mount: &Path, relative: &Path, cpuset: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::recorder::Recorder;
+
+    #[test]
+    fn unified_settings_are_refused_on_v1_before_anything_is_written() {
+        let cg = Recorder::default();
+        let r = Resources {
+            memory_limit: Some(32 << 20),
+            unified: vec![("memory.oom.group".into(), "1".into())],
+            ..Resources::default()
+        };
+        let e = apply(&cg, &r).expect_err("v2 files on v1").to_string();
+        assert!(
+            e.contains("memory.oom.group") && e.contains("cgroup v1 host"),
+            "{e}"
+        );
+        assert!(cg.writes.borrow().is_empty());
+    }
 }

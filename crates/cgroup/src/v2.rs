@@ -55,6 +55,10 @@ pub(crate) fn apply(cg: &impl ControlFiles, r: &Resources) -> Result<()> {
     }
     // Device rules need an eBPF program on v2; the cell instead sees no device at all (its
     // root is remounted `nodev`), which is stricter than any rule set.
+    // Last, so that they have the final word over the limits above, as in runc.
+    for (name, value) in &r.unified {
+        cg.write(name, value)?;
+    }
     Ok(())
 }
 
@@ -107,5 +111,30 @@ fn enable_controllers(dir: &Path) {
         .collect();
     if !wanted.is_empty() {
         let _ = std::fs::write(dir.join("cgroup.subtree_control"), wanted.join(" "));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::recorder::Recorder;
+
+    #[test]
+    fn unified_settings_are_written_last_in_their_order() {
+        let cg = Recorder::default();
+        let r = Resources {
+            memory_limit: Some(32 << 20),
+            unified: vec![
+                ("memory.max".into(), "max".into()),
+                ("memory.oom.group".into(), "1".into()),
+            ],
+            ..Resources::default()
+        };
+        apply(&cg, &r).expect("applied");
+        let writes = cg.writes.borrow();
+        let names: Vec<&str> = writes.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["memory.max", "memory.max", "memory.oom.group"]);
+        assert_eq!(writes[0].1, "33554432");
+        assert_eq!(writes[1].1, "max", "the unified value has the last word");
     }
 }

@@ -175,6 +175,11 @@ pub struct Resources {
     pub devices: Vec<DeviceRule>,
     /// Huge page limits: page size (`2MB`) and bytes.
     pub hugepage_limits: Vec<(String, i64)>,
+    /// cgroup v2 files written as given (`linux.resources.unified`), by name in order, after
+    /// the limits above, as runc writes them. The kubelet sets `memory.oom.group` here for every
+    /// container on a cgroup v2 node.
+    #[serde(default)]
+    pub unified: Vec<(String, String)>,
 }
 
 impl Resources {
@@ -254,11 +259,27 @@ impl Resources {
         if r.rdma().as_ref().is_some_and(|m| !m.is_empty()) {
             return Err(Unsupported("RDMA limits".into()));
         }
-        if r.unified().as_ref().is_some_and(|m| !m.is_empty()) {
-            return Err(Unsupported(
-                "cgroup v2 unified settings (linux.resources.unified)".into(),
-            ));
+        let mut unified: Vec<(String, String)> = r
+            .unified()
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        unified.sort();
+        for (key, value) in &unified {
+            if !is_controller_file(key) {
+                return Err(Unsupported(format!(
+                    "the cgroup v2 unified setting {key:?} (the cell writes a controller's \
+                     files only, such as memory.oom.group)"
+                )));
+            }
+            if value.contains('\n') {
+                return Err(Unsupported(format!(
+                    "the cgroup v2 unified setting {key:?}: its value holds a line break"
+                )));
+            }
         }
+        out.unified = unified;
         Ok(out)
     }
 
@@ -268,6 +289,25 @@ impl Resources {
             .filter(|s| *s != 0)
             .map(|s| 1 + (s.clamp(2, 262_144) - 2) * 9999 / 262_142)
     }
+}
+
+/// Whether `key` names a controller's file of a cgroup (`memory.oom.group`, `pids.max`): a
+/// controller's name, a dot, the file's, and nothing that leaves the directory. The core files
+/// (`cgroup.procs`, `cgroup.subtree_control`, ...) are the shim's to manage, not a spec's.
+fn is_controller_file(key: &str) -> bool {
+    let Some((controller, file)) = key.split_once('.') else {
+        return false;
+    };
+    let word = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.')
+    };
+    controller != "cgroup"
+        && word(controller)
+        && word(file)
+        && !file.starts_with('.')
+        && !file.ends_with('.')
 }
 
 #[cfg(test)]
@@ -338,5 +378,45 @@ mod tests {
             serde_json::from_value(serde_json::json!({"blockIO": {"weight": 10}})).expect("bio");
         let e = Resources::from_oci(&bio).expect_err("blockIO").to_string();
         assert!(e.contains("blockIO"), "{e}");
+    }
+
+    fn unified(map: serde_json::Value) -> Result<Resources, Unsupported> {
+        let r: LinuxResources =
+            serde_json::from_value(serde_json::json!({ "unified": map })).expect("unified");
+        Resources::from_oci(&r)
+    }
+
+    #[test]
+    fn unified_settings_are_controller_files_written_in_name_order() {
+        // What the kubelet asks of every container on a cgroup v2 node.
+        let res = unified(serde_json::json!({"memory.oom.group": "1", "memory.high": "max"}))
+            .expect("controller files");
+        assert_eq!(
+            res.unified,
+            [
+                ("memory.high".to_owned(), "max".to_owned()),
+                ("memory.oom.group".to_owned(), "1".to_owned())
+            ]
+        );
+        for key in [
+            "cgroup.procs",
+            "cgroup.subtree_control",
+            "../memory.max",
+            "memory.oom/group",
+            "memory",
+            ".max",
+            "memory.",
+            "Memory.max",
+            "",
+        ] {
+            let e = unified(serde_json::json!({ key: "1" }))
+                .expect_err(key)
+                .to_string();
+            assert!(e.contains("unified setting"), "{key}: {e}");
+        }
+        let e = unified(serde_json::json!({"memory.max": "1\n2"}))
+            .expect_err("a line break")
+            .to_string();
+        assert!(e.contains("line break"), "{e}");
     }
 }
