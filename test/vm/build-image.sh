@@ -33,7 +33,7 @@ echo "build-image: debootstrap $VM_DEBIAN_RELEASE (minbase, systemd, containerd,
 # The kernel's postinst builds its initramfs with initramfs-tools (virtio_blk and ext4 are
 # modules of the cloud kernel; the initramfs loads them and mounts the root disk).
 debootstrap --variant=minbase \
-  --include=systemd-sysv,udev,kmod,dbus,procps,iproute2,busybox-static,containerd,runc,initramfs-tools,linux-image-cloud-amd64 \
+  --include=systemd-sysv,udev,kmod,dbus,procps,iproute2,iptables,openssl,busybox-static,containerd,runc,initramfs-tools,linux-image-cloud-amd64 \
   "$VM_DEBIAN_RELEASE" "$root" "$VM_DEBIAN_MIRROR" >"$work/debootstrap.log" 2>&1 || {
   tail -30 "$work/debootstrap.log" >&2
   exit 1

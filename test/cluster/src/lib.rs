@@ -33,6 +33,47 @@ pub const NODE_NAME: &str = "wasmcell-node";
 /// refuses a loopback node IP). Traffic to it stays on this machine.
 pub const NODE_IP: &str = "198.18.0.1";
 
+/// How the node's kubelet and containerd's runc manage cgroups, as a node of this kind is set
+/// up in the field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupDriver {
+    /// systemd as init on the unified hierarchy (kubeadm's default, every managed cluster):
+    /// the kubelet's `cgroupDriver: systemd` with its QoS slices (`kubepods.slice`), runc's
+    /// `SystemdCgroup = true`. The VM tier's machine.
+    Systemd,
+    /// No systemd as init (these cgroup v1 hosts): `cgroupfs`, and no QoS tree of the
+    /// kubelet's own, so pods' cgroups are containerd's.
+    Cgroupfs,
+}
+
+impl CgroupDriver {
+    /// The driver for this machine: systemd's where systemd is init on cgroup v2.
+    pub fn of_this_machine() -> CgroupDriver {
+        let init = std::fs::read_to_string("/proc/1/comm").unwrap_or_default();
+        let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").is_file();
+        if init.trim() == "systemd" && unified {
+            CgroupDriver::Systemd
+        } else {
+            CgroupDriver::Cgroupfs
+        }
+    }
+}
+
+/// How much longer than on the host the harness waits for the cluster's parts: the VM tier
+/// runs under software emulation and sets `WASMCELL_TIME_SCALE` (default 1).
+pub fn time_scale() -> u32 {
+    std::env::var("WASMCELL_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or(1)
+}
+
+/// `secs` seconds, times [`time_scale`].
+pub fn patience(secs: u64) -> Duration {
+    Duration::from_secs(secs * u64::from(time_scale()))
+}
+
 /// The pinned Kubernetes binaries' directory: `WASMCELL_KUBERNETES_DIR`, else the directory of
 /// `WASMCELL_KUBECTL`, else PATH.
 pub fn kubernetes_bin(name: &str) -> PathBuf {
@@ -197,7 +238,7 @@ impl ControlPlane {
             ),
         )
         .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(90);
+        let deadline = Instant::now() + patience(90);
         loop {
             let r = plane.kubectl(&["get", "--raw", "/readyz"]);
             if r.code == 0 && r.stdout.trim() == "ok" {
@@ -206,7 +247,8 @@ impl ControlPlane {
             plane.assert_running();
             assert!(
                 Instant::now() < deadline,
-                "the API server was not ready within 90 s: {r:?}\n{}",
+                "the API server was not ready within {:?}: {r:?}\n{}",
+                patience(90),
                 plane.logs()
             );
             std::thread::sleep(Duration::from_millis(200));
@@ -249,12 +291,13 @@ impl ControlPlane {
         );
         // The controller-manager is running when it has made the default service account
         // (pods cannot be admitted before).
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + patience(60);
         while plane.kubectl(&["get", "serviceaccount", "default"]).code != 0 {
             plane.assert_running();
             assert!(
                 Instant::now() < deadline,
-                "no default service account within 60 s\n{}",
+                "no default service account within {:?}\n{}",
+                patience(60),
                 plane.logs()
             );
             std::thread::sleep(Duration::from_millis(200));
@@ -525,6 +568,9 @@ pub struct Kubelet {
     made: Vec<PathBuf>,
     /// The host's iptables chains before it started: those it (or kube-proxy) made go too.
     chains: wasmcell_e2e::firewall::Chains,
+    /// With systemd's driver the kubelet's QoS slices (`kubepods.slice` and below) are
+    /// systemd units: stopped on drop.
+    driver: CgroupDriver,
 }
 
 /// Host paths a kubelet writes below whatever its root and log directories are.
@@ -587,15 +633,30 @@ impl Kubelet {
         )
         .unwrap();
         let config = d.join("kubelet.yaml");
+        let driver = CgroupDriver::of_this_machine();
+        let cgroups = match driver {
+            // As kubeadm sets a node up: systemd's driver, the QoS slices under
+            // kubepods.slice, allocatable enforced on them.
+            // Its disk accounted (the default), which the summary API's figures need.
+            CgroupDriver::Systemd => {
+                "cgroupDriver: systemd\ncgroupsPerQOS: true\nenforceNodeAllocatable: [\"pods\"]\n\
+                 localStorageCapacityIsolation: true\n"
+            }
+            // These hosts: cgroup v1 and cgroupfs, and no QoS cgroup tree of the kubelet's
+            // own on the host: pods' cgroups are containerd's. No local storage accounting
+            // (cAdvisor then collects no disk figures, and the summary API, which needs them,
+            // answers an error: the tests there read CRI's stats).
+            CgroupDriver::Cgroupfs => {
+                "cgroupDriver: cgroupfs\nfailCgroupV1: false\ncgroupsPerQOS: false\n\
+                 enforceNodeAllocatable: []\nlocalStorageCapacityIsolation: false\n"
+            }
+        };
         std::fs::write(
             &config,
             format!(
                 r#"apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
-# These machines: cgroup v1, no swap accounting to fail on, cgroupfs.
-cgroupDriver: cgroupfs
-failSwapOn: false
-failCgroupV1: false
+{cgroups}failSwapOn: false
 address: {NODE_IP}
 port: 10250
 readOnlyPort: 0
@@ -607,9 +668,6 @@ authentication:
 authorization: {{mode: AlwaysAllow}}
 containerRuntimeEndpoint: unix://{sock}
 podLogsDir: {logs}
-# No QoS cgroup tree of the kubelet's own on the host: pods' cgroups are containerd's.
-cgroupsPerQOS: false
-enforceNodeAllocatable: []
 resolvConf: ""
 # No KUBE-FIREWALL of the kubelet's on the host: kube-proxy (`services`) keeps the Services'
 # rules. What chains the kubelet still makes (its canaries) go with it (wasmcell_e2e::firewall).
@@ -617,7 +675,6 @@ makeIPTablesUtilChains: false
 # The kube-dns Service (`services`; when a test has not started it, lookups in pods fail).
 clusterDNS: ["{cluster_dns}"]
 clusterDomain: {cluster_domain}
-localStorageCapacityIsolation: false
 evictionHard: {{"memory.available": "1Mi", "nodefs.available": "1%", "imagefs.available": "1%"}}
 "#,
                 ca = pd.join("ca.crt").display(),
@@ -658,12 +715,14 @@ evictionHard: {{"memory.available": "1Mi", "nodefs.available": "1%", "imagefs.av
             sysctls,
             made,
             chains,
+            driver,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + patience(60);
         while plane.kubectl(&["get", "node", NODE_NAME]).code != 0 {
             assert!(
                 Instant::now() < deadline,
-                "the node did not register within 60 s:\n{}",
+                "the node did not register within {:?}:\n{}",
+                patience(60),
                 kubelet.log_tail()
             );
             std::thread::sleep(Duration::from_millis(200));
@@ -673,7 +732,7 @@ evictionHard: {{"memory.available": "1Mi", "nodefs.available": "1%", "imagefs.av
 
     /// Waits until the node reports Ready (containerd's runtime and network ready).
     pub fn wait_ready(&self, plane: &ControlPlane) {
-        let deadline = Instant::now() + Duration::from_secs(90);
+        let deadline = Instant::now() + patience(90);
         loop {
             let r = plane.kubectl(&[
                 "get",
@@ -687,7 +746,8 @@ evictionHard: {{"memory.available": "1Mi", "nodefs.available": "1%", "imagefs.av
             }
             assert!(
                 Instant::now() < deadline,
-                "node {NODE_NAME} not Ready within 90 s: {r:?}\n{}",
+                "node {NODE_NAME} not Ready within {:?}: {r:?}\n{}",
+                patience(90),
                 self.log_tail()
             );
             std::thread::sleep(Duration::from_millis(250));
@@ -720,6 +780,12 @@ impl Drop for Kubelet {
                 .output()
         };
         let _ = crictl(&["rmp", "--force", "--all"]);
+        if self.driver == CgroupDriver::Systemd {
+            // The QoS slices, and any pod slice a failed test left below them.
+            let _ = Command::new("systemctl")
+                .args(["stop", "kubepods.slice"])
+                .output();
+        }
         for (k, v) in &self.sysctls {
             if !v.is_empty() {
                 let _ = std::fs::write(format!("/proc/sys/{k}"), v);
@@ -740,7 +806,23 @@ impl Drop for Kubelet {
 pub fn configure(dir: &Path, install: bool) -> PathBuf {
     let config = dir.join("config.toml");
     let socket = dir.join("containerd.sock");
-    std::fs::write(&config, wasmcell_e2e::cri::cri_config(dir, &socket)).unwrap();
+    let mut text = wasmcell_e2e::cri::cri_config(dir, &socket);
+    if CgroupDriver::of_this_machine() == CgroupDriver::Systemd {
+        // runc in systemd's driver, as kubeadm's nodes have it: containerd reports its default
+        // runtime's driver to the kubelet (CRI's RuntimeConfig), and the kubelet takes that
+        // one over its own `cgroupDriver`.
+        let plugin = if wasmcell_e2e::containerd_major() >= 2 {
+            "io.containerd.cri.v1.runtime"
+        } else {
+            "io.containerd.grpc.v1.cri"
+        };
+        text.push_str(&format!(
+            "\n[plugins.\"{plugin}\".containerd.runtimes.runc]\n  \
+             runtime_type = \"io.containerd.runc.v2\"\n\
+             [plugins.\"{plugin}\".containerd.runtimes.runc.options]\n  SystemdCgroup = true\n"
+        ));
+    }
+    std::fs::write(&config, text).unwrap();
     let shims = dir.join("bin");
     std::fs::create_dir_all(&shims).unwrap();
     if install {

@@ -174,8 +174,9 @@ fn a_kubelet_runs_runtimeclass_wasm_pods_and_kubectl_reads_exits_logs_oom_and_re
     assert_eq!(r.code, 0, "{r:?}");
 
     // CRI's stats of a running wasm container, as the kubelet reads them: CPU and memory.
-    // (The kubelet's own summary API fails on these machines as a whole: cAdvisor finds no
-    // device for the root filesystem, /dev/vda.)
+    // (The kubelet's own summary API answers an error on this node as a whole: without local
+    // storage accounting cAdvisor has no figures for the root filesystem. The VM tier's node
+    // accounts it, and reads the summary: `systemd_node.rs`.)
     plane.apply(
         "wasm-spin",
         &pod_with("wasm-spin", IMAGE, &["spin"], "Never", None),

@@ -194,6 +194,42 @@ impl Image {
     }
 }
 
+/// The newest build of integration test `name` in cargo's `deps` directory: cargo names it
+/// `<name>-<hash>`, and builds every test of a `cargo test` before it runs any, so a tier that
+/// runs another crate's test inside the VM finds it there.
+pub fn test_binary(deps: &Path, name: &str) -> PathBuf {
+    std::fs::read_dir(deps)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let file = p
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            file.strip_prefix(&format!("{name}-"))
+                .is_some_and(|hash| hash.chars().all(|c| c.is_ascii_hexdigit()))
+        })
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no {name} test binary in {} (cargo test --no-run builds it)",
+                deps.display()
+            )
+        })
+}
+
+/// A directory `dir` of symbolic links to `files` (name, target), for a [`Share`]: the copy
+/// onto the VM's disk follows the links.
+pub fn stage(dir: &Path, files: &[(&str, PathBuf)]) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("make the staging dir");
+    for (name, target) in files {
+        std::os::unix::fs::symlink(target, dir.join(name)).expect("link into the staging dir");
+    }
+    dir.to_owned()
+}
+
 /// Makes an ext4 disk image at `image` holding `dir` (empty if `None`), with room to spare.
 fn mkfs(image: &Path, dir: Option<&Path>) {
     let size_mib = dir.map_or(0, du_mib) * 5 / 4 + 256;

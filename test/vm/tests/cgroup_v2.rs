@@ -8,36 +8,9 @@
 //! controller: the cell's mounts are `nodev`).
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use wasmcell_vm::{Image, Share};
-
-/// The newest build of an integration test of the e2e crate (cargo names it `<name>-<hash>`
-/// in `deps/`, and builds every test before it runs any).
-fn e2e_test_binary(name: &str) -> PathBuf {
-    let deps = wasmcell_e2e::bin_dir().join("deps");
-    std::fs::read_dir(&deps)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            let file = p.file_name().unwrap().to_string_lossy().into_owned();
-            file.strip_prefix(&format!("{name}-"))
-                .is_some_and(|hash| hash.chars().all(|c| c.is_ascii_hexdigit()))
-        })
-        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
-        .unwrap_or_else(|| panic!("no {name} test binary in {}", deps.display()))
-}
-
-/// A directory of links to `files`, for a [`Share`].
-fn stage(dir: &Path, files: &[(&str, PathBuf)]) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    for (name, target) in files {
-        std::os::unix::fs::symlink(target, dir.join(name)).unwrap();
-    }
-    dir.to_owned()
-}
+use wasmcell_vm::{stage, test_binary, Image, Share};
 
 #[test]
 fn the_cgroup_tests_pass_on_the_unified_hierarchy_with_systemd_as_init() {
@@ -58,7 +31,7 @@ fn the_cgroup_tests_pass_on_the_unified_hierarchy_with_systemd_as_init() {
                 bin.join("containerd-shim-wasmcell-v1"),
             ),
             ("wasmcell", bin.join("wasmcell")),
-            ("cgroups", e2e_test_binary("cgroups")),
+            ("cgroups", test_binary(&bin.join("deps"), "cgroups")),
             // For the pods under a slice, through the CRI plugin.
             ("crictl", wasmcell_e2e::cri::crictl_bin_path()),
         ],
