@@ -69,11 +69,14 @@ e2e: build tools test-components
 	  $(CARGO) test --release -p wasmcell-e2e --test $(T) -- $(ARGS)
 
 # The long runs (docs/reliability.md): 1,000 exit statuses and 2,000 run/delete cycles of every
-# kind of task on a private containerd 2.x (make test runs both shortened), then every fuzz
-# target for 10 minutes.
+# kind of task on a private containerd 2.x (make test runs both shortened), critest with runc
+# beside wasmtime (make test runs wasmtime alone against the failures runc's last run
+# recorded: docs/critest.md), then every fuzz target for 10 minutes.
 soak: deps build tools
 	set -e; source test/tools/env.sh; WASMCELL_SOAK=full WASMCELL_CONTAINERD_DIR=$$WASMCELL_CONTAINERD2 \
 	  $(CARGO) test --release -p wasmcell-e2e --test soak -- --nocapture
+	set -e; source test/tools/env.sh; WASMCELL_CRITEST_RUNC=1 WASMCELL_CONTAINERD_DIR=$$WASMCELL_CONTAINERD2 \
+	  $(CARGO) test --release -p wasmcell-cluster --test critest -- --nocapture
 	bash test/scripts/fuzz.sh 600
 
 # Benchmarks: wasmcell against the reference shim (benches/reference-shim, on runwasi's

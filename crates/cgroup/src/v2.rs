@@ -55,7 +55,9 @@ pub(crate) fn apply(cg: &impl ControlFiles, r: &Resources) -> Result<()> {
     }
     // Device rules need an eBPF program on v2; the cell instead sees no device at all (its
     // root is remounted `nodev`), which is stricter than any rule set.
-    // Last, so that they have the final word over the limits above, as in runc.
+
+    // The spec's unified settings last, so that they have the final word over the limits
+    // above, as in runc.
     for (name, value) in &r.unified {
         cg.write(name, value)?;
     }

@@ -269,8 +269,8 @@ impl Resources {
         for (key, value) in &unified {
             if !is_controller_file(key) {
                 return Err(Unsupported(format!(
-                    "the cgroup v2 unified setting {key:?} (the cell writes a controller's \
-                     files only, such as memory.oom.group)"
+                    "the cgroup v2 unified setting {key:?} (the cell writes the files of the \
+                     memory, cpu, cpuset and pids controllers only, such as memory.oom.group)"
                 )));
             }
             if value.contains('\n') {
@@ -291,21 +291,24 @@ impl Resources {
     }
 }
 
-/// Whether `key` names a controller's file of a cgroup (`memory.oom.group`, `pids.max`): a
-/// controller's name, a dot, the file's, and nothing that leaves the directory. The core files
-/// (`cgroup.procs`, `cgroup.subtree_control`, ...) are the shim's to manage, not a spec's.
+/// The v2 controllers whose files a cell's cgroup has: those the cgroup code enables for it.
+/// Another controller's settings (`io.max`, `hugetlb.2MB.max`) go to the runc fallback, which
+/// enables every controller the machine has.
+const UNIFIED_CONTROLLERS: [&str; 4] = ["memory", "cpu", "cpuset", "pids"];
+
+/// Whether `key` names a file of one of the [`UNIFIED_CONTROLLERS`] (`memory.oom.group`,
+/// `pids.max`): the controller's name, a dot, the file's, and nothing that leaves the
+/// directory. The core files (`cgroup.procs`, `cgroup.subtree_control`, ...) are the shim's to
+/// manage, not a spec's.
 fn is_controller_file(key: &str) -> bool {
     let Some((controller, file)) = key.split_once('.') else {
         return false;
     };
-    let word = |s: &str| {
-        !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.')
-    };
-    controller != "cgroup"
-        && word(controller)
-        && word(file)
+    UNIFIED_CONTROLLERS.contains(&controller)
+        && !file.is_empty()
+        && file
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.')
         && !file.starts_with('.')
         && !file.ends_with('.')
 }
@@ -407,6 +410,8 @@ mod tests {
             ".max",
             "memory.",
             "Memory.max",
+            "io.max",
+            "hugetlb.2MB.max",
             "",
         ] {
             let e = unified(serde_json::json!({ key: "1" }))

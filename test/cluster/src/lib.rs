@@ -569,8 +569,8 @@ pub struct Kubelet {
     /// The host's iptables chains before it started: those it (or kube-proxy) made go too.
     chains: wasmcell_e2e::firewall::Chains,
     /// With systemd's driver the kubelet's QoS slices (`kubepods.slice` and below) are
-    /// systemd units: stopped on drop.
-    driver: CgroupDriver,
+    /// systemd units: stopped on drop, unless they were there before this kubelet started.
+    stop_kubepods: bool,
 }
 
 /// Host paths a kubelet writes below whatever its root and log directories are.
@@ -634,6 +634,11 @@ impl Kubelet {
         .unwrap();
         let config = d.join("kubelet.yaml");
         let driver = CgroupDriver::of_this_machine();
+        let stop_kubepods = driver == CgroupDriver::Systemd
+            && Command::new("systemctl")
+                .args(["is-active", "--quiet", "kubepods.slice"])
+                .status()
+                .is_ok_and(|s| !s.success());
         let cgroups = match driver {
             // As kubeadm sets a node up: systemd's driver, the QoS slices under
             // kubepods.slice, allocatable enforced on them.
@@ -715,7 +720,7 @@ evictionHard: {{"memory.available": "1Mi", "nodefs.available": "1%", "imagefs.av
             sysctls,
             made,
             chains,
-            driver,
+            stop_kubepods,
         };
         let deadline = Instant::now() + patience(60);
         while plane.kubectl(&["get", "node", NODE_NAME]).code != 0 {
@@ -780,7 +785,7 @@ impl Drop for Kubelet {
                 .output()
         };
         let _ = crictl(&["rmp", "--force", "--all"]);
-        if self.driver == CgroupDriver::Systemd {
+        if self.stop_kubepods {
             // The QoS slices, and any pod slice a failed test left below them.
             let _ = Command::new("systemctl")
                 .args(["stop", "kubepods.slice"])
