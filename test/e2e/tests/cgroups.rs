@@ -185,21 +185,49 @@ fn cell_joins_the_spec_cgroup_with_its_limits_and_leaves_none_behind() {
         }
     }
 
-    // The systemd form `slice:prefix:name`.
+    // The systemd form `slice:prefix:name`, with limits.
     let spid = start(
         &c,
         "cg-systemd",
-        &["--cgroup", "wasmcelltest-pod1.slice:wc:cg-systemd"],
+        &[
+            "--cgroup",
+            "wasmcelltest-pod1.slice:wc:cg-systemd",
+            "--memory-limit",
+            "67108864",
+            "--cpu-quota",
+            "25000",
+            "--cpu-period",
+            "100000",
+        ],
         &["sleep", "600"],
     );
     let swant = "/wasmcelltest.slice/wasmcelltest-pod1.slice/wc-cg-systemd.scope";
     for (ctrl, path) in cgroups_of(spid) {
         assert_eq!(path, swant, "hierarchy {ctrl}");
     }
+    let limit_file = if is_v1() {
+        "memory.limit_in_bytes"
+    } else {
+        "memory.max"
+    };
+    assert_eq!(read("memory", swant, limit_file), "67108864");
     if systemd_is_init() {
         // systemd's driver: the cgroup is a transient scope systemd made, with the cell in it,
         // and a native container's is runc's scope.
         assert_scope("wc-cg-systemd.scope", swant, Some(spid));
+        // systemd applies a unit's settings to its cgroup again (a daemon-reload does): the
+        // limits are the scope's own properties, so they survive it.
+        systemctl(&["daemon-reload"]);
+        assert_eq!(
+            read("memory", swant, "memory.max"),
+            "67108864",
+            "memory.max after a daemon-reload"
+        );
+        assert_eq!(
+            read("cpu", swant, "cpu.max"),
+            "25000 100000",
+            "cpu.max after a daemon-reload"
+        );
         c.import_busybox(BUSYBOX);
         let r = c.run_detached(
             &["--cgroup", "wasmcelltest-pod1.slice:wc:cg-native"],

@@ -3,8 +3,14 @@
 //! a transient scope unit `prefix-name.scope` in `slice`, which the shim asks systemd for over
 //! D-Bus (`StartTransientUnit`, with `Delegate=yes`, as runc's systemd driver does) with the
 //! cell's pid in it, so that `systemctl status` shows the container and systemd never treats
-//! its cgroup as a stranger. The shim then writes the limits into the scope's cgroup itself,
-//! and stops the unit at delete. Native containers get runc's `--systemd-cgroup`.
+//! its cgroup as a stranger. The limits systemd has properties for (memory, CPU weight and
+//! quota, tasks) are the unit's properties too, as runc sets them: systemd writes a unit's
+//! properties into its cgroup again whenever it re-applies them (a `daemon-reload` does), and
+//! would otherwise put back its defaults. The shim then writes every limit into the scope's
+//! cgroup itself (the rest of the spec's, the unified settings), and stops the unit at delete.
+//! systemd has no property for `memory.oom.group` on every version, so a re-apply may clear it;
+//! a cell ends as a whole on an OOM kill even so (its supervisor ends the PID namespace).
+//! Native containers get runc's `--systemd-cgroup`.
 //!
 //! The D-Bus calls go through `busctl` (part of systemd, so present wherever this driver
 //! applies), which keeps a D-Bus client out of the shim. On a node whose system bus does not
@@ -16,6 +22,8 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+use wasmcell_oci::Resources;
 
 use super::systemd_direct::{self, Args, Value, PRIVATE_SOCKET};
 use crate::error::{Error, Result};
@@ -114,9 +122,49 @@ fn busctl(args: &[&str]) -> Result<String> {
     Ok(out.stdout)
 }
 
-/// Asks systemd for the transient scope `unit` in `slice` holding `pid`, and waits until `pid`
-/// is in the scope's cgroup, `relative` below the cgroup root.
-pub fn start_scope(unit: &str, slice: &str, pid: i32, relative: &Path) -> Result<()> {
+/// The unit properties (all of D-Bus type `t`) that carry `r`'s limits, as runc's systemd
+/// driver sets them: on the unified hierarchy (`v2`) `MemoryMax`, `MemoryLow`, `CPUWeight`,
+/// `TasksMax`; on v1 `MemoryLimit`, `CPUShares`, `TasksMax`; on both `CPUQuotaPerSecUSec`
+/// (rounded up to systemd's 10 ms steps, as runc rounds it). What has no property is written
+/// to the cgroup's files only.
+pub fn limit_properties(r: &Resources, v2: bool) -> Vec<(&'static str, u64)> {
+    let mut props = Vec::new();
+    let unlimited_or = |v: i64| if v < 0 { u64::MAX } else { v as u64 };
+    if let Some(limit) = r.memory_limit.filter(|l| *l != 0) {
+        let name = if v2 { "MemoryMax" } else { "MemoryLimit" };
+        props.push((name, unlimited_or(limit)));
+    }
+    if v2 {
+        if let Some(low) = r.memory_reservation.filter(|l| *l > 0) {
+            props.push(("MemoryLow", low as u64));
+        }
+        if let Some(weight) = r.cpu_weight() {
+            props.push(("CPUWeight", weight));
+        }
+    } else if let Some(shares) = r.cpu_shares.filter(|s| *s != 0) {
+        props.push(("CPUShares", shares));
+    }
+    if let Some(quota) = r.cpu_quota.filter(|q| *q > 0) {
+        let period = r.cpu_period.filter(|p| *p != 0).unwrap_or(100_000);
+        let per_sec = (quota as u64).saturating_mul(1_000_000) / period;
+        props.push(("CPUQuotaPerSecUSec", per_sec.div_ceil(10_000) * 10_000));
+    }
+    if let Some(pids) = r.pids_limit.filter(|p| *p != 0) {
+        props.push(("TasksMax", unlimited_or(pids)));
+    }
+    props
+}
+
+/// Asks systemd for the transient scope `unit` in `slice` holding `pid`, with the unit
+/// properties `limits` ([`limit_properties`]), and waits until `pid` is in the scope's cgroup,
+/// `relative` below the cgroup root.
+pub fn start_scope(
+    unit: &str,
+    slice: &str,
+    pid: i32,
+    relative: &Path,
+    limits: &[(&str, u64)],
+) -> Result<()> {
     let slice = if slice.is_empty() {
         "system.slice"
     } else {
@@ -125,42 +173,47 @@ pub fn start_scope(unit: &str, slice: &str, pid: i32, relative: &Path) -> Result
     let description = format!("wasmcell container {unit}");
     let pid_number = u32::try_from(pid).map_err(|_| Error::Internal(format!("pid {pid}")))?;
     let pid = pid.to_string();
+    let count = (5 + limits.len()).to_string();
+    let values: Vec<String> = limits.iter().map(|(_, v)| v.to_string()).collect();
+    let mut busctl_args = vec![
+        "ssa(sv)a(sa(sv))",
+        unit,
+        "fail",
+        &count,
+        "Description",
+        "s",
+        &description,
+        "Slice",
+        "s",
+        slice,
+        "Delegate",
+        "b",
+        "true",
+        "DefaultDependencies",
+        "b",
+        "false",
+        "PIDs",
+        "au",
+        "1",
+        &pid,
+    ];
+    for ((name, _), value) in limits.iter().zip(&values) {
+        busctl_args.extend([*name, "t", value.as_str()]);
+    }
+    busctl_args.push("0");
+    let pids = [pid_number];
+    let mut properties = vec![
+        ("Description", Value::Str(&description)),
+        ("Slice", Value::Str(slice)),
+        ("Delegate", Value::Bool(true)),
+        ("DefaultDependencies", Value::Bool(false)),
+        ("PIDs", Value::U32s(&pids)),
+    ];
+    properties.extend(limits.iter().map(|(name, v)| (*name, Value::U64(*v))));
     call(
         "StartTransientUnit",
-        &[
-            "ssa(sv)a(sa(sv))",
-            unit,
-            "fail",
-            "5",
-            "Description",
-            "s",
-            &description,
-            "Slice",
-            "s",
-            slice,
-            "Delegate",
-            "b",
-            "true",
-            "DefaultDependencies",
-            "b",
-            "false",
-            "PIDs",
-            "au",
-            "1",
-            &pid,
-            "0",
-        ],
-        &Args::Transient(
-            unit,
-            "fail",
-            &[
-                ("Description", Value::Str(&description)),
-                ("Slice", Value::Str(slice)),
-                ("Delegate", Value::Bool(true)),
-                ("DefaultDependencies", Value::Bool(false)),
-                ("PIDs", Value::U32s(&[pid_number])),
-            ],
-        ),
+        &busctl_args,
+        &Args::Transient(unit, "fail", &properties),
     )?;
     // The call returns once the job is queued; the move is done when the process's cgroup
     // (v2's line, or v1's systemd hierarchy) names the scope.
@@ -199,6 +252,48 @@ pub fn stop_scope(unit: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_become_the_units_properties_as_runc_sets_them() {
+        let r = Resources {
+            memory_limit: Some(64 << 20),
+            memory_reservation: Some(16 << 20),
+            cpu_shares: Some(1024),
+            cpu_quota: Some(25_001),
+            cpu_period: Some(100_000),
+            pids_limit: Some(-1),
+            ..Resources::default()
+        };
+        assert_eq!(
+            limit_properties(&r, true),
+            [
+                ("MemoryMax", 64 << 20),
+                ("MemoryLow", 16 << 20),
+                ("CPUWeight", 39),
+                // 250,010 µs a second, rounded up to systemd's 10 ms steps.
+                ("CPUQuotaPerSecUSec", 260_000),
+                ("TasksMax", u64::MAX),
+            ]
+        );
+        assert_eq!(
+            limit_properties(&r, false),
+            [
+                ("MemoryLimit", 64 << 20),
+                ("CPUShares", 1024),
+                ("CPUQuotaPerSecUSec", 260_000),
+                ("TasksMax", u64::MAX),
+            ]
+        );
+        assert!(limit_properties(&Resources::default(), true).is_empty());
+        let unlimited = Resources {
+            memory_limit: Some(-1),
+            ..Resources::default()
+        };
+        assert_eq!(
+            limit_properties(&unlimited, true),
+            [("MemoryMax", u64::MAX)]
+        );
+    }
 
     #[test]
     fn the_system_bus_is_where_its_address_says() {

@@ -23,6 +23,7 @@ pub enum Value<'a> {
     Str(&'a str),
     Bool(bool),
     U32s(&'a [u32]),
+    U64(u64),
 }
 
 /// The arguments of a call to systemd's manager.
@@ -148,6 +149,11 @@ impl Writer {
             Value::U32s(list) => {
                 self.signature("au");
                 self.array(4, |w| list.iter().for_each(|x| w.u32(*x)));
+            }
+            Value::U64(v) => {
+                self.signature("t");
+                self.align(8);
+                self.buf.extend_from_slice(&v.to_le_bytes());
             }
         }
     }
@@ -317,6 +323,20 @@ fn read_message(sock: &mut UnixStream) -> Result<Message, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_u64_property_is_a_t_at_a_multiple_of_8() {
+        let mut w = Writer::default();
+        w.string("T");
+        w.variant(&Value::U64(0x0102_0304_0506_0708));
+        let mut want = Vec::new();
+        want.extend_from_slice(&1u32.to_le_bytes());
+        want.extend_from_slice(b"T\0");
+        // The signature `t`, then padding to 8.
+        want.extend_from_slice(&[1, b't', 0, 0, 0, 0, 0, 0, 0, 0]);
+        want.extend_from_slice(&0x0102_0304_0506_0708u64.to_le_bytes());
+        assert_eq!(w.buf, want);
+    }
 
     #[test]
     fn a_transient_unit_call_is_marshalled_as_d_bus_lays_it_out() {

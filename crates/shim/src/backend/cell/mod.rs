@@ -119,7 +119,8 @@ pub fn launch(
     let created = creating.elapsed();
     let by_systemd = |pid: i32| -> Result<()> {
         if let Some((unit, slice)) = &scope.0 {
-            systemd::start_scope(unit, slice, pid, &run.cgroup.relative())?;
+            let limits = systemd::limit_properties(&run.resources, cgroup.get().is_v2());
+            systemd::start_scope(unit, slice, pid, &run.cgroup.relative(), &limits)?;
         }
         cgroup.get().apply(&run.resources).map_err(|e| {
             Error::Internal(format!("cgroup {}: {e}", run.cgroup.relative().display()))
