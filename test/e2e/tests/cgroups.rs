@@ -219,14 +219,19 @@ fn cell_joins_the_spec_cgroup_with_its_limits_and_leaves_none_behind() {
         // limits are the scope's own properties, so they survive it.
         systemctl(&["daemon-reload"]);
         assert_eq!(
-            read("memory", swant, "memory.max"),
+            read("memory", swant, limit_file),
             "67108864",
-            "memory.max after a daemon-reload"
+            "{limit_file} after a daemon-reload"
         );
+        let (quota_file, quota) = if is_v1() {
+            ("cpu.cfs_quota_us", "25000")
+        } else {
+            ("cpu.max", "25000 100000")
+        };
         assert_eq!(
-            read("cpu", swant, "cpu.max"),
-            "25000 100000",
-            "cpu.max after a daemon-reload"
+            read("cpu", swant, quota_file),
+            quota,
+            "{quota_file} after a daemon-reload"
         );
         c.import_busybox(BUSYBOX);
         let r = c.run_detached(

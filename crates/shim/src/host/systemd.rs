@@ -8,8 +8,9 @@
 //! properties into its cgroup again whenever it re-applies them (a `daemon-reload` does), and
 //! would otherwise put back its defaults. The shim then writes every limit into the scope's
 //! cgroup itself (the rest of the spec's, the unified settings), and stops the unit at delete.
-//! systemd has no property for `memory.oom.group` on every version, so a re-apply may clear it;
-//! a cell ends as a whole on an OOM kill even so (its supervisor ends the PID namespace).
+//! What has no property on every systemd (`memory.oom.group`, the cpuset, a quota's period
+//! other than 100 ms) a re-apply may reset; a cell ends as a whole on an OOM kill even without
+//! `memory.oom.group` (its supervisor ends the PID namespace).
 //! Native containers get runc's `--systemd-cgroup`.
 //!
 //! The D-Bus calls go through `busctl` (part of systemd, so present wherever this driver
@@ -123,16 +124,27 @@ fn busctl(args: &[&str]) -> Result<String> {
 }
 
 /// The unit properties (all of D-Bus type `t`) that carry `r`'s limits, as runc's systemd
-/// driver sets them: on the unified hierarchy (`v2`) `MemoryMax`, `MemoryLow`, `CPUWeight`,
-/// `TasksMax`; on v1 `MemoryLimit`, `CPUShares`, `TasksMax`; on both `CPUQuotaPerSecUSec`
-/// (rounded up to systemd's 10 ms steps, as runc rounds it). What has no property is written
-/// to the cgroup's files only.
+/// driver sets them: on the unified hierarchy (`v2`) `MemoryMax`, `MemorySwapMax`,
+/// `MemoryLow`, `CPUWeight`; on v1 `MemoryLimit` and `CPUShares` (within the range systemd
+/// accepts, which the kernel would clamp to anyway); on both `TasksMax` and
+/// `CPUQuotaPerSecUSec` (rounded up to systemd's 10 ms steps, as runc rounds it). What has no
+/// property on every systemd this runs on (the quota's period, the cpuset, unified settings) is
+/// written to the cgroup's files only, and a re-apply by systemd may reset it.
 pub fn limit_properties(r: &Resources, v2: bool) -> Vec<(&'static str, u64)> {
     let mut props = Vec::new();
     let unlimited_or = |v: i64| if v < 0 { u64::MAX } else { v as u64 };
     if let Some(limit) = r.memory_limit.filter(|l| *l != 0) {
         let name = if v2 { "MemoryMax" } else { "MemoryLimit" };
         props.push((name, unlimited_or(limit)));
+    }
+    if let (true, Some(limit), Some(swap)) = (v2, r.memory_limit, r.memory_swap) {
+        // v1's memsw counts memory plus swap; v2's swap.max counts swap alone.
+        let swap_max = if swap < 0 || limit < 0 {
+            u64::MAX
+        } else {
+            (swap - limit).max(0) as u64
+        };
+        props.push(("MemorySwapMax", swap_max));
     }
     if v2 {
         if let Some(low) = r.memory_reservation.filter(|l| *l > 0) {
@@ -142,12 +154,15 @@ pub fn limit_properties(r: &Resources, v2: bool) -> Vec<(&'static str, u64)> {
             props.push(("CPUWeight", weight));
         }
     } else if let Some(shares) = r.cpu_shares.filter(|s| *s != 0) {
-        props.push(("CPUShares", shares));
+        props.push(("CPUShares", shares.clamp(2, 262_144)));
     }
     if let Some(quota) = r.cpu_quota.filter(|q| *q > 0) {
         let period = r.cpu_period.filter(|p| *p != 0).unwrap_or(100_000);
         let per_sec = (quota as u64).saturating_mul(1_000_000) / period;
-        props.push(("CPUQuotaPerSecUSec", per_sec.div_ceil(10_000) * 10_000));
+        props.push((
+            "CPUQuotaPerSecUSec",
+            per_sec.div_ceil(10_000).saturating_mul(10_000),
+        ));
     }
     if let Some(pids) = r.pids_limit.filter(|p| *p != 0) {
         props.push(("TasksMax", unlimited_or(pids)));
@@ -275,6 +290,16 @@ mod tests {
                 ("TasksMax", u64::MAX),
             ]
         );
+        let swap = Resources {
+            memory_swap: Some(96 << 20),
+            ..r.clone()
+        };
+        assert!(limit_properties(&swap, true).contains(&("MemorySwapMax", 32 << 20)));
+        let tiny = Resources {
+            cpu_shares: Some(1),
+            ..Resources::default()
+        };
+        assert_eq!(limit_properties(&tiny, false), [("CPUShares", 2)]);
         assert_eq!(
             limit_properties(&r, false),
             [
