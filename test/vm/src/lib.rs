@@ -50,7 +50,20 @@ pub struct Run {
     pub took: Duration,
 }
 
+/// Shell lines a command starts with so that its output says how the machine booted, for
+/// [`Run::assert_systemd_on_cgroup_v2`].
+pub const BOOT_FACTS: &str = "echo \"init: $(cat /proc/1/comm)\"\n\
+                              echo \"cgroup filesystem: $(stat -fc %T /sys/fs/cgroup)\"\n";
+
 impl Run {
+    /// Panics with the report unless the command ran, after [`BOOT_FACTS`], on a machine with
+    /// systemd as init and the unified cgroup v2 hierarchy: what the tier is there for.
+    pub fn assert_systemd_on_cgroup_v2(&self) {
+        for fact in ["init: systemd", "cgroup filesystem: cgroup2fs"] {
+            assert!(self.output.contains(fact), "{fact}?\n{}", self.report());
+        }
+    }
+
     /// The console and output, for a failure message.
     pub fn report(&self) -> String {
         format!(

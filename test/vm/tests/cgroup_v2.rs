@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use wasmcell_vm::{stage, test_binary, Image, Share};
+use wasmcell_vm::{stage, test_binary, Image, Share, BOOT_FACTS};
 
 #[test]
 fn the_cgroup_tests_pass_on_the_unified_hierarchy_with_systemd_as_init() {
@@ -37,8 +37,6 @@ fn the_cgroup_tests_pass_on_the_unified_hierarchy_with_systemd_as_init() {
         ],
     );
     let command = r#"
-echo "init: $(cat /proc/1/comm)"
-echo "cgroup filesystem: $(stat -fc %T /sys/fs/cgroup)"
 echo "controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
 export WASMCELL_BIN_DIR=/mnt/in/bin WASMCELL_CONTAINERD_DIR=/mnt/in/containerd
 export WASMCELL_CRICTL=/mnt/in/bin/crictl
@@ -46,7 +44,7 @@ export WASMCELL_CRICTL=/mnt/in/bin/crictl
 cd /tmp && timeout 600 /mnt/in/bin/cgroups --test-threads=1
 "#;
     let run = image.run(
-        command,
+        &format!("{BOOT_FACTS}{command}"),
         &[
             Share {
                 name: "bin".into(),
@@ -62,12 +60,7 @@ cd /tmp && timeout 600 /mnt/in/bin/cgroups --test-threads=1
     eprintln!("the VM ran for {:?}", run.took);
     assert_eq!(run.status, Some(0), "{}", run.report());
     let out = &run.output;
-    assert!(out.contains("init: systemd"), "{}", run.report());
-    assert!(
-        out.contains("cgroup filesystem: cgroup2fs"),
-        "{}",
-        run.report()
-    );
+    run.assert_systemd_on_cgroup_v2();
     let controllers = out
         .lines()
         .find_map(|l| l.strip_prefix("controllers: "))

@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use wasmcell_cluster::{cni_plugins_dir, etcd_bin, kubernetes_bin};
-use wasmcell_vm::{stage, test_binary, Image, Share};
+use wasmcell_vm::{stage, test_binary, Image, Share, BOOT_FACTS};
 
 #[test]
 fn a_kubelet_with_systemds_cgroup_driver_runs_wasm_pods_in_the_vm() {
@@ -59,8 +59,6 @@ fn a_kubelet_with_systemds_cgroup_driver_runs_wasm_pods_in_the_vm() {
         ],
     );
     let command = r#"
-echo "init: $(cat /proc/1/comm)"
-echo "cgroup filesystem: $(stat -fc %T /sys/fs/cgroup)"
 export WASMCELL_BIN_DIR=/mnt/in/bin WASMCELL_CONTAINERD_DIR=/mnt/in/containerd
 export WASMCELL_CRICTL=/mnt/in/bin/crictl WASMCELL_KUBERNETES_DIR=/mnt/in/bin
 export WASMCELL_ETCD=/mnt/in/bin/etcd WASMCELL_CNI_PLUGINS=/mnt/in/cni
@@ -73,7 +71,7 @@ cd /tmp && timeout 1500 /mnt/in/bin/systemd_node --test-threads=1 --nocapture
         path,
     };
     let run = image.run(
-        command,
+        &format!("{BOOT_FACTS}{command}"),
         &[
             share("bin", bin),
             share("cni", cni),
@@ -84,12 +82,7 @@ cd /tmp && timeout 1500 /mnt/in/bin/systemd_node --test-threads=1 --nocapture
     eprintln!("the VM ran for {:?}", run.took);
     assert_eq!(run.status, Some(0), "{}", run.report());
     let out = &run.output;
-    assert!(out.contains("init: systemd"), "{}", run.report());
-    assert!(
-        out.contains("cgroup filesystem: cgroup2fs"),
-        "{}",
-        run.report()
-    );
+    run.assert_systemd_on_cgroup_v2();
     // It ran, rather than skipping for want of systemd.
     assert!(!out.contains("SKIPPED"), "{}", run.report());
     assert!(
