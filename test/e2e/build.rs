@@ -19,6 +19,9 @@ fn main() {
         "missing_import",
         "busy",
         "two_memories",
+        "grow",
+        "bad_start",
+        "simd",
     ] {
         let path = src.join(format!("{name}.wat"));
         let wasm = wat::parse_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::os::fd::OwnedFd;
 
 use wasmcell_engine::http_server::{self, Settings};
-use wasmcell_engine::{linear_memory_cap, Engine, Exports, Mode, Pool};
+use wasmcell_engine::{memory_cap, Engine, Exports, Mode, Pool};
 use wasmcell_oci::RunSpec;
 
 /// The engine a program with `exports` needs (the serving one for any component that can be
@@ -18,22 +18,28 @@ pub fn engine_for(
     mode: Mode,
     spec: &RunSpec,
 ) -> Result<(Engine, Option<Settings>), String> {
+    let options = crate::settings::engine_options(&spec.settings);
+    let refused = |e: wasmcell_engine::Error| crate::settings::engine_refused(&spec.settings, e);
     if !exports.handles_http() {
-        return Ok((Engine::new().map_err(|e| e.to_string())?, None));
+        return Ok((Engine::running(&options).map_err(refused)?, None));
     }
     if mode == Mode::Command {
-        return Ok((Engine::serving(None).map_err(|e| e.to_string())?, None));
+        return Ok((Engine::serving(None, &options).map_err(refused)?, None));
     }
-    let settings = Settings::from_env(&spec.env, cpu_limit(spec))?;
+    let settings = Settings::new(
+        &crate::settings::http_asked(&spec.settings),
+        cpu_limit(spec),
+    );
     let pool = Pool {
         instances: u32::try_from(settings.max_in_flight).unwrap_or(u32::MAX),
-        memory_cap: spec
-            .resources
-            .memory_limit
-            .and_then(|l| u64::try_from(l).ok())
-            .map(linear_memory_cap),
+        memory_cap: memory_cap(
+            spec.resources
+                .memory_limit
+                .and_then(|l| u64::try_from(l).ok()),
+            spec.settings.memory_max,
+        ),
     };
-    let engine = Engine::serving(Some(pool)).map_err(|e| e.to_string())?;
+    let engine = Engine::serving(Some(pool), &options).map_err(refused)?;
     Ok((engine, Some(settings)))
 }
 

@@ -31,13 +31,14 @@ mod network;
 mod pause;
 mod protocol;
 pub mod seccomp;
+mod settings;
 mod supervisor;
 mod sys;
 pub mod under_runc;
 
 pub use protocol::{
-    parse_status, write_orders, write_status, Orders, Ready, Role, CONTROL_FD, OOM_KILLED,
-    PROGRAM_FD, START_BYTE, STATUS_FD,
+    parse_after_status, parse_status, write_orders, write_status, AfterStatus, Ending, Orders,
+    Ready, Role, CONTROL_FD, OOM_KILLED, PROGRAM_FD, START_BYTE, STATUS_FD,
 };
 use protocol::{CELL_FAILURE, NOT_STARTED};
 
@@ -50,7 +51,6 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsFd;
 use std::time::Instant;
 
-use wasmcell_engine::http_server::settings::serve_requested;
 use wasmcell_engine::{CompileCache, Exports, Grants, GuestIo, Outcome, Prepared, WasiSetup};
 
 use http_listener::HttpListener;
@@ -88,7 +88,7 @@ fn run_cell() -> Result<i32, i32> {
     if protocol::write_status(&mut status, Ok(&ready)).is_err() {
         return Err(CELL_FAILURE);
     }
-    drop(status);
+    // Kept: how the guest ends is reported on it too.
 
     let mut byte = [0u8; 1];
     match control.read(&mut byte) {
@@ -99,12 +99,12 @@ fn run_cell() -> Result<i32, i32> {
 
     match work {
         Work::Guest(guest) => {
-            let (prepared, grants) = *guest;
-            run_guest(&prepared, grants)
+            let (prepared, grants, spec) = *guest;
+            run_guest(&prepared, grants, &spec, &mut status)
         }
         Work::Serve(served) => {
             let (prepared, grants, server) = *served;
-            serve_guest(prepared, grants, server)
+            serve_guest(prepared, grants, server, &mut status)
         }
         Work::Pause => pause::hold(),
     }
@@ -112,8 +112,9 @@ fn run_cell() -> Result<i32, i32> {
 
 /// What a prepared cell runs once it is started.
 enum Work {
-    /// The wasm program, loaded and linked, and what it is granted.
-    Guest(Box<(Prepared, Grants)>),
+    /// The wasm program, loaded and linked, what it is granted, and its spec (for the reason
+    /// it may end with).
+    Guest(Box<(Prepared, Grants, RunSpec)>),
     /// An HTTP handler, loaded and linked, what each request is granted, and its server's
     /// socket (bound already).
     Serve(Box<(Prepared, Grants, HttpListener)>),
@@ -121,25 +122,55 @@ enum Work {
     Pause,
 }
 
-/// Runs the guest; its exit status, or 134 with the trap's message on stderr.
-fn run_guest(prepared: &Prepared, grants: Grants) -> Result<i32, i32> {
+/// Runs the guest; its exit status, or 134 with the trap's reason on stderr and on the status
+/// pipe (`status`), from which the shim writes it to the termination message.
+fn run_guest(
+    prepared: &Prepared,
+    grants: Grants,
+    spec: &RunSpec,
+    status: &mut File,
+) -> Result<i32, i32> {
     match wasmcell_engine::run(prepared, grants) {
         Ok(Outcome::Exited(code)) => Ok(code),
         Ok(outcome @ Outcome::Trapped(_)) => {
-            if let Outcome::Trapped(message) = &outcome {
-                let _ = writeln!(std::io::stderr(), "wasm trap: {message}");
+            if let Outcome::Trapped(trap) = &outcome {
+                let reason = settings::trap_reason(spec, trap);
+                let _ = writeln!(std::io::stderr(), "{reason}");
+                let _ = protocol::write_ending(
+                    status,
+                    &protocol::Ending {
+                        memory_limit: settings::trap_is_memory_limit(spec, trap),
+                        reason,
+                    },
+                );
             }
             Ok(outcome.exit_code())
         }
-        Err(e) => {
-            let _ = writeln!(std::io::stderr(), "wasmcell: {e}");
-            Err(CELL_FAILURE)
-        }
+        Err(e) => Err(failed(status, &e.to_string())),
     }
 }
 
-/// Serves until drained; 0, or 125 with the reason on stderr.
-fn serve_guest(prepared: Prepared, grants: Grants, server: HttpListener) -> Result<i32, i32> {
+/// Reports a guest that could not run past its start: on stderr and on the status pipe.
+fn failed(status: &mut File, message: &str) -> i32 {
+    let reason = format!("wasmcell: {message}");
+    let _ = writeln!(std::io::stderr(), "{reason}");
+    let _ = protocol::write_ending(
+        status,
+        &protocol::Ending {
+            reason,
+            memory_limit: false,
+        },
+    );
+    CELL_FAILURE
+}
+
+/// Serves until drained; 0, or 125 with the reason on stderr and the status pipe.
+fn serve_guest(
+    prepared: Prepared,
+    grants: Grants,
+    server: HttpListener,
+    status: &mut File,
+) -> Result<i32, i32> {
     let HttpListener {
         settings,
         listener,
@@ -152,10 +183,7 @@ fn serve_guest(prepared: Prepared, grants: Grants, server: HttpListener) -> Resu
     );
     prepared
         .serve(grants, settings, listener, drain)
-        .map_err(|e| {
-            let _ = writeln!(std::io::stderr(), "wasmcell: {e}");
-            CELL_FAILURE
-        })
+        .map_err(|e| failed(status, &e.to_string()))
 }
 
 /// Reads the one line of JSON orders from the control pipe.
@@ -223,7 +251,8 @@ fn prepare(control: &mut BufReader<File>) -> Result<(Work, Ready), String> {
     let wasm = wasmcell_engine::read_wasm(&mut file, &program).map_err(|e| e.to_string())?;
     drop(file);
     let exports = Exports::of(&wasm);
-    let mode = exports.mode(serve_requested(&spec.env));
+    let mode = exports.mode(spec.settings.http_serve);
+    let cpu_deadline = settings::cpu_deadline(&spec.settings, mode)?;
     let (engine, serve_settings) = http_listener::engine_for(&exports, mode, &spec)?;
     let cache = CompileCache::open(&spec.cache_dir, &engine).map_err(|e| e.to_string())?;
     let (compiled, outcome) = cache
@@ -236,7 +265,10 @@ fn prepare(control: &mut BufReader<File>) -> Result<(Work, Ready), String> {
     let sealed = boundary::seal_preopens(&spec)?;
     boundary_time += sealing.elapsed();
     let (io, stdin_relay) = guest_io(&spec)?;
-    let setup = wasi_setup(&spec, Some(&sealed), exports.handles_http())?;
+    let setup = WasiSetup {
+        cpu_deadline,
+        ..wasi_setup(&spec, Some(&sealed), exports.handles_http())?
+    };
     let grants = wasmcell_engine::grant(&setup, io).map_err(|e| e.to_string())?;
     // The runtime holds its own handles now.
     drop(sealed);
@@ -260,7 +292,7 @@ fn prepare(control: &mut BufReader<File>) -> Result<(Work, Ready), String> {
     };
     let work = match server {
         Some(server) => Work::Serve(Box::new((prepared, grants, server))),
-        None => Work::Guest(Box::new((prepared, grants))),
+        None => Work::Guest(Box::new((prepared, grants, spec))),
     };
     Ok((work, ready))
 }
@@ -292,6 +324,8 @@ fn wasi_setup(
             .resources
             .memory_limit
             .and_then(|l| u64::try_from(l).ok()),
+        memory_max: spec.settings.memory_max,
+        cpu_deadline: None,
         network: network::grant(spec, links_http)?,
     })
 }

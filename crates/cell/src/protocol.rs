@@ -114,6 +114,52 @@ impl Ready {
 /// OOM killer has killed its guest (`crate::supervisor`).
 pub const OOM_KILLED: &str = "oom";
 
+/// The start of the line a cell writes on the status pipe, after the status line, when its
+/// guest ended by a trap or failed after it was started: `end <Ending as JSON>`.
+const ENDING: &str = "end ";
+
+/// How a started guest ended, when not by its own exit: what the termination message says,
+/// and whether it was the container's memory limit's doing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ending {
+    /// The reason, for `kubectl describe`: the cause, then the trap and the top frames.
+    pub reason: String,
+    /// A `memory.grow` was refused at the container's memory limit before the trap: the shim
+    /// reports it as the OOM killer's doing.
+    #[serde(default)]
+    pub memory_limit: bool,
+}
+
+/// Writes the ending line.
+pub fn write_ending(out: &mut impl Write, ending: &Ending) -> std::io::Result<()> {
+    let mut line = ENDING.as_bytes().to_vec();
+    line.extend(serde_json::to_vec(ending)?);
+    line.push(b'\n');
+    out.write_all(&line)
+}
+
+/// What a cell wrote on the status pipe after its status line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AfterStatus {
+    /// Its supervisor said the OOM killer killed the guest ([`OOM_KILLED`]).
+    pub oom_killed: bool,
+    /// How the guest ended, if it said.
+    pub ending: Option<Ending>,
+}
+
+/// Reads what a cell wrote after its status line; an unreadable line is skipped.
+pub fn parse_after_status(text: &str) -> AfterStatus {
+    let mut after = AfterStatus::default();
+    for line in text.lines() {
+        if line == OOM_KILLED {
+            after.oom_killed = true;
+        } else if let Some(json) = line.strip_prefix(ENDING) {
+            after.ending = serde_json::from_str(json).ok();
+        }
+    }
+    after
+}
+
 /// The status line's word for a cell that loads no program.
 const NOTHING_LOADED: &str = "nothing";
 
@@ -212,5 +258,25 @@ mod tests {
             .contains("exited before reporting"));
         assert!(parse_status("what").unwrap_err().contains("unreadable"));
         assert!(parse_status("oom\n").unwrap_err().contains("OOM killer"));
+    }
+
+    #[test]
+    fn endings_round_trip_beside_the_oom_line() {
+        let ending = Ending {
+            reason: "memory.grow refused\n    0: m!f".into(),
+            memory_limit: true,
+        };
+        let mut buf = Vec::new();
+        write_ending(&mut buf, &ending).expect("write");
+        buf.extend_from_slice(b"oom\n");
+        let after = parse_after_status(&String::from_utf8_lossy(&buf));
+        assert_eq!(
+            after,
+            AfterStatus {
+                oom_killed: true,
+                ending: Some(ending)
+            }
+        );
+        assert_eq!(parse_after_status("end {garbage\n"), AfterStatus::default());
     }
 }

@@ -6,7 +6,8 @@
 //!
 //! Two modes of the shim binary serve it:
 //!
-//! - [`compile_main`] (`compile <cache-dir> <program> <container pid>`), run by the shim once
+//! - [`compile_main`] (`compile <cache-dir> <program> <container pid> <settings>`), run by the
+//!   shim once
 //!   `runc create` has made the container and before `runc start`: joins the container's
 //!   cgroups and namespaces (its compiler child the mount namespace too), loads the wasm on fd
 //!   [`PROGRAM_FD`] from the compile cache or compiles it into the cache, and prints the
@@ -27,13 +28,16 @@
 
 use std::io::{BufReader, Write};
 
-use wasmcell_engine::http_server::settings::{serve_requested, Settings};
-use wasmcell_engine::{CacheOutcome, CompileCache, Engine, Grants, GuestIo, Mode, Prepared};
+use wasmcell_engine::http_server::settings::Settings as HttpSettings;
+use wasmcell_engine::{
+    CacheOutcome, CompileCache, Engine, Grants, GuestIo, Mode, Prepared, WasiSetup,
+};
 use wasmcell_oci::isolation::NamespaceKind;
+use wasmcell_oci::{RunSpec, Settings};
 
 use crate::http_listener::HttpListener;
 use crate::protocol::CELL_FAILURE;
-use crate::{protocol, read_orders, run_guest, serve_guest, sys, wasi_setup, Ready};
+use crate::{protocol, read_orders, run_guest, serve_guest, settings, sys, wasi_setup, Ready};
 use crate::{CONTROL_FD, PROGRAM_FD, STATUS_FD};
 
 /// The argument that makes the shim binary the process of a runc container.
@@ -45,27 +49,31 @@ pub const SERVING: &str = "serving";
 /// `compile`'s second line for a program compiled for the engine of programs that run.
 pub const RUNNING: &str = "running";
 
-/// `compile <cache-dir> <program> [<container pid>]`: with a pid (the init of a container runc
-/// has created but not started), first joins that container's cgroups and namespaces, so the
-/// compile is charged to the container and runs where its guest will; then loads or compiles;
-/// see the module documentation. Never returns.
+/// `compile <cache-dir> <program> [<container pid> [<settings>]]`: with a pid (the init of a
+/// container runc has created but not started), first joins that container's cgroups and
+/// namespaces, so the compile is charged to the container and runs where its guest will; then
+/// loads or compiles for the engine the workload's settings (JSON) configure; see the module
+/// documentation. Never returns.
 pub fn compile_main(args: &[String]) -> ! {
     let result = (|| -> Result<String, String> {
-        let (dir, program, container) = match args {
-            [dir, program] => (dir, program, None),
-            [dir, program, pid] => {
-                let pid = pid
-                    .parse::<i32>()
+        let usage =
+            || format!("usage: {COMPILE_ARG} <cache-dir> <program> [<container pid> [<settings>]]");
+        let (dir, program, rest) = match args {
+            [dir, program, rest @ ..] if rest.len() <= 2 => (dir, program, rest),
+            _ => return Err(usage()),
+        };
+        let container = match rest.first() {
+            Some(pid) => Some(
+                pid.parse::<i32>()
                     .ok()
                     .filter(|p| *p > 0)
-                    .ok_or_else(|| format!("not a container pid: {pid:?}"))?;
-                (dir, program, Some(pid))
-            }
-            _ => {
-                return Err(format!(
-                    "usage: {COMPILE_ARG} <cache-dir> <program> [<container pid>]"
-                ))
-            }
+                    .ok_or_else(|| format!("not a container pid: {pid:?}"))?,
+            ),
+            None => None,
+        };
+        let settings: Settings = match rest.get(1) {
+            Some(json) => serde_json::from_str(json).map_err(|e| format!("settings: {e}"))?,
+            None => Settings::default(),
         };
         let mount = match container {
             Some(pid) => enter_container(pid)?,
@@ -73,7 +81,8 @@ pub fn compile_main(args: &[String]) -> ! {
         };
         let mut file = sys::take_inherited(PROGRAM_FD).map_err(|e| format!("program fd: {e}"))?;
         let wasm = wasmcell_engine::read_wasm(&mut file, program).map_err(|e| e.to_string())?;
-        let engine = Engine::for_program(&wasm).map_err(|e| e.to_string())?;
+        let engine = Engine::for_program(&wasm, &settings::engine_options(&settings))
+            .map_err(|e| settings::engine_refused(&settings, e))?;
         let cache = CompileCache::open(dir.as_ref(), &engine).map_err(|e| e.to_string())?;
         cache
             .load(&engine, program, &wasm, |w| {
@@ -124,7 +133,7 @@ fn run() -> Result<i32, i32> {
     sys::close_fds_from(PROGRAM_FD + 1);
     let control = sys::take_inherited(CONTROL_FD).map_err(|_| CELL_FAILURE)?;
     let mut status = sys::take_inherited(STATUS_FD).map_err(|_| CELL_FAILURE)?;
-    let (prepared, grants, server, ready) = match prepare(control) {
+    let (prepared, grants, server, ready, spec) = match prepare(control) {
         Ok(p) => p,
         Err(message) => {
             // Also on stderr: nobody waits for the status of a cell under runc.
@@ -134,14 +143,13 @@ fn run() -> Result<i32, i32> {
         }
     };
     let _ = protocol::write_status(&mut status, Ok(&ready));
-    drop(status);
     match server {
-        Some(server) => serve_guest(prepared, grants, server),
-        None => run_guest(&prepared, grants),
+        Some(server) => serve_guest(prepared, grants, server, &mut status),
+        None => run_guest(&prepared, grants, &spec, &mut status),
     }
 }
 
-type Prepare = (Prepared, Grants, Option<HttpListener>, Ready);
+type Prepare = (Prepared, Grants, Option<HttpListener>, Ready, RunSpec);
 
 fn prepare(control: std::fs::File) -> Result<Prepare, String> {
     let started = std::time::Instant::now();
@@ -154,20 +162,25 @@ fn prepare(control: std::fs::File) -> Result<Prepare, String> {
     drop(socket);
     // The program was compiled for the engine its bytes ask for (`Engine::for_program`); a
     // serving one here has no instance pool.
+    let options = settings::engine_options(&spec.settings);
     let engine = if serving_engine == 1 {
-        Engine::serving(None)
+        Engine::serving(None, &options)
     } else {
-        Engine::new()
+        Engine::running(&options)
     }
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| settings::engine_refused(&spec.settings, e))?;
     let compiled = wasmcell_engine::load_cache_entry(&engine, &program, compiled)
         .map_err(|e| e.to_string())?;
     let exports = compiled.exports(&engine);
-    let mode = exports.mode(serve_requested(&spec.env));
+    let mode = exports.mode(spec.settings.http_serve);
+    let cpu_deadline = settings::cpu_deadline(&spec.settings, mode)?;
     let prepared = Prepared::new(&engine, &program, compiled, mode).map_err(|e| e.to_string())?;
     let stdin = sys::take_inherited(0).map_err(|e| format!("stdin: {e}"))?;
     let grants = wasmcell_engine::grant(
-        &wasi_setup(&spec, None, exports.handles_http())?,
+        &WasiSetup {
+            cpu_deadline,
+            ..wasi_setup(&spec, None, exports.handles_http())?
+        },
         GuestIo {
             stdin: Some(stdin),
             inherit_output: true,
@@ -178,7 +191,10 @@ fn prepare(control: std::fs::File) -> Result<Prepare, String> {
     // SIGINT drain a server first).
     crate::supervisor::exit_on_terminating_signals()?;
     let server = match mode {
-        Mode::HttpHandler => Some(HttpListener::open(Settings::from_env(&spec.env, None)?)?),
+        Mode::HttpHandler => Some(HttpListener::open(HttpSettings::new(
+            &settings::http_asked(&spec.settings),
+            None,
+        ))?),
         Mode::Command => None,
     };
     nix::sys::prctl::set_no_new_privs().map_err(|e| format!("set no_new_privs: {e}"))?;
@@ -196,5 +212,6 @@ fn prepare(control: std::fs::File) -> Result<Prepare, String> {
             join_millis: 0.0,
             guest_pid: None,
         },
+        spec,
     ))
 }

@@ -26,6 +26,59 @@ pub struct Engine {
     inner: wasmtime::Engine,
     compat_key: String,
     serves: bool,
+    interruptible: bool,
+}
+
+/// What a workload's settings change in the engine's configuration, and so in its compiled code
+/// (each combination has its own [`Engine::compat_key`], hence its own compile cache entries).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// WebAssembly proposals switched on (`true`) or off, by their names in wasmcell's settings
+    /// (`gc`, `tail-call`, ...), applied in order over wasmtime's defaults.
+    pub proposals: Vec<(String, bool)>,
+    /// Whether running code checks an epoch, so that a command can be stopped at a CPU deadline
+    /// (a serving engine's code always does, for its requests' deadlines).
+    pub interruptible: bool,
+}
+
+impl EngineOptions {
+    fn apply(&self, config: &mut wasmtime::Config) -> Result<()> {
+        for (name, on) in &self.proposals {
+            let on = *on;
+            match name.as_str() {
+                // wasmtime is built here without its `threads` feature: it would validate atomics
+                // but fail on the first shared memory, so switching it on is refused at once.
+                "threads" if on => {
+                    return Err(Error::Engine(
+                        "the threads proposal is not available: this wasmtime is built without \
+                         shared memories"
+                            .into(),
+                    ))
+                }
+                "threads" => config.wasm_features(wasmtime::WasmFeatures::THREADS, false),
+                "gc" => config.wasm_gc(on),
+                "exceptions" => config.wasm_exceptions(on),
+                "memory64" => config.wasm_memory64(on),
+                "tail-call" => config.wasm_tail_call(on),
+                "multi-memory" => config.wasm_multi_memory(on),
+                "simd" => config.wasm_simd(on),
+                "relaxed-simd" => config.wasm_relaxed_simd(on),
+                "function-references" => config.wasm_function_references(on),
+                "wide-arithmetic" => config.wasm_wide_arithmetic(on),
+                "custom-page-sizes" => config.wasm_custom_page_sizes(on),
+                "extended-const" => config.wasm_extended_const(on),
+                other => {
+                    return Err(Error::Engine(format!(
+                        "no WebAssembly proposal is called {other:?}"
+                    )))
+                }
+            };
+        }
+        if self.interruptible {
+            config.epoch_interruption(true);
+        }
+        Ok(())
+    }
 }
 
 /// The pool a serving engine takes its instances from: made once, so that a request's instance
@@ -66,19 +119,26 @@ impl std::hash::Hasher for Sha256Hasher {
 }
 
 impl Engine {
-    /// The engine for programs that run to their exit.
+    /// The engine for programs that run to their exit, with wasmtime's defaults.
     pub fn new() -> Result<Engine> {
-        Engine::build(wasmtime::Config::new(), false)
+        Engine::running(&EngineOptions::default())
+    }
+
+    /// The engine for programs that run to their exit, configured by `options`.
+    pub fn running(options: &EngineOptions) -> Result<Engine> {
+        let mut config = wasmtime::Config::new();
+        options.apply(&mut config)?;
+        Engine::build(config, false, options.interruptible)
     }
 
     /// The engine `wasm` needs: the serving one (without a pool) for a component that can be
-    /// served, else the one of [`Engine::new`]. Compiling and loading a program must agree on
-    /// this, and both decide it from the bytes alone.
-    pub fn for_program(wasm: &[u8]) -> Result<Engine> {
+    /// served, else the one of [`Engine::running`]. Compiling and loading a program must agree
+    /// on this, and both decide it from the bytes and the options alone.
+    pub fn for_program(wasm: &[u8], options: &EngineOptions) -> Result<Engine> {
         if Exports::of(wasm).handles_http() {
-            Engine::serving(None)
+            Engine::serving(None, options)
         } else {
-            Engine::new()
+            Engine::running(options)
         }
     }
 
@@ -86,11 +146,12 @@ impl Engine {
     /// at its deadline. With `pool`, instances come from the pooling allocator; without one, or
     /// where the host refuses the pool's reservation, from `mmap` per instance. The compiled code
     /// is the same either way (one cache key).
-    pub fn serving(pool: Option<Pool>) -> Result<Engine> {
+    pub fn serving(pool: Option<Pool>, options: &EngineOptions) -> Result<Engine> {
         let mut config = wasmtime::Config::new();
+        options.apply(&mut config)?;
         config.epoch_interruption(true);
         let Some(pool) = pool else {
-            return Engine::build(config, true);
+            return Engine::build(config, true, true);
         };
         let n = pool.instances.max(1);
         let mut pooling = wasmtime::PoolingAllocationConfig::default();
@@ -114,16 +175,16 @@ impl Engine {
             .pagemap_scan(wasmtime::Enabled::Auto);
         let mut pooled = config.clone();
         pooled.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
-        match Engine::build(pooled, true) {
+        match Engine::build(pooled, true, true) {
             Ok(engine) => Ok(engine),
             Err(e) => {
                 log::warn!("no instance pool ({e}); instances are allocated one by one");
-                Engine::build(config, true)
+                Engine::build(config, true, true)
             }
         }
     }
 
-    fn build(mut config: wasmtime::Config, serves: bool) -> Result<Engine> {
+    fn build(mut config: wasmtime::Config, serves: bool, interruptible: bool) -> Result<Engine> {
         config
             .wasm_component_model(true)
             .cranelift_opt_level(wasmtime::OptLevel::Speed)
@@ -139,6 +200,7 @@ impl Engine {
             inner,
             compat_key,
             serves,
+            interruptible,
         })
     }
 
@@ -151,6 +213,17 @@ impl Engine {
     /// code is reusable exactly between engines with the same key.
     pub fn compat_key(&self) -> &str {
         &self.compat_key
+    }
+
+    /// Whether its code checks the epoch (see [`Engine::interrupt`]).
+    pub fn interruptible(&self) -> bool {
+        self.interruptible
+    }
+
+    /// Makes every store of this engine whose epoch deadline has come trap at its next check:
+    /// how a command is stopped at its CPU deadline.
+    pub fn interrupt(&self) {
+        self.inner.increment_epoch();
     }
 
     /// The wasmtime engine.

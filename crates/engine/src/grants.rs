@@ -11,7 +11,6 @@ use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::cli::InputFile;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-use crate::memory::linear_memory_cap;
 use crate::{Error, Result};
 
 /// What the guest is granted, and nothing else.
@@ -25,10 +24,14 @@ pub struct WasiSetup {
     pub cwd: String,
     /// Directories: host path, guest path, read-only.
     pub preopens: Vec<(PathBuf, String, bool)>,
-    /// The container's memory limit: no linear memory may grow beyond [`linear_memory_cap`] of
+    /// The container's memory limit: no linear memory may grow beyond [`linear_memory_cap`](crate::linear_memory_cap) of
     /// it (`memory.grow` returns -1, which the guest can handle) before the kernel's OOM killer
     /// would end the whole cell.
     pub memory_limit: Option<u64>,
+    /// The operator's cap on one linear memory, where lower than what the limit allows.
+    pub memory_max: Option<u64>,
+    /// CPU time a command may use before it is interrupted (`crate::deadline`).
+    pub cpu_deadline: Option<std::time::Duration>,
     /// What the guest reaches by name, and whom it trusts there.
     pub network: NetworkGrant,
 }
@@ -91,6 +94,12 @@ impl wasmtime_wasi::cli::StdinStream for GuestStdin {
 }
 
 impl WasiSetup {
+    /// The most one linear memory may grow to: the lower of what the container's memory limit
+    /// allows ([`linear_memory_cap`](crate::linear_memory_cap)) and the operator's cap.
+    pub fn memory_cap(&self) -> Option<u64> {
+        crate::memory::memory_cap(self.memory_limit, self.memory_max)
+    }
+
     /// Gives `b` the guest's command line, env, cwd and network (not its directories).
     pub(crate) fn configure(&self, b: &mut WasiCtxBuilder) {
         b.args(&self.args)
@@ -177,8 +186,7 @@ impl Grants {
 
 fn limits(setup: &WasiSetup) -> StoreLimits {
     let mut b = StoreLimitsBuilder::new();
-    if let Some(limit) = setup.memory_limit {
-        let cap = linear_memory_cap(limit);
+    if let Some(cap) = setup.memory_cap() {
         b = b.memory_size(usize::try_from(cap).unwrap_or(usize::MAX));
     }
     b.build()

@@ -26,6 +26,7 @@
 //! | `name_lookup` | `wasi:sockets/ip-name-lookup` through the container's resolver |
 //! | `outgoing` | outgoing `wasi:http`: names, TLS with the container's roots, HTTP/2 |
 //! | `run` | linking a guest, running a command |
+//! | `deadline` | a command's CPU deadline, through the epoch |
 //! | [`http_server`] | serving a `wasi:http/proxy` component |
 #![deny(missing_docs)]
 // Deserializing compiled code is unsafe (wasmtime trusts it to be its own output): the cache
@@ -33,6 +34,7 @@
 #![deny(unsafe_code)]
 
 mod cache;
+mod deadline;
 mod engine;
 mod error;
 mod grants;
@@ -46,9 +48,9 @@ pub mod world;
 pub use cache::{
     load_cache_entry, precompile, read_wasm, CacheOutcome, CompileCache, Program, CAP_ENV,
 };
-pub use engine::{detect_cpu_features, Engine, Pool};
+pub use engine::{detect_cpu_features, Engine, EngineOptions, Pool};
 pub use error::{Error, Result};
 pub use grants::{grant, Grants, GuestIo, NetworkGrant, WasiSetup};
-pub use memory::linear_memory_cap;
-pub use run::{run, Outcome, Prepared, TRAP_EXIT_CODE};
+pub use memory::{linear_memory_cap, memory_cap};
+pub use run::{run, Outcome, Prepared, Trap, TrapCause, TRAP_EXIT_CODE};
 pub use world::{is_component, Exports, Mode};

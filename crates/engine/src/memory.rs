@@ -11,6 +11,15 @@ pub fn linear_memory_cap(limit: u64) -> u64 {
     limit - (limit / 4).min(MAX_HEADROOM)
 }
 
+/// The most one linear memory may grow to: the lower of what the container's memory `limit`
+/// allows ([`linear_memory_cap`]) and the operator's cap `max` (the memory-max setting).
+pub fn memory_cap(limit: Option<u64>, max: Option<u64>) -> Option<u64> {
+    match (limit.map(linear_memory_cap), max) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// What the pool's idle memory slots may keep resident together: an eighth of the container's
 /// memory, or this much without a limit.
 const KEEP_RESIDENT_WITHOUT_LIMIT: u64 = 1 << 30;

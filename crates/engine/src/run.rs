@@ -42,14 +42,14 @@ enum PreparedKind {
 /// Store data of a core module guest.
 struct CoreState {
     wasi: WasiP1Ctx,
-    limits: StoreLimits,
+    limits: CommandLimits,
 }
 
 /// Store data of a component guest.
 struct ComponentState {
     ctx: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: CommandLimits,
     /// For a component that is also an HTTP handler run as a command: it imports wasi:http.
     http: wasmtime_wasi_http::WasiHttpCtx,
     /// How its outgoing requests are sent, and its name lookups answered.
@@ -195,9 +195,38 @@ impl Prepared {
 pub enum Outcome {
     /// It exited with this status (returned from its entry point or called exit).
     Exited(i32),
-    /// It trapped; the message says why and where.
-    Trapped(String),
+    /// It trapped, or was stopped.
+    Trapped(Trap),
 }
+
+/// A guest's trap: why, and the message (the trap and the top of the wasm backtrace).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trap {
+    /// What caused it, as far as the host can tell.
+    pub cause: TrapCause,
+    /// The trap and the top frames of the wasm backtrace, with function names where the
+    /// program has them.
+    pub message: String,
+}
+
+/// What caused a trap, as far as the host can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrapCause {
+    /// The guest's own code (`unreachable`, an out-of-bounds access, a stack overflow, ...).
+    Guest,
+    /// The command used up its CPU deadline and was interrupted.
+    CpuDeadline,
+    /// A `memory.grow` was refused at the memory cap before the trap: the guest most likely
+    /// trapped because it ran out of memory. `desired`: the size in bytes it asked for.
+    MemoryRefused {
+        /// The size the refused growth asked for.
+        desired: u64,
+    },
+}
+
+/// Frames of the wasm backtrace kept in a trap's message: enough to place it, short enough
+/// for the 4 KiB the kubelet keeps of a termination message.
+const BACKTRACE_FRAMES: usize = 5;
 
 impl Outcome {
     /// The process exit status for this outcome.
@@ -226,12 +255,110 @@ fn exit_with_any_status(linker: &mut wasmtime::Linker<CoreState>) -> wasmtime::R
     Ok(())
 }
 
-/// Sorts a guest failure into an exit or a trap.
-fn outcome_of(err: wasmtime::Error) -> Outcome {
+/// Sorts a guest failure into an exit or a trap; `limits`: the store's, which remember a
+/// refused growth; `deadline`: whether the store had a CPU deadline.
+fn outcome_of(err: wasmtime::Error, limits: &CommandLimits, deadline: bool) -> Outcome {
     if let Some(exit) = err.downcast_ref::<I32Exit>() {
         return Outcome::Exited(exit.0);
     }
-    Outcome::Trapped(format!("{err:?}"))
+    let trap = err.downcast_ref::<wasmtime::Trap>().copied();
+    let cause = match (trap, limits.refused) {
+        (Some(wasmtime::Trap::Interrupt), _) if deadline => TrapCause::CpuDeadline,
+        (_, Some(desired)) => TrapCause::MemoryRefused { desired },
+        _ => TrapCause::Guest,
+    };
+    Outcome::Trapped(Trap {
+        cause,
+        message: trap_message(&err, trap),
+    })
+}
+
+/// The trap (wasmtime says `wasm trap: <what>`) or the host call's error, then the top of the
+/// wasm backtrace, a frame a line.
+fn trap_message(err: &wasmtime::Error, trap: Option<wasmtime::Trap>) -> String {
+    let mut message = match trap {
+        Some(trap) => trap.to_string(),
+        None => format!("{err:#}"),
+    };
+    if let Some(backtrace) = err.downcast_ref::<wasmtime::WasmBacktrace>() {
+        let frames = backtrace.frames();
+        for (i, frame) in frames.iter().take(BACKTRACE_FRAMES).enumerate() {
+            let func = match frame.func_name() {
+                Some(name) => name.to_owned(),
+                None => format!("<wasm function {}>", frame.func_index()),
+            };
+            let module = frame.module().name().unwrap_or("<module>");
+            message.push_str(&format!("\n    {i}: {module}!{func}"));
+        }
+        if frames.len() > BACKTRACE_FRAMES {
+            message.push_str(&format!(
+                "\n    ... {} more frames",
+                frames.len() - BACKTRACE_FRAMES
+            ));
+        }
+    }
+    message
+}
+
+/// A command's store limits: the cap on one linear memory ([`Grants`]), remembering the size
+/// a refused growth asked for, so that the trap that usually follows is reported as the memory
+/// cap's doing.
+pub(crate) struct CommandLimits {
+    inner: StoreLimits,
+    /// The cap `inner` enforces; a growth refused below it (by the memory's own maximum) is
+    /// the program's doing, not the cap's.
+    cap: Option<u64>,
+    refused: Option<u64>,
+}
+
+impl CommandLimits {
+    pub(crate) fn new(inner: StoreLimits, cap: Option<u64>) -> Self {
+        CommandLimits {
+            inner,
+            cap,
+            refused: None,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for CommandLimits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.inner.memory_growing(current, desired, maximum)?;
+        if !allowed && self.cap.is_some_and(|cap| desired as u64 > cap) {
+            self.refused = Some(desired as u64);
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
 }
 
 /// Instantiates and runs the guest to completion on this thread.
@@ -247,6 +374,17 @@ pub fn run(prepared: &Prepared, grants: Grants) -> Result<Outcome> {
         .enable_time()
         .build()
         .map_err(|e| Error::io("start the runtime of the guest's host calls", e))?;
+    let deadline = grants.setup.cpu_deadline;
+    if deadline.is_some() && !prepared.engine.interruptible() {
+        return Err(Error::Engine(format!(
+            "{} has a CPU deadline, but its engine's code does not check one",
+            prepared.name
+        )));
+    }
+    // Dropped when the guest ends, which ends the watcher.
+    let _watching = deadline
+        .map(|d| crate::deadline::watch_cpu_time(prepared.engine.clone(), d))
+        .transpose()?;
     let outcome = {
         let _context = runtime.enter();
         run_in_context(prepared, grants)
@@ -263,6 +401,12 @@ fn run_in_context(prepared: &Prepared, grants: Grants) -> Result<Outcome> {
         limits,
         setup,
     } = grants;
+    let deadline = setup.cpu_deadline.is_some();
+    // With a deadline, the first tick of the epoch (the watcher's, once the CPU time is used up)
+    // interrupts the guest. Without one nothing ticks the epoch, but a component that could
+    // also be served runs in the serving engine, whose code checks it anyway.
+    let epoch_deadline = if deadline { 1 } else { u64::MAX / 2 };
+    let limits = CommandLimits::new(limits, setup.memory_cap());
     match &prepared.kind {
         PreparedKind::Core(pre) => {
             let state = CoreState {
@@ -271,9 +415,12 @@ fn run_in_context(prepared: &Prepared, grants: Grants) -> Result<Outcome> {
             };
             let mut store = Store::new(prepared.engine.wasmtime(), state);
             store.limiter(|s| &mut s.limits);
+            if prepared.engine.interruptible() {
+                store.set_epoch_deadline(epoch_deadline);
+            }
             let instance = match pre.instantiate(&mut store) {
                 Ok(i) => i,
-                Err(e) => return Ok(outcome_of(e)),
+                Err(e) => return Ok(outcome_of(e, &store.data().limits, deadline)),
             };
             let start = instance
                 .get_typed_func::<(), ()>(&mut store, "_start")
@@ -283,7 +430,7 @@ fn run_in_context(prepared: &Prepared, grants: Grants) -> Result<Outcome> {
                 })?;
             Ok(match start.call(&mut store, ()) {
                 Ok(()) => Outcome::Exited(0),
-                Err(e) => outcome_of(e),
+                Err(e) => outcome_of(e, &store.data().limits, deadline),
             })
         }
         PreparedKind::Component(pre) => {
@@ -301,17 +448,17 @@ fn run_in_context(prepared: &Prepared, grants: Grants) -> Result<Outcome> {
             };
             let mut store = Store::new(prepared.engine.wasmtime(), state);
             store.limiter(|s| &mut s.limits);
-            // A component that could also be served runs in the serving engine, whose code
-            // checks the epoch; as a command it has no deadline (nothing ticks the epoch).
-            store.set_epoch_deadline(u64::MAX / 2);
+            if prepared.engine.interruptible() {
+                store.set_epoch_deadline(epoch_deadline);
+            }
             let command = match pre.instantiate(&mut store) {
                 Ok(c) => c,
-                Err(e) => return Ok(outcome_of(e)),
+                Err(e) => return Ok(outcome_of(e, &store.data().limits, deadline)),
             };
             Ok(match command.wasi_cli_run().call_run(&mut store) {
                 Ok(Ok(())) => Outcome::Exited(0),
                 Ok(Err(())) => Outcome::Exited(1),
-                Err(e) => outcome_of(e),
+                Err(e) => outcome_of(e, &store.data().limits, deadline),
             })
         }
         PreparedKind::Proxy(_) => Err(Error::Engine(format!(

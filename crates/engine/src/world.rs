@@ -72,7 +72,7 @@ impl Exports {
 
     /// What a program with these exports does: a component exporting
     /// `wasi:http/incoming-handler` is served, unless it is also a command and serving was not
-    /// asked for (`serve_requested`: the container's `WASMCELL_HTTP_SERVE`); anything else runs
+    /// asked for (`serve_requested`: the workload's `http-serve` setting); anything else runs
     /// as a command. The one place this is decided.
     pub fn mode(&self, serve_requested: bool) -> Mode {
         if self.handles_http() && (!self.has(CLI_RUN) || serve_requested) {

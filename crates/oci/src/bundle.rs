@@ -5,7 +5,14 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::Spec;
 
 use crate::runspec::{file_mounts, preopens, process_env};
-use crate::{CgroupPath, Error, Isolation, Preopen, Resources, Result, RunSpec};
+use crate::{CgroupPath, Error, Isolation, Preopen, Resources, Result, RunSpec, Settings};
+
+/// The annotation in which the kubelet names a container's termination message path (the CRI
+/// plugin passes it on when the handler lists it in `container_annotations`).
+pub const TERMINATION_MESSAGE_PATH_ANNOTATION: &str =
+    "io.kubernetes.container.terminationMessagePath";
+/// Kubernetes' default termination message path.
+pub const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
 
 /// A container's bundle, read once at Create: every later step (finding the program, choosing
 /// the backend, building the cell's [`RunSpec`] or runc's container) takes what it needs from
@@ -51,6 +58,41 @@ impl Bundle {
         Ok(process_env(self.process()?))
     }
 
+    /// What the operator tuned for this workload, from its env and its spec's annotations,
+    /// validated ([`crate::settings`]).
+    pub fn settings(&self) -> Result<Settings> {
+        let annotations = self.spec.annotations().clone().unwrap_or_default();
+        let memory_limit = self
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().as_ref())
+            .and_then(|r| r.memory().as_ref())
+            .and_then(|m| m.limit())
+            .and_then(|l| u64::try_from(l).ok());
+        Ok(crate::settings::resolve(
+            &self.env()?,
+            &annotations,
+            memory_limit,
+        )?)
+    }
+
+    /// The host file bind-mounted at the container's termination message path (the kubelet
+    /// mounts one at `terminationMessagePath`), if the spec has one.
+    pub fn termination_log(&self) -> Option<PathBuf> {
+        let path = self
+            .spec
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(TERMINATION_MESSAGE_PATH_ANNOTATION))
+            .map_or(DEFAULT_TERMINATION_MESSAGE_PATH, String::as_str);
+        file_mounts(&self.rootfs, &self.spec)
+            .into_iter()
+            .rev()
+            .find(|m| m.guest == path)
+            .map(|m| m.host)
+    }
+
     /// The directories the spec grants the guest: the rootfs as `/` (read-only when
     /// `root.readonly`), then each directory bind mount at its destination.
     pub fn preopens(&self) -> Vec<Preopen> {
@@ -66,6 +108,8 @@ impl Bundle {
         if args.is_empty() {
             return Err(Error::NoProcess);
         }
+        // First: a bad setting fails Create whichever way the container would have run.
+        let settings = self.settings()?;
         Ok(RunSpec {
             id: id.to_owned(),
             program: args[0].clone(),
@@ -82,6 +126,7 @@ impl Bundle {
             isolation: Isolation::from_spec(&self.spec)?,
             cgroup: CgroupPath::of_spec(&self.spec, id)?,
             resources: Resources::from_spec(&self.spec)?,
+            settings,
         })
     }
 }

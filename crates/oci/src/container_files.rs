@@ -138,6 +138,7 @@ mod tests {
             cache_dir: rootfs.to_owned(),
             isolation: Default::default(),
             cgroup: crate::CgroupPath::Fs(Default::default()),
+            settings: Default::default(),
             resources: Default::default(),
         }
     }

@@ -22,6 +22,9 @@ pub enum Error {
     /// The spec asks for isolation the cell does not implement.
     #[error("{0}")]
     Unsupported(#[from] crate::isolation::Unsupported),
+    /// A setting (annotation or env) names nothing known, or has a value it does not allow.
+    #[error("{0}")]
+    Setting(#[from] crate::settings::SettingError),
     /// The spec has no `process` or `process.args` is empty.
     #[error("the OCI spec has no process to run (process.args is empty)")]
     NoProcess,

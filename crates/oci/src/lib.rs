@@ -18,6 +18,7 @@ pub mod hooks;
 pub mod isolation;
 pub mod resources;
 pub mod runspec;
+pub mod settings;
 pub mod stdio;
 
 pub use bundle::Bundle;
@@ -27,3 +28,4 @@ pub use error::{Error, Result};
 pub use isolation::Isolation;
 pub use resources::{CgroupPath, Resources};
 pub use runspec::{Preopen, RunSpec};
+pub use settings::Settings;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
-use crate::{CgroupPath, Isolation, Resources};
+use crate::{CgroupPath, Isolation, Resources, Settings};
 
 /// A directory the guest may open, as WASI sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +62,9 @@ pub struct RunSpec {
     pub cgroup: CgroupPath,
     /// The limits of that cgroup; the memory limit also bounds the guest's linear memories.
     pub resources: Resources,
+    /// What the operator tuned for this workload ([`crate::settings`]), validated by the shim.
+    #[serde(default)]
+    pub settings: Settings,
 }
 
 /// A process's `env` (the container's, or an exec's), split at the first `=`.

@@ -85,6 +85,13 @@ pub fn big_module(mib: usize) -> Vec<u8> {
     wat::parse_str(text).expect("the big module's text")
 }
 
+/// Grows its memory until refused, then traps (`grow.wat`).
+pub const GROW: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/grow.wasm"));
+/// Links, but its `_start` takes an argument (`bad_start.wat`).
+pub const BAD_START: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/bad_start.wasm"));
+/// Uses one SIMD instruction and exits 0 (`simd.wat`).
+pub const SIMD: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/simd.wasm"));
+
 /// Every fixture by file name, for `wasmcell-fixtures`.
 pub const ALL: &[(&str, &[u8])] = &[
     ("hello.wasm", HELLO),
@@ -93,6 +100,9 @@ pub const ALL: &[(&str, &[u8])] = &[
     ("missing_import.wasm", MISSING_IMPORT),
     ("busy.wasm", BUSY),
     ("two_memories.wasm", TWO_MEMORIES),
+    ("grow.wasm", GROW),
+    ("bad_start.wasm", BAD_START),
+    ("simd.wasm", SIMD),
     ("delayed_hog.wasm", DELAYED_HOG),
     ("large.wasm", LARGE),
     ("probe.wasm", PROBE),

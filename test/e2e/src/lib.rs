@@ -680,6 +680,19 @@ impl Containerd {
         self.ctr(&a)
     }
 
+    /// How the shim prepared task `id`'s program, as it logged it: `compiled` or `cache-hit`.
+    pub fn prepared(&self, id: &str) -> String {
+        let log = self.log();
+        let needle = format!("task {id}: prepared ");
+        log.lines()
+            .filter_map(|l| l.split_once(&needle).map(|(_, rest)| rest))
+            .filter_map(|rest| rest.split("): ").nth(1))
+            .filter_map(|rest| rest.split(" in ").next())
+            .next_back()
+            .unwrap_or_else(|| panic!("no 'prepared' line for {id} in the log:\n{log}"))
+            .to_owned()
+    }
+
     /// containerd's log so far (it includes the shims' logs).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

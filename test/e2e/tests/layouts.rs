@@ -16,19 +16,6 @@
 use wasmcell_e2e::cri::HANDLER;
 use wasmcell_e2e::{fixtures, unpacks_non_tar_layers, Containerd, Ran};
 
-/// The outcome the shim logged when it prepared task `id` (`compiled` or `cache-hit`).
-fn prepared(c: &Containerd, id: &str) -> String {
-    let log = c.log();
-    let needle = format!("task {id}: prepared ");
-    log.lines()
-        .filter_map(|l| l.split_once(&needle).map(|(_, rest)| rest))
-        .filter_map(|rest| rest.split("): ").nth(1))
-        .filter_map(|rest| rest.split(" in ").next())
-        .next_back()
-        .unwrap_or_else(|| panic!("no 'prepared' line for {id} in the log:\n{log}"))
-        .to_owned()
-}
-
 struct Program {
     name: &'static str,
     wasm: Vec<u8>,
@@ -120,7 +107,7 @@ fn runs_twice_from_the_cache(c: &Containerd, layout: &str) {
                 let r = ctr_run(c, &image, &id, platform);
                 assert_eq!(r.code, 0, "ctr run {image}: {r:?}\n{}", c.log());
                 assert!(r.stdout.contains(program.says), "{image}: {r:?}");
-                assert_eq!(prepared(c, &id), want, "{image}, start {round}");
+                assert_eq!(c.prepared(&id), want, "{image}, start {round}");
             }
         }
     }

@@ -107,6 +107,7 @@ pub fn create(
         &program.path,
         program.file,
         task.pid(),
+        &run.settings,
     )
     .and_then(|(compiled, serving)| {
         send_fds(program_w.as_fd(), &[u8::from(serving)], &[compiled.as_fd()])
@@ -139,20 +140,25 @@ pub fn create(
 
 /// Loads `name` from the compile cache or compiles it into the cache (the shim binary in
 /// `compile` mode, which first joins the cgroups and namespaces of the container whose init
-/// is `pid`), and opens the entry; also whether it was compiled for the serving engine.
+/// is `pid`) for the engine the workload's `settings` configure, and opens the entry; also
+/// whether it was compiled for the serving engine.
 fn compile(
     cache_dir: &Path,
     timeout: Duration,
     name: &str,
     program: File,
     pid: i32,
+    settings: &wasmcell_oci::Settings,
 ) -> Result<(File, bool)> {
+    let settings = serde_json::to_string(settings)
+        .map_err(|e| Error::Internal(format!("encode the settings: {e}")))?;
     let exe = std::env::current_exe().map_err(|e| Error::io("find the shim binary", e))?;
     let mut cmd = Command::new(exe);
     cmd.arg(COMPILE_ARG)
         .arg(cache_dir)
         .arg(name)
         .arg(pid.to_string())
+        .arg(settings)
         .env_clear()
         .stdin(Stdio::null());
     if let Some(cap) = std::env::var_os(wasmcell_engine::CAP_ENV) {
@@ -228,6 +234,7 @@ fn run_spec(id: &str, bundle: &Bundle) -> Result<RunSpec> {
             memory_limit,
             ..Resources::default()
         },
+        settings: bundle.settings()?,
     })
 }
 

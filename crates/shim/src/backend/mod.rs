@@ -44,8 +44,13 @@ pub trait Backend: Send + Sync {
     fn update(&self, resources: &oci_spec::runtime::LinuxResources, json: &[u8]) -> Result<()>;
     /// The task's processes (Pids); `pid` is the task's own, `ended` whether it has exited.
     fn processes(&self, pid: u32, ended: bool) -> Result<Vec<u32>>;
-    /// Whether the kernel's OOM killer ended a process of the task (read at its exit).
+    /// Whether the kernel's OOM killer ended a process of the task (read at its exit), or its
+    /// guest trapped after its memory limit refused it memory.
     fn oom_killed(&self) -> bool;
+    /// Leaves the reason a guest ended by (a trap, a deadline, a failure after start) in the
+    /// container's termination message file, for `kubectl describe`; called at its exit, before
+    /// TaskExit is sent.
+    fn leave_termination_message(&self) {}
     /// The task's cgroup metrics (Stats).
     fn stats(&self) -> Result<Any>;
     /// Removes what the backend made for the task, once it has exited (Delete).

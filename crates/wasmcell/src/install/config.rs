@@ -257,6 +257,10 @@ impl ConfigFile {
         if let Some(path) = &h.shim_path {
             changed |= set_str(handler, "runtime_path", path);
         }
+        changed |= add_patterns(handler, "pod_annotations", POD_ANNOTATIONS)
+            .with_context(|| format!("runtime handler `{}`", h.name))?;
+        changed |= add_patterns(handler, "container_annotations", CONTAINER_ANNOTATIONS)
+            .with_context(|| format!("runtime handler `{}`", h.name))?;
         Ok(match (edit, changed) {
             (Edit::Updated, false) => Edit::Unchanged,
             (edit, _) => edit,
@@ -492,6 +496,34 @@ impl ConfigFile {
 }
 
 /// Sets `key` to the string `v`; true when that changed the table.
+/// The pod annotations the CRI plugin passes to wasmcell (patterns of Go's `path.Match`): the
+/// workload settings of the pod (`wasmcell.dev/<setting>`) and of one of its containers
+/// (`<container>.wasmcell.dev/<setting>`).
+pub const POD_ANNOTATIONS: &[&str] = &["wasmcell.dev/*", "*.wasmcell.dev/*"];
+/// The container annotations the CRI plugin passes to wasmcell: where the kubelet mounted the
+/// termination message, which wasmcell writes a trap's reason into.
+pub const CONTAINER_ANNOTATIONS: &[&str] = &["io.kubernetes.container.terminationMessagePath"];
+
+/// Adds each of `patterns` missing from the list `key` (made if absent), keeping the user's
+/// entries; whether it added any.
+fn add_patterns(table: &mut dyn TableLike, key: &str, patterns: &[&str]) -> Result<bool> {
+    if table.get(key).is_none() {
+        table.insert(key, value(toml_edit::Array::new()));
+    }
+    let list = table
+        .get_mut(key)
+        .and_then(Item::as_array_mut)
+        .with_context(|| format!("`{key}` is not a list"))?;
+    let mut added = false;
+    for pattern in patterns {
+        if !list.iter().any(|v| v.as_str() == Some(pattern)) {
+            list.push(*pattern);
+            added = true;
+        }
+    }
+    Ok(added)
+}
+
 fn set_str(table: &mut dyn TableLike, key: &str, v: &str) -> bool {
     if table.get(key).and_then(Item::as_str) == Some(v) {
         return false;
@@ -663,7 +695,19 @@ root = "/var/lib/containerd"   # keep this comment
             out.contains("runtime_type = \"io.containerd.wasmcell.v1\" # was"),
             "{out}"
         );
-        assert!(out.contains("pod_annotations = [\"a\"]"), "{out}");
+        assert!(
+            out.contains(r#"pod_annotations = ["a", "wasmcell.dev/*", "*.wasmcell.dev/*"]"#),
+            "the user's pattern is kept, wasmcell's added: {out}"
+        );
+        assert!(
+            out.contains(
+                r#"container_annotations = ["io.kubernetes.container.terminationMessagePath"]"#
+            ),
+            "{out}"
+        );
+        // Once there, nothing changes.
+        let mut again = parse(&out);
+        assert_eq!(again.set_handler(3, &wasmtime()).unwrap(), Edit::Unchanged);
     }
 
     #[test]
@@ -800,10 +844,20 @@ root = "/var/lib/containerd"   # keep this comment
 
     #[test]
     fn dotted_keys_in_the_users_file_are_followed() {
-        let text = "version = 3\n[plugins.\"io.containerd.cri.v1.runtime\"]\ncontainerd.runtimes.wasmtime.runtime_type = \"io.containerd.wasmcell.v1\"\ncontainerd.runtimes.wasmtime.runtime_path = \"/usr/local/bin/containerd-shim-wasmcell-v1\"\n";
+        let text = "version = 3\n[plugins.\"io.containerd.cri.v1.runtime\"]\ncontainerd.runtimes.wasmtime.runtime_type = \"io.containerd.wasmcell.v1\"\ncontainerd.runtimes.wasmtime.runtime_path = \"/usr/local/bin/containerd-shim-wasmcell-v1\"\ncontainerd.runtimes.wasmtime.pod_annotations = [\"wasmcell.dev/*\", \"*.wasmcell.dev/*\"]\ncontainerd.runtimes.wasmtime.container_annotations = [\"io.kubernetes.container.terminationMessagePath\"]\n";
         let mut c = parse(text);
         assert_eq!(c.set_handler(3, &wasmtime()).unwrap(), Edit::Unchanged);
         assert_eq!(c.text(), text);
+        // Without the lists, they are added as dotted keys too.
+        let short = text.lines().take(4).collect::<Vec<_>>().join("\n") + "\n";
+        let mut c = parse(&short);
+        assert_eq!(c.set_handler(3, &wasmtime()).unwrap(), Edit::Updated);
+        assert_eq!(
+            parse(&c.text()).set_handler(3, &wasmtime()).unwrap(),
+            Edit::Unchanged,
+            "{}",
+            c.text()
+        );
     }
 
     #[test]

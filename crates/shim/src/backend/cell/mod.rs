@@ -38,6 +38,8 @@ pub struct CellTask {
     /// The systemd scope unit of the cgroup, with systemd's driver (`crate::host::systemd`).
     scope: Option<String>,
     pid_file: std::path::PathBuf,
+    /// The host file mounted at the container's termination message path (by the kubelet).
+    termination_log: Option<std::path::PathBuf>,
     /// What an exec's cell is made from: the container's bundle, its run spec, the process
     /// whose namespaces are the container's, and the deadline for loading a program.
     bundle: Bundle,
@@ -205,6 +207,7 @@ pub fn launch(
             .disarm()
             .unwrap_or_else(|| unreachable!("armed guard")),
         pid_file,
+        termination_log: bundle.termination_log(),
         bundle: bundle.clone(),
         run: run.clone(),
         container_pid: pid,
@@ -289,7 +292,17 @@ impl Backend for CellTask {
     }
 
     fn oom_killed(&self) -> bool {
-        self.cell.reported_oom_kill() || self.cgroup.oom_kills() > 0
+        let report = self.cell.report();
+        report.oom_killed
+            || report.ending.is_some_and(|e| e.memory_limit)
+            || self.cgroup.oom_kills() > 0
+    }
+
+    fn leave_termination_message(&self) {
+        let (Some(path), Some(ending)) = (&self.termination_log, self.cell.report().ending) else {
+            return;
+        };
+        crate::host::termination::leave(&self.id, path, &ending.reason);
     }
 
     fn stats(&self) -> Result<Any> {

@@ -1,6 +1,6 @@
 //! One cell process as the shim sees it: spawned (forked by the zygote, or executed), told
-//! its orders, waited for until its program is loaded, started, signalled, and asked whether
-//! the OOM killer ended its guest.
+//! its orders, waited for until its program is loaded, started, signalled, and asked how its
+//! guest ended.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -45,7 +45,7 @@ pub struct Cell {
     control: Mutex<Option<File>>,
     /// The status pipe after the status line (non-blocking), and what was read of it: a cell
     /// with a PID namespace writes [`wasmcell_cell::OOM_KILLED`] there when the OOM killer
-    /// killed its guest.
+    /// killed its guest, and a cell whose guest trapped writes how it ended.
     after_status: Mutex<(Option<File>, Vec<u8>)>,
 }
 
@@ -133,20 +133,19 @@ impl Cell {
         }
     }
 
-    /// Whether the cell said the OOM killer killed its guest: read once the cell has exited
-    /// (its supervisor writes before it ends), after which the pipe is closed.
-    pub fn reported_oom_kill(&self) -> bool {
+    /// What the cell said after its status line: whether the OOM killer killed its guest, how
+    /// the guest ended. Read once the cell has exited (its supervisor writes before it ends),
+    /// after which the pipe is closed.
+    pub fn report(&self) -> wasmcell_cell::AfterStatus {
         let mut after = lock(&self.after_status);
         let (pipe, seen) = &mut *after;
         if let Some(mut file) = pipe.take() {
-            let mut buf = [0u8; 256];
+            let mut buf = [0u8; 4096];
             while let Ok(n @ 1..) = file.read(&mut buf) {
                 seen.extend_from_slice(&buf[..n]);
             }
         }
-        String::from_utf8_lossy(seen)
-            .lines()
-            .any(|l| l == wasmcell_cell::OOM_KILLED)
+        wasmcell_cell::parse_after_status(&String::from_utf8_lossy(seen))
     }
 
     /// Lets the prepared guest run.
