@@ -298,7 +298,8 @@ fn compiler_beside_its_container() -> Option<(Place, Place)> {
             continue;
         };
         let args = cmdline(pid);
-        if args.get(1).map(String::as_str) != Some("compile") || args.len() != 5 {
+        // `<shim> compile <cache-dir> <program> <container pid> <settings>`
+        if args.get(1).map(String::as_str) != Some("compile") || args.len() != 6 {
             continue;
         }
         let init = &args[4];
