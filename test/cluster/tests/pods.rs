@@ -1,7 +1,8 @@
 //! A real kubelet runs wasm pods on wasmcell: the single-node cluster (`wasmcell_cluster`),
 //! the RuntimeClass from `deploy/`, pods with `runtimeClassName: wasmtime` placed by the
 //! scheduler on the pod network with their service-account token mounted; kubectl reads their
-//! phase, exit code, logs, OOMKilled, restarts and errors, and CRI their stats. Images are
+//! phase, exit code, logs, OOMKilled, restarts and errors, why a wasm container ended (its
+//! termination message) and per-pod settings from annotations, and CRI their stats. Images are
 //! imported into containerd's `k8s.io` namespace.
 #![allow(clippy::unwrap_used)]
 
@@ -13,6 +14,8 @@ use wasmcell_e2e::fixtures;
 const IMAGE: &str = "wasmcell.dev/examples/probe:0.1.0";
 
 const HOG: &str = "wasmcell.test/hog:1";
+const TRAP: &str = "wasmcell.test/trap:1";
+const GROW: &str = "wasmcell.test/grow:1";
 
 /// The RuntimeClass users apply.
 const RUNTIME_CLASS: &str = concat!(
@@ -84,6 +87,8 @@ fn a_kubelet_runs_runtimeclass_wasm_pods_and_kubectl_reads_exits_logs_oom_and_re
     // Two linear memories of 20 MiB: past a 32 MiB limit only together (each alone stays
     // below the cell's per-memory cap), so the kernel's OOM killer ends it.
     node.import_wasm(HOG, fixtures::TWO_MEMORIES);
+    node.import_wasm(TRAP, fixtures::TRAP);
+    node.import_wasm(GROW, fixtures::GROW);
     let (c, kubelet) = (&node.containerd, &node.kubelet);
 
     let r = plane.kubectl(&["apply", "-f", RUNTIME_CLASS]);
@@ -123,6 +128,94 @@ fn a_kubelet_runs_runtimeclass_wasm_pods_and_kubectl_reads_exits_logs_oom_and_re
     assert_eq!(terminated["exitCode"], 137, "{status}");
     let r = plane.kubectl(&["delete", "pod", "wasm-oom", "--wait=true", "--timeout=60s"]);
     assert_eq!(r.code, 0, "{r:?}");
+
+    // Why a wasm container ended, in its last state's message (the termination message the
+    // shim wrote); `FallbackToLogsOnError` takes the file's message first, as for any container.
+    let mut trap: serde_json::Value =
+        serde_json::from_str(&pod_with("wasm-trap", TRAP, &[], "Never", None)).unwrap();
+    trap["spec"]["containers"][0]["terminationMessagePolicy"] = "FallbackToLogsOnError".into();
+    plane.apply("wasm-trap", &trap.to_string());
+    let status = ended(&plane, kubelet, "wasm-trap");
+    let terminated = &status["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(
+        (&terminated["reason"], &terminated["exitCode"]),
+        (&"Error".into(), &134.into()),
+        "{status}"
+    );
+    let message = terminated["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("wasm trap: wasm `unreachable` instruction executed"),
+        "{status}"
+    );
+    // A trap after the memory limit refused memory: OOMKilled, with the reason.
+    plane.apply(
+        "wasm-grow",
+        &pod_with("wasm-grow", GROW, &[], "Never", Some("32Mi")),
+    );
+    let status = ended(&plane, kubelet, "wasm-grow");
+    let terminated = &status["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(
+        (&terminated["reason"], &terminated["exitCode"]),
+        (&"OOMKilled".into(), &134.into()),
+        "{status}"
+    );
+    let message = terminated["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("memory.grow refused at the container's memory limit (32Mi)")
+            && message.contains("grow!grow_forever"),
+        "{status}"
+    );
+    let described = plane.kubectl(&["describe", "pod", "wasm-grow"]).stdout;
+    assert!(
+        described.contains("memory.grow refused at the container's memory limit (32Mi)"),
+        "kubectl describe shows it: {described}"
+    );
+    // A setting for one container, through the CRI plugin's pod_annotations as `wasmcell
+    // install` set them: the CPU deadline stops a spinning command.
+    let mut spin: serde_json::Value =
+        serde_json::from_str(&pod_with("wasm-deadline", IMAGE, &["spin"], "Never", None)).unwrap();
+    spin["metadata"]["annotations"] =
+        serde_json::json!({"probe.wasmcell.dev/cpu-deadline-ms": "500"});
+    plane.apply("wasm-deadline", &spin.to_string());
+    let status = ended(&plane, kubelet, "wasm-deadline");
+    let message = status["containerStatuses"][0]["state"]["terminated"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        message.starts_with(
+            "stopped at its CPU deadline of 500 ms (annotation probe.wasmcell.dev/cpu-deadline-ms)"
+        ),
+        "{status}"
+    );
+    // A setting that names nothing: Create fails, and the pod's events say why.
+    let mut unknown: serde_json::Value = serde_json::from_str(&pod_with(
+        "wasm-badsetting",
+        IMAGE,
+        &["hello"],
+        "Never",
+        None,
+    ))
+    .unwrap();
+    unknown["metadata"]["annotations"] = serde_json::json!({"wasmcell.dev/cpu-deadline": "5"});
+    plane.apply("wasm-badsetting", &unknown.to_string());
+    let said = c.wait_until(Duration::from_secs(60), || {
+        plane
+            .kubectl(&["describe", "pod", "wasm-badsetting"])
+            .stdout
+            .contains("unknown setting annotation \"wasmcell.dev/cpu-deadline\"")
+    });
+    assert!(
+        said,
+        "{}",
+        plane
+            .kubectl(&["describe", "pod", "wasm-badsetting"])
+            .stdout
+    );
+    for name in ["wasm-trap", "wasm-grow", "wasm-deadline", "wasm-badsetting"] {
+        let r = plane.kubectl(&["delete", "pod", name, "--wait=true", "--timeout=60s"]);
+        assert_eq!(r.code, 0, "{r:?}");
+    }
 
     // restartPolicy OnFailure: the failed container is started again, in the same sandbox.
     let file = c.dir.path().join("retry.json");

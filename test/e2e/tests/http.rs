@@ -404,7 +404,8 @@ fn create_fails_naming_the_problem_for_a_component_of_neither_world_or_a_bad_add
     );
     assert_ne!(r.code, 0, "{r:?}");
     assert!(
-        r.stderr.contains("env WASMCELL_HTTP_ADDR=\"8080\" is not allowed")
+        r.stderr
+            .contains("env WASMCELL_HTTP_ADDR=\"8080\" is not allowed")
             && r.stderr.contains("an IP address and port"),
         "{r:?}"
     );
