@@ -187,3 +187,48 @@ fn the_kubelets_annotation_names_the_termination_message_path() {
     assert!(written.starts_with("wasm trap: "), "{written:?}");
     assert_eq!(std::fs::read_to_string(&default).unwrap(), "");
 }
+
+/// A container the cell cannot honour runs under runc with the cell as its process: its guest's
+/// reason reaches the same file, and the memory limit's doing the same TaskOOM.
+#[test]
+fn under_the_runc_fallback_the_reason_is_left_the_same_way() {
+    const UIDMAP: &str = "0:100000:65536";
+    let c = Containerd::start();
+    c.import_wasm(TRAP, "trap.wasm", fixtures::TRAP);
+    c.import_wasm(GROW, "grow.wasm", fixtures::GROW);
+    let dir = tempfile::tempdir().unwrap();
+    let events = c.events();
+    let userns = ["--uidmap", UIDMAP, "--gidmap", UIDMAP];
+
+    let (r, message) = run(&c, &log_file(dir.path(), "trap"), &userns, TRAP, "fb-trap");
+    assert_eq!(r.code, 134, "{r:?}");
+    assert!(
+        message.starts_with("wasm trap: wasm `unreachable` instruction executed"),
+        "{message:?}\n{}",
+        c.log()
+    );
+    assert!(
+        c.log().contains("task fb-trap: runs under runc"),
+        "it ran under runc"
+    );
+
+    let mut flags = userns.to_vec();
+    flags.extend(["--memory-limit", LIMIT_32MI]);
+    let (r, message) = run(&c, &log_file(dir.path(), "grow"), &flags, GROW, "fb-grow");
+    assert_eq!(r.code, 134, "{r:?}");
+    assert!(
+        message.starts_with("memory.grow refused at the container's memory limit (32Mi)"),
+        "{message:?}"
+    );
+    let seen: Vec<String> = events
+        .of_task("fb-grow")
+        .into_iter()
+        .map(|e| e.topic)
+        .collect();
+    let oom = seen.iter().position(|t| t == "/tasks/oom");
+    let exit = seen.iter().position(|t| t == "/tasks/exit");
+    assert!(
+        matches!((oom, exit), (Some(o), Some(e)) if o < e),
+        "TaskOOM before TaskExit: {seen:?}"
+    );
+}

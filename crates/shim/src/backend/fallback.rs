@@ -27,11 +27,12 @@ use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use oci_spec::runtime::Spec;
 use wasmcell_cell::under_runc::{CELL_IN_RUNC_ARG, COMPILE_ARG, SERVING};
-use wasmcell_cell::PROGRAM_FD;
+use wasmcell_cell::{AfterStatus, PROGRAM_FD};
 use wasmcell_oci::isolation::Isolation;
 use wasmcell_oci::isolation::Unsupported;
 use wasmcell_oci::resources::{CgroupPath, Resources};
@@ -43,6 +44,7 @@ use crate::error::{Error, Result};
 use crate::host::console::ConsoleIo;
 use crate::host::process::{map_fds, pipe, run_command, send_fds};
 use crate::host::runc::NativeStdio;
+use crate::sync::{lock, wait_timeout_while};
 
 /// Where the cell's files are bound in the container.
 const CELL_DIR: &str = "/.wasmcell";
@@ -96,8 +98,7 @@ pub fn create(
         stdio,
         &[&control_r.as_fd(), &status_w.as_fd(), &program_r.as_fd()],
         terminal,
-    )?
-    .holding_wasm(bundle.rootfs.clone());
+    )?;
     drop((control_r, status_w, program_r));
     // The container exists, stopped before its process: compiling now runs in its cgroups
     // (charged to it, bounded by its limits, whatever made them) and its namespaces.
@@ -119,12 +120,16 @@ pub fn create(
     }
     drop(program_w);
 
-    // Nobody waits for the cell's status under runc; the log gets it.
+    // Nobody waits for the cell's status under runc; the log gets it. What follows it (how
+    // the guest ended) is kept for the task's exit.
+    let report = Arc::new(CellReport::default());
     let id = id.to_owned();
+    let reading = Arc::clone(&report);
     std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = status_r.read_to_string(&mut line);
-        match wasmcell_cell::parse_status(&line) {
+        let mut text = String::new();
+        let _ = status_r.read_to_string(&mut text);
+        let (line, rest) = text.split_once('\n').unwrap_or((text.as_str(), ""));
+        match wasmcell_cell::parse_status(line) {
             Ok(ready) => log::info!(
                 "task {id}: the cell under runc loaded its program in {:.1} ms",
                 ready.millis
@@ -134,8 +139,37 @@ pub fn create(
             }
             Err(_) => {}
         }
+        reading.set(wasmcell_cell::parse_after_status(rest));
     });
-    Ok(task)
+    Ok(task.holding_wasm(bundle.rootfs.clone(), report, bundle.termination_log()))
+}
+
+/// What the cell under runc said after its status line, once its status pipe has ended (the
+/// cell has exited).
+#[derive(Default)]
+pub struct CellReport {
+    after: Mutex<Option<AfterStatus>>,
+    changed: Condvar,
+}
+
+/// How long an exit waits for the status pipe of the cell under runc to end: it ends with the
+/// cell, whose exit is being handled.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl CellReport {
+    fn set(&self, after: AfterStatus) {
+        *lock(&self.after) = Some(after);
+        self.changed.notify_all();
+    }
+
+    /// What the cell said, waiting (bounded) for its status pipe to end.
+    pub fn wait(&self) -> AfterStatus {
+        let (after, _) =
+            wait_timeout_while(&self.changed, lock(&self.after), REPORT_TIMEOUT, |a| {
+                a.is_none()
+            });
+        after.clone().unwrap_or_default()
+    }
 }
 
 /// Loads `name` from the compile cache or compiles it into the cache (the shim binary in

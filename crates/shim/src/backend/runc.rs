@@ -6,12 +6,14 @@
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use wasmcell_cgroup::{Cgroup, Hierarchy};
 use wasmcell_oci::Bundle;
 use wasmcell_oci::CgroupPath;
 
+use super::fallback::CellReport;
 use super::{Backend, ExecBackend, ExecIo, ExecStarted};
 use crate::error::{Error, Result};
 use crate::host::console::{Console, ConsoleIo, ConsoleSocket};
@@ -51,6 +53,8 @@ pub struct RuncTask {
     /// The container's rootfs when its process is a cell (the runc fallback of a wasm
     /// container): an exec's program is looked up there.
     wasm_rootfs: Option<PathBuf>,
+    /// What that cell says of how its guest ended, and the file its reason goes to.
+    wasm_ending: Option<(Arc<CellReport>, Option<PathBuf>)>,
     /// Its process's terminal, when it has one.
     console: Option<Console>,
 }
@@ -86,14 +90,22 @@ impl RuncTask {
             pid,
             cgroup: runc_cgroup(spec, id),
             wasm_rootfs: None,
+            wasm_ending: None,
             console,
         })
     }
 
     /// Marks the container as a wasm one (its process a cell) whose rootfs is `rootfs`: an
-    /// exec's program is looked up there before it goes to `runc exec`.
-    pub fn holding_wasm(mut self, rootfs: PathBuf) -> RuncTask {
+    /// exec's program is looked up there before it goes to `runc exec`; `report` says how its
+    /// guest ended, whose reason goes to `termination_log`.
+    pub fn holding_wasm(
+        mut self,
+        rootfs: PathBuf,
+        report: Arc<CellReport>,
+        termination_log: Option<PathBuf>,
+    ) -> RuncTask {
         self.wasm_rootfs = Some(rootfs);
+        self.wasm_ending = Some((report, termination_log));
         self
     }
 
@@ -155,7 +167,21 @@ impl Backend for RuncTask {
     }
 
     fn oom_killed(&self) -> bool {
-        self.cgroup.as_ref().is_some_and(|cg| cg.oom_kills() > 0)
+        let by_limit = self
+            .wasm_ending
+            .as_ref()
+            .and_then(|(report, _)| report.wait().ending)
+            .is_some_and(|e| e.memory_limit);
+        by_limit || self.cgroup.as_ref().is_some_and(|cg| cg.oom_kills() > 0)
+    }
+
+    fn leave_termination_message(&self) {
+        let Some((report, Some(path))) = &self.wasm_ending else {
+            return;
+        };
+        if let Some(ending) = report.wait().ending {
+            crate::host::termination::leave(&self.id, path, &ending.reason);
+        }
     }
 
     fn stats(&self) -> Result<Any> {
