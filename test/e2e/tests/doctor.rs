@@ -180,6 +180,28 @@ fn containerd_its_config_and_the_handler_each_fail_with_their_fix() {
         "runs \"io.containerd.runc.v2\", not wasmcell",
         "--handler NAME",
     );
+    // A handler that does not pass the settings' annotations: a warning, not a failure.
+    let without: String = installed
+        .lines()
+        .filter(|l| !l.contains("_annotations"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(n.config(), without).unwrap();
+    let (code, checks) = n.doctor(&[]);
+    let h = &checks["handler"];
+    assert_eq!(h["status"], "warn", "{checks:#}");
+    assert!(
+        h["detail"]
+            .as_str()
+            .unwrap()
+            .contains("pod_annotations \"wasmcell.dev/*\""),
+        "{h:#}"
+    );
+    assert!(
+        h["fix"].as_str().unwrap().contains("wasmcell install"),
+        "{h:#}"
+    );
+    assert_eq!(code, 0, "a warning only: {checks:#}");
     std::fs::write(n.config(), "root = \"/tmp/x\"\n").unwrap();
     n.fails(
         &[],

@@ -10,7 +10,7 @@ use toml_edit::{DocumentMut, Item};
 
 use super::kernel::{Feature, Kernel};
 use super::report::Finding;
-use crate::install::config::{self, RUNTIME_TYPE};
+use crate::install::config::{self, CONTAINER_ANNOTATIONS, POD_ANNOTATIONS, RUNTIME_TYPE};
 use crate::install::containerd::{self, Binary, CRI_RUNTIME_PLUGINS};
 use crate::install::layout::{self, Kind, Layout, RootEdit};
 use crate::install::{template, SHIM_NAME};
@@ -242,7 +242,49 @@ fn check_handler(node: &Node, opts: &Options) -> Finding {
             ),
         );
     }
+    let missing = passed_annotations_missing(item);
+    if !missing.is_empty() {
+        return Finding::warn(
+            NAME,
+            format!(
+                "handler `{handler}` does not pass {} to wasmcell: per-pod settings (or the \
+                 termination message's path) from annotations do not reach it",
+                missing.join(", ")
+            ),
+            "run wasmcell install, which adds them to the handler's pod_annotations and \
+             container_annotations",
+        );
+    }
     Finding::ok(NAME, format!("`{handler}` runs {RUNTIME_TYPE}"))
+}
+
+/// The annotation patterns `wasmcell install` gives the handler that it does not list.
+fn passed_annotations_missing(handler: &Item) -> Vec<String> {
+    let listed = |key: &str| -> Vec<String> {
+        handler
+            .get(key)
+            .and_then(Item::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut missing = Vec::new();
+    for (key, patterns) in [
+        ("pod_annotations", POD_ANNOTATIONS),
+        ("container_annotations", CONTAINER_ANNOTATIONS),
+    ] {
+        let have = listed(key);
+        missing.extend(
+            patterns
+                .iter()
+                .filter(|p| !have.iter().any(|h| h == *p))
+                .map(|p| format!("{key} {p:?}")),
+        );
+    }
+    missing
 }
 
 fn check_shim(node: &Node, opts: &Options) -> Finding {
