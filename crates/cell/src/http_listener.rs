@@ -58,17 +58,21 @@ pub struct HttpListener {
     pub listener: TcpListener,
     /// Readable once SIGTERM or SIGINT arrived.
     pub drain: OwnedFd,
+    /// Whether the server's requests are counted for the pod's metrics.
+    pub metrics: bool,
 }
 
 impl HttpListener {
-    /// Binds the socket and makes SIGTERM and SIGINT start a drain.
-    pub fn open(settings: Settings) -> Result<HttpListener, String> {
+    /// Binds the socket and makes SIGTERM and SIGINT start a drain; `metrics`: whether the
+    /// requests are counted.
+    pub fn open(settings: Settings, metrics: bool) -> Result<HttpListener, String> {
         let listener = http_server::bind(&settings).map_err(|e| e.to_string())?;
         let drain = crate::supervisor::drain_on_terminating_signals()?;
         Ok(HttpListener {
             settings,
             listener,
             drain,
+            metrics,
         })
     }
 }

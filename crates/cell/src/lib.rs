@@ -27,6 +27,7 @@ mod boundary;
 mod capabilities;
 pub mod compiler;
 mod http_listener;
+mod metrics;
 mod network;
 mod pause;
 mod protocol;
@@ -37,8 +38,9 @@ mod sys;
 pub mod under_runc;
 
 pub use protocol::{
-    parse_after_status, parse_status, write_orders, write_status, AfterStatus, Ending, Orders,
-    Ready, Role, CONTROL_FD, OOM_KILLED, PROGRAM_FD, START_BYTE, STATUS_FD,
+    cut, parse_after_status, parse_metrics, parse_status, write_orders, write_status, AfterStatus,
+    Ending, MetricsReport, Orders, Ready, Role, CONTROL_FD, MAX_REASON, OOM_KILLED, PROGRAM_FD,
+    START_BYTE, STATUS_FD,
 };
 use protocol::{CELL_FAILURE, NOT_STARTED};
 
@@ -49,8 +51,10 @@ pub use boundary::{seal_preopens, Sealed};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsFd;
+use std::sync::Arc;
 use std::time::Instant;
 
+use wasmcell_engine::http_server::Counters;
 use wasmcell_engine::{CompileCache, Exports, Grants, GuestIo, Outcome, Prepared, WasiSetup};
 
 use http_listener::HttpListener;
@@ -88,7 +92,8 @@ fn run_cell() -> Result<i32, i32> {
     if protocol::write_status(&mut status, Ok(&ready)).is_err() {
         return Err(CELL_FAILURE);
     }
-    // Kept: how the guest ends is reported on it too.
+    // Kept: how the guest ends, and a server's metrics, are reported on it too.
+    let status = std::sync::Arc::new(status);
 
     let mut byte = [0u8; 1];
     match control.read(&mut byte) {
@@ -100,11 +105,11 @@ fn run_cell() -> Result<i32, i32> {
     match work {
         Work::Guest(guest) => {
             let (prepared, grants, spec) = *guest;
-            run_guest(&prepared, grants, &spec, &mut status)
+            run_guest(&prepared, grants, &spec, &status)
         }
         Work::Serve(served) => {
             let (prepared, grants, server) = *served;
-            serve_guest(prepared, grants, server, &mut status)
+            serve_guest(prepared, grants, server, status)
         }
         Work::Pause => pause::hold(),
     }
@@ -128,7 +133,7 @@ fn run_guest(
     prepared: &Prepared,
     grants: Grants,
     spec: &RunSpec,
-    status: &mut File,
+    status: &File,
 ) -> Result<i32, i32> {
     match wasmcell_engine::run(prepared, grants) {
         Ok(Outcome::Exited(code)) => Ok(code),
@@ -137,7 +142,7 @@ fn run_guest(
                 let reason = settings::trap_reason(spec, trap);
                 let _ = writeln!(std::io::stderr(), "{reason}");
                 let _ = protocol::write_ending(
-                    status,
+                    &mut &*status,
                     &protocol::Ending {
                         memory_limit: settings::trap_is_memory_limit(spec, trap),
                         reason,
@@ -151,11 +156,11 @@ fn run_guest(
 }
 
 /// Reports a guest that could not run past its start: on stderr and on the status pipe.
-fn failed(status: &mut File, message: &str) -> i32 {
+fn failed(status: &File, message: &str) -> i32 {
     let reason = format!("wasmcell: {message}");
     let _ = writeln!(std::io::stderr(), "{reason}");
     let _ = protocol::write_ending(
-        status,
+        &mut &*status,
         &protocol::Ending {
             reason,
             memory_limit: false,
@@ -164,26 +169,38 @@ fn failed(status: &mut File, message: &str) -> i32 {
     CELL_FAILURE
 }
 
-/// Serves until drained; 0, or 125 with the reason on stderr and the status pipe.
+/// Serves until drained; 0, or 125 with the reason on stderr and the status pipe. With
+/// metrics on, the server's counters go to the status pipe now and then, and once at the end.
 fn serve_guest(
     prepared: Prepared,
     grants: Grants,
     server: HttpListener,
-    status: &mut File,
+    status: Arc<File>,
 ) -> Result<i32, i32> {
     let HttpListener {
         settings,
         listener,
         drain,
+        metrics,
     } = server;
     let _ = writeln!(
         std::io::stderr(),
         "wasmcell: serving wasi:http on {}",
         settings.addr
     );
-    prepared
-        .serve(grants, settings, listener, drain)
-        .map_err(|e| failed(status, &e.to_string()))
+    let counters = metrics.then(|| Arc::new(Counters::default()));
+    let reporting = match &counters {
+        Some(c) => Some(
+            metrics::report_now_and_then(Arc::clone(c), Arc::clone(&status))
+                .map_err(|e| failed(&status, &e))?,
+        ),
+        None => None,
+    };
+    let served = prepared.serve(grants, settings, listener, drain, counters);
+    if let Some(reporting) = reporting {
+        reporting.finish();
+    }
+    served.map_err(|e| failed(&status, &e.to_string()))
 }
 
 /// Reads the one line of JSON orders from the control pipe.
@@ -277,7 +294,10 @@ fn prepare(control: &mut BufReader<File>) -> Result<(Work, Ready), String> {
     boundary_time += locking.elapsed();
     // Bound with exactly the spec's user and capabilities, in the container's network
     // namespace, before the cell reports ready.
-    let server = serve_settings.map(HttpListener::open).transpose()?;
+    let metrics = spec.settings.metrics_addr.is_some();
+    let server = serve_settings
+        .map(|s| HttpListener::open(s, metrics))
+        .transpose()?;
     // The cell's first thread: created after the lock-down, so it inherits all of it.
     if let Some(relay) = stdin_relay {
         relay.start().map_err(|e| e.to_string())?;

@@ -130,12 +130,85 @@ pub struct Ending {
     pub memory_limit: bool,
 }
 
-/// Writes the ending line.
+/// The most of a reason that is reported: what the kubelet reads of a termination message.
+/// Names in a wasm backtrace come from the program and may be long; cut here, the line stays
+/// far below what a pipe holds, so writing it never blocks a cell whose shim reads at exit.
+pub const MAX_REASON: usize = 4096;
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
+pub fn cut(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Writes the ending line, its reason cut to [`MAX_REASON`].
 pub fn write_ending(out: &mut impl Write, ending: &Ending) -> std::io::Result<()> {
+    let ending = Ending {
+        reason: cut(&ending.reason, MAX_REASON).to_owned(),
+        memory_limit: ending.memory_limit,
+    };
     let mut line = ENDING.as_bytes().to_vec();
-    line.extend(serde_json::to_vec(ending)?);
+    line.extend(serde_json::to_vec(&ending)?);
     line.push(b'\n');
     out.write_all(&line)
+}
+
+/// The start of the line a serving cell writes on the status pipe, now and then while it
+/// serves and once at its end, when metrics are on: `metrics <MetricsReport as JSON>`.
+const METRICS: &str = "metrics ";
+
+/// A server's counters, as a cell reports them (see
+/// `wasmcell_engine::http_server::Snapshot`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MetricsReport {
+    /// Responses by status class, 1xx to 5xx.
+    pub by_class: [u64; 5],
+    /// Requests answered 503: too many in flight.
+    pub refused: u64,
+    /// Requests whose guest trapped.
+    pub traps: u64,
+    /// Requests cut off at their deadline.
+    pub deadlines: u64,
+    /// Requests running.
+    pub in_flight: u64,
+    /// Responses by latency bucket (`wasmcell_engine::http_server::counters::LATENCY_BUCKETS`,
+    /// then past every bound), not cumulative.
+    pub latency: Vec<u64>,
+    /// The latencies' sum in seconds.
+    pub latency_sum: f64,
+}
+
+impl From<wasmcell_engine::http_server::Snapshot> for MetricsReport {
+    fn from(s: wasmcell_engine::http_server::Snapshot) -> Self {
+        MetricsReport {
+            by_class: s.by_class,
+            refused: s.refused,
+            traps: s.traps,
+            deadlines: s.deadlines,
+            in_flight: s.in_flight,
+            latency: s.latency,
+            latency_sum: s.latency_sum,
+        }
+    }
+}
+
+/// Writes a metrics line.
+pub fn write_metrics(out: &mut impl Write, report: &MetricsReport) -> std::io::Result<()> {
+    let mut line = METRICS.as_bytes().to_vec();
+    line.extend(serde_json::to_vec(report)?);
+    line.push(b'\n');
+    out.write_all(&line)
+}
+
+/// The report of a metrics line, if `line` is one.
+pub fn parse_metrics(line: &str) -> Option<MetricsReport> {
+    serde_json::from_str(line.strip_prefix(METRICS)?).ok()
 }
 
 /// What a cell wrote on the status pipe after its status line.
@@ -278,5 +351,35 @@ mod tests {
             }
         );
         assert_eq!(parse_after_status("end {garbage\n"), AfterStatus::default());
+        // A long reason is cut on a character boundary.
+        let long = Ending {
+            reason: "é".repeat(MAX_REASON),
+            memory_limit: false,
+        };
+        let mut buf = Vec::new();
+        write_ending(&mut buf, &long).expect("write");
+        let reason = parse_after_status(&String::from_utf8_lossy(&buf))
+            .ending
+            .expect("ending")
+            .reason;
+        assert_eq!(reason.len(), MAX_REASON);
+        assert_eq!(cut("aé", 2), "a");
+    }
+
+    #[test]
+    fn metrics_lines_round_trip_and_are_not_endings() {
+        let report = MetricsReport {
+            by_class: [0, 3, 0, 1, 2],
+            refused: 1,
+            latency: vec![2, 0, 4],
+            latency_sum: 0.5,
+            ..MetricsReport::default()
+        };
+        let mut buf = Vec::new();
+        write_metrics(&mut buf, &report).expect("write");
+        let text = String::from_utf8_lossy(&buf);
+        assert_eq!(parse_metrics(text.trim_end()), Some(report));
+        assert_eq!(parse_after_status(&text), AfterStatus::default());
+        assert_eq!(parse_metrics("end {}"), None);
     }
 }

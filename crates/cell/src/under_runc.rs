@@ -30,7 +30,7 @@ use std::io::{BufReader, Write};
 
 use wasmcell_engine::http_server::settings::Settings as HttpSettings;
 use wasmcell_engine::{
-    CacheOutcome, CompileCache, Engine, Grants, GuestIo, Mode, Prepared, WasiSetup,
+    CacheOutcome, CompileCache, Engine, Exports, Grants, GuestIo, Mode, Prepared, WasiSetup,
 };
 use wasmcell_oci::isolation::NamespaceKind;
 use wasmcell_oci::{RunSpec, Settings};
@@ -81,6 +81,9 @@ pub fn compile_main(args: &[String]) -> ! {
         };
         let mut file = sys::take_inherited(PROGRAM_FD).map_err(|e| format!("program fd: {e}"))?;
         let wasm = wasmcell_engine::read_wasm(&mut file, program).map_err(|e| e.to_string())?;
+        // Checked here, at Create: the cell itself prepares only at `runc start`.
+        let mode = Exports::of(&wasm).mode(settings.http_serve);
+        settings::cpu_deadline(&settings, mode)?;
         let engine = Engine::for_program(&wasm, &settings::engine_options(&settings))
             .map_err(|e| settings::engine_refused(&settings, e))?;
         let cache = CompileCache::open(dir.as_ref(), &engine).map_err(|e| e.to_string())?;
@@ -143,9 +146,10 @@ fn run() -> Result<i32, i32> {
         }
     };
     let _ = protocol::write_status(&mut status, Ok(&ready));
+    let status = std::sync::Arc::new(status);
     match server {
-        Some(server) => serve_guest(prepared, grants, server, &mut status),
-        None => run_guest(&prepared, grants, &spec, &mut status),
+        Some(server) => serve_guest(prepared, grants, server, status),
+        None => run_guest(&prepared, grants, &spec, &status),
     }
 }
 
@@ -191,10 +195,10 @@ fn prepare(control: std::fs::File) -> Result<Prepare, String> {
     // SIGINT drain a server first).
     crate::supervisor::exit_on_terminating_signals()?;
     let server = match mode {
-        Mode::HttpHandler => Some(HttpListener::open(HttpSettings::new(
-            &settings::http_asked(&spec.settings),
-            None,
-        ))?),
+        Mode::HttpHandler => Some(HttpListener::open(
+            HttpSettings::new(&settings::http_asked(&spec.settings), None),
+            spec.settings.metrics_addr.is_some(),
+        )?),
         Mode::Command => None,
     };
     nix::sys::prctl::set_no_new_privs().map_err(|e| format!("set no_new_privs: {e}"))?;

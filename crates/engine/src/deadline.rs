@@ -3,8 +3,10 @@
 //! (the engine's code checks the epoch only when the deadline setting asked for it).
 //!
 //! CPU time, not wall time: a command waiting on its input or the network uses none, and a
-//! deadline is about what a runaway guest costs the node. The process's CPU time counts the
-//! guest's thread and the runtime's worker both.
+//! deadline is about what a runaway guest costs the node. The process's CPU time counts every
+//! thread of the cell (the guest's, the runtime's worker, a blocking host call's); what the
+//! cell used before the guest started (loading, linking; under runc, runc's own start) is not
+//! the guest's and is left out.
 
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::time::Duration;
@@ -20,23 +22,25 @@ pub(crate) struct Watching(#[allow(dead_code)] Sender<()>);
 /// Starts the thread that interrupts `engine`'s stores once this process has used `deadline`
 /// of CPU time.
 pub(crate) fn watch_cpu_time(engine: Engine, deadline: Duration) -> Result<Watching> {
+    // Read once here, so that a clock that cannot be read fails the start, not the deadline.
+    let before = process_cpu_time().map_err(|e| {
+        Error::Engine(format!(
+            "the CPU deadline cannot be kept: the process's CPU time cannot be read ({e})"
+        ))
+    })?;
     let (stop, stopped) = mpsc::channel::<()>();
     std::thread::Builder::new()
         .name("cpu-deadline".into())
         .spawn(move || loop {
-            let used = match process_cpu_time() {
-                Ok(used) => used,
-                Err(e) => {
-                    log::error!("read the process's CPU time: {e}; the guest is stopped");
-                    engine.interrupt();
-                    return;
-                }
-            };
+            // It was read once: a later failure is the kernel's, and stopping is the safe side.
+            let used = process_cpu_time().map_or(deadline, |now| now.saturating_sub(before));
             if used >= deadline {
                 engine.interrupt();
                 return;
             }
-            // At most two threads use CPU time: half of what is left is never too long a wait.
+            // Several threads may use CPU time at once: the watcher looks again after half of
+            // what is left, at least every `MAX_POLL`, so the deadline is overshot by at most
+            // that much per busy thread.
             let wait = ((deadline - used) / 2).clamp(Duration::from_millis(1), MAX_POLL);
             match stopped.recv_timeout(wait) {
                 Err(RecvTimeoutError::Timeout) => {}

@@ -172,16 +172,20 @@ impl Prepared {
     }
 
     /// Serves HTTP on `listener` until `drain` becomes readable and the requests in flight
-    /// have ended (see [`http_server`]); for an HTTP handler only.
+    /// have ended (see [`http_server`]), counting them in `counters` when metrics are on; for
+    /// an HTTP handler only.
     pub fn serve(
         self,
         grants: Grants,
         settings: http_server::Settings,
         listener: std::net::TcpListener,
         drain: std::os::fd::OwnedFd,
+        counters: Option<std::sync::Arc<http_server::Counters>>,
     ) -> Result<i32> {
         match self.kind {
-            PreparedKind::Proxy(pre) => http_server::serve(pre, grants, settings, listener, drain),
+            PreparedKind::Proxy(pre) => {
+                http_server::serve(pre, grants, settings, listener, drain, counters)
+            }
             _ => Err(Error::Engine(format!(
                 "{} is not an HTTP handler",
                 self.name
@@ -329,9 +333,10 @@ impl wasmtime::ResourceLimiter for CommandLimits {
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         let allowed = self.inner.memory_growing(current, desired, maximum)?;
-        if !allowed && self.cap.is_some_and(|cap| desired as u64 > cap) {
-            self.refused = Some(desired as u64);
-        }
+        // Only the last growth counts: a refusal the guest handled, followed by growths that
+        // succeeded, did not cause a later trap.
+        self.refused = (!allowed && self.cap.is_some_and(|cap| desired as u64 > cap))
+            .then_some(desired as u64);
         Ok(allowed)
     }
 

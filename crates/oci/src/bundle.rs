@@ -86,10 +86,12 @@ impl Bundle {
             .as_ref()
             .and_then(|a| a.get(TERMINATION_MESSAGE_PATH_ANNOTATION))
             .map_or(DEFAULT_TERMINATION_MESSAGE_PATH, String::as_str);
+        // A file mounted read-only is never written, whoever mounted it there.
         file_mounts(&self.rootfs, &self.spec)
             .into_iter()
             .rev()
             .find(|m| m.guest == path)
+            .filter(|m| !m.read_only)
             .map(|m| m.host)
     }
 
@@ -108,8 +110,6 @@ impl Bundle {
         if args.is_empty() {
             return Err(Error::NoProcess);
         }
-        // First: a bad setting fails Create whichever way the container would have run.
-        let settings = self.settings()?;
         Ok(RunSpec {
             id: id.to_owned(),
             program: args[0].clone(),
@@ -126,7 +126,9 @@ impl Bundle {
             isolation: Isolation::from_spec(&self.spec)?,
             cgroup: CgroupPath::of_spec(&self.spec, id)?,
             resources: Resources::from_spec(&self.spec)?,
-            settings,
+            // A wasm container's are resolved by the caller ([`Bundle::settings`]): a pod's
+            // sandbox carries the pod's annotations too, and has no use for them.
+            settings: Settings::default(),
         })
     }
 }

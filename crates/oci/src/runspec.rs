@@ -101,6 +101,22 @@ pub(crate) fn preopens(rootfs: &Path, spec: &Spec) -> Vec<Preopen> {
     bind_mounts(rootfs, spec).0
 }
 
+/// Whether a mount's options make it read-only: the last of `ro`/`rw` wins, as in mount(8);
+/// containerd's recursive `rro` is read-only too (the cell makes every preopen's flags
+/// recursive).
+fn read_only(m: &oci_spec::runtime::Mount) -> bool {
+    m.options()
+        .iter()
+        .flatten()
+        .rev()
+        .find_map(|o| match o.as_str() {
+            "ro" | "rro" => Some(true),
+            "rw" | "rrw" => Some(false),
+            _ => None,
+        })
+        .unwrap_or(false)
+}
+
 /// The bind mounts of single files, at their destinations, in the spec's order.
 pub(crate) fn file_mounts(rootfs: &Path, spec: &Spec) -> Vec<Preopen> {
     bind_mounts(rootfs, spec).1
@@ -134,24 +150,12 @@ fn bind_mounts(rootfs: &Path, spec: &Spec) -> (Vec<Preopen>, Vec<Preopen>) {
                 files.push(Preopen {
                     host: source.clone(),
                     guest: m.destination().to_string_lossy().into_owned(),
-                    read_only: true,
+                    read_only: read_only(m),
                 });
             }
             continue;
         }
-        // The last of `ro`/`rw` wins, as in mount(8); containerd's recursive `rro` is read-only
-        // too (the cell makes every preopen's flags recursive).
-        let read_only = m
-            .options()
-            .iter()
-            .flatten()
-            .rev()
-            .find_map(|o| match o.as_str() {
-                "ro" | "rro" => Some(true),
-                "rw" | "rrw" => Some(false),
-                _ => None,
-            })
-            .unwrap_or(false);
+        let read_only = read_only(m);
         out.push(Preopen {
             host: source.clone(),
             guest: m.destination().to_string_lossy().into_owned(),

@@ -125,6 +125,9 @@ pub struct Settings {
     /// CPU time a command may use, in milliseconds, before it is stopped; changes compiled
     /// code (it checks an epoch).
     pub cpu_deadline_ms: Option<u64>,
+    /// Where the pod's Prometheus endpoint listens, inside the pod's network namespace; off
+    /// when `None`.
+    pub metrics_addr: Option<SocketAddr>,
     /// Where each setting that is not at its default came from (`annotation
     /// wasmcell.dev/memory-max`, `env WASMCELL_MEMORY_MAX`), by setting name: for the messages
     /// of a refusal found later (a proposal wasmtime cannot combine, a limit hit).
@@ -150,8 +153,6 @@ pub struct Setting {
     pub default: &'static str,
     /// What it allows, as the README and the messages say it.
     pub allowed: &'static str,
-    /// Whether it changes the compiled code, and so the compile cache's key.
-    pub changes_code: bool,
     apply: fn(&mut Settings, &str) -> Result<(), ()>,
 }
 
@@ -171,7 +172,6 @@ pub const SETTINGS: &[Setting] = &[
         env: &["WASMCELL_HTTP_ADDR", "WASMTIME_HTTP_PROXY_SOCKET_ADDR"],
         default: "0.0.0.0:8080",
         allowed: "an IP address and port, such as 0.0.0.0:8080 or [::]:8080",
-        changes_code: false,
         apply: |s, v| {
             s.http_addr = Some(v.parse().map_err(|_| ())?);
             Ok(())
@@ -182,7 +182,6 @@ pub const SETTINGS: &[Setting] = &[
         env: &["WASMCELL_HTTP_TIMEOUT_MS"],
         default: "30000",
         allowed: "a whole number of milliseconds from 1 to 86400000",
-        changes_code: false,
         apply: |s, v| {
             s.http_timeout_ms = Some(number(v, 1, MAX_HTTP_TIMEOUT_MS)?);
             Ok(())
@@ -193,7 +192,6 @@ pub const SETTINGS: &[Setting] = &[
         env: &["WASMCELL_HTTP_MAX_IN_FLIGHT"],
         default: "64 per CPU of the container's limit (of the node, without one)",
         allowed: "a whole number from 1 to 65536",
-        changes_code: false,
         apply: |s, v| {
             s.http_max_in_flight = Some(number(v, 1, MAX_IN_FLIGHT)? as u32);
             Ok(())
@@ -204,7 +202,6 @@ pub const SETTINGS: &[Setting] = &[
         env: &["WASMCELL_HTTP_ACCESS_LOG"],
         default: "false",
         allowed: "true, false, 1 or 0",
-        changes_code: false,
         apply: |s, v| {
             s.http_access_log = boolean(v)?;
             Ok(())
@@ -215,7 +212,6 @@ pub const SETTINGS: &[Setting] = &[
         env: &["WASMCELL_HTTP_SERVE"],
         default: "false",
         allowed: "true, false, 1 or 0",
-        changes_code: false,
         apply: |s, v| {
             s.http_serve = boolean(v)?;
             Ok(())
@@ -227,7 +223,6 @@ pub const SETTINGS: &[Setting] = &[
         default: "the container's memory limit less a headroom (a quarter, at most 8Mi)",
         allowed: "bytes from 64Ki to 1Ti, as a number or with a suffix Ki, Mi, Gi, Ti, k, M, G \
                   or T; at most the container's memory limit",
-        changes_code: false,
         apply: |s, v| {
             let bytes = quantity(v).ok_or(())?;
             if !(MIN_MEMORY..=MAX_MEMORY).contains(&bytes) {
@@ -245,7 +240,6 @@ pub const SETTINGS: &[Setting] = &[
                   `-`: threads, gc, exceptions, memory64, tail-call, multi-memory, simd, \
                   relaxed-simd, function-references, wide-arithmetic, custom-page-sizes, \
                   extended-const",
-        changes_code: true,
         apply: |s, v| {
             s.wasm_features = features(v)?;
             Ok(())
@@ -257,9 +251,19 @@ pub const SETTINGS: &[Setting] = &[
         default: "none",
         allowed: "a whole number of milliseconds of CPU time from 1 to 604800000; for commands \
                   only",
-        changes_code: true,
         apply: |s, v| {
             s.cpu_deadline_ms = Some(number(v, 1, MAX_CPU_DEADLINE_MS)?);
+            Ok(())
+        },
+    },
+    Setting {
+        name: "metrics-addr",
+        env: &["WASMCELL_METRICS_ADDR"],
+        default: "off",
+        allowed: "an IP address and port, such as 0.0.0.0:9100, where the pod's Prometheus \
+                  endpoint listens inside the pod's network namespace",
+        apply: |s, v| {
+            s.metrics_addr = Some(v.parse().map_err(|_| ())?);
             Ok(())
         },
     },
@@ -304,6 +308,13 @@ pub fn resolve(
         let value = annotations[key].as_str();
         let source = format!("annotation {key}");
         apply(setting, &mut Settings::default(), value, &source)?;
+        if scope.is_some() && container.is_none() {
+            return Err(SettingError(format!(
+                "setting annotation {key:?} is for one container, but this container has no \
+                 name ({CONTAINER_NAME_ANNOTATION}, which the CRI plugin sets): use \
+                 {DOMAIN}/{name} for every container"
+            )));
+        }
         match scope {
             None => {
                 pod.insert(setting.name, value);
@@ -416,14 +427,17 @@ fn quantity(v: &str) -> Option<u64> {
     digits.parse::<u64>().ok()?.checked_mul(unit)
 }
 
+/// The toggles of a list, one per proposal (the last one given wins); an empty list, or an
+/// empty item, is refused: it says nothing, and is most likely a mistake.
 fn features(v: &str) -> Result<Vec<Toggle>, ()> {
-    let mut out = Vec::new();
-    for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+    let mut out: Vec<Toggle> = Vec::new();
+    for item in v.split(',').map(str::trim) {
         let (enable, name) = match item.strip_prefix('-') {
             Some(name) => (false, name),
             None => (true, item.strip_prefix('+').unwrap_or(item)),
         };
         let proposal = Proposal::from_name(name).ok_or(())?;
+        out.retain(|t| t.proposal != proposal);
         out.push(Toggle { proposal, enable });
     }
     Ok(out)

@@ -18,6 +18,7 @@
 //!   keep-alive, HTTP/2 with GOAWAY), and [`serve`] returns 0.
 
 mod budget;
+pub mod counters;
 mod output;
 pub mod settings;
 
@@ -44,6 +45,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use budget::{MemoryBudget, RequestLimits};
+pub use counters::{Counters, Snapshot};
 pub use output::{LineOutput, LineStream, Target};
 pub use settings::Settings;
 
@@ -129,6 +131,8 @@ struct Shared {
     in_flight: Arc<Semaphore>,
     /// The linear memory all requests in flight may hold together (under a memory limit).
     memory: Option<Arc<MemoryBudget>>,
+    /// What the metrics count, when they are on.
+    counters: Option<Arc<Counters>>,
 }
 
 impl Shared {
@@ -171,12 +175,14 @@ impl Shared {
 }
 
 /// Serves until the drain fd becomes readable and the requests in flight have ended; 0.
+/// `counters`: where the requests are counted, when metrics are on.
 pub fn serve(
     pre: ProxyPre<RequestState>,
     grants: Grants,
     settings: Settings,
     listener: std::net::TcpListener,
     drain: OwnedFd,
+    counters: Option<Arc<Counters>>,
 ) -> Result<i32> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(settings.workers)
@@ -196,6 +202,7 @@ pub fn serve(
         pre,
         grants,
         settings,
+        counters,
     });
     // The epoch ticks on a thread of its own, not as a task of the runtime: a guest that spins
     // holds the worker it runs on until the epoch moves, and a tick woken onto that worker (a
@@ -294,6 +301,9 @@ async fn handle(
         .access_log
         .then(|| format!("{} {}", req.method(), path_of(&req)));
     let response = respond(&shared, req, arrived).await;
+    if let Some(counters) = &shared.counters {
+        counters.responded(response.status().as_u16(), arrived.elapsed());
+    }
     if let Some(line) = line {
         output::LineStream::new(Target::Stderr).push(
             format!(
@@ -313,6 +323,9 @@ async fn respond(
     arrived: Instant,
 ) -> Response<HyperOutgoingBody> {
     let Ok(permit) = shared.in_flight.clone().try_acquire_owned() else {
+        if let Some(counters) = &shared.counters {
+            counters.refused();
+        }
         return host_response(StatusCode::SERVICE_UNAVAILABLE, "busy: too many requests\n");
     };
     let what = format!("{} {}", req.method(), path_of(&req));
@@ -334,8 +347,10 @@ async fn respond(
         }
     };
     let pre = shared.pre.clone();
+    let counters = shared.counters.clone();
     let task = tokio::spawn(async move {
         let _permit = permit;
+        let _flight = counters.as_deref().map(Counters::in_flight);
         let run = async {
             let proxy = pre.instantiate_async(&mut store).await?;
             proxy
@@ -343,7 +358,12 @@ async fn respond(
                 .call_handle(&mut store, request, outparam)
                 .await
         };
-        let past_deadline = || format!("its deadline of {} ms passed", timeout.as_millis());
+        let past_deadline = || {
+            if let Some(counters) = &counters {
+                counters.past_deadline();
+            }
+            format!("its deadline of {} ms passed", timeout.as_millis())
+        };
         let outcome = match tokio::time::timeout(timeout, run).await {
             // The epoch interrupts a guest past its deadline, which may come a tick before the
             // timer: the same cause, said the same way.
@@ -352,7 +372,12 @@ async fn respond(
             {
                 Err(past_deadline())
             }
-            Ok(result) => result.map_err(|e| format!("{e:?}")),
+            Ok(result) => result.map_err(|e| {
+                if let (Some(counters), Some(_)) = (&counters, e.downcast_ref::<wasmtime::Trap>()) {
+                    counters.trapped();
+                }
+                format!("{e:?}")
+            }),
             Err(_) => Err(past_deadline()),
         };
         // A guest usually traps when its memory cannot grow: say why it could not.

@@ -240,10 +240,13 @@ impl HostLauncher {
     /// the cell cannot build; then under runc, never in a weaker cell. `program`: what the
     /// program is called in messages (its path in the rootfs, or the image's wasm layer).
     fn wasm_backend(&self, id: &str, bundle: &Bundle, stdin: &str, program: &str) -> Result<How> {
+        // First: a bad setting fails Create whichever way the container would have run.
+        let settings = bundle.settings()?;
         let cell_stdin = streams::cell_stdin(stdin);
         match bundle.run_spec(id, cell_stdin, &self.config.cache_dir) {
             Ok(mut run) => {
                 run.program = program.to_owned();
+                run.settings = settings;
                 let profile = run.isolation.seccomp.as_ref();
                 Ok(match profile.map(wasmcell_cell::seccomp::check_profile) {
                     Some(Err(reason)) => How::CellUnderRunc(Unsupported(reason)),

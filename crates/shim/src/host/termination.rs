@@ -15,7 +15,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// The most the kubelet reads of a termination message.
-pub const MAX_MESSAGE: usize = 4096;
+pub const MAX_MESSAGE: usize = wasmcell_cell::MAX_REASON;
 
 /// Writes `reason` into the termination message file at `path`, unless it holds a message
 /// already; failures are logged (the task's exit is reported either way).
@@ -47,20 +47,8 @@ fn write_if_empty(path: &Path, reason: &str) -> std::io::Result<bool> {
     if meta.len() > 0 {
         return Ok(false);
     }
-    file.write_all(cut(reason, MAX_MESSAGE).as_bytes())?;
+    file.write_all(wasmcell_cell::cut(reason, MAX_MESSAGE).as_bytes())?;
     Ok(true)
-}
-
-/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
-fn cut(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 #[cfg(test)]
@@ -90,12 +78,5 @@ mod tests {
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&path, &link).expect("symlink");
         assert!(write_if_empty(&link, "x").is_err());
-    }
-
-    #[test]
-    fn cuts_on_a_character_boundary() {
-        assert_eq!(cut("abc", 2), "ab");
-        assert_eq!(cut("aé", 2), "a");
-        assert_eq!(cut("aé", 3), "aé");
     }
 }

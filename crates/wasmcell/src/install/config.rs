@@ -495,7 +495,6 @@ impl ConfigFile {
     }
 }
 
-/// Sets `key` to the string `v`; true when that changed the table.
 /// The pod annotations the CRI plugin passes to wasmcell (patterns of Go's `path.Match`): the
 /// workload settings of the pod (`wasmcell.dev/<setting>`) and of one of its containers
 /// (`<container>.wasmcell.dev/<setting>`).
@@ -524,6 +523,7 @@ fn add_patterns(table: &mut dyn TableLike, key: &str, patterns: &[&str]) -> Resu
     Ok(added)
 }
 
+/// Sets `key` to the string `v`; true when that changed the table.
 fn set_str(table: &mut dyn TableLike, key: &str, v: &str) -> bool {
     if table.get(key).and_then(Item::as_str) == Some(v) {
         return false;
