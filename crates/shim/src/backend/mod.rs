@@ -47,10 +47,11 @@ pub trait Backend: Send + Sync {
     /// Whether the kernel's OOM killer ended a process of the task (read at its exit), or its
     /// guest trapped after its memory limit refused it memory.
     fn oom_killed(&self) -> bool;
-    /// Leaves the reason a guest ended by (a trap, a deadline, a failure after start) in the
-    /// container's termination message file, for `kubectl describe`; called at its exit, before
-    /// TaskExit is sent.
-    fn leave_termination_message(&self) {}
+    /// The task ended with status `code` (`oom_killed`: as [`Backend::oom_killed`] said):
+    /// leaves the reason a guest ended by (a trap, a deadline, a failure after start) in the
+    /// container's termination message file, for `kubectl describe`, and counts the exit in the
+    /// pod's metrics. Called at its exit, before TaskExit is sent.
+    fn ended(&self, _code: i32, _oom_killed: bool) {}
     /// The task's cgroup metrics (Stats).
     fn stats(&self) -> Result<Any>;
     /// Removes what the backend made for the task, once it has exited (Delete).

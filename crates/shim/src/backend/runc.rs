@@ -175,7 +175,7 @@ impl Backend for RuncTask {
         by_limit || self.cgroup.as_ref().is_some_and(|cg| cg.oom_kills() > 0)
     }
 
-    fn leave_termination_message(&self) {
+    fn ended(&self, _code: i32, _oom_killed: bool) {
         let Some((report, Some(path))) = &self.wasm_ending else {
             return;
         };

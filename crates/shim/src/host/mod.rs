@@ -8,6 +8,7 @@ pub mod image;
 pub mod metrics;
 pub mod process;
 pub mod proctitle;
+pub mod prometheus;
 pub mod reaper;
 pub mod rootfs;
 pub mod runc;

@@ -62,8 +62,8 @@ impl Tasks {
         // Read at once: with systemd's driver, systemd removes the scope's cgroup (and its
         // `memory.events`) as soon as it is empty.
         let oom_killed = task.backend.oom_killed();
-        // Before TaskExit: the kubelet reads the file once it learns of the exit.
-        task.backend.leave_termination_message();
+        // Before TaskExit: the kubelet reads the termination message once it learns of the exit.
+        task.backend.ended(code, oom_killed);
         let finish = move || {
             wait_exited(&execs, EXECS_EXIT_TIMEOUT);
             if let Some(console) = task.backend.console() {

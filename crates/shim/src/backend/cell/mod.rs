@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
@@ -24,6 +25,7 @@ use super::{Backend, ExecBackend, ExecIo, ExecStarted, CELL_ARG};
 use crate::error::{Error, Result};
 use crate::host::console::{self, Console, ConsoleIo};
 use crate::host::hooks;
+use crate::host::prometheus::{self, ContainerMetrics, ExitKind};
 use crate::host::systemd;
 
 /// File in the bundle that records a cell's pid, for `shim delete` after a shim crash.
@@ -40,6 +42,8 @@ pub struct CellTask {
     pid_file: std::path::PathBuf,
     /// The host file mounted at the container's termination message path (by the kubelet).
     termination_log: Option<std::path::PathBuf>,
+    /// Its series in its pod's Prometheus endpoint, when the metrics-addr setting asks for one.
+    metrics: Option<Arc<ContainerMetrics>>,
     /// What an exec's cell is made from: the container's bundle, its run spec, the process
     /// whose namespaces are the container's, and the deadline for loading a program.
     bundle: Bundle,
@@ -59,6 +63,51 @@ pub enum CellOutput {
     /// A terminal made for the cell: its slave side is the cell's stdin, stdout and stderr,
     /// its master relayed to containerd's stdio.
     Terminal(ConsoleIo),
+}
+
+/// The annotations by which the CRI plugin names a container's pod and the container.
+const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
+const CONTAINER_NAME_ANNOTATION: &str = "io.kubernetes.cri.container-name";
+
+/// Joins the container to its pod's Prometheus endpoint (opening it, in the network namespace
+/// of `container_pid`, for the pod's first), and has its cell's reports counted there.
+fn join_pod_metrics(
+    run: &RunSpec,
+    bundle: &Bundle,
+    addr: std::net::SocketAddr,
+    container_pid: i32,
+    cell: &Cell,
+) -> Result<Arc<ContainerMetrics>> {
+    let annotations = bundle.spec.annotations().clone().unwrap_or_default();
+    let pod = annotations.get(SANDBOX_ID_ANNOTATION).unwrap_or(&run.id);
+    let name = annotations
+        .get(CONTAINER_NAME_ANNOTATION)
+        .unwrap_or(&run.id);
+    let metrics = Arc::new(prometheus::join(
+        pod,
+        name,
+        addr,
+        run.settings.source_of("metrics-addr"),
+        container_pid,
+    )?);
+    let reported = Arc::clone(&metrics);
+    cell.follow_reports(move |report| reported.reported(report))?;
+    Ok(metrics)
+}
+
+/// The kind of an exit with status `code`: the OOM killer's (or the memory limit's), a trap
+/// (the cell said how its guest ended, with a trap's status), a signal (a status past 128, as a
+/// shell reads it), else the program's own code.
+fn exit_kind(code: i32, oom_killed: bool, ended_by_cell: bool) -> ExitKind {
+    if oom_killed {
+        ExitKind::Oom
+    } else if ended_by_cell && code == wasmcell_engine::TRAP_EXIT_CODE {
+        ExitKind::Trap
+    } else if code > 128 && !ended_by_cell {
+        ExitKind::Signal
+    } else {
+        ExitKind::Code
+    }
 }
 
 /// [`Cell::spawn`] with `output`; for a terminal, makes it, and attaches its master to
@@ -154,6 +203,25 @@ pub fn launch(
         ready.join_millis,
         ready.boundary_millis
     );
+    let metrics = match (role, run.settings.metrics_addr) {
+        (Role::Guest, Some(addr)) => {
+            let container_pid = ready.guest_pid.unwrap_or(cell.pid);
+            match join_pod_metrics(run, bundle, addr, container_pid, &cell) {
+                Ok(metrics) => {
+                    metrics.prepared(
+                        ready.outcome == Some(wasmcell_engine::CacheOutcome::Hit),
+                        ready.millis / 1000.0,
+                    );
+                    Some(metrics)
+                }
+                Err(e) => {
+                    cell.kill(Signal::SIGKILL);
+                    return Err(e);
+                }
+            }
+        }
+        _ => None,
+    };
     let pid_file = bundle.dir.join(CELL_PID_FILE);
     if let Err(e) = std::fs::write(&pid_file, format!("{}", cell.pid)) {
         cell.kill(Signal::SIGKILL);
@@ -208,6 +276,7 @@ pub fn launch(
             .unwrap_or_else(|| unreachable!("armed guard")),
         pid_file,
         termination_log: bundle.termination_log(),
+        metrics,
         bundle: bundle.clone(),
         run: run.clone(),
         container_pid: pid,
@@ -249,6 +318,9 @@ impl CellTask {
 impl Backend for CellTask {
     fn start(&self) -> Result<()> {
         self.cell.start()?;
+        if let Some(metrics) = &self.metrics {
+            metrics.started();
+        }
         // A failed poststart ends the container, as runc does (runtime spec 1.3).
         if let Err(e) = self.run_hooks("poststart", &self.hooks.poststart, "running") {
             self.cell.kill(Signal::SIGKILL);
@@ -298,11 +370,14 @@ impl Backend for CellTask {
             || self.cgroup.oom_kills() > 0
     }
 
-    fn leave_termination_message(&self) {
-        let (Some(path), Some(ending)) = (&self.termination_log, self.cell.report().ending) else {
-            return;
-        };
-        crate::host::termination::leave(&self.id, path, &ending.reason);
+    fn ended(&self, code: i32, oom_killed: bool) {
+        let ending = self.cell.report().ending;
+        if let Some(metrics) = &self.metrics {
+            metrics.exited(exit_kind(code, oom_killed, ending.is_some()));
+        }
+        if let (Some(path), Some(ending)) = (&self.termination_log, ending) {
+            crate::host::termination::leave(&self.id, path, &ending.reason);
+        }
     }
 
     fn stats(&self) -> Result<Any> {

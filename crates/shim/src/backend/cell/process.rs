@@ -3,23 +3,23 @@
 //! guest ended.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use wasmcell_cell::{Ready, Role, CONTROL_FD, PROGRAM_FD, START_BYTE, STATUS_FD};
+use wasmcell_cell::{MetricsReport, Ready, Role, CONTROL_FD, PROGRAM_FD, START_BYTE, STATUS_FD};
 use wasmcell_cgroup::Cgroup;
 use wasmcell_oci::RunSpec;
 
 use crate::backend::CELL_ARG;
 use crate::error::{Error, Result};
 use crate::host::process::{map_fds, pipe, spawn_watched};
-use crate::sync::lock;
+use crate::sync::{lock, wait_timeout_while};
 
 /// How a new cell gets into its cgroup.
 pub enum Placement<'a> {
@@ -43,11 +43,27 @@ pub struct Cell {
     /// The cell's pid.
     pub pid: i32,
     control: Mutex<Option<File>>,
-    /// The status pipe after the status line (non-blocking), and what was read of it: a cell
-    /// with a PID namespace writes [`wasmcell_cell::OOM_KILLED`] there when the OOM killer
-    /// killed its guest, and a cell whose guest trapped writes how it ended.
-    after_status: Mutex<(Option<File>, Vec<u8>)>,
+    /// The status pipe after the status line, and what was read of it: a cell with a PID
+    /// namespace writes [`wasmcell_cell::OOM_KILLED`] there when the OOM killer killed its
+    /// guest, a cell whose guest trapped writes how it ended, and a serving cell with metrics
+    /// on writes its server's counters now and then.
+    after_status: Arc<(Mutex<AfterStatusPipe>, Condvar)>,
 }
+
+/// The status pipe after the status line.
+#[derive(Default)]
+struct AfterStatusPipe {
+    /// The pipe (non-blocking) while nobody follows it.
+    pipe: Option<File>,
+    /// What was read of it, metrics lines aside.
+    seen: Vec<u8>,
+    /// A thread reads it as it comes ([`Cell::follow_reports`]), until its end.
+    followed: bool,
+}
+
+/// How long the exit of a cell whose pipe is followed waits for the pipe's end: it ends with
+/// the cell, whose exit is being handled.
+const FOLLOWED_END_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Cell {
     /// Starts a cell for `spec` and waits until it has loaded and linked `program`, at most
@@ -84,7 +100,7 @@ impl Cell {
         let cell = Cell {
             pid,
             control: Mutex::new(None),
-            after_status: Mutex::new((None, Vec::new())),
+            after_status: Arc::default(),
         };
         let oom_kill_file = place.cgroup().oom_kill_file();
 
@@ -113,7 +129,11 @@ impl Cell {
                     status_r.as_fd(),
                     nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
                 );
-                *lock(&cell.after_status) = (Some(status_r), rest);
+                *lock(&cell.after_status.0) = AfterStatusPipe {
+                    pipe: Some(status_r),
+                    seen: rest,
+                    followed: false,
+                };
                 wasmcell_cell::parse_status(&line)
             }
             Err(e) => {
@@ -137,15 +157,64 @@ impl Cell {
     /// the guest ended. Read once the cell has exited (its supervisor writes before it ends),
     /// after which the pipe is closed.
     pub fn report(&self) -> wasmcell_cell::AfterStatus {
-        let mut after = lock(&self.after_status);
-        let (pipe, seen) = &mut *after;
-        if let Some(mut file) = pipe.take() {
+        let (state, ended) = &*self.after_status;
+        let (mut after, _) =
+            wait_timeout_while(ended, lock(state), FOLLOWED_END_TIMEOUT, |a| a.followed);
+        if let Some(mut file) = after.pipe.take() {
             let mut buf = [0u8; 4096];
             while let Ok(n @ 1..) = file.read(&mut buf) {
-                seen.extend_from_slice(&buf[..n]);
+                after.seen.extend_from_slice(&buf[..n]);
             }
         }
-        wasmcell_cell::parse_after_status(&String::from_utf8_lossy(seen))
+        wasmcell_cell::parse_after_status(&String::from_utf8_lossy(&after.seen))
+    }
+
+    /// Reads the status pipe as it comes, in a thread, until it ends: each metrics report goes
+    /// to `on_metrics`, the rest is kept for [`Cell::report`].
+    pub fn follow_reports(
+        &self,
+        on_metrics: impl Fn(MetricsReport) + Send + 'static,
+    ) -> Result<()> {
+        let shared = Arc::clone(&self.after_status);
+        let pipe = {
+            let mut after = lock(&shared.0);
+            let Some(pipe) = after.pipe.take() else {
+                return Ok(());
+            };
+            after.followed = true;
+            pipe
+        };
+        let _ = nix::fcntl::fcntl(
+            pipe.as_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+        );
+        let follow = move || {
+            let (state, ended) = &*shared;
+            for line in BufReader::new(pipe)
+                .split(b'\n')
+                .map_while(std::result::Result::ok)
+            {
+                let text = String::from_utf8_lossy(&line);
+                match wasmcell_cell::parse_metrics(&text) {
+                    Some(report) => on_metrics(report),
+                    None => {
+                        let mut after = lock(state);
+                        after.seen.extend_from_slice(&line);
+                        after.seen.push(b'\n');
+                    }
+                }
+            }
+            lock(state).followed = false;
+            ended.notify_all();
+        };
+        std::thread::Builder::new()
+            .name("cell-reports".into())
+            .spawn(follow)
+            .map(drop)
+            .map_err(|e| {
+                lock(&self.after_status.0).followed = false;
+                Error::io("start the thread that reads the cell's reports", e)
+            })
     }
 
     /// Lets the prepared guest run.
