@@ -51,7 +51,7 @@ lint:
 
 # Build the pinned third-party tools (test/tools/versions.env) once, into a cache outside the repo.
 tools:
-	bash test/tools/build.sh containerd crictl critest nerdctl crane kubernetes-validate kubernetes kube-proxy coredns etcd cni-plugins cargo-fuzz cargo-audit >/dev/null
+	bash test/tools/build.sh containerd crictl critest nerdctl crane kubernetes-validate kubernetes kube-proxy coredns prometheus etcd cni-plugins cargo-fuzz cargo-audit >/dev/null
 
 # The whole test suite: unit tests and the end-to-end suites against a private containerd 2.x,
 # then against Debian's containerd 1.6.

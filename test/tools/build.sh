@@ -141,6 +141,17 @@ build_coredns() {
     -ldflags "-s -w -X $pkg/coremain.GitCommit=$v" "$pkg@$v"
 }
 
+# Prometheus with Kubernetes service discovery only (its build tags leave the cloud providers'
+# out), through a wrapper module, without the web UI's assets (the API is all the tests use).
+build_prometheus() {
+  printf 'module wasmcell.test/tools/prometheus\n\ngo 1.25\n' >"$1/wrapper/go.mod"
+  cd "$1/wrapper"
+  local pkg=github.com/prometheus/prometheus
+  go get "$pkg/cmd/prometheus@$PROMETHEUS_VERSION"
+  CGO_ENABLED=0 go build -tags remove_all_sd,enable_kubernetes_sd -ldflags "-s -w" \
+    -o "$1/bin/prometheus" "$pkg/cmd/prometheus"
+}
+
 # etcd's root module (whose main is the etcd binary) has replace lines: a wrapper module's own
 # main calls etcdmain, which the server module publishes.
 build_etcd() {
@@ -207,6 +218,7 @@ for name in "$@"; do
     kube-proxy) tool kube-proxy "$KUBERNETES_VERSION" build_kube_proxy ;;
     coredns) tool coredns "$COREDNS_VERSION" build_coredns ;;
     etcd) tool etcd "$ETCD_VERSION" build_etcd ;;
+    prometheus) tool prometheus "$PROMETHEUS_VERSION" build_prometheus ;;
     cni-plugins) tool cni-plugins "$CNI_PLUGINS_VERSION" build_cni_plugins ;;
     kubernetes-validate) tool kubernetes-validate "$KUBERNETES_VALIDATE_VERSION" build_kubernetes_validate ;;
     cargo-fuzz) tool cargo-fuzz "$CARGO_FUZZ_VERSION" build_cargo_fuzz ;;

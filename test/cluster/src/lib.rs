@@ -96,6 +96,24 @@ pub fn etcd_bin() -> PathBuf {
         .unwrap_or_else(|| "etcd".into())
 }
 
+/// The value of the PromQL `query` (an instant vector of one sample, or a scalar) at the
+/// Prometheus at `url` now; `None` while it has none.
+pub fn promql(url: &str, query: &str) -> Option<f64> {
+    let out = Command::new("curl")
+        .args(["-sf", "-G", &format!("{url}/api/v1/query")])
+        .arg("--data-urlencode")
+        .arg(format!("query={query}"))
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let result = &v["data"]["result"];
+    let value = match result.as_array() {
+        Some(samples) => samples.first()?["value"][1].clone(),
+        None => result[1].clone(),
+    };
+    value.as_str()?.parse().ok()
+}
+
 /// A free TCP port on loopback (bound, then released for the program that takes it).
 pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -429,6 +447,52 @@ impl ControlPlane {
                 panic!("start {name}: {e} (make tools builds it; see test/tools/versions.env)")
             });
         self.children.push((name.to_owned(), child));
+    }
+
+    /// Starts Prometheus (`WASMCELL_PROMETHEUS`, which `make tools` builds: Debian's package
+    /// leaves out Kubernetes service discovery) beside the control plane, with the YAML
+    /// `config` in which `{kubeconfig}` stands for the admin's kubeconfig (for
+    /// `kubernetes_sd_configs`), on a free loopback port; its URL, once it is ready. It ends
+    /// with the control plane, and its log is among the plane's.
+    pub fn start_prometheus(&mut self, config: &str) -> String {
+        let dir = self.dir.path().join("prometheus");
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("prometheus.yml");
+        let kubeconfig = self.kubeconfig.display().to_string();
+        std::fs::write(&file, config.replace("{kubeconfig}", &kubeconfig)).unwrap();
+        let url = format!("127.0.0.1:{}", free_port());
+        self.spawn(
+            "prometheus",
+            Command::new(
+                std::env::var_os("WASMCELL_PROMETHEUS")
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or_else(|| "prometheus".into()),
+            )
+            .arg(format!("--config.file={}", file.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={url}"))
+            .current_dir(&dir),
+        );
+        let url = format!("http://{url}");
+        let deadline = Instant::now() + patience(60);
+        loop {
+            let ready = Command::new("curl")
+                .args(["-sf", &format!("{url}/-/ready")])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if ready {
+                return url;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Prometheus not ready within 60 s:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
     }
 
     /// Runs kubectl as the admin.

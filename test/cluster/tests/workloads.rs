@@ -334,7 +334,7 @@ fn deleting_a_pod_honours_its_grace_period() {
 
 #[test]
 fn a_wasi_http_handler_passes_its_http_readiness_probe_serves_its_pod_and_drains_on_delete() {
-    let plane = ControlPlane::start();
+    let mut plane = ControlPlane::start();
     let node = Node::start(&plane, true, "wasmcell.dev/installed=true");
     node.import_wasm(
         "wasmcell.dev/examples/http-hello:0.1.0",
@@ -400,4 +400,77 @@ fn a_wasi_http_handler_passes_its_http_readiness_probe_serves_its_pod_and_drains
         "deleting took {:?}",
         started.elapsed()
     );
+
+    // A pod with a metrics endpoint, scraped by a real Prometheus through its ordinary pod
+    // discovery (the example scrape job, given the admin's kubeconfig from outside the
+    // cluster): a PromQL query returns the number of requests sent.
+    let r = plane.kubectl(&["apply", "-f", &example("metrics-pod.yaml")]);
+    assert_eq!(r.code, 0, "{r:?}");
+    plane.wait_for_output(
+        &[
+            "get",
+            "pod",
+            "wasm-metrics",
+            "-o",
+            "jsonpath={.status.phase}",
+        ],
+        "Running",
+        Duration::from_secs(90),
+        "the metrics pod running",
+    );
+    let job = std::fs::read_to_string(example("prometheus.yml")).unwrap();
+    let config = job
+        .replace("scrape_interval: 15s", "scrape_interval: 1s")
+        .replace(
+            "      - role: pod\n",
+            "      - role: pod\n        kubeconfig_file: {kubeconfig}\n",
+        );
+    assert!(config.contains("kubeconfig_file"), "{config}");
+    let prometheus = plane.start_prometheus(&config);
+    let r = plane.kubectl(&[
+        "get",
+        "pod",
+        "wasm-metrics",
+        "-o",
+        "jsonpath={.status.podIP}",
+    ]);
+    let ip = r.stdout.trim().to_owned();
+    assert!(!ip.is_empty(), "{r:?}");
+    const SENT: u32 = 7;
+    for i in 0..SENT {
+        let out = std::process::Command::new("curl")
+            .args(["-sf", "--max-time", "10", &format!("http://{ip}:8080/{i}")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "request {i}: {out:?}");
+    }
+    let query =
+        "sum(wasmcell_http_requests_total{job=\"wasm-pods\",pod=\"wasm-metrics\",class=\"2xx\"})";
+    let counted = c.wait_until(Duration::from_secs(90), || {
+        wasmcell_cluster::promql(&prometheus, query) == Some(f64::from(SENT))
+    });
+    assert!(
+        counted,
+        "Prometheus counted {:?} of {SENT} requests; targets: {}\n{}",
+        wasmcell_cluster::promql(&prometheus, query),
+        std::process::Command::new("curl")
+            .args(["-s", &format!("{prometheus}/api/v1/targets")])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default(),
+        plane.logs()
+    );
+    let started = wasmcell_cluster::promql(
+        &prometheus,
+        "wasmcell_container_starts_total{pod=\"wasm-metrics\",container=\"handler\"}",
+    );
+    assert_eq!(started, Some(1.0));
+    let r = plane.kubectl(&[
+        "delete",
+        "pod",
+        "wasm-metrics",
+        "--wait=true",
+        "--timeout=90s",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
 }
