@@ -27,24 +27,24 @@ use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use oci_spec::runtime::Spec;
 use wasmcell_cell::under_runc::{CELL_IN_RUNC_ARG, COMPILE_ARG, SERVING};
-use wasmcell_cell::{AfterStatus, PROGRAM_FD};
+use wasmcell_cell::PROGRAM_FD;
 use wasmcell_oci::isolation::Isolation;
 use wasmcell_oci::isolation::Unsupported;
 use wasmcell_oci::resources::{CgroupPath, Resources};
 use wasmcell_oci::{Bundle, Entrypoint, RunSpec};
 
 use super::config::Config;
+use super::fallback_report::CellReport;
 use super::runc::RuncTask;
 use crate::error::{Error, Result};
 use crate::host::console::ConsoleIo;
 use crate::host::process::{map_fds, pipe, run_command, send_fds};
 use crate::host::runc::NativeStdio;
-use crate::sync::{lock, wait_timeout_while};
 
 /// Where the cell's files are bound in the container.
 const CELL_DIR: &str = "/.wasmcell";
@@ -142,34 +142,6 @@ pub fn create(
         reading.set(wasmcell_cell::parse_after_status(rest));
     });
     Ok(task.holding_wasm(bundle.rootfs.clone(), report, bundle.termination_log()))
-}
-
-/// What the cell under runc said after its status line, once its status pipe has ended (the
-/// cell has exited).
-#[derive(Default)]
-pub struct CellReport {
-    after: Mutex<Option<AfterStatus>>,
-    changed: Condvar,
-}
-
-/// How long an exit waits for the status pipe of the cell under runc to end: it ends with the
-/// cell, whose exit is being handled.
-const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
-
-impl CellReport {
-    fn set(&self, after: AfterStatus) {
-        *lock(&self.after) = Some(after);
-        self.changed.notify_all();
-    }
-
-    /// What the cell said, waiting (bounded) for its status pipe to end.
-    pub fn wait(&self) -> AfterStatus {
-        let (after, _) =
-            wait_timeout_while(&self.changed, lock(&self.after), REPORT_TIMEOUT, |a| {
-                a.is_none()
-            });
-        after.clone().unwrap_or_default()
-    }
 }
 
 /// Loads `name` from the compile cache or compiles it into the cache (the shim binary in

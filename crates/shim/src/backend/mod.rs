@@ -10,6 +10,7 @@
 pub mod cell;
 pub mod config;
 pub mod fallback;
+mod fallback_report;
 pub mod launch;
 pub mod runc;
 pub mod zygote;

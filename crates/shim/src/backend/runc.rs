@@ -13,7 +13,7 @@ use wasmcell_cgroup::{Cgroup, Hierarchy};
 use wasmcell_oci::Bundle;
 use wasmcell_oci::CgroupPath;
 
-use super::fallback::CellReport;
+use super::fallback_report::CellReport;
 use super::{Backend, ExecBackend, ExecIo, ExecStarted};
 use crate::error::{Error, Result};
 use crate::host::console::{Console, ConsoleIo, ConsoleSocket};

@@ -13,8 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{encode, PodMetrics};
-
 /// How long a scraper may take to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most of a request head that is read.
@@ -28,11 +26,12 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Binds `addr` in the network namespace of process `netns_pid` and starts answering.
+    /// Binds `addr` in the network namespace of process `netns_pid` and starts answering
+    /// with what `series` gives (OpenMetrics text).
     pub fn open(
         addr: SocketAddr,
         netns_pid: i32,
-        metrics: Arc<PodMetrics>,
+        series: impl Fn() -> String + Send + 'static,
     ) -> std::io::Result<Endpoint> {
         let netns = std::fs::File::open(format!("/proc/{netns_pid}/ns/net"))?;
         let listener = std::thread::scope(|s| {
@@ -55,7 +54,7 @@ impl Endpoint {
                         return;
                     }
                     if let Ok(stream) = stream {
-                        answer(stream, &metrics);
+                        answer(stream, &series);
                     }
                 }
             })?;
@@ -82,7 +81,7 @@ impl Endpoint {
 
 /// Answers one connection: the series for `GET /metrics`, 404 for another path, 405 for another
 /// method.
-fn answer(mut stream: TcpStream, metrics: &PodMetrics) {
+fn answer(mut stream: TcpStream, series: &dyn Fn() -> String) {
     let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
     let _ = stream.set_write_timeout(Some(READ_TIMEOUT));
     let mut head = Vec::new();
@@ -101,7 +100,7 @@ fn answer(mut stream: TcpStream, metrics: &PodMetrics) {
         ("GET", "/metrics") => (
             "200 OK",
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            encode(metrics),
+            series(),
         ),
         ("GET", _) => ("404 Not Found", "text/plain", "see /metrics\n".to_owned()),
         _ => (

@@ -241,7 +241,8 @@ pub fn join(
         }
         None => {
             let metrics = Arc::new(PodMetrics::new());
-            let endpoint = endpoint::Endpoint::open(addr, netns_pid, Arc::clone(&metrics))
+            let serving = Arc::clone(&metrics);
+            let endpoint = endpoint::Endpoint::open(addr, netns_pid, move || encode(&serving))
                 .map_err(|e| {
                     Error::InvalidArgument(format!(
                         "setting {source}={addr}: the pod's metrics endpoint cannot listen on \
