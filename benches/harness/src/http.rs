@@ -7,6 +7,8 @@
 //!   against `wasmtime serve` (wasmtime-cli of the same wasmtime version, `WASMCELL_WASMTIME_CLI`;
 //!   its output to a file; `-Scli`, the whole of WASI 0.2 as wasmcell gives it) on the same
 //!   component, three loads each, interleaved, medians reported;
+//! - the same wasmcell container again with the pod's metrics on (`wasmcell.dev/metrics-addr`),
+//!   in the same interleaved loads: what counting the requests costs;
 //! - the first response after Start: from `ctr task start` returning to the first 200 (the
 //!   socket is bound before Start, so no connection is refused), ten times, compile cache warm.
 //!
@@ -193,29 +195,13 @@ pub fn measure(c: &Containerd, handlers: &[Handler<'_>], interrupted: &dyn Fn() 
         std::fs::write(&component, h.wasm).unwrap();
         let id = format!("http-bench-{n}");
         let cell_addr = free_addr();
-        let addr_env = format!("WASMCELL_HTTP_ADDR={cell_addr}");
-        let log = format!(
-            "file://{}",
-            c.dir.path().join(format!("{id}.log")).display()
-        );
-        let r = c.ctr(&[
-            "run",
-            "-d",
-            "--runtime",
-            RUNTIME,
-            "--platform",
-            "wasi/wasm",
-            "--net-host",
-            "--env",
-            &addr_env,
-            "--log-uri",
-            &log,
-            h.image,
-            &id,
-            h.path,
-        ]);
-        assert_eq!(r.code, 0, "{r:?}\n{}", c.log());
+        serve_in_container(c, h, &id, cell_addr, None);
         wait_until_serving(cell_addr, "wasmcell");
+        let metered_id = format!("http-bench-{n}-metrics");
+        let metered_addr = free_addr();
+        let metrics_addr = free_addr();
+        serve_in_container(c, h, &metered_id, metered_addr, Some(metrics_addr));
+        wait_until_serving(metered_addr, "wasmcell with metrics");
         let serve_addr = free_addr();
         let mut serve = wasmtime_serve(
             &cli,
@@ -230,22 +216,25 @@ pub fn measure(c: &Containerd, handlers: &[Handler<'_>], interrupted: &dyn Fn() 
             "\n## wasi:http, {}: requests/s and latency, HTTP/1.1 keep-alive (wrk)",
             h.label
         );
-        println!("| connections | wasmcell req/s | `wasmtime serve` req/s | ratio | wasmcell p50 / p99 ms | `wasmtime serve` p50 / p99 ms | errors |");
-        println!("|---|---|---|---|---|---|---|");
+        println!("| connections | wasmcell req/s | `wasmtime serve` req/s | ratio | wasmcell p50 / p99 ms | `wasmtime serve` p50 / p99 ms | errors | metrics on req/s | on / off |");
+        println!("|---|---|---|---|---|---|---|---|---|");
         for conns in CONNECTIONS {
             if interrupted() {
                 break;
             }
-            let (mut cells, mut engines) = (Vec::new(), Vec::new());
+            let (mut cells, mut engines, mut metered) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..ROUNDS {
                 wrk(cell_addr, conns, WARM_UP_SECS);
                 cells.push(wrk(cell_addr, conns, LOAD_SECS));
                 wrk(serve_addr, conns, WARM_UP_SECS);
                 engines.push(wrk(serve_addr, conns, LOAD_SECS));
+                wrk(metered_addr, conns, WARM_UP_SECS);
+                metered.push(wrk(metered_addr, conns, LOAD_SECS));
             }
             let (cell, engine) = (Load::median_of(&cells), Load::median_of(&engines));
+            let on = Load::median_of(&metered);
             println!(
-                "| {conns} | {:.0} | {:.0} | {:.2}x | {:.3} / {:.3} | {:.3} / {:.3} | {} / {} |",
+                "| {conns} | {:.0} | {:.0} | {:.2}x | {:.3} / {:.3} | {:.3} / {:.3} | {} / {} | {:.0} | {:.3} |",
                 cell.rps,
                 engine.rps,
                 cell.rps / engine.rps,
@@ -254,19 +243,30 @@ pub fn measure(c: &Containerd, handlers: &[Handler<'_>], interrupted: &dyn Fn() 
                 engine.p50_ms,
                 engine.p99_ms,
                 cell.errors,
-                engine.errors
+                engine.errors,
+                on.rps,
+                on.rps / cell.rps
             );
             rows.push(json!({"connections": conns, "wasmcell": cell.to_json(),
-                             "wasmtime_serve": engine.to_json(), "ratio_rps": cell.rps / engine.rps}));
+                             "wasmtime_serve": engine.to_json(), "ratio_rps": cell.rps / engine.rps,
+                             "wasmcell_metrics_on": on.to_json(),
+                             "metrics_on_over_off_rps": on.rps / cell.rps}));
         }
+        let counted = scrape(metrics_addr);
+        println!(
+            "metrics on: the endpoint counted {counted} responses of {}",
+            h.label
+        );
         let _ = serve.kill();
         let _ = serve.wait();
-        c.ctr(&["task", "kill", "-s", "SIGKILL", &id]);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while c.ctr(&["task", "delete", &id]).code != 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
+        for id in [&id, &metered_id] {
+            c.ctr(&["task", "kill", "-s", "SIGKILL", id]);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while c.ctr(&["task", "delete", id]).code != 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            c.ctr(&["container", "delete", id]);
         }
-        c.ctr(&["container", "delete", &id]);
 
         let first = first_response(c, h, n);
         println!(
@@ -279,6 +279,59 @@ pub fn measure(c: &Containerd, handlers: &[Handler<'_>], interrupted: &dyn Fn() 
         );
     }
     json!({"wasmtime_cli": version, "load_seconds": LOAD_SECS, "handlers": results})
+}
+
+/// Runs handler `h` as container `id` serving on `addr` (`--net-host`, its output to a
+/// `file://` log), with the pod's metrics endpoint on `metrics` when given.
+fn serve_in_container(
+    c: &Containerd,
+    h: &Handler<'_>,
+    id: &str,
+    addr: SocketAddr,
+    metrics: Option<SocketAddr>,
+) {
+    let addr_env = format!("WASMCELL_HTTP_ADDR={addr}");
+    let log = format!(
+        "file://{}",
+        c.dir.path().join(format!("{id}.log")).display()
+    );
+    let metrics = metrics.map(|m| format!("wasmcell.dev/metrics-addr={m}"));
+    let mut args = vec![
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        "--platform",
+        "wasi/wasm",
+        "--net-host",
+        "--env",
+        &addr_env,
+        "--log-uri",
+        &log,
+    ];
+    if let Some(m) = &metrics {
+        args.extend(["--annotation", m]);
+    }
+    args.extend([h.image, id, h.path]);
+    let r = c.ctr(&args);
+    assert_eq!(r.code, 0, "{r:?}\n{}", c.log());
+}
+
+/// The responses the metrics endpoint at `addr` counted (every status class).
+fn scrape(addr: SocketAddr) -> u64 {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return 0;
+    };
+    let _ = write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    );
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.lines()
+        .filter(|l| l.starts_with("wasmcell_http_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// Ten times: a container created, then the time from `ctr task start` returning to its first

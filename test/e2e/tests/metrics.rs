@@ -166,3 +166,51 @@ fn a_pods_endpoint_counts_its_requests_starts_lookups_and_exits() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Where the endpoint would not be the pod's own: a container on the host's network may not
+/// have a port below 1024, and one under the runc fallback has no endpoint (NotImplemented).
+#[test]
+fn an_endpoint_is_refused_where_it_would_not_be_the_pods() {
+    const UIDMAP: &str = "0:100000:65536";
+    let c = Containerd::start();
+    c.import_wasm(HTTP, "http_handler.wasm", fixtures::HTTP_HANDLER);
+    let r = c.run_detached(
+        &[
+            "--net-host",
+            "--env",
+            "WASMCELL_HTTP_ADDR=127.0.0.1:0",
+            "--annotation",
+            "wasmcell.dev/metrics-addr=127.0.0.1:999",
+        ],
+        HTTP,
+        "host-low-port",
+        &[],
+    );
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("port 999") && r.stderr.contains("below 1024"),
+        "{r:?}"
+    );
+    let ns = NetNs::create("fallback");
+    let with_ns = format!("network:{}", ns.path());
+    let r = c.run_detached(
+        &[
+            "--with-ns",
+            &with_ns,
+            "--uidmap",
+            UIDMAP,
+            "--gidmap",
+            UIDMAP,
+            "--annotation",
+            "wasmcell.dev/metrics-addr=127.0.0.1:9464",
+        ],
+        HTTP,
+        "fallback-metrics",
+        &[],
+    );
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("no metrics endpoint") && r.stderr.contains("runc fallback"),
+        "{r:?}"
+    );
+}

@@ -65,6 +65,13 @@ pub fn create(
 ) -> Result<RuncTask> {
     log::warn!("task {id}: runs under runc with the cell as its process: {reason}");
     let run = run_spec(id, bundle)?;
+    if run.settings.metrics_addr.is_some() {
+        return Err(Error::NotImplemented(format!(
+            "setting {}: a container under the runc fallback ({reason}) has no metrics \
+             endpoint",
+            run.settings.source_of("metrics-addr")
+        )));
+    }
     let (spec, rootfs) = (&bundle.spec, &bundle.rootfs);
 
     let cell_bundle = bundle.dir.join(BUNDLE_DIR);

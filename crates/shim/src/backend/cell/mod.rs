@@ -364,10 +364,12 @@ impl Backend for CellTask {
     }
 
     fn oom_killed(&self) -> bool {
+        // The cgroup first: with systemd's driver it goes as soon as it is empty.
+        if self.cgroup.oom_kills() > 0 {
+            return true;
+        }
         let report = self.cell.report();
-        report.oom_killed
-            || report.ending.is_some_and(|e| e.memory_limit)
-            || self.cgroup.oom_kills() > 0
+        report.oom_killed || report.ending.is_some_and(|e| e.memory_limit)
     }
 
     fn ended(&self, code: i32, oom_killed: bool) {
@@ -465,6 +467,12 @@ impl CellTask {
         let mut run = bundle.run_spec(&self.id, stdin, &self.run.cache_dir)?;
         run.program = entry.path.clone();
         run.cgroup = self.run.cgroup.clone();
+        // The exec's own env with the container's annotations; its program is compiled for the
+        // engine they configure. The pod's metrics are the container's: an exec reports none.
+        run.settings = wasmcell_oci::Settings {
+            metrics_addr: None,
+            ..bundle.settings()?
+        };
         // The container's own namespaces, whatever the spec says: joined through its process.
         // Its mount namespace is not joined: the cell always makes its own (see
         // `wasmcell_cell::boundary`), over the same rootfs and grants.

@@ -190,6 +190,16 @@ impl Cell {
         );
         let follow = move || {
             let (state, ended) = &*shared;
+            // Ends the following however the loop ends, a panicking callback included, so that
+            // `report` does not wait for it.
+            struct Ended<'a>(&'a Mutex<AfterStatusPipe>, &'a Condvar);
+            impl Drop for Ended<'_> {
+                fn drop(&mut self) {
+                    lock(self.0).followed = false;
+                    self.1.notify_all();
+                }
+            }
+            let _ended = Ended(state, ended);
             for line in BufReader::new(pipe)
                 .split(b'\n')
                 .map_while(std::result::Result::ok)
@@ -204,8 +214,6 @@ impl Cell {
                     }
                 }
             }
-            lock(state).followed = false;
-            ended.notify_all();
         };
         std::thread::Builder::new()
             .name("cell-reports".into())

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long a scraper may take to send its request.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a scraper may take to send its request, all of it, and to take the answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most of a request head that is read.
 const MAX_HEAD: usize = 8192;
 
@@ -34,6 +34,17 @@ impl Endpoint {
         series: impl Fn() -> String + Send + 'static,
     ) -> std::io::Result<Endpoint> {
         let netns = std::fs::File::open(format!("/proc/{netns_pid}/ns/net"))?;
+        // A container in the host's network namespace (a hostNetwork pod, `--net-host`): the
+        // shim would bind as root where the container could not itself.
+        let host = std::fs::metadata("/proc/self/ns/net")?;
+        let theirs = netns.metadata()?;
+        use std::os::unix::fs::MetadataExt;
+        if (host.dev(), host.ino()) == (theirs.dev(), theirs.ino()) && addr.port() < 1024 {
+            return Err(std::io::Error::other(
+                "the pod is in the host's network namespace, where a port below 1024 is \
+                 refused (the container could not bind it itself)",
+            ));
+        }
         let listener = std::thread::scope(|s| {
             s.spawn(|| {
                 nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)
@@ -53,8 +64,10 @@ impl Endpoint {
                     if stop.load(Ordering::Acquire) {
                         return;
                     }
-                    if let Ok(stream) = stream {
-                        answer(stream, &series);
+                    match stream {
+                        Ok(stream) => answer(stream, &series),
+                        // Out of fds or memory: a moment's rest rather than a spin.
+                        Err(_) => std::thread::sleep(Duration::from_millis(100)),
                     }
                 }
             })?;
@@ -82,11 +95,17 @@ impl Endpoint {
 /// Answers one connection: the series for `GET /metrics`, 404 for another path, 405 for another
 /// method.
 fn answer(mut stream: TcpStream, series: &dyn Fn() -> String) {
-    let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(READ_TIMEOUT));
+    let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
+    let _ = stream.set_write_timeout(Some(REQUEST_TIMEOUT));
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
+        // One deadline for the whole head: a client that sends a byte now and then cannot hold
+        // the endpoint's only thread.
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
         match stream.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => head.extend_from_slice(&buf[..n]),

@@ -140,7 +140,7 @@ impl PodMetrics {
         );
         registry.register(
             "compile_seconds",
-            "Time to compile a program the cache did not have",
+            "Time to prepare (read, compile, link) a program the cache did not have",
             compile_seconds.clone(),
         );
         registry.register(
