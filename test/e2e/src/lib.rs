@@ -74,6 +74,21 @@ pub fn wasmcell_install(dir: &Path, node: (&str, &Path), args: &[&str]) -> Ran {
         .into()
 }
 
+/// An HTTP/1.x response as read whole from its connection: its status code (0 when there is
+/// none) and its body.
+pub fn http_reply(reply: &str) -> (u16, String) {
+    let code = reply
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = reply
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
 /// Directory of the binaries under test: `WASMCELL_BIN_DIR` (`make e2e` sets it), else the
 /// profile directory of this test executable (`target/<triple>/release`), where `make build`
 /// puts the shim and the CLI. Either way the shim must be there: a test never runs against

@@ -30,16 +30,7 @@ fn get(ns: &NetNs, addr: &str, path: &str) -> std::io::Result<(u16, String)> {
         )?;
         let mut reply = String::new();
         s.read_to_string(&mut reply)?;
-        let status = reply
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = reply
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        Ok((status, body))
+        Ok(wasmcell_e2e::http_reply(&reply))
     })
 }
 

@@ -391,16 +391,7 @@ fn get_in(netns: &NetNs, addr: SocketAddr, path: &str) -> (u16, String) {
         s.write_all(request.as_bytes()).expect("send");
         let mut reply = String::new();
         let _ = s.read_to_string(&mut reply);
-        let code = reply
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = reply
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        (code, body)
+        wasmcell_e2e::http_reply(&reply)
     })
 }
 
